@@ -1,0 +1,74 @@
+# Palisade: two commands on a fresh Debian machine.
+#   make run   installs what is missing, builds, starts the daemon on its embedded defaults
+#   make test  installs what is missing, then runs every check
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+# Debian packages the daemon and the tests drive for real: runc containers, nftables,
+# network namespaces, and the clients the tests run inside sandboxes.
+APT_PACKAGES := nftables runc iproute2 tini catatonit curl openssl ca-certificates \
+	dnsutils netcat-openbsd socat procps nodejs git
+# The SDK versions the compatibility tests run against (see tests/compat/).
+LEAP0_VERSIONS := 0.6.1 0.8.0
+STAMP := target/.stamps
+
+.PHONY: help run test deps apt venv check fmt clippy unit fuzz bench clean
+
+help:
+	@echo "make run    install what is missing, build, start the daemon"
+	@echo "make test   install what is missing, run every check"
+
+deps: apt venv
+
+apt: $(STAMP)/apt
+$(STAMP)/apt: Makefile
+	@missing=(); for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null | grep -q "ok installed" || missing+=("$$p"); \
+	done; \
+	if [ $${#missing[@]} -gt 0 ]; then \
+	  echo "installing: $${missing[*]}"; \
+	  if [ "$$(id -u)" -ne 0 ]; then echo "error: installing packages needs root (run make as root)" >&2; exit 1; fi; \
+	  apt-get update -q; DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$${missing[@]}"; \
+	fi
+	@mkdir -p $(STAMP) && touch $@
+
+# The leap0 SDK needs CPython >= 3.12. Take one from pyenv or PATH; never the 3.11 default.
+venv: $(STAMP)/venv
+$(STAMP)/venv: Makefile tools/find-python
+	@py=$$(tools/find-python); \
+	for v in $(LEAP0_VERSIONS); do \
+	  d=.venv-leap0-$$v; \
+	  if [ ! -x "$$d/bin/python" ] || ! "$$d/bin/python" -c "import leap0, pytest" 2>/dev/null; then \
+	    echo "creating $$d with $$py"; rm -rf "$$d"; "$$py" -m venv "$$d"; \
+	    "$$d/bin/pip" install -q --disable-pip-version-check "leap0==$$v" pytest requests httpx; \
+	  fi; \
+	done
+	@mkdir -p $(STAMP) && touch $@
+
+fmt:
+	cargo fmt --all -- --check
+
+clippy:
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+
+unit:
+	cargo test --workspace --locked
+
+check: fmt clippy unit
+
+test: deps check
+
+run: deps
+	cargo build --release --locked -p palisade
+	./target/release/palisade serve
+
+fuzz:
+	./tools/fuzz-smoke
+
+bench:
+	cargo bench --workspace --locked
+
+clean:
+	cargo clean
+	rm -rf .venv-leap0-*

@@ -1,0 +1,3 @@
+//! Per-sandbox certificate authority and on-demand leaf certificates for TLS interception, with a leaf cache.
+
+#![forbid(unsafe_code)]
