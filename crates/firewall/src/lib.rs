@@ -1,3 +1,6 @@
-//! The data plane: transparent proxy, filtering DNS resolver and egress events.
+//! The data plane: the transparent proxy that every TCP connection from a sandbox is redirected
+//! to, the filtering DNS resolver, and the egress events that record every decision.
 
 #![forbid(unsafe_code)]
+
+pub mod events;
