@@ -3,4 +3,6 @@
 
 #![forbid(unsafe_code)]
 
+pub mod dns;
 pub mod events;
+pub mod resolve;

@@ -1,0 +1,1 @@
+//! The filtering DNS resolver: a view per sandbox.

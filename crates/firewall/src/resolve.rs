@@ -1,0 +1,1 @@
+//! Upstream resolution for allowed names, with a cache.
