@@ -20,12 +20,14 @@ pub mod nft;
 mod origdst;
 mod platform;
 mod pool;
+mod reconcile;
 mod sandbox;
 
 pub use error::NetnsError;
 pub use origdst::original_dst;
 pub use platform::{Call, Platform, RealPlatform, RecordingPlatform};
 pub use pool::{AddressPool, DEFAULT_POOL, SandboxAddrs};
+pub use reconcile::remove_stale_sandbox_nets;
 pub use sandbox::{
     HOST_IF_PREFIX, NETNS_ETC_DIR, NETNS_PREFIX, NETNS_RUN_DIR, SANDBOX_IF, SandboxNet,
     SandboxNetSpec, create_sandbox_net, host_if_name, list_sandbox_netns, netns_name,

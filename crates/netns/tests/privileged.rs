@@ -328,6 +328,11 @@ fn rules_enforce_the_design_with_real_traffic() {
         original_dst(&conn).unwrap(),
         SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 1), 53)
     );
+    // The sandbox's own resolv.conf names the gateway: that works too.
+    let g = udp_bind(&a.netns, Ipv4Addr::UNSPECIFIED, 0);
+    g.send_to(b"via-gateway", (a.addrs.host, 53)).unwrap();
+    let (n, _) = dns_udp.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"via-gateway");
 
     // UDP to allow_cidrs is forwarded (masqueraded), and the reply gets back.
     let u = udp_bind(&a.netns, Ipv4Addr::UNSPECIFIED, 0);
