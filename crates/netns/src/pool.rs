@@ -274,4 +274,30 @@ mod tests {
         p.reserve(last).unwrap();
         assert_eq!(p.index_of(last).unwrap(), 16383);
     }
+
+    proptest::proptest! {
+        /// Any sequence of allocate/release keeps blocks unique, inside the pool, and
+        /// round-tripping through their index; the count matches a naive model.
+        #[test]
+        fn random_allocate_release(prefix in 24u8..=30, ops in proptest::collection::vec(0u8..4, 0..200)) {
+            let mut p = AddressPool::new(Ipv4Net::new(Ipv4Addr::new(10, 20, 0, 0), prefix).unwrap()).unwrap();
+            let mut model: Vec<SandboxAddrs> = Vec::new();
+            for op in ops {
+                if op == 0 && !model.is_empty() {
+                    let a = model.remove(model.len() / 2);
+                    p.release(a);
+                } else if let Some(a) = p.allocate() {
+                    proptest::prop_assert!(!model.contains(&a));
+                    proptest::prop_assert!(p.net().contains(&a.host) && p.net().contains(&a.sandbox));
+                    proptest::prop_assert_eq!(u32::from(a.sandbox), u32::from(a.host) + 1);
+                    let i = p.index_of(a).unwrap();
+                    proptest::prop_assert_eq!(u32::from(a.host), u32::from(p.net().network()) + 4 * i + 1);
+                    model.push(a);
+                } else {
+                    proptest::prop_assert_eq!(model.len() as u32, p.capacity());
+                }
+                proptest::prop_assert_eq!(p.in_use(), model.len());
+            }
+        }
+    }
 }

@@ -98,8 +98,8 @@ pub(crate) fn ip_host(
     }
 }
 
-/// Runs `program` inside namespace `ns` (`None`: here), feeding `stdin`.
-pub(crate) fn exec_in(
+/// Runs `program` inside namespace `ns` (`ip netns exec NS …`; `None`: here), feeding `stdin`.
+pub fn exec_in(
     p: &dyn Platform,
     ns: Option<&str>,
     program: &str,

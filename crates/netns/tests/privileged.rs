@@ -30,12 +30,7 @@ fn ports() -> FirewallPorts {
 }
 
 fn rules(net: &SandboxNet, cidrs: &[&str]) -> SandboxRules {
-    SandboxRules {
-        id: net.id.clone(),
-        host_if: net.host_if.clone(),
-        addrs: net.addrs,
-        allow_cidrs_v4: cidrs.iter().map(|c| c.parse().unwrap()).collect(),
-    }
+    SandboxRules::for_net(net, cidrs.iter().map(|c| c.parse().unwrap()).collect())
 }
 
 fn list_table(w: &World) -> String {

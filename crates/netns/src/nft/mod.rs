@@ -18,7 +18,7 @@ pub use render::{
 };
 
 use crate::sandbox::{exec_in, validate_id, validate_netns_name};
-use crate::{NetnsError, Platform, SandboxAddrs};
+use crate::{NetnsError, Platform, SandboxAddrs, SandboxNet};
 
 /// Where the firewall listens in the host namespace (on every address, or on each sandbox's
 /// host-side address: the redirect sends to the address of the interface the packet came in on).
@@ -41,6 +41,18 @@ pub struct SandboxRules {
     pub addrs: SandboxAddrs,
     /// Destinations UDP and ICMP may reach (TCP always goes to the proxy).
     pub allow_cidrs_v4: Vec<Ipv4Net>,
+}
+
+impl SandboxRules {
+    /// The rules for a sandbox network as built by [`crate::create_sandbox_net`].
+    pub fn for_net(net: &SandboxNet, allow_cidrs_v4: Vec<Ipv4Net>) -> Self {
+        Self {
+            id: net.id.clone(),
+            host_if: net.host_if.clone(),
+            addrs: net.addrs,
+            allow_cidrs_v4,
+        }
+    }
 }
 
 /// Applies `script` with `nft -f -` in the host namespace: one transaction, all or nothing.
