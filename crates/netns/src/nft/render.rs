@@ -178,6 +178,7 @@ fn declare_sandbox_chains(s: &mut String, pre: &str, fwd: &str) {
 
 /// One sandbox's chains and its elements in the dispatch maps. Applying it again redefines the
 /// chains (flush and refill in one transaction), so it is also how a policy's CIDRs change.
+/// Needs the base table ([`render_base`]); without it the script fails, changing nothing.
 pub fn render_sandbox(r: &SandboxRules) -> String {
     if let Err(e) = validate_rules(r) {
         return invalid(&e);
