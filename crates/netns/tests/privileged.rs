@@ -561,3 +561,65 @@ fn ipv6_goes_nowhere() {
         "IPv6 DNS from the sandbox reached the resolver"
     );
 }
+
+/// A sandbox link with no rules of its own (created before its rules, or after they were
+/// removed) is cut off entirely: fail closed.
+#[test]
+fn sandbox_without_its_rules_is_cut_off() {
+    let mut w = World::new();
+    let a = w.sandbox();
+    let c = w.sandbox();
+    let p = &RealPlatform;
+    let h = Some(w.host.as_str());
+    nft::apply(p, h, &nft::render_base(&ports(), w.pool.net())).unwrap();
+    nft::apply(p, h, &nft::render_sandbox(&rules(&a, &[]))).unwrap();
+    nft::apply(p, h, &nft::render_sandbox(&rules(&c, &["0.0.0.0/0"]))).unwrap();
+    let proxy = tcp_listen(&w.host, PROXY);
+    let dns = udp_bind(&w.host, Ipv4Addr::UNSPECIFIED, DNS);
+    let upstream = udp_bind(&w.up, Ipv4Addr::UNSPECIFIED, 7777);
+
+    // With its rules, c reaches the proxy and the upstream.
+    tcp_connect(&c.netns, UP_A, 80).unwrap();
+    assert!(accept_within(&proxy, Duration::from_secs(5)).is_some());
+    let s = udp_bind(&c.netns, Ipv4Addr::UNSPECIFIED, 0);
+    s.send_to(b"marker", (UP_A, 7777)).unwrap();
+    assert!(read_until_marker(&upstream, b"marker").is_empty());
+
+    // Its rules removed while the link still exists: nothing gets through any more.
+    nft::apply(p, h, &nft::render_remove_sandbox(&c.id, &c.host_if)).unwrap();
+    let err = tcp_connect(&c.netns, UP_A, 80).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::TimedOut, "{err}");
+    assert!(accept_within(&proxy, Duration::from_millis(200)).is_none());
+    s.send_to(b"from-c", (UP_A, 7777)).unwrap();
+    s.send_to(b"from-c", (Ipv4Addr::new(203, 0, 113, 53), 53))
+        .unwrap();
+    // a's packets are the markers: the host handled c's before them.
+    let q = udp_bind(&a.netns, Ipv4Addr::UNSPECIFIED, 0);
+    q.send_to(b"marker", (Ipv4Addr::new(203, 0, 113, 53), 53))
+        .unwrap();
+    assert!(
+        read_until_marker(&dns, b"marker").is_empty(),
+        "c reached the resolver"
+    );
+    assert!(nothing_queued(&upstream), "c reached the upstream");
+    assert_eq!(ping(&c.netns, c.addrs.host), None);
+}
+
+/// The test world is removed even when a test panics half-way.
+#[test]
+fn world_is_torn_down_on_panic() {
+    let names = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let seen = names.clone();
+    let r = std::panic::catch_unwind(move || {
+        let mut w = World::new();
+        let a = w.sandbox();
+        *seen.lock().unwrap() = Some((w.host.clone(), w.up.clone(), a.netns.clone()));
+        panic!("deliberate");
+    });
+    assert!(r.is_err());
+    let (host, up, sandbox) = names.lock().unwrap().clone().unwrap();
+    for ns in [host, up, sandbox.clone()] {
+        assert!(!netns_exists(&ns), "{ns} left behind");
+    }
+    assert!(!std::path::Path::new("/etc/netns").join(sandbox).exists());
+}
