@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::sched::{CloneFlags, setns};
+use palisade_netns::nft::{FirewallPorts, SandboxRules};
 use palisade_netns::{
     AddressPool, Platform, RealPlatform, SandboxNet, SandboxNetSpec, create_sandbox_net,
     remove_sandbox_net,
@@ -268,4 +269,19 @@ fn checksum(data: &[u8]) -> u16 {
         sum = (sum & 0xffff) + (sum >> 16);
     }
     !(sum as u16)
+}
+
+pub fn ports() -> FirewallPorts {
+    FirewallPorts {
+        proxy: PROXY,
+        dns: DNS,
+    }
+}
+
+pub fn rules(net: &SandboxNet, cidrs: &[&str]) -> SandboxRules {
+    SandboxRules::for_net(net, cidrs.iter().map(|c| c.parse().unwrap()).collect())
+}
+
+pub fn list_table(w: &World) -> String {
+    exec(&w.host, "nft", &["list", "table", "inet", "palisade"]).unwrap()
 }
