@@ -1,3 +1,34 @@
-//! Network policy: wire types, validation, canonical names, address classes and the compiled matcher. Pure code: no I/O, no tokio, no libc.
+//! Network policy: wire types, validation, canonical names, address classes and the compiled
+//! matcher. Pure code: no I/O, no tokio, no libc.
+//!
+//! The path of a policy: JSON → [`NetworkPolicySpec`] (serde, unknown fields refused) →
+//! [`NetworkPolicySpec::validate`] → [`Policy`] (canonical, checked) → [`Policy::compile`] →
+//! [`CompiledPolicy`], which the data plane asks about every name ([`CompiledPolicy::decide_name`]
+//! with a name from [`canonicalize`]) and every address ([`CompiledPolicy::check_addr`]).
 
 #![forbid(unsafe_code)]
+
+mod addr;
+mod compiled;
+mod error;
+mod headers;
+mod name;
+mod policy;
+mod secret;
+mod validate;
+mod wire;
+
+#[doc(hidden)]
+pub mod fuzzing;
+
+pub use addr::{AddrVerdict, AddressClass, classify, embedded_v4};
+pub use compiled::{CompiledPolicy, DenyReason, NameVerdict, Rule};
+pub use error::{FieldError, ValidationErrors};
+pub use name::{
+    CanonicalName, DomainPattern, MAX_LABEL_LEN, MAX_NAME_LEN, MAX_RAW_LEN, NameError,
+    PatternError, canonicalize,
+};
+pub use policy::{Policy, Transform};
+pub use secret::{REDACTED, SecretValue};
+pub use validate::Limits;
+pub use wire::{Mode, NetworkPolicySpec, TransformSpec};

@@ -1,0 +1,165 @@
+//! The validated runtime policy.
+
+use std::collections::BTreeMap;
+
+use ipnet::IpNet;
+
+use crate::compiled::CompiledPolicy;
+use crate::error::ValidationErrors;
+use crate::name::DomainPattern;
+use crate::secret::{REDACTED, SecretValue};
+use crate::wire::{Mode, NetworkPolicySpec, TransformSpec};
+
+/// A checked, canonical network policy: names canonicalised, CIDRs masked, duplicates of
+/// `allow_domains`/`allow_cidrs` removed, header names lowercased. `Debug` never shows injected
+/// values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    pub(crate) mode: Mode,
+    pub(crate) allow_domains: Vec<DomainPattern>,
+    pub(crate) allow_cidrs: Vec<IpNet>,
+    pub(crate) transforms: Vec<Transform>,
+}
+
+/// Header rewriting for one domain pattern; connections to it are intercepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transform {
+    pub(crate) pattern: DomainPattern,
+    pub(crate) inject: Vec<(String, SecretValue)>,
+    pub(crate) strip: Vec<String>,
+}
+
+impl Transform {
+    /// The domain pattern this transform applies to.
+    pub fn pattern(&self) -> &DomainPattern {
+        &self.pattern
+    }
+
+    /// Headers to set, lowercase names sorted, replacing whatever the client sent.
+    pub fn inject(&self) -> &[(String, SecretValue)] {
+        &self.inject
+    }
+
+    /// Lowercase names of headers to remove (applied before `inject`).
+    pub fn strip(&self) -> &[String] {
+        &self.strip
+    }
+
+    fn to_spec(&self, redact: bool) -> TransformSpec {
+        let inject_headers = (!self.inject.is_empty()).then(|| {
+            self.inject
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        if redact {
+                            REDACTED.to_owned()
+                        } else {
+                            v.expose().to_owned()
+                        },
+                    )
+                })
+                .collect::<BTreeMap<_, _>>()
+        });
+        TransformSpec {
+            domain: self.pattern.to_string(),
+            inject_headers,
+            strip_headers: (!self.strip.is_empty()).then(|| self.strip.clone()),
+        }
+    }
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy::allow_all()
+    }
+}
+
+impl Policy {
+    /// The policy of a sandbox created without one.
+    pub fn allow_all() -> Policy {
+        Policy {
+            mode: Mode::AllowAll,
+            allow_domains: Vec::new(),
+            allow_cidrs: Vec::new(),
+            transforms: Vec::new(),
+        }
+    }
+
+    /// Nothing leaves the sandbox.
+    pub fn deny_all() -> Policy {
+        Policy {
+            mode: Mode::DenyAll,
+            ..Policy::allow_all()
+        }
+    }
+
+    /// Parses and validates the JSON of a `network_policy` object.
+    pub fn from_json(bytes: &[u8]) -> Result<Policy, ValidationErrors> {
+        NetworkPolicySpec::from_json(bytes)?.validate()
+    }
+
+    /// The mode.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Canonical `allow_domains`, first occurrence order, no duplicates.
+    pub fn allow_domains(&self) -> &[DomainPattern] {
+        &self.allow_domains
+    }
+
+    /// Masked `allow_cidrs`, first occurrence order, no duplicates.
+    pub fn allow_cidrs(&self) -> &[IpNet] {
+        &self.allow_cidrs
+    }
+
+    /// Transforms in the order given; [`NameVerdict::Intercept`](crate::NameVerdict) indexes
+    /// into this list.
+    pub fn transforms(&self) -> &[Transform] {
+        &self.transforms
+    }
+
+    /// The normalised policy as wire JSON, secrets included (for sealing in the store).
+    /// Validating it gives back an equal `Policy`.
+    pub fn to_spec(&self) -> NetworkPolicySpec {
+        self.spec(false)
+    }
+
+    /// Like [`to_spec`](Self::to_spec) with every injected value replaced by `[REDACTED]` (for
+    /// API responses and logs).
+    pub fn redacted_spec(&self) -> NetworkPolicySpec {
+        self.spec(true)
+    }
+
+    fn spec(&self, redact: bool) -> NetworkPolicySpec {
+        fn some<T>(v: Vec<T>) -> Option<Vec<T>> {
+            (!v.is_empty()).then_some(v)
+        }
+        NetworkPolicySpec {
+            mode: self.mode,
+            allow_domains: some(self.allow_domains.iter().map(ToString::to_string).collect()),
+            allow_cidrs: some(self.allow_cidrs.iter().map(ToString::to_string).collect()),
+            transforms: some(self.transforms.iter().map(|t| t.to_spec(redact)).collect()),
+        }
+    }
+
+    /// Builds the matcher the data plane consults for every connection.
+    pub fn compile(&self) -> CompiledPolicy {
+        CompiledPolicy::new(self)
+    }
+}
+
+impl TryFrom<&NetworkPolicySpec> for Policy {
+    type Error = ValidationErrors;
+    fn try_from(spec: &NetworkPolicySpec) -> Result<Policy, ValidationErrors> {
+        spec.validate()
+    }
+}
+
+impl TryFrom<NetworkPolicySpec> for Policy {
+    type Error = ValidationErrors;
+    fn try_from(spec: NetworkPolicySpec) -> Result<Policy, ValidationErrors> {
+        spec.validate()
+    }
+}

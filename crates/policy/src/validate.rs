@@ -1,0 +1,350 @@
+//! From wire spec to [`Policy`]: every rule of the API, every failure reported at once.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use crate::error::{Errors, ValidationErrors};
+use crate::headers;
+use crate::name::DomainPattern;
+use crate::policy::{Policy, Transform};
+use crate::secret::SecretValue;
+use crate::wire::{Mode, NetworkPolicySpec, ROOT, TransformSpec};
+
+/// Size limits applied by [`NetworkPolicySpec::validate_with`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Entries in `allow_domains`.
+    pub max_domains: usize,
+    /// Entries in `allow_cidrs`.
+    pub max_cidrs: usize,
+    /// Entries in `transforms`.
+    pub max_transforms: usize,
+    /// `inject_headers` entries per transform.
+    pub max_inject_headers: usize,
+    /// `strip_headers` entries per transform.
+    pub max_strip_headers: usize,
+    /// Bytes in a header name.
+    pub max_header_name_len: usize,
+    /// Bytes in an injected value.
+    pub max_header_value_len: usize,
+}
+
+impl Limits {
+    /// Leap0's limits (50 domains, 10 CIDRs, 20 transforms) and header caps.
+    pub const LEAP0: Limits = Limits {
+        max_domains: 50,
+        max_cidrs: 10,
+        max_transforms: 20,
+        max_inject_headers: 32,
+        max_strip_headers: 32,
+        max_header_name_len: 256,
+        max_header_value_len: 8192,
+    };
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits::LEAP0
+    }
+}
+
+impl NetworkPolicySpec {
+    /// Checks the policy under [`Limits::LEAP0`]. Field paths start with `network_policy`.
+    pub fn validate(&self) -> Result<Policy, ValidationErrors> {
+        self.validate_with(&Limits::LEAP0)
+    }
+
+    /// Checks the policy under the given limits.
+    pub fn validate_with(&self, limits: &Limits) -> Result<Policy, ValidationErrors> {
+        let mut errs = Errors::new();
+        let domains = self.allow_domains.as_deref().unwrap_or_default();
+        let cidrs = self.allow_cidrs.as_deref().unwrap_or_default();
+        let transforms = self.transforms.as_deref().unwrap_or_default();
+
+        check_mode(self.mode, domains, cidrs, transforms, &mut errs);
+        check_count(
+            "allow_domains",
+            domains.len(),
+            limits.max_domains,
+            &mut errs,
+        );
+        check_count("allow_cidrs", cidrs.len(), limits.max_cidrs, &mut errs);
+        check_count(
+            "transforms",
+            transforms.len(),
+            limits.max_transforms,
+            &mut errs,
+        );
+
+        let allow_domains = parse_domains(domains, &mut errs);
+        let allow_cidrs = parse_cidrs(cidrs, &mut errs);
+        let transforms = parse_transforms(transforms, limits, &mut errs);
+
+        if errs.is_empty() {
+            Ok(Policy {
+                mode: self.mode,
+                allow_domains,
+                allow_cidrs,
+                transforms,
+            })
+        } else {
+            Err(errs.finish())
+        }
+    }
+}
+
+fn check_mode(
+    mode: Mode,
+    domains: &[String],
+    cidrs: &[String],
+    transforms: &[TransformSpec],
+    errs: &mut Errors,
+) {
+    match mode {
+        Mode::DenyAll => {
+            if !domains.is_empty() {
+                errs.push(
+                    format!("{ROOT}.allow_domains"),
+                    "must be empty in deny-all mode; use mode \"custom\" to allow some domains",
+                );
+            }
+            if !cidrs.is_empty() {
+                errs.push(
+                    format!("{ROOT}.allow_cidrs"),
+                    "must be empty in deny-all mode; use mode \"custom\" to allow some networks",
+                );
+            }
+            if !transforms.is_empty() {
+                errs.push(
+                    format!("{ROOT}.transforms"),
+                    "must be empty in deny-all mode; use mode \"custom\" with transforms instead",
+                );
+            }
+        }
+        Mode::AllowAll => {
+            if !domains.is_empty() {
+                errs.push(
+                    format!("{ROOT}.allow_domains"),
+                    "must be empty in allow-all mode, which already allows every domain; use mode \"custom\" to allow only these",
+                );
+            }
+        }
+        Mode::Custom => {}
+    }
+}
+
+fn check_count(list: &str, len: usize, max: usize, errs: &mut Errors) {
+    if len > max {
+        errs.push(
+            format!("{ROOT}.{list}"),
+            format!("has {len} entries; the limit is {max}"),
+        );
+    }
+}
+
+/// Quotes user text for a message, shortened so a huge input gives a short message.
+pub(crate) fn quote(s: &str) -> String {
+    const MAX: usize = 80;
+    if s.chars().count() <= MAX {
+        format!("{s:?}")
+    } else {
+        let head: String = s.chars().take(MAX).collect();
+        format!("{head:?}…")
+    }
+}
+
+fn parse_domains(raw: &[String], errs: &mut Errors) -> Vec<DomainPattern> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for (i, d) in raw.iter().enumerate() {
+        match DomainPattern::parse(d) {
+            Ok(p) => {
+                if seen.insert(p.clone()) {
+                    out.push(p);
+                }
+            }
+            Err(e) => errs.push(
+                format!("{ROOT}.allow_domains[{i}]"),
+                format!("{} {e}", quote(d)),
+            ),
+        }
+    }
+    out
+}
+
+fn parse_cidrs(raw: &[String], errs: &mut Errors) -> Vec<IpNet> {
+    let mut out: Vec<IpNet> = Vec::new();
+    for (i, c) in raw.iter().enumerate() {
+        let text = c.trim();
+        match parse_cidr(text) {
+            Some(net) => {
+                let net = net.trunc();
+                if !out.contains(&net) {
+                    out.push(net);
+                }
+            }
+            None => errs.push(
+                format!("{ROOT}.allow_cidrs[{i}]"),
+                format!(
+                    "{} is not an IP network; write an address with a prefix length, like \"10.0.0.0/24\" or \"2001:db8::/48\"",
+                    quote(c)
+                ),
+            ),
+        }
+    }
+    out
+}
+
+/// `addr/len` or a bare address, with std's strict address parser (no leading zeros, which some
+/// tools read as octal) and a plain decimal prefix length.
+fn parse_cidr(text: &str) -> Option<IpNet> {
+    let (addr, len) = match text.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (text, None),
+    };
+    let addr: IpAddr = addr.parse().ok()?;
+    let len = match len {
+        None => return Some(IpNet::from(addr)),
+        Some(l) if !l.is_empty() && l.len() <= 3 && l.bytes().all(|b| b.is_ascii_digit()) => {
+            l.parse::<u8>().ok()?
+        }
+        Some(_) => return None,
+    };
+    IpNet::new(addr, len).ok()
+}
+
+fn parse_transforms(raw: &[TransformSpec], limits: &Limits, errs: &mut Errors) -> Vec<Transform> {
+    let mut first_index: HashMap<DomainPattern, usize> = HashMap::new();
+    let mut out = Vec::new();
+    for (i, t) in raw.iter().enumerate() {
+        let at = format!("{ROOT}.transforms[{i}]");
+        let pattern = match DomainPattern::parse(&t.domain) {
+            Ok(p) => {
+                match first_index.get(&p) {
+                    Some(j) => {
+                        errs.push(
+                        format!("{at}.domain"),
+                        format!("{} already has a transform (transforms[{j}]); combine them into one", quote(&p.to_string())),
+                    );
+                        None
+                    }
+                    None => {
+                        first_index.insert(p.clone(), i);
+                        Some(p)
+                    }
+                }
+            }
+            Err(e) => {
+                errs.push(format!("{at}.domain"), format!("{} {e}", quote(&t.domain)));
+                None
+            }
+        };
+        let empty = BTreeMap::new();
+        let inject = parse_inject(
+            &at,
+            t.inject_headers.as_ref().unwrap_or(&empty),
+            limits,
+            errs,
+        );
+        let strip = parse_strip(
+            &at,
+            t.strip_headers.as_deref().unwrap_or_default(),
+            limits,
+            errs,
+        );
+        if let Some(pattern) = pattern {
+            out.push(Transform {
+                pattern,
+                inject,
+                strip,
+            });
+        }
+    }
+    out
+}
+
+fn parse_inject(
+    at: &str,
+    raw: &BTreeMap<String, String>,
+    limits: &Limits,
+    errs: &mut Errors,
+) -> Vec<(String, SecretValue)> {
+    check_count_at(
+        &format!("{at}.inject_headers"),
+        raw.len(),
+        limits.max_inject_headers,
+        errs,
+    );
+    let mut out: Vec<(String, SecretValue)> = Vec::new();
+    let mut originals: HashMap<String, &str> = HashMap::new();
+    for (name, value) in raw {
+        let field = format!("{at}.inject_headers[{}]", quote(name));
+        let lower = match check_header_name(name, limits) {
+            Ok(lower) => lower,
+            Err(msg) => {
+                errs.push(field, format!("{} {msg}", quote(name)));
+                continue;
+            }
+        };
+        if let Err(msg) = headers::check_value(value, limits.max_header_value_len) {
+            errs.push(field.clone(), msg);
+        }
+        if let Some(prev) = originals.get(&lower) {
+            errs.push(
+                field,
+                format!(
+                    "is given twice (as {} too; header names are case-insensitive)",
+                    quote(prev)
+                ),
+            );
+            continue;
+        }
+        originals.insert(lower.clone(), name);
+        out.push((lower, SecretValue::new(value.clone())));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+fn parse_strip(at: &str, raw: &[String], limits: &Limits, errs: &mut Errors) -> Vec<String> {
+    check_count_at(
+        &format!("{at}.strip_headers"),
+        raw.len(),
+        limits.max_strip_headers,
+        errs,
+    );
+    let mut out: Vec<String> = Vec::new();
+    for (k, name) in raw.iter().enumerate() {
+        match check_header_name(name, limits) {
+            Ok(lower) => {
+                if !out.contains(&lower) {
+                    out.push(lower);
+                }
+            }
+            Err(msg) => errs.push(
+                format!("{at}.strip_headers[{k}]"),
+                format!("{} {msg}", quote(name)),
+            ),
+        }
+    }
+    out
+}
+
+fn check_header_name(name: &str, limits: &Limits) -> Result<String, String> {
+    if name.len() > limits.max_header_name_len {
+        return Err(format!(
+            "is {} bytes long; the limit for a header name is {}",
+            name.len(),
+            limits.max_header_name_len
+        ));
+    }
+    headers::check_name(name)
+}
+
+fn check_count_at(field: &str, len: usize, max: usize, errs: &mut Errors) {
+    if len > max {
+        errs.push(field, format!("has {len} entries; the limit is {max}"));
+    }
+}

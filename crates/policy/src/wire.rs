@@ -1,0 +1,162 @@
+//! The policy as the Leap0 API and SDKs send it. These types only carry JSON; they are checked and
+//! turned into a [`Policy`](crate::Policy) by [`NetworkPolicySpec::validate`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{FieldError, ValidationErrors};
+
+/// What a sandbox may reach when no rule says otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Mode {
+    /// Everything public is allowed (the default when no policy is given).
+    #[serde(rename = "allow-all")]
+    AllowAll,
+    /// Nothing leaves the sandbox.
+    #[serde(rename = "deny-all")]
+    DenyAll,
+    /// Only `allow_domains`, `allow_cidrs` and transform domains.
+    #[serde(rename = "custom")]
+    Custom,
+}
+
+impl Mode {
+    /// The wire spelling: `allow-all`, `deny-all` or `custom`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::AllowAll => "allow-all",
+            Mode::DenyAll => "deny-all",
+            Mode::Custom => "custom",
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `network_policy` exactly as sent. `null` list fields are treated as absent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkPolicySpec {
+    /// The mode.
+    pub mode: Mode,
+    /// Exact names (`api.example.com`) or wildcards (`*.example.com`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_domains: Option<Vec<String>>,
+    /// IPv4 or IPv6 networks (`10.0.0.0/24`) or single addresses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_cidrs: Option<Vec<String>>,
+    /// Header rewriting for intercepted domains.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transforms: Option<Vec<TransformSpec>>,
+}
+
+impl Default for NetworkPolicySpec {
+    /// An omitted policy: `allow-all`.
+    fn default() -> Self {
+        NetworkPolicySpec {
+            mode: Mode::AllowAll,
+            allow_domains: None,
+            allow_cidrs: None,
+            transforms: None,
+        }
+    }
+}
+
+/// One transform as sent. `Debug` hides the header values (they are secrets).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransformSpec {
+    /// Exact name or wildcard the transform applies to.
+    pub domain: String,
+    /// Headers set on every request (replacing any the client sent). Values are secrets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inject_headers: Option<BTreeMap<String, String>>,
+    /// Headers removed from every request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strip_headers: Option<Vec<String>>,
+}
+
+impl fmt::Debug for TransformSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inject: Option<Vec<&String>> = self.inject_headers.as_ref().map(|m| m.keys().collect());
+        f.debug_struct("TransformSpec")
+            .field("domain", &self.domain)
+            .field("inject_headers", &inject.map(|names| (names, "[REDACTED]")))
+            .field("strip_headers", &self.strip_headers)
+            .finish()
+    }
+}
+
+/// The JSON path prefix of every reported field.
+pub(crate) const ROOT: &str = "network_policy";
+
+impl NetworkPolicySpec {
+    /// Parses the JSON of a `network_policy` object. Errors carry the JSON path of the field that
+    /// could not be read (`network_policy.transforms[0].domain`) and never echo header values.
+    pub fn from_json(bytes: &[u8]) -> Result<NetworkPolicySpec, ValidationErrors> {
+        let de = &mut serde_json::Deserializer::from_slice(bytes);
+        match serde_path_to_error::deserialize::<_, NetworkPolicySpec>(de) {
+            Ok(spec) => Ok(spec),
+            Err(e) => {
+                let path = e.path().to_string();
+                let field = if path == "." || path.is_empty() {
+                    ROOT.to_owned()
+                } else if path.starts_with('[') {
+                    format!("{ROOT}{path}")
+                } else {
+                    format!("{ROOT}.{path}")
+                };
+                Err(ValidationErrors(vec![FieldError {
+                    field,
+                    message: describe_json_error(e.inner()),
+                }]))
+            }
+        }
+    }
+
+    /// Serialises to the JSON the API sends (absent lists omitted).
+    pub fn to_json(&self) -> String {
+        // Serialising plain strings, maps and enums cannot fail; fall back to the mode alone.
+        serde_json::to_string(self).unwrap_or_else(|_| format!("{{\"mode\":\"{}\"}}", self.mode))
+    }
+}
+
+/// serde_json messages include the offending value for some errors ("invalid type: string
+/// \"sk-...\""); a header value may be a secret, so only the category and position survive.
+fn describe_json_error(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let at = format!("line {} column {}", e.line(), e.column());
+    match e.classify() {
+        Category::Io => format!("could not read the JSON ({at})"),
+        Category::Eof => format!("the JSON ends too early ({at})"),
+        Category::Syntax => format!("is not valid JSON ({at})"),
+        Category::Data => {
+            let msg = e.to_string();
+            if msg.starts_with("unknown field")
+                || msg.starts_with("missing field")
+                || msg.starts_with("unknown variant")
+            {
+                // These messages name only field or variant names, never values of headers.
+                let head = msg.split(" at line ").next().unwrap_or(&msg);
+                head.replace("unknown variant", "unknown mode")
+            } else if msg.starts_with("invalid type") {
+                let expected = msg
+                    .split("expected ")
+                    .nth(1)
+                    .and_then(|s| s.split(" at line ").next());
+                match expected {
+                    Some(exp) => format!("has the wrong type: expected {exp}"),
+                    None => "has the wrong type".to_owned(),
+                }
+            } else {
+                format!("is not valid here ({at})")
+            }
+        }
+    }
+}
