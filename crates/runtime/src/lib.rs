@@ -1,3 +1,34 @@
 //! Sandboxes as runc containers: OCI spec, overlay root filesystem, templates, exec, pause and snapshot archives.
+//!
+//! A sandbox is a runc container whose root is an overlay (a template read-only below, a
+//! per-sandbox upper directory), in a network namespace the caller made (or an empty one),
+//! with cgroup CPU, memory and pids limits and a static init (catatonit) as PID 1. Commands run
+//! through `runc exec`. The data directory holds `templates/`, `sandboxes/<id>/` and `runc/`.
+//!
+//! Platform effects (mounts, runc) sit behind [`Platform`]; [`FakePlatform`] records them so
+//! the logic and the generated `config.json` are tested without root.
 
 #![forbid(unsafe_code)]
+
+mod debian;
+mod error;
+mod exec;
+mod names;
+mod oci;
+mod platform;
+mod runtime;
+mod snapshot;
+mod spec;
+mod templates;
+mod trust;
+mod types;
+
+pub use error::{Result, RuntimeError};
+pub use names::{DEBIAN_TEMPLATE, HOST_TEMPLATE};
+pub use platform::{FakePlatform, HostPlatform, OverlayMount, Platform};
+pub use runtime::{ReconcileReport, Runtime};
+pub use spec::INIT_IN_SANDBOX;
+pub use types::{
+    DEFAULT_OUTPUT_CAP, ExecRequest, ExecResult, RuntimeConfig, Sandbox, SandboxSpec, SandboxState,
+    SnapshotManifest, TRUNCATION_MARKER, TemplateInfo, TemplateProgress,
+};

@@ -1,0 +1,272 @@
+//! Platform effects (mounts and runc) behind a small trait, with the real implementation and
+//! a recording fake for unit tests without root.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::sync::Mutex;
+
+use nix::mount::{MntFlags, MsFlags};
+
+/// An overlay mount: read-only lower layers, per-sandbox upper and work directories.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverlayMount {
+    /// The template's root file system.
+    pub lower: PathBuf,
+    /// The sandbox's writable layer.
+    pub upper: PathBuf,
+    /// overlayfs' scratch directory (same file system as `upper`).
+    pub work: PathBuf,
+    /// Where the merged root appears.
+    pub target: PathBuf,
+}
+
+/// The runtime's system effects.
+pub trait Platform: fmt::Debug + Send + Sync + 'static {
+    /// Mounts an overlay.
+    fn mount_overlay(&self, m: &OverlayMount) -> std::io::Result<()>;
+    /// Unmounts `target` (lazily, so a busy mount never blocks a delete).
+    fn unmount(&self, target: &Path) -> std::io::Result<()>;
+    /// Whether `target` is a mount point.
+    fn is_mounted(&self, target: &Path) -> bool;
+    /// Runs runc with these arguments to completion.
+    fn runc(&self, args: Vec<OsString>) -> impl Future<Output = std::io::Result<Output>> + Send;
+    /// Runs `runc run --detach`: the container's init inherits runc's stdout and stderr, so
+    /// they go to `log` (never a pipe this process would wait on); runc's own errors land there
+    /// too and are returned as the output's stderr.
+    fn runc_detached(
+        &self,
+        args: Vec<OsString>,
+        log: &Path,
+    ) -> impl Future<Output = std::io::Result<Output>> + Send;
+    /// Starts `runc exec` with these arguments, stdout and stderr piped, stdin closed.
+    fn spawn_exec(&self, args: Vec<OsString>) -> std::io::Result<tokio::process::Child>;
+}
+
+/// The real host: nix mounts and the runc binary.
+#[derive(Debug, Clone)]
+pub struct HostPlatform {
+    runc: PathBuf,
+    runc_root: PathBuf,
+}
+
+impl HostPlatform {
+    /// runc at `runc`, keeping its state under `runc_root`.
+    pub fn new(runc: PathBuf, runc_root: PathBuf) -> Self {
+        Self { runc, runc_root }
+    }
+
+    fn command(&self, args: Vec<OsString>) -> tokio::process::Command {
+        let mut c = tokio::process::Command::new(&self.runc);
+        c.arg("--root").arg(&self.runc_root).args(args);
+        c.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c.kill_on_drop(true);
+        c
+    }
+}
+
+/// The overlay option string; paths with `,` `:` or `\` would be misparsed by the kernel.
+pub(crate) fn overlay_options(m: &OverlayMount) -> std::io::Result<String> {
+    let mut parts = Vec::with_capacity(3);
+    for (k, p) in [
+        ("lowerdir", &m.lower),
+        ("upperdir", &m.upper),
+        ("workdir", &m.work),
+    ] {
+        let s = p.to_str().ok_or_else(|| bad_path(p))?;
+        if s.contains([',', ':', '\\']) {
+            return Err(bad_path(p));
+        }
+        parts.push(format!("{k}={s}"));
+    }
+    Ok(parts.join(","))
+}
+
+fn bad_path(p: &Path) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidInput,
+        format!(
+            "path {} cannot be an overlay layer (non-UTF-8, or has , : or \\)",
+            p.display()
+        ),
+    )
+}
+
+impl Platform for HostPlatform {
+    fn mount_overlay(&self, m: &OverlayMount) -> std::io::Result<()> {
+        let opts = overlay_options(m)?;
+        nix::mount::mount(
+            Some("overlay"),
+            &m.target,
+            Some("overlay"),
+            MsFlags::MS_NODEV,
+            Some(opts.as_str()),
+        )
+        .map_err(std::io::Error::from)
+    }
+
+    fn unmount(&self, target: &Path) -> std::io::Result<()> {
+        nix::mount::umount2(target, MntFlags::MNT_DETACH).map_err(std::io::Error::from)
+    }
+
+    fn is_mounted(&self, target: &Path) -> bool {
+        let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+            return false;
+        };
+        let Some(t) = target.to_str() else {
+            return false;
+        };
+        // Field 5 is the mount point, with spaces etc. octal-escaped; our paths have none.
+        info.lines().any(|l| l.split(' ').nth(4) == Some(t))
+    }
+
+    async fn runc(&self, args: Vec<OsString>) -> std::io::Result<Output> {
+        self.command(args).output().await
+    }
+
+    async fn runc_detached(&self, args: Vec<OsString>, log: &Path) -> std::io::Result<Output> {
+        let f = std::fs::File::create(log)?;
+        let mut c = self.command(args);
+        c.stdout(Stdio::null()).stderr(f.try_clone()?);
+        let status = c.status().await?;
+        let mut stderr = std::fs::read(log)?;
+        stderr.truncate(4096);
+        Ok(Output {
+            status,
+            stdout: Vec::new(),
+            stderr,
+        })
+    }
+
+    fn spawn_exec(&self, args: Vec<OsString>) -> std::io::Result<tokio::process::Child> {
+        self.command(args).spawn()
+    }
+}
+
+/// A recording fake: mounts and runc calls are logged, not performed. `runc exec` runs the
+/// command on the host as `/bin/sh -c` in its own process group, writing `--pid-file`, so the
+/// exec logic (caps, timeouts, process-group kill) is tested without root or containers.
+#[derive(Debug, Default)]
+pub struct FakePlatform {
+    calls: Mutex<Vec<String>>,
+    mounted: Mutex<Vec<PathBuf>>,
+    /// Canned stdout for `runc state` / `runc list` (JSON), keyed by subcommand.
+    pub canned: Mutex<Vec<(String, String)>>,
+}
+
+impl FakePlatform {
+    /// The calls so far, one line each (`mount …`, `umount …`, `runc …`).
+    pub fn calls(&self) -> Vec<String> {
+        self.calls.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    fn record(&self, line: String) {
+        if let Ok(mut c) = self.calls.lock() {
+            c.push(line);
+        }
+    }
+}
+
+fn join(args: &[OsString]) -> String {
+    args.iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+impl Platform for FakePlatform {
+    fn mount_overlay(&self, m: &OverlayMount) -> std::io::Result<()> {
+        self.record(format!(
+            "mount overlay {} on {}",
+            overlay_options(m)?,
+            m.target.display()
+        ));
+        if let Ok(mut v) = self.mounted.lock() {
+            v.push(m.target.clone());
+        }
+        Ok(())
+    }
+
+    fn unmount(&self, target: &Path) -> std::io::Result<()> {
+        self.record(format!("umount {}", target.display()));
+        if let Ok(mut v) = self.mounted.lock() {
+            v.retain(|t| t != target);
+        }
+        Ok(())
+    }
+
+    fn is_mounted(&self, target: &Path) -> bool {
+        self.mounted
+            .lock()
+            .map(|v| v.iter().any(|t| t == target))
+            .unwrap_or(false)
+    }
+
+    async fn runc(&self, args: Vec<OsString>) -> std::io::Result<Output> {
+        let line = join(&args);
+        self.record(format!("runc {line}"));
+        let sub = args
+            .first()
+            .map(|a| a.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let stdout = self
+            .canned
+            .lock()
+            .ok()
+            .and_then(|c| c.iter().find(|(k, _)| *k == sub).map(|(_, v)| v.clone()))
+            .unwrap_or_default();
+        let status = tokio::process::Command::new("true").status().await?;
+        Ok(Output {
+            status,
+            stdout: stdout.into_bytes(),
+            stderr: Vec::new(),
+        })
+    }
+
+    async fn runc_detached(&self, args: Vec<OsString>, _log: &Path) -> std::io::Result<Output> {
+        self.runc(args).await
+    }
+
+    fn spawn_exec(&self, args: Vec<OsString>) -> std::io::Result<tokio::process::Child> {
+        self.record(format!("runc {}", join(&args)));
+        let strs: Vec<String> = args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let mut cmd = tokio::process::Command::new("/bin/sh");
+        let mut pid_file = None;
+        let mut i = 1; // skip "exec"
+        while i < strs.len() {
+            match strs[i].as_str() {
+                "--pid-file" => pid_file = strs.get(i + 1).cloned(),
+                "--cwd" => {
+                    if let Some(d) = strs.get(i + 1) {
+                        cmd.current_dir(d);
+                    }
+                }
+                "--env" => {
+                    if let Some((k, v)) = strs.get(i + 1).and_then(|e| e.split_once('=')) {
+                        cmd.env(k, v);
+                    }
+                }
+                _ => break,
+            }
+            i += 2;
+        }
+        // strs[i] is the container id, then /bin/sh -c COMMAND.
+        let command = strs.last().cloned().unwrap_or_default();
+        cmd.arg("-c").arg(command);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd.process_group(0).kill_on_drop(true);
+        let child = cmd.spawn()?;
+        if let (Some(f), Some(pid)) = (pid_file, child.id()) {
+            std::fs::write(f, pid.to_string())?;
+        }
+        Ok(child)
+    }
+}
