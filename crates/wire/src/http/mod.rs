@@ -2,6 +2,7 @@
 //! keep the firewall and the upstream reading the same request (RFC 9112 §6.3, §11.2).
 
 use std::fmt;
+use std::mem::MaybeUninit;
 
 use crate::SniffError;
 
@@ -160,9 +161,10 @@ fn head_end(window: &[u8]) -> Result<Option<usize>, SniffError> {
 
 /// Runs httparse; `Ok(None)` while the head is partial.
 fn parse_with_httparse(buf: &[u8]) -> Result<Option<RequestHead>, SniffError> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    let head_len = match req.parse(buf) {
+    // Uninitialised slots: zeroing 256 headers would cost more than parsing a small head.
+    let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let head_len = match req.parse_with_uninit_headers(buf, &mut headers) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(e) => return Err(SniffError::Malformed(httparse_reason(e))),
