@@ -155,6 +155,8 @@ pub struct FakePlatform {
     mounted: Mutex<Vec<PathBuf>>,
     /// Canned stdout for `runc state` / `runc list` (JSON), keyed by subcommand.
     pub canned: Mutex<Vec<(String, String)>>,
+    /// runc subcommands that fail (exit 1, stderr "fake failure").
+    pub failing: Mutex<Vec<String>>,
 }
 
 impl FakePlatform {
@@ -218,11 +220,23 @@ impl Platform for FakePlatform {
             .ok()
             .and_then(|c| c.iter().find(|(k, _)| *k == sub).map(|(_, v)| v.clone()))
             .unwrap_or_default();
-        let status = tokio::process::Command::new("true").status().await?;
+        let fail = self
+            .failing
+            .lock()
+            .map(|f| f.contains(&sub))
+            .unwrap_or(false);
+        let status = tokio::process::Command::new(if fail { "false" } else { "true" })
+            .status()
+            .await?;
+        let stderr = if fail {
+            b"fake failure".to_vec()
+        } else {
+            Vec::new()
+        };
         Ok(Output {
             status,
             stdout: stdout.into_bytes(),
-            stderr: Vec::new(),
+            stderr,
         })
     }
 

@@ -665,3 +665,7 @@ impl<P: Platform> Runtime<P> {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "runtime_tests.rs"]
+mod tests;

@@ -506,7 +506,10 @@ async fn snapshot_and_restore_keep_files_and_deletions() {
     ));
     assert!(!w.data.join("sandboxes").join(jid).exists());
     w.rt.delete(&a).await.unwrap();
+    // A paused sandbox is deleted cleanly too.
+    w.rt.pause(&b).await.unwrap();
     w.rt.delete(&b).await.unwrap();
+    assert_gone(&w, &b).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
