@@ -17,6 +17,7 @@ mod names;
 mod oci;
 mod platform;
 mod runtime;
+mod seccomp;
 mod snapshot;
 mod spec;
 mod templates;

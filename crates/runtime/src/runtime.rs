@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -107,7 +108,12 @@ impl<P: Platform> Runtime<P> {
         let data = prepare_data_dir(&cfg.data_dir)?;
         cfg.data_dir = data.clone();
         for sub in ["templates", "sandboxes", "runc"] {
-            std::fs::create_dir_all(data.join(sub)).at(data.join(sub))?;
+            let p = data.join(sub);
+            std::fs::create_dir_all(&p).at(&p)?;
+            // Sandbox configs hold the caller's environment (possibly secrets): root only.
+            if sub != "templates" {
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700)).at(&p)?;
+            }
         }
         if cfg.cgroup_parent.is_empty()
             || !cfg

@@ -62,7 +62,7 @@ const CAPS: [Capability; 14] = [
     Capability::SysChroot,
 ];
 
-fn spec_err(e: impl std::fmt::Display) -> RuntimeError {
+pub(crate) fn spec_err(e: impl std::fmt::Display) -> RuntimeError {
     RuntimeError::Spec(e.to_string())
 }
 
@@ -164,6 +164,7 @@ pub(crate) fn build(input: &SpecInput) -> Result<Spec> {
         .resources(resources.build().map_err(spec_err)?)
         .masked_paths(masked)
         .readonly_paths(get_default_readonly_paths())
+        .seccomp(crate::seccomp::profile()?)
         .build()
         .map_err(spec_err)?;
 

@@ -58,7 +58,7 @@ impl RuntimeConfig {
 }
 
 /// What a new sandbox looks like.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SandboxSpec {
     /// Unique id: 1–64 of `[A-Za-z0-9_-]`, starting with an alphanumeric.
@@ -84,7 +84,7 @@ pub struct SandboxSpec {
 }
 
 /// A command to run in a sandbox.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct ExecRequest {
     /// Run as `/bin/sh -c COMMAND`.
     pub command: String,
@@ -94,6 +94,45 @@ pub struct ExecRequest {
     pub envs: Vec<(String, String)>,
     /// Kill the command's whole process group after this long.
     pub timeout: Option<Duration>,
+}
+
+/// Environment values may be secrets: Debug shows the names only.
+struct EnvNames<'a>(&'a [(String, String)]);
+
+impl std::fmt::Debug for EnvNames<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(k, _)| format!("{k}=<redacted>")))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for SandboxSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SandboxSpec")
+            .field("id", &self.id)
+            .field("template", &self.template)
+            .field("vcpu", &self.vcpu)
+            .field("memory_mib", &self.memory_mib)
+            .field("pids_limit", &self.pids_limit)
+            .field("env", &EnvNames(&self.env))
+            .field("hostname", &self.hostname)
+            .field("netns_path", &self.netns_path)
+            .field("dns_server", &self.dns_server)
+            .field("ca_pem", &self.ca_pem.as_ref().map(|_| "<certificate>"))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for ExecRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecRequest")
+            .field("command", &self.command)
+            .field("cwd", &self.cwd)
+            .field("envs", &EnvNames(&self.envs))
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 /// What a command did.
@@ -270,6 +309,20 @@ mod tests {
         ] {
             assert!(validate_id(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn debug_redacts_environment_values() {
+        let spec = SandboxSpec {
+            env: vec![("API_KEY".into(), "sk-secret".into())],
+            ..Default::default()
+        };
+        let req = ExecRequest {
+            envs: vec![("T".into(), "tok-secret".into())],
+            ..Default::default()
+        };
+        let out = format!("{spec:?} {req:?}");
+        assert!(out.contains("API_KEY") && !out.contains("secret"), "{out}");
     }
 
     #[test]

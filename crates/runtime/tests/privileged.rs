@@ -452,6 +452,11 @@ async fn sandboxes_are_isolated() {
     ] {
         assert_eq!(caps & (1 << bit), 0, "{name} granted");
     }
+    // No new namespaces (seccomp), so no capabilities regained in a user namespace.
+    for cmd in ["unshare -U -r true", "unshare -n true", "unshare -m true"] {
+        let r = w.sh(&a, cmd).await;
+        assert_ne!(r.exit_code, 0, "{cmd} succeeded");
+    }
     // Mounting (e.g. to reach the host's file systems) is refused.
     let r = w.sh(&a, "mount -t tmpfs x /mnt").await;
     assert_ne!(r.exit_code, 0);
