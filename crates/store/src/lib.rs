@@ -1,3 +1,318 @@
-//! Durable state in SQLite through sqlx: migrations, sandboxes, snapshots, policies and sealed secrets.
+//! Durable state of the control plane: SQLite through sqlx, in the data directory.
+//!
+//! Organisations and API keys (only a SHA-256 of each key is kept), templates, sandboxes,
+//! versioned network policies, per-sandbox CAs, snapshots and egress events. Secrets
+//! (`inject_headers` values inside policies, CA private keys, environment variables) are sealed
+//! with an AEAD key kept in `seal.key` beside the database (see [`seal`]). Every lookup a user
+//! can reach takes the caller's organisation, so another organisation's rows read as missing.
+//!
+//! The schema (`migrations/`) sticks to what Postgres also has, so the store can move there.
 
 #![forbid(unsafe_code)]
+
+mod events;
+mod ids;
+mod keys;
+mod policies;
+mod sandboxes;
+pub mod seal;
+mod snapshots;
+mod templates;
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sqlx::SqlitePool;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+
+pub use events::{
+    EgressEventRecord, EventQuery, EventSink, EventWriter, EventWriterConfig, Retention, retain_all,
+};
+pub use ids::new_id;
+pub use keys::{API_KEY_PREFIX, ApiKeyRecord, ApiKeySecret, AuthenticatedKey, Org};
+pub use policies::{CaRecord, PolicyRecord, PolicyVersionInfo, SecretString};
+pub use sandboxes::{
+    EnvVars, NewSandbox, Order, SandboxQuery, SandboxRecord, SandboxSort, SandboxState,
+};
+pub use seal::{SealError, Sealer, SecretBytes};
+pub use snapshots::{NewSnapshot, SnapshotQuery, SnapshotRecord, SnapshotSort};
+pub use templates::{NewTemplate, TemplateRecord};
+
+/// The database file inside the data directory.
+pub const DB_FILE: &str = "palisade.db";
+
+/// The embedded migrations (`crates/store/migrations`).
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Why a store operation failed. Messages name the kind of row, never a secret or a value.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0} already exists")]
+    Conflict(&'static str),
+    #[error(transparent)]
+    Seal(#[from] SealError),
+    #[error("database: {0}")]
+    Db(#[source] sqlx::Error),
+    #[error("database migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("data directory {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("stored {0} is corrupt")]
+    Corrupt(&'static str),
+    #[error("invalid {0}")]
+    Invalid(&'static str),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::Db(e)
+    }
+}
+
+/// Map a unique-constraint violation to `Conflict(what)`, anything else to `Db`.
+pub(crate) fn conflict_or_db(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |e| match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(what),
+        _ => StoreError::Db(e),
+    }
+}
+
+/// The store: a connection pool and the sealing key.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: SqlitePool,
+    sealer: Sealer,
+    dir: PathBuf,
+}
+
+impl Store {
+    /// Open (creating when missing) the store in `data_dir`: the directory (0700), the seal key
+    /// (0600, refused when wider) and the database, with every migration applied.
+    pub async fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        create_private_dir(data_dir)?;
+        let sealer = Sealer::open_or_create(data_dir)?;
+        let options = SqliteConnectOptions::from_str("sqlite:")?
+            .filename(data_dir.join(DB_FILE))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Self {
+            pool,
+            sealer,
+            dir: data_dir.to_path_buf(),
+        })
+    }
+
+    /// The data directory this store lives in.
+    pub fn data_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The pool, for callers that need a transaction across repositories.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Flush the write-ahead log into the database file and close every connection.
+    pub async fn close(&self) {
+        let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.pool)
+            .await;
+        self.pool.close().await;
+    }
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let io = |source| StoreError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io)?;
+    }
+    Ok(())
+}
+
+/// Milliseconds since the Unix epoch, the unit of every time column.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// One page of a listing, with the total the filter matched.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub total: i64,
+}
+
+/// 1-based page and its size, clamped to 1..=100 as Leap0 allows.
+pub(crate) fn limit_offset(page: u32, page_size: u32) -> (i64, i64) {
+    let size = i64::from(page_size.clamp(1, 100));
+    let page = i64::from(page.max(1));
+    (size, (page - 1).saturating_mul(size))
+}
+
+#[cfg(test)]
+pub(crate) mod testutil {
+    use super::*;
+
+    pub(crate) async fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("data")).await.unwrap();
+        (dir, store)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn migrations_apply_fresh_and_are_idempotent() {
+        let (dir, store) = testutil::store().await;
+        let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(applied, MIGRATOR.iter().count() as i64);
+        MIGRATOR.run(store.pool()).await.unwrap();
+        store.close().await;
+        // A second open of the same directory runs the migrator again: nothing changes.
+        let again = Store::open(&dir.path().join("data")).await.unwrap();
+        let applied2: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
+            .fetch_one(again.pool())
+            .await
+            .unwrap();
+        assert_eq!(applied, applied2);
+        let mode = std::fs::metadata(dir.path().join("data"))
+            .unwrap()
+            .permissions();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(mode.mode() & 0o777, 0o700);
+    }
+
+    #[tokio::test]
+    async fn refuses_world_readable_key() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("d");
+        Store::open(&data).await.unwrap().close().await;
+        std::fs::set_permissions(
+            data.join(seal::KEY_FILE),
+            std::fs::Permissions::from_mode(0o604),
+        )
+        .unwrap();
+        let err = Store::open(&data).await.unwrap_err();
+        assert!(
+            matches!(err, StoreError::Seal(SealError::KeyMode { .. })),
+            "{err}"
+        );
+    }
+    /// The whole point of sealing: no secret is readable in the files on disk, WAL included.
+    #[tokio::test]
+    async fn secrets_never_in_clear_on_disk() {
+        let (dir, s) = testutil::store().await;
+        let org = s.create_org("acme", None).await.unwrap();
+        let (_, key) = s.create_api_key(&org.id, "k").await.unwrap();
+        let mut sb = sandboxes::tests::new_sandbox("sb1", &org.id);
+        sb.env = EnvVars([("DB_PASSWORD".to_string(), "ENV-SECRET-4f1b".to_string())].into());
+        s.insert_sandbox(sb).await.unwrap();
+        let full = r#"{"mode":"custom","transforms":[{"domain":"api.test","inject_headers":{"authorization":"Bearer INJECT-SECRET-9a7c"}}]}"#;
+        let redacted = r#"{"mode":"custom","transforms":[{"domain":"api.test","inject_headers":{"authorization":"[REDACTED]"}}]}"#;
+        let v = s.add_policy_version("sb1", full, redacted).await.unwrap();
+        s.mark_policy_applied("sb1", v).await.unwrap();
+        s.put_ca(
+            "sb1",
+            "-----BEGIN CERTIFICATE-----\nCERT\n",
+            "CA-KEY-SECRET-77d2",
+        )
+        .await
+        .unwrap();
+        s.insert_snapshot(NewSnapshot {
+            id: "snap1".into(),
+            org_id: org.id.clone(),
+            name: "n".into(),
+            sandbox_id: Some("sb1".into()),
+            template_id: "t".into(),
+            vcpu: 1,
+            memory_mib: 512,
+            disk_mib: 1,
+            state: "ready".into(),
+            archive_path: "/x".into(),
+            archive_bytes: 0,
+            policy: Some((SecretString::new(full.into()), redacted.into())),
+            env: EnvVars([("K".to_string(), "SNAPENV-SECRET-31aa".to_string())].into()),
+        })
+        .await
+        .unwrap();
+        let secrets = [
+            "ENV-SECRET-4f1b",
+            "INJECT-SECRET-9a7c",
+            "CA-KEY-SECRET-77d2",
+            "SNAPENV-SECRET-31aa",
+            &key.expose()[3..],
+        ];
+        let scan = |when: &str| {
+            let mut files = 0;
+            for entry in std::fs::read_dir(dir.path().join("data")).unwrap() {
+                let path = entry.unwrap().path();
+                let bytes = std::fs::read(&path).unwrap();
+                files += 1;
+                for secret in &secrets {
+                    let found = bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
+                    assert!(!found, "{when}: {secret} in clear in {}", path.display());
+                }
+            }
+            files
+        };
+        // The redacted copy is on disk, so the scan does look at real content.
+        let before = scan("with WAL");
+        assert!(before >= 2);
+        s.close().await;
+        scan("after checkpoint");
+        let db = std::fs::read(dir.path().join("data").join(DB_FILE)).unwrap();
+        assert!(db.windows(10).any(|w| w == b"[REDACTED]"));
+        // And everything still opens after a restart with the same key file.
+        let again = Store::open(&dir.path().join("data")).await.unwrap();
+        assert!(
+            again
+                .live_policy("sb1")
+                .await
+                .unwrap()
+                .full
+                .expose()
+                .contains("INJECT-SECRET-9a7c")
+        );
+        assert_eq!(
+            again.get_ca("sb1").await.unwrap().key_pem.expose(),
+            "CA-KEY-SECRET-77d2"
+        );
+        assert_eq!(
+            again.sandbox_env("sb1").await.unwrap().0["DB_PASSWORD"],
+            "ENV-SECRET-4f1b"
+        );
+        assert!(again.authenticate(key.expose()).await.unwrap().is_some());
+    }
+}

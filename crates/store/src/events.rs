@@ -1,0 +1,567 @@
+//! Egress events: written in batches by a background task, so the data plane never waits on
+//! the disk, and trimmed to a retention limit (newest N per sandbox, and a maximum age).
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use sqlx::{QueryBuilder, Sqlite};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::{Store, StoreError, now_ms};
+
+/// One egress decision as stored. Built by the firewall's event type; never holds secrets.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct EgressEventRecord {
+    /// Assigned by the store; ignored on insert.
+    pub id: i64,
+    pub sandbox_id: String,
+    pub at_ms: i64,
+    /// `allow` or `deny`.
+    pub verdict: String,
+    /// `tls`, `http`, `dns`, `tcp`, `udp`...
+    pub protocol: String,
+    pub dst_addr: Option<String>,
+    pub dst_port: Option<i64>,
+    pub name: Option<String>,
+    pub rule: Option<String>,
+    pub reason: Option<String>,
+    pub bytes_up: i64,
+    pub bytes_down: i64,
+    pub duration_ms: i64,
+    /// Further detail (HTTP method, host, path, status...) as JSON.
+    pub detail: Option<String>,
+}
+
+/// How long events are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub max_per_sandbox: i64,
+    pub max_age_ms: i64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            max_per_sandbox: 10_000,
+            max_age_ms: 7 * 24 * 3600 * 1000,
+        }
+    }
+}
+
+/// Filters for reading events back; newest first unless `after_id` is given (a tail).
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    /// Only events newer than this id, oldest first (to follow a stream).
+    pub after_id: Option<i64>,
+    /// Only events older than this id (to page backwards).
+    pub before_id: Option<i64>,
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+    pub verdict: Option<String>,
+    pub name: Option<String>,
+    /// 1..=1000, default 100.
+    pub limit: Option<u32>,
+}
+
+impl Store {
+    /// Insert a batch in one transaction.
+    pub async fn insert_events(&self, events: &[EgressEventRecord]) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        // SQLite allows 32766 bound parameters; 13 per row, so chunk well below that.
+        for chunk in events.chunks(500) {
+            let mut b: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO egress_events (sandbox_id, at_ms, verdict, protocol, dst_addr, \
+                 dst_port, name, rule, reason, bytes_up, bytes_down, duration_ms, detail) ",
+            );
+            b.push_values(chunk, |mut row, e| {
+                row.push_bind(e.sandbox_id.clone())
+                    .push_bind(e.at_ms)
+                    .push_bind(e.verdict.clone())
+                    .push_bind(e.protocol.clone())
+                    .push_bind(e.dst_addr.clone())
+                    .push_bind(e.dst_port)
+                    .push_bind(e.name.clone())
+                    .push_bind(e.rule.clone())
+                    .push_bind(e.reason.clone())
+                    .push_bind(e.bytes_up)
+                    .push_bind(e.bytes_down)
+                    .push_bind(e.duration_ms)
+                    .push_bind(e.detail.clone());
+            });
+            b.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn list_events(
+        &self,
+        sandbox_id: &str,
+        q: &EventQuery,
+    ) -> Result<Vec<EgressEventRecord>, StoreError> {
+        let mut b: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "SELECT id, sandbox_id, at_ms, verdict, protocol, dst_addr, dst_port, name, rule, \
+             reason, bytes_up, bytes_down, duration_ms, detail FROM egress_events WHERE sandbox_id = ",
+        );
+        b.push_bind(sandbox_id);
+        if let Some(v) = q.after_id {
+            b.push(" AND id > ").push_bind(v);
+        }
+        if let Some(v) = q.before_id {
+            b.push(" AND id < ").push_bind(v);
+        }
+        if let Some(v) = q.since_ms {
+            b.push(" AND at_ms >= ").push_bind(v);
+        }
+        if let Some(v) = q.until_ms {
+            b.push(" AND at_ms < ").push_bind(v);
+        }
+        if let Some(v) = &q.verdict {
+            b.push(" AND verdict = ").push_bind(v.clone());
+        }
+        if let Some(v) = &q.name {
+            b.push(" AND name = ").push_bind(v.clone());
+        }
+        b.push(if q.after_id.is_some() {
+            " ORDER BY id ASC"
+        } else {
+            " ORDER BY id DESC"
+        });
+        b.push(" LIMIT ")
+            .push_bind(i64::from(q.limit.unwrap_or(100).clamp(1, 1000)));
+        Ok(b.build_query_as().fetch_all(&self.pool).await?)
+    }
+
+    /// Trim events older than the maximum age (all sandboxes) and, for each sandbox in
+    /// `sandboxes`, all but its newest `max_per_sandbox`. Returns how many went.
+    pub async fn apply_retention(
+        &self,
+        retention: Retention,
+        now: i64,
+        sandboxes: &BTreeSet<String>,
+    ) -> Result<u64, StoreError> {
+        let mut removed = sqlx::query("DELETE FROM egress_events WHERE at_ms < ?")
+            .bind(now.saturating_sub(retention.max_age_ms))
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        for sandbox in sandboxes {
+            removed += sqlx::query(
+                "DELETE FROM egress_events WHERE sandbox_id = ? AND id <= \
+                 (SELECT id FROM egress_events WHERE sandbox_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
+            )
+            .bind(sandbox)
+            .bind(sandbox)
+            .bind(retention.max_per_sandbox.max(0))
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        }
+        Ok(removed)
+    }
+
+    /// Remove every event of a sandbox (when it is deleted).
+    pub async fn delete_events(&self, sandbox_id: &str) -> Result<u64, StoreError> {
+        Ok(
+            sqlx::query("DELETE FROM egress_events WHERE sandbox_id = ?")
+                .bind(sandbox_id)
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct EventWriterConfig {
+    /// Events waiting to be written; beyond it new events are dropped (and counted).
+    pub capacity: usize,
+    /// Most events written in one transaction.
+    pub batch: usize,
+    /// Longest an event waits before its batch is written.
+    pub flush_every: Duration,
+    pub retention: Retention,
+}
+
+impl Default for EventWriterConfig {
+    fn default() -> Self {
+        Self {
+            capacity: 65_536,
+            batch: 1_000,
+            flush_every: Duration::from_millis(500),
+            retention: Retention::default(),
+        }
+    }
+}
+
+#[expect(
+    clippy::large_enum_variant,
+    reason = "events are the common case; boxing them would add an allocation per event"
+)]
+enum Msg {
+    Event(EgressEventRecord),
+    Flush(oneshot::Sender<()>),
+}
+
+/// The data plane's handle: never blocks; when the writer falls behind, events are dropped
+/// and counted rather than slowing traffic down.
+#[derive(Debug, Clone)]
+pub struct EventSink {
+    tx: mpsc::Sender<Msg>,
+    dropped: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl std::fmt::Debug for Msg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Msg::Event(e) => f.debug_tuple("Event").field(&e.sandbox_id).finish(),
+            Msg::Flush(_) => f.write_str("Flush"),
+        }
+    }
+}
+
+impl EventSink {
+    /// Queue an event; `false` when it was dropped (queue full or writer gone).
+    pub fn record(&self, event: EgressEventRecord) -> bool {
+        let ok = self.tx.try_send(Msg::Event(event)).is_ok();
+        if !ok {
+            self.dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        ok
+    }
+
+    /// Events dropped so far.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Wait until everything queued before this call is written.
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Msg::Flush(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+/// The background writer. Ends (after writing what is queued) when every sink is dropped.
+#[derive(Debug)]
+pub struct EventWriter;
+
+impl EventWriter {
+    pub fn spawn(store: Store, config: EventWriterConfig) -> (EventSink, JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(config.capacity.max(1));
+        let sink = EventSink {
+            tx,
+            dropped: Default::default(),
+        };
+        let handle = tokio::spawn(run(store, config, rx));
+        (sink, handle)
+    }
+}
+
+async fn run(store: Store, config: EventWriterConfig, mut rx: mpsc::Receiver<Msg>) {
+    let batch_max = config.batch.max(1);
+    let mut batch = Vec::with_capacity(batch_max);
+    let mut waiting: Vec<oneshot::Sender<()>> = Vec::new();
+    let mut touched = BTreeSet::new();
+    let mut last_retention = tokio::time::Instant::now();
+    loop {
+        // Wait for the first message, then gather more until the batch fills or time is up.
+        let Some(first) = rx.recv().await else {
+            write(&store, &mut batch, &mut touched, &config).await;
+            return;
+        };
+        let deadline = tokio::time::Instant::now() + config.flush_every;
+        let mut next = Some(first);
+        let mut closed = false;
+        while let Some(msg) = next.take() {
+            match msg {
+                Msg::Event(e) => batch.push(e),
+                Msg::Flush(done) => {
+                    waiting.push(done);
+                    break;
+                }
+            }
+            if batch.len() >= batch_max {
+                break;
+            }
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(m)) => next = Some(m),
+                Ok(None) => closed = true,
+                Err(_) => {}
+            }
+        }
+        write(&store, &mut batch, &mut touched, &config).await;
+        for done in waiting.drain(..) {
+            let _ = done.send(());
+        }
+        if last_retention.elapsed() >= Duration::from_secs(30) || touched.len() > 1_000 {
+            retain(&store, &mut touched, &config).await;
+            last_retention = tokio::time::Instant::now();
+        }
+        if closed {
+            retain(&store, &mut touched, &config).await;
+            return;
+        }
+    }
+}
+
+async fn write(
+    store: &Store,
+    batch: &mut Vec<EgressEventRecord>,
+    touched: &mut BTreeSet<String>,
+    config: &EventWriterConfig,
+) {
+    if batch.is_empty() {
+        return;
+    }
+    for e in batch.iter() {
+        touched.insert(e.sandbox_id.clone());
+    }
+    if let Err(error) = store.insert_events(batch).await {
+        tracing::warn!(%error, events = batch.len(), "egress events lost: batch write failed");
+    }
+    batch.clear();
+    // Keep a burst from one sandbox from growing the table far past its limit between sweeps.
+    if touched.len() > 1_000 {
+        retain(store, touched, config).await;
+    }
+}
+
+async fn retain(store: &Store, touched: &mut BTreeSet<String>, config: &EventWriterConfig) {
+    match store
+        .apply_retention(config.retention, now_ms(), touched)
+        .await
+    {
+        Ok(n) if n > 0 => tracing::debug!(removed = n, "egress event retention"),
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "egress event retention failed"),
+    }
+    touched.clear();
+}
+
+/// Run retention on demand for every sandbox with events (e.g. at start-up).
+pub async fn retain_all(store: &Store, retention: Retention) -> Result<u64, StoreError> {
+    let sandboxes: Vec<String> =
+        sqlx::query_scalar("SELECT DISTINCT sandbox_id FROM egress_events")
+            .fetch_all(store.pool())
+            .await?;
+    store
+        .apply_retention(retention, now_ms(), &sandboxes.into_iter().collect())
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::store;
+
+    fn ev(sandbox: &str, at: i64, verdict: &str, name: &str) -> EgressEventRecord {
+        EgressEventRecord {
+            id: 0,
+            sandbox_id: sandbox.into(),
+            at_ms: at,
+            verdict: verdict.into(),
+            protocol: "tls".into(),
+            dst_addr: Some("203.0.113.7".into()),
+            dst_port: Some(443),
+            name: Some(name.into()),
+            rule: Some("allow_domains[0]".into()),
+            reason: None,
+            bytes_up: 10,
+            bytes_down: 20,
+            duration_ms: 3,
+            detail: Some(r#"{"method":"GET"}"#.into()),
+        }
+    }
+
+    #[tokio::test]
+    async fn insert_filter_and_retention() {
+        let (_d, s) = store().await;
+        let now = now_ms();
+        let batch: Vec<_> = (0..1200)
+            .map(|i| {
+                ev(
+                    "a",
+                    now - 1200 + i,
+                    if i % 2 == 0 { "allow" } else { "deny" },
+                    "x.test",
+                )
+            })
+            .collect();
+        s.insert_events(&batch).await.unwrap();
+        s.insert_events(&[
+            ev("b", now, "deny", "y.test"),
+            ev("b", now - 10 * 86_400_000, "allow", "old.test"),
+        ])
+        .await
+        .unwrap();
+        let newest = s.list_events("a", &EventQuery::default()).await.unwrap();
+        assert_eq!(newest.len(), 100);
+        assert!(newest[0].id > newest[1].id);
+        assert_eq!(newest[0].at_ms, now - 1);
+        let denies = s
+            .list_events(
+                "a",
+                &EventQuery {
+                    verdict: Some("deny".into()),
+                    limit: Some(1000),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(denies.len(), 600);
+        let tail = s
+            .list_events(
+                "a",
+                &EventQuery {
+                    after_id: Some(newest[1].id),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(tail.len(), 1);
+        assert_eq!(tail[0].id, newest[0].id);
+        let by_name = s
+            .list_events(
+                "b",
+                &EventQuery {
+                    name: Some("y.test".into()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(by_name.len(), 1);
+        let window = s
+            .list_events(
+                "a",
+                &EventQuery {
+                    since_ms: Some(now - 10),
+                    until_ms: Some(now - 5),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(window.len(), 5);
+
+        let r = Retention {
+            max_per_sandbox: 1000,
+            max_age_ms: 86_400_000,
+        };
+        let removed = s
+            .apply_retention(r, now, &["a".to_string()].into())
+            .await
+            .unwrap();
+        assert_eq!(removed, 201); // 200 over the cap in a, one too old in b
+        let left = s
+            .list_events(
+                "a",
+                &EventQuery {
+                    limit: Some(1000),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(left.len(), 1000);
+        assert_eq!(left[0].at_ms, now - 1); // the newest were kept
+        assert_eq!(
+            retain_all(
+                &s,
+                Retention {
+                    max_per_sandbox: 10,
+                    max_age_ms: r.max_age_ms
+                }
+            )
+            .await
+            .unwrap(),
+            990
+        );
+        assert_eq!(s.delete_events("a").await.unwrap(), 10);
+    }
+
+    #[tokio::test]
+    async fn writer_batches_flushes_and_drains_on_close() {
+        let (_d, s) = store().await;
+        let config = EventWriterConfig {
+            capacity: 10_000,
+            batch: 64,
+            flush_every: Duration::from_secs(3600),
+            retention: Retention {
+                max_per_sandbox: 150,
+                max_age_ms: 86_400_000,
+            },
+        };
+        let (sink, task) = EventWriter::spawn(s.clone(), config);
+        let now = now_ms();
+        for i in 0..200 {
+            assert!(sink.record(ev("w", now + i, "allow", "a.test")));
+        }
+        // Flush returns only once everything queued before it is in the table, even though
+        // the flush interval is an hour.
+        sink.flush().await;
+        let n = s
+            .list_events(
+                "w",
+                &EventQuery {
+                    limit: Some(1000),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap()
+            .len();
+        assert_eq!(n, 200);
+        for i in 0..5 {
+            sink.record(ev("w", now + 300 + i, "deny", "b.test"));
+        }
+        assert_eq!(sink.dropped(), 0);
+        drop(sink);
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .unwrap()
+            .unwrap();
+        // Closing wrote the last five and applied the per-sandbox cap.
+        let left = s
+            .list_events(
+                "w",
+                &EventQuery {
+                    limit: Some(1000),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(left.len(), 150);
+        assert_eq!(left[0].verdict, "deny");
+    }
+
+    #[tokio::test]
+    async fn full_queue_drops_instead_of_blocking() {
+        let (_d, s) = store().await;
+        let config = EventWriterConfig {
+            capacity: 1,
+            batch: 1,
+            flush_every: Duration::from_millis(1),
+            ..Default::default()
+        };
+        let (sink, _task) = EventWriter::spawn(s, config);
+        // The test runtime has one thread and this loop never yields, so the writer cannot
+        // drain the queue: one event fits, the rest must be dropped without blocking.
+        let accepted = (0..1000)
+            .filter(|&i| sink.record(ev("d", i, "allow", "a.test")))
+            .count();
+        assert_eq!(accepted, 1);
+        assert_eq!(sink.dropped(), 999);
+    }
+}

@@ -1,0 +1,600 @@
+//! Sandboxes: what was asked for (template, size, timeout), where they are (state, address) and
+//! which policy version the data plane enforces for them.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use sqlx::{QueryBuilder, Sqlite};
+
+use crate::seal::binding;
+use crate::{Page, Store, StoreError, conflict_or_db, limit_offset, now_ms};
+
+/// Lifecycle states, spelled as Leap0 spells them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SandboxState {
+    Starting,
+    Running,
+    Snapshotting,
+    Paused,
+    Unpausing,
+    Deleting,
+    Deleted,
+}
+
+impl SandboxState {
+    pub const ALL: [SandboxState; 7] = [
+        Self::Starting,
+        Self::Running,
+        Self::Snapshotting,
+        Self::Paused,
+        Self::Unpausing,
+        Self::Deleting,
+        Self::Deleted,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Starting => "starting",
+            Self::Running => "running",
+            Self::Snapshotting => "snapshotting",
+            Self::Paused => "paused",
+            Self::Unpausing => "unpausing",
+            Self::Deleting => "deleting",
+            Self::Deleted => "deleted",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// Holds resources (counts against the quota, is rebuilt after a restart).
+    pub fn is_active(self) -> bool {
+        !matches!(self, Self::Deleted)
+    }
+}
+
+impl fmt::Display for SandboxState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Environment variables of a sandbox: may hold secrets, so sealed at rest and never printed.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct EnvVars(pub BTreeMap<String, String>);
+
+impl fmt::Debug for EnvVars {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NewSandbox {
+    pub id: String,
+    pub org_id: String,
+    pub template_id: String,
+    pub vcpu: i64,
+    pub memory_mib: i64,
+    pub disk_mib: i64,
+    pub state: SandboxState,
+    pub auto_pause: bool,
+    pub timeout_secs: i64,
+    pub deadline_at: Option<i64>,
+    pub env: EnvVars,
+    pub address: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxRecord {
+    pub id: String,
+    pub org_id: String,
+    pub template_id: String,
+    pub vcpu: i64,
+    pub memory_mib: i64,
+    pub disk_mib: i64,
+    pub state: SandboxState,
+    pub auto_pause: bool,
+    pub timeout_secs: i64,
+    pub deadline_at: Option<i64>,
+    pub address: Option<String>,
+    /// The policy version the data plane enforces (0 before the first one is applied).
+    pub policy_version: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub state_changed_at: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: String,
+    org_id: String,
+    template_id: String,
+    vcpu: i64,
+    memory_mib: i64,
+    disk_mib: i64,
+    state: String,
+    auto_pause: bool,
+    timeout_secs: i64,
+    deadline_at: Option<i64>,
+    address: Option<String>,
+    policy_version: i64,
+    created_at: i64,
+    updated_at: i64,
+    state_changed_at: i64,
+}
+
+impl TryFrom<Row> for SandboxRecord {
+    type Error = StoreError;
+    fn try_from(r: Row) -> Result<Self, StoreError> {
+        Ok(Self {
+            state: SandboxState::parse(&r.state).ok_or(StoreError::Corrupt("sandbox state"))?,
+            id: r.id,
+            org_id: r.org_id,
+            template_id: r.template_id,
+            vcpu: r.vcpu,
+            memory_mib: r.memory_mib,
+            disk_mib: r.disk_mib,
+            auto_pause: r.auto_pause,
+            timeout_secs: r.timeout_secs,
+            deadline_at: r.deadline_at,
+            address: r.address,
+            policy_version: r.policy_version,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            state_changed_at: r.state_changed_at,
+        })
+    }
+}
+
+const COLUMNS: &str = "id, org_id, template_id, vcpu, memory_mib, disk_mib, state, auto_pause, \
+     timeout_secs, deadline_at, address, policy_version, created_at, updated_at, state_changed_at";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SandboxSort {
+    #[default]
+    CreatedAt,
+    State,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Order {
+    Asc,
+    #[default]
+    Desc,
+}
+
+impl Order {
+    pub(crate) fn sql(self) -> &'static str {
+        match self {
+            Order::Asc => "ASC",
+            Order::Desc => "DESC",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SandboxQuery {
+    pub state: Option<SandboxState>,
+    pub sort: SandboxSort,
+    pub order: Order,
+    /// 1-based.
+    pub page: u32,
+    pub page_size: u32,
+}
+
+fn rows(rows: Vec<Row>) -> Result<Vec<SandboxRecord>, StoreError> {
+    rows.into_iter().map(SandboxRecord::try_from).collect()
+}
+
+impl Store {
+    pub async fn insert_sandbox(&self, s: NewSandbox) -> Result<SandboxRecord, StoreError> {
+        let now = now_ms();
+        let env_sealed = if s.env.0.is_empty() {
+            None
+        } else {
+            let json = zeroize::Zeroizing::new(
+                serde_json::to_vec(&s.env.0).map_err(|_| StoreError::Invalid("environment"))?,
+            );
+            Some(self.sealer.seal(&binding::sandbox_env(&s.id), &json)?)
+        };
+        sqlx::query(
+            "INSERT INTO sandboxes (id, org_id, template_id, vcpu, memory_mib, disk_mib, state, \
+             auto_pause, timeout_secs, deadline_at, env_sealed, address, policy_version, \
+             created_at, updated_at, state_changed_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?)",
+        )
+        .bind(&s.id)
+        .bind(&s.org_id)
+        .bind(&s.template_id)
+        .bind(s.vcpu)
+        .bind(s.memory_mib)
+        .bind(s.disk_mib)
+        .bind(s.state.as_str())
+        .bind(s.auto_pause)
+        .bind(s.timeout_secs)
+        .bind(s.deadline_at)
+        .bind(env_sealed)
+        .bind(&s.address)
+        .bind(now)
+        .bind(now)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(conflict_or_db("sandbox"))?;
+        Ok(SandboxRecord {
+            id: s.id,
+            org_id: s.org_id,
+            template_id: s.template_id,
+            vcpu: s.vcpu,
+            memory_mib: s.memory_mib,
+            disk_mib: s.disk_mib,
+            state: s.state,
+            auto_pause: s.auto_pause,
+            timeout_secs: s.timeout_secs,
+            deadline_at: s.deadline_at,
+            address: s.address,
+            policy_version: 0,
+            created_at: now,
+            updated_at: now,
+            state_changed_at: now,
+        })
+    }
+
+    /// A sandbox of `org_id`; another organisation's reads as missing.
+    pub async fn get_sandbox(&self, org_id: &str, id: &str) -> Result<SandboxRecord, StoreError> {
+        let row: Row = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM sandboxes WHERE id = ? AND org_id = ?"
+        )))
+        .bind(id)
+        .bind(org_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound("sandbox"))?;
+        row.try_into()
+    }
+
+    /// A sandbox by id alone, for the daemon's own bookkeeping (never for a user request).
+    pub async fn get_sandbox_unscoped(&self, id: &str) -> Result<SandboxRecord, StoreError> {
+        let row: Row = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM sandboxes WHERE id = ?"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound("sandbox"))?;
+        row.try_into()
+    }
+
+    pub async fn list_sandboxes(
+        &self,
+        org_id: &str,
+        q: &SandboxQuery,
+    ) -> Result<Page<SandboxRecord>, StoreError> {
+        let state = q.state.map(SandboxState::as_str);
+        let total: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM sandboxes WHERE org_id = ? AND (? IS NULL OR state = ?)",
+        )
+        .bind(org_id)
+        .bind(state)
+        .bind(state)
+        .fetch_one(&self.pool)
+        .await?;
+        let (limit, offset) = limit_offset(q.page, q.page_size);
+        let mut b: QueryBuilder<Sqlite> =
+            QueryBuilder::new(format!("SELECT {COLUMNS} FROM sandboxes WHERE org_id = "));
+        b.push_bind(org_id);
+        if let Some(state) = state {
+            b.push(" AND state = ").push_bind(state);
+        }
+        let order = q.order.sql();
+        match q.sort {
+            SandboxSort::CreatedAt => b.push(format!(" ORDER BY created_at {order}, id {order}")),
+            SandboxSort::State => b.push(format!(
+                " ORDER BY state {order}, created_at {order}, id {order}"
+            )),
+        };
+        b.push(" LIMIT ")
+            .push_bind(limit)
+            .push(" OFFSET ")
+            .push_bind(offset);
+        let items = rows(b.build_query_as::<Row>().fetch_all(&self.pool).await?)?;
+        Ok(Page { items, total })
+    }
+
+    /// Sandboxes of `org_id` that hold resources (for the quota).
+    pub async fn count_active_sandboxes(&self, org_id: &str) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM sandboxes WHERE org_id = ? AND state <> 'deleted'",
+        )
+        .bind(org_id)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    pub async fn set_sandbox_state(&self, id: &str, state: SandboxState) -> Result<(), StoreError> {
+        let now = now_ms();
+        let r = sqlx::query(
+            "UPDATE sandboxes SET state = ?, updated_at = ?, state_changed_at = ? WHERE id = ?",
+        )
+        .bind(state.as_str())
+        .bind(now)
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        if r.rows_affected() == 0 {
+            return Err(StoreError::NotFound("sandbox"));
+        }
+        Ok(())
+    }
+
+    pub async fn set_sandbox_address(
+        &self,
+        id: &str,
+        address: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let r = sqlx::query("UPDATE sandboxes SET address = ?, updated_at = ? WHERE id = ?")
+            .bind(address)
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        if r.rows_affected() == 0 {
+            return Err(StoreError::NotFound("sandbox"));
+        }
+        Ok(())
+    }
+
+    pub async fn set_sandbox_deadline(
+        &self,
+        id: &str,
+        deadline_at: Option<i64>,
+    ) -> Result<(), StoreError> {
+        let r = sqlx::query("UPDATE sandboxes SET deadline_at = ?, updated_at = ? WHERE id = ?")
+            .bind(deadline_at)
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        if r.rows_affected() == 0 {
+            return Err(StoreError::NotFound("sandbox"));
+        }
+        Ok(())
+    }
+
+    /// The sandbox's environment variables, unsealed.
+    pub async fn sandbox_env(&self, id: &str) -> Result<EnvVars, StoreError> {
+        let sealed: Option<Option<Vec<u8>>> =
+            sqlx::query_scalar("SELECT env_sealed FROM sandboxes WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        match sealed.ok_or(StoreError::NotFound("sandbox"))? {
+            None => Ok(EnvVars::default()),
+            Some(sealed) => {
+                let plain = self.sealer.open(&binding::sandbox_env(id), &sealed)?;
+                serde_json::from_slice(plain.expose())
+                    .map(EnvVars)
+                    .map_err(|_| StoreError::Corrupt("sandbox environment"))
+            }
+        }
+    }
+
+    /// Running sandboxes whose deadline has passed at `now` (the timeout sweeper's work list).
+    pub async fn sandboxes_past_deadline(
+        &self,
+        now: i64,
+    ) -> Result<Vec<SandboxRecord>, StoreError> {
+        rows(
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT {COLUMNS} FROM sandboxes \
+                 WHERE deadline_at IS NOT NULL AND deadline_at <= ? AND state = 'running' \
+                 ORDER BY deadline_at"
+            )))
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await?,
+        )
+    }
+
+    /// Every sandbox that must be brought back after a daemon restart (all organisations):
+    /// anything not deleted, oldest first.
+    pub async fn sandboxes_to_recover(&self) -> Result<Vec<SandboxRecord>, StoreError> {
+        rows(
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT {COLUMNS} FROM sandboxes WHERE state <> 'deleted' ORDER BY created_at, id"
+            )))
+            .fetch_all(&self.pool)
+            .await?,
+        )
+    }
+
+    /// Remove a sandbox row with its policies and CA. Returns what was removed.
+    pub async fn delete_sandbox(
+        &self,
+        org_id: &str,
+        id: &str,
+    ) -> Result<SandboxRecord, StoreError> {
+        let rec = self.get_sandbox(org_id, id).await?;
+        sqlx::query("DELETE FROM sandboxes WHERE id = ? AND org_id = ?")
+            .bind(id)
+            .bind(org_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(rec)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::testutil::store;
+
+    pub(crate) fn new_sandbox(id: &str, org: &str) -> NewSandbox {
+        NewSandbox {
+            id: id.into(),
+            org_id: org.into(),
+            template_id: "tpl".into(),
+            vcpu: 2,
+            memory_mib: 1024,
+            disk_mib: 4096,
+            state: SandboxState::Running,
+            auto_pause: false,
+            timeout_secs: 300,
+            deadline_at: Some(1_000),
+            env: EnvVars::default(),
+            address: Some("100.96.0.2".into()),
+        }
+    }
+
+    #[tokio::test]
+    async fn sandbox_lifecycle_scoping_and_paging() {
+        let (_d, s) = store().await;
+        let a = s.create_org("a", None).await.unwrap();
+        let b = s.create_org("b", None).await.unwrap();
+        let mut first = new_sandbox("s1", &a.id);
+        first.env = EnvVars([("TOKEN".to_string(), "hunter2".to_string())].into());
+        let rec = s.insert_sandbox(first).await.unwrap();
+        assert!(matches!(
+            s.insert_sandbox(new_sandbox("s1", &a.id)).await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert_eq!(s.get_sandbox(&a.id, "s1").await.unwrap(), rec);
+        assert!(matches!(
+            s.get_sandbox(&b.id, "s1").await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert_eq!(s.get_sandbox_unscoped("s1").await.unwrap(), rec);
+        let env = s.sandbox_env("s1").await.unwrap();
+        assert_eq!(env.0["TOKEN"], "hunter2");
+        assert!(!format!("{env:?}").contains("hunter2"));
+        assert_eq!(
+            s.sandbox_env("nope").await.unwrap_err().to_string(),
+            "sandbox not found"
+        );
+
+        for i in 2..=5 {
+            s.insert_sandbox(new_sandbox(&format!("s{i}"), &a.id))
+                .await
+                .unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        s.insert_sandbox(new_sandbox("sb", &b.id)).await.unwrap();
+        s.set_sandbox_state("s2", SandboxState::Paused)
+            .await
+            .unwrap();
+
+        let page = s
+            .list_sandboxes(
+                &a.id,
+                &SandboxQuery {
+                    page: 1,
+                    page_size: 2,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(page.total, 5);
+        assert_eq!(
+            page.items.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            ["s5", "s4"]
+        );
+        let page3 = s
+            .list_sandboxes(
+                &a.id,
+                &SandboxQuery {
+                    page: 3,
+                    page_size: 2,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(page3.items.len(), 1);
+        let asc = s
+            .list_sandboxes(
+                &a.id,
+                &SandboxQuery {
+                    order: Order::Asc,
+                    page: 1,
+                    page_size: 100,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(asc.items[0].id, "s1");
+        let paused = s
+            .list_sandboxes(
+                &a.id,
+                &SandboxQuery {
+                    state: Some(SandboxState::Paused),
+                    page: 1,
+                    page_size: 10,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!((paused.total, paused.items[0].id.as_str()), (1, "s2"));
+        let by_state = s
+            .list_sandboxes(
+                &a.id,
+                &SandboxQuery {
+                    sort: SandboxSort::State,
+                    order: Order::Asc,
+                    page: 1,
+                    page_size: 10,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(by_state.items[0].state, SandboxState::Paused);
+
+        assert_eq!(s.count_active_sandboxes(&a.id).await.unwrap(), 5);
+        s.set_sandbox_state("s5", SandboxState::Deleted)
+            .await
+            .unwrap();
+        assert_eq!(s.count_active_sandboxes(&a.id).await.unwrap(), 4);
+        s.set_sandbox_address("s3", None).await.unwrap();
+        assert_eq!(s.get_sandbox(&a.id, "s3").await.unwrap().address, None);
+        s.set_sandbox_deadline("s4", Some(10_000)).await.unwrap();
+        // s1, s3 and b's sb are running with deadline 1000; s2 paused; s4 later; s5 deleted.
+        let mut due: Vec<_> = s
+            .sandboxes_past_deadline(5_000)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        due.sort();
+        assert_eq!(due, ["s1", "s3", "sb"]);
+        let recover = s.sandboxes_to_recover().await.unwrap();
+        assert_eq!(recover.len(), 5); // s1..s4 of a, sb of b
+        assert!(matches!(
+            s.delete_sandbox(&b.id, "s1").await,
+            Err(StoreError::NotFound(_))
+        ));
+        s.delete_sandbox(&a.id, "s1").await.unwrap();
+        assert!(matches!(
+            s.get_sandbox(&a.id, "s1").await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(matches!(
+            s.set_sandbox_state("s1", SandboxState::Running).await,
+            Err(StoreError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn states_round_trip() {
+        for st in SandboxState::ALL {
+            assert_eq!(SandboxState::parse(st.as_str()), Some(st));
+        }
+        assert_eq!(SandboxState::parse("Running"), None);
+    }
+}
