@@ -30,6 +30,9 @@ pub trait Platform: fmt::Debug + Send + Sync + 'static {
     fn unmount(&self, target: &Path) -> std::io::Result<()>;
     /// Whether `target` is a mount point.
     fn is_mounted(&self, target: &Path) -> bool;
+    /// Kills every process left in the cgroup `path` (relative to each hierarchy) and removes
+    /// it: the backstop when runc has lost a container's state.
+    fn remove_cgroup(&self, path: &str) -> std::io::Result<()>;
     /// Runs runc with these arguments to completion.
     fn runc(&self, args: Vec<OsString>) -> impl Future<Output = std::io::Result<Output>> + Send;
     /// Runs `runc run --detach`: the container's init inherits runc's stdout and stderr, so
@@ -66,6 +69,73 @@ impl HostPlatform {
         c.kill_on_drop(true);
         c
     }
+}
+
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// The cgroup `rel` in every hierarchy under `root` (v1 controllers, named and unified).
+fn cgroup_dirs(root: &Path, rel: &str) -> Vec<PathBuf> {
+    let rel = rel.trim_start_matches('/');
+    if rel.is_empty() || rel.split('/').any(|c| c == ".." || c.is_empty()) {
+        return Vec::new();
+    }
+    let Ok(rd) = std::fs::read_dir(root) else {
+        return Vec::new();
+    };
+    let mut out: Vec<PathBuf> = rd
+        .flatten()
+        .map(|e| e.path().join(rel))
+        .filter(|d| d.is_dir())
+        .collect();
+    if root.join(rel).join("cgroup.procs").exists() {
+        out.push(root.join(rel)); // pure cgroup v2 host
+    }
+    out
+}
+
+fn remove_cgroup_in(root: &Path, rel: &str) -> std::io::Result<()> {
+    let dirs = cgroup_dirs(root, rel);
+    if dirs.is_empty() {
+        return Ok(());
+    }
+    for d in &dirs {
+        // A frozen process cannot die: thaw first (v1 freezer, v2 cgroup.freeze).
+        for (file, value) in [("freezer.state", "THAWED"), ("cgroup.freeze", "0")] {
+            if d.join(file).exists() {
+                let _ = std::fs::write(d.join(file), value);
+            }
+        }
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let mut alive = false;
+        for d in &dirs {
+            let procs = std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
+            for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                alive = true;
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        if !alive || std::time::Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let mut last = Ok(());
+    for d in &dirs {
+        if let Err(e) = std::fs::remove_dir(d)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            last = Err(std::io::Error::new(
+                e.kind(),
+                format!("{}: {e}", d.display()),
+            ));
+        }
+    }
+    last
 }
 
 /// The overlay option string; paths with `,` `:` or `\` would be misparsed by the kernel.
@@ -121,6 +191,10 @@ impl Platform for HostPlatform {
         };
         // Field 5 is the mount point, with spaces etc. octal-escaped; our paths have none.
         info.lines().any(|l| l.split(' ').nth(4) == Some(t))
+    }
+
+    fn remove_cgroup(&self, path: &str) -> std::io::Result<()> {
+        remove_cgroup_in(Path::new(CGROUP_ROOT), path)
     }
 
     async fn runc(&self, args: Vec<OsString>) -> std::io::Result<Output> {
@@ -207,6 +281,11 @@ impl Platform for FakePlatform {
             .unwrap_or(false)
     }
 
+    fn remove_cgroup(&self, path: &str) -> std::io::Result<()> {
+        self.record(format!("remove cgroup {path}"));
+        Ok(())
+    }
+
     async fn runc(&self, args: Vec<OsString>) -> std::io::Result<Output> {
         let line = join(&args);
         self.record(format!("runc {line}"));
@@ -282,5 +361,25 @@ impl Platform for FakePlatform {
             std::fs::write(f, pid.to_string())?;
         }
         Ok(child)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgroup_paths_stay_inside_the_hierarchy() {
+        let root = tempfile::tempdir().unwrap();
+        for c in ["pids", "memory", "unified"] {
+            std::fs::create_dir_all(root.path().join(c).join("palisade/sbx")).unwrap();
+        }
+        assert_eq!(cgroup_dirs(root.path(), "/palisade/sbx").len(), 3);
+        assert!(cgroup_dirs(root.path(), "/palisade/../..").is_empty());
+        assert!(cgroup_dirs(root.path(), "/").is_empty());
+        // Plain directories stand in for cgroups: no processes, so they are just removed.
+        remove_cgroup_in(root.path(), "/palisade/sbx").unwrap();
+        assert!(!root.path().join("pids/palisade/sbx").exists());
+        assert!(root.path().join("pids/palisade").exists());
     }
 }

@@ -14,8 +14,8 @@ use crate::platform::{HostPlatform, OverlayMount, Platform};
 use crate::spec::{self, SpecInput};
 use crate::templates::Templates;
 use crate::types::{
-    ExecRequest, ExecResult, RuntimeConfig, Sandbox, SandboxSpec, SandboxState, SnapshotManifest,
-    TemplateInfo, TemplateProgress, validate_env, validate_hostname, validate_id,
+    ExecRequest, ExecResult, RuntimeConfig, Sandbox, SandboxSpec, SandboxState, validate_env,
+    validate_hostname, validate_id,
 };
 use crate::{exec, snapshot};
 
@@ -152,61 +152,6 @@ impl<P: Platform> Runtime<P> {
 
     fn dir(&self, id: &str) -> PathBuf {
         self.sandboxes.join(id)
-    }
-
-    // ---- templates ----
-
-    /// All templates, ready or not.
-    pub fn templates(&self) -> Vec<TemplateInfo> {
-        self.templates.list()
-    }
-
-    /// Makes a built-in template ready, building it once (the Debian one takes minutes; its
-    /// progress goes to `progress`). A failed build leaves nothing behind and can be retried.
-    pub async fn ensure_template(
-        &self,
-        name: &str,
-        progress: &mut (dyn FnMut(TemplateProgress) + Send),
-    ) -> Result<TemplateInfo> {
-        self.templates.ensure(name, progress).await
-    }
-
-    /// A template from a local root file system directory (copied).
-    pub async fn create_template_from_dir(&self, name: &str, dir: &Path) -> Result<TemplateInfo> {
-        self.templates.import_dir(name, dir).await
-    }
-
-    /// A template from a `docker save` or OCI image layout tarball (works offline).
-    pub async fn create_template_from_oci_archive(
-        &self,
-        name: &str,
-        archive: &Path,
-    ) -> Result<TemplateInfo> {
-        self.templates.import_oci_archive(name, archive).await
-    }
-
-    fn template_user(&self, name: &str) -> Option<String> {
-        let rd = std::fs::read_dir(&self.sandboxes).ok()?;
-        rd.flatten().find_map(|e| {
-            let r = self.read_record(&e.file_name().to_string_lossy()).ok()?;
-            (r.template == name).then_some(r.id)
-        })
-    }
-
-    /// Renames a template no sandbox uses.
-    pub fn rename_template(&self, from: &str, to: &str) -> Result<()> {
-        if let Some(id) = self.template_user(from) {
-            return Err(RuntimeError::TemplateInUse(from.to_owned(), id));
-        }
-        self.templates.rename(from, to)
-    }
-
-    /// Deletes a template no sandbox uses.
-    pub fn delete_template(&self, name: &str) -> Result<()> {
-        if let Some(id) = self.template_user(name) {
-            return Err(RuntimeError::TemplateInUse(name.to_owned(), id));
-        }
-        self.templates.delete(name)
     }
 
     // ---- lifecycle ----
@@ -553,6 +498,11 @@ impl<P: Platform> Runtime<P> {
         let runc_err = (!out.status.success())
             .then(|| runc_message(&out))
             .filter(|m| !m.contains("does not exist") && !m.contains("not exist"));
+        // runc removes the cgroups it knows; this catches those whose state it lost.
+        let cgroup = format!("/{}/{id}", self.cfg.cgroup_parent);
+        self.platform
+            .remove_cgroup(&cgroup)
+            .map_err(|e| RuntimeError::io(&cgroup, e))?;
         let dir = self.dir(id);
         let rootfs = dir.join("rootfs");
         if self.platform.is_mounted(&rootfs) {
@@ -586,72 +536,6 @@ impl<P: Platform> Runtime<P> {
         }
     }
 
-    /// Removes everything not in `known`: runc containers, overlay mounts, sandbox directories
-    /// and interrupted template builds. Call at start-up, after a crash.
-    pub async fn reconcile(&self, known: &[String]) -> Result<ReconcileReport> {
-        let mut removed = Vec::new();
-        for st in self.runc_list().await? {
-            if !known.contains(&st.id) {
-                self.teardown_checked(&st.id).await?;
-                removed.push(st.id);
-            }
-        }
-        for e in std::fs::read_dir(&self.sandboxes)
-            .at(&self.sandboxes)?
-            .flatten()
-        {
-            let id = e.file_name().to_string_lossy().into_owned();
-            if !known.contains(&id) && !removed.contains(&id) {
-                if validate_id(&id).is_ok() {
-                    self.teardown_checked(&id).await?;
-                } else {
-                    let p = e.path();
-                    if self.platform.is_mounted(&p.join("rootfs")) {
-                        self.platform.unmount(&p.join("rootfs")).at(&p)?;
-                    }
-                    std::fs::remove_dir_all(&p).at(&p)?;
-                }
-                removed.push(id);
-            }
-        }
-        self.templates.clean_staging();
-        removed.sort();
-        if !removed.is_empty() {
-            tracing::info!(
-                count = removed.len(),
-                "reconcile removed orphaned sandboxes"
-            );
-        }
-        Ok(ReconcileReport { removed })
-    }
-
-    /// Archives the sandbox's upper directory to `dest` (tar + zstd). A running sandbox is
-    /// frozen while its files are read, so the archive is consistent.
-    pub async fn snapshot(&self, id: &str, dest: &Path) -> Result<SnapshotManifest> {
-        let sbx = self.get(id).await?;
-        let freeze = sbx.state == SandboxState::Running;
-        if freeze {
-            self.pause(id).await?;
-        }
-        let manifest = SnapshotManifest {
-            version: 1,
-            source_sandbox: id.to_owned(),
-            template: sbx.template.clone(),
-            created_unix: now_unix(),
-            entries: 0,
-            upper_bytes: 0,
-            archive_bytes: 0,
-        };
-        let (upper, d) = (self.dir(id).join("upper"), dest.to_path_buf());
-        let res = tokio::task::spawn_blocking(move || snapshot::write(&upper, &d, manifest))
-            .await
-            .map_err(|e| RuntimeError::Spec(e.to_string()));
-        if freeze {
-            self.resume(id).await?;
-        }
-        res?
-    }
-
     /// Waits until the sandbox answers a trivial exec (for callers that need "ready").
     pub async fn wait_ready(&self, id: &str, within: Duration) -> Result<()> {
         let req = ExecRequest {
@@ -672,6 +556,10 @@ impl<P: Platform> Runtime<P> {
     }
 }
 
+#[path = "runtime_recovery.rs"]
+mod recovery;
+#[path = "runtime_templates.rs"]
+mod template_ops;
 #[cfg(test)]
 #[path = "runtime_tests.rs"]
 mod tests;

@@ -523,6 +523,11 @@ async fn reconcile_after_a_crash_removes_orphans() {
     let w = World::new();
     let keep = w.rt.create(w.spec(HOST_TEMPLATE)).await.unwrap().id;
     let orphan = w.rt.create(w.spec(HOST_TEMPLATE)).await.unwrap().id;
+    // A sandbox whose runc state was lost (its processes and cgroups live on).
+    let lost_sbx = w.rt.create(w.spec(HOST_TEMPLATE)).await.unwrap();
+    let lost = lost_sbx.id.clone();
+    let lost_pid = lost_sbx.init_pid.unwrap();
+    std::fs::remove_dir_all(w.data.join("runc").join(&lost)).unwrap();
     // A half-made sandbox directory (crash during create) and an interrupted template build.
     let half = w.data.join("sandboxes/half-made");
     std::fs::create_dir_all(half.join("upper")).unwrap();
@@ -532,10 +537,23 @@ async fn reconcile_after_a_crash_removes_orphans() {
     drop(w.rt.clone());
     let rt2 = Runtime::new(RuntimeConfig::new(&data)).unwrap();
     let report = rt2.reconcile(std::slice::from_ref(&keep)).await.unwrap();
-    let mut want = vec![orphan.clone(), "half-made".to_owned()];
+    let mut want = vec![orphan.clone(), lost.clone(), "half-made".to_owned()];
     want.sort();
     assert_eq!(report.removed, want);
     assert_gone(&w, &orphan).await;
+    assert_gone(&w, &lost).await;
+    // Dead: gone, or a zombie waiting for the host's init to reap it.
+    let stat = std::fs::read_to_string(format!("/proc/{lost_pid}/stat")).unwrap_or_default();
+    let state = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .next();
+    assert!(
+        matches!(state, None | Some("Z" | "X")),
+        "lost sandbox init survived: {stat}"
+    );
     assert!(!half.exists());
     assert!(!data.join("templates/.staging-x-999999999-0").exists());
     let r = rt2
