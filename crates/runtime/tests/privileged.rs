@@ -756,11 +756,13 @@ async fn measure_create_to_first_exec_and_exec_round_trip() {
     require_root!();
     let w = World::new();
     let mut create = Vec::new();
+    let mut create_only = Vec::new();
     let mut ids = Vec::new();
     for _ in 0..50 {
         let spec = w.spec(HOST_TEMPLATE);
         let t = Instant::now();
         let id = w.rt.create(spec).await.unwrap().id;
+        create_only.push(t.elapsed());
         w.ok(&id, "true").await;
         create.push(t.elapsed());
         ids.push(id);
@@ -778,6 +780,7 @@ async fn measure_create_to_first_exec_and_exec_round_trip() {
         deletes.push(t.elapsed());
     }
     for (name, v) in [
+        ("create (runc run returned)", &mut create_only),
         ("create->first exec", &mut create),
         ("exec round trip", &mut execs),
         ("delete", &mut deletes),
@@ -790,5 +793,63 @@ async fn measure_create_to_first_exec_and_exec_round_trip() {
             percentile(v, 0.99),
             v[v.len() - 1]
         );
+    }
+}
+
+/// A failed Debian build (mirror refusing connections, on loopback) is a clear error, leaves
+/// no half-built template, and a retry runs the build again from scratch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_template_build_is_cleanly_retried() {
+    require_root!();
+    if Command::new("debootstrap")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIPPED: debootstrap not installed");
+        return;
+    }
+    let data = PathBuf::from(format!("/var/tmp/{}", uniq("pt-rt-data-")));
+    let apt = data.join("apt");
+    std::fs::create_dir_all(apt.join("sources.list.d")).unwrap();
+    // Port 9 (discard) on loopback: nothing listens, the connection is refused at once.
+    std::fs::write(
+        apt.join("sources.list"),
+        "deb http://127.0.0.1:9/debian bookworm main\n",
+    )
+    .unwrap();
+    let mut cfg = RuntimeConfig::new(&data);
+    cfg.apt_dir = apt;
+    let w = World {
+        rt: Arc::new(Runtime::new(cfg).unwrap()),
+        data,
+    };
+    for attempt in 0..2 {
+        let mut started = 0;
+        let err =
+            w.rt.ensure_template(palisade_runtime::DEBIAN_TEMPLATE, &mut |p| {
+                if matches!(p, palisade_runtime::TemplateProgress::Started(_)) {
+                    started += 1;
+                }
+            })
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, RuntimeError::TemplateBuild(_)),
+            "attempt {attempt}: {err}"
+        );
+        assert_eq!(started, 1, "attempt {attempt} did not run the build");
+        let t = w.rt.templates();
+        let debian = t
+            .iter()
+            .find(|t| t.name == palisade_runtime::DEBIAN_TEMPLATE)
+            .unwrap();
+        assert!(!debian.ready);
+        let leftovers: Vec<_> = std::fs::read_dir(w.data.join("templates"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
     }
 }
