@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::platform::FakePlatform;
+use crate::types::TemplateProgress;
 
 fn fake() -> (tempfile::TempDir, Runtime<FakePlatform>) {
     let dir = tempfile::tempdir().unwrap();
@@ -140,4 +141,20 @@ fn data_dir_with_overlay_separators_is_refused() {
     let bad = dir.path().join("a:b");
     let r = Runtime::with_platform(RuntimeConfig::new(&bad), FakePlatform::default());
     assert!(matches!(r, Err(RuntimeError::Invalid(_))));
+}
+
+/// The control plane awaits these inside spawned tasks: every future must be `Send`.
+#[test]
+fn futures_are_send() {
+    fn send<T: Send>(_: &T) {}
+    let (_dir, rt) = fake();
+    send(&rt);
+    send(&rt.create(spec("x")));
+    send(&rt.exec("x", ExecRequest::default()));
+    send(&rt.snapshot("x", Path::new("/nonexistent")));
+    send(&rt.restore(Path::new("/nonexistent"), spec("y")));
+    send(&rt.reconcile(&[]));
+    send(&rt.delete("x"));
+    let mut progress = |_p: TemplateProgress| {};
+    send(&rt.ensure_template("system/host", &mut progress));
 }
