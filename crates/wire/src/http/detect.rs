@@ -66,13 +66,19 @@ pub(super) fn looks_like_http(buf: &[u8]) -> Result<bool, SniffError> {
     if token > MAX_METHOD || token == 0 && !buf.is_empty() {
         return Ok(false);
     }
+    let known = KNOWN_METHODS.contains(&&buf[..token]);
     match buf.get(token) {
         None => return Err(SniffError::Incomplete),
+        Some(b' ') if known => return Ok(true),
         Some(b' ') => {}
+        // Some servers split the request line on any whitespace: `GET\t/` must not pass as
+        // a protocol without a name.
+        Some(b'\t' | b'\x0b' | b'\x0c' | b'\r' | b'\n') if known => {
+            return Err(SniffError::Malformed(
+                "request line separator is not a single SP",
+            ));
+        }
         Some(_) => return Ok(false),
-    }
-    if KNOWN_METHODS.contains(&&buf[..token]) {
-        return Ok(true);
     }
     // An unregistered method: HTTP only if the request line ends in a version.
     let window = &buf[..buf.len().min(MAX_HEAD)];
@@ -86,5 +92,8 @@ pub(super) fn looks_like_http(buf: &[u8]) -> Result<bool, SniffError> {
     let line = &window[..newline];
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let last = line.rsplit(|&b| b == b' ').next().unwrap_or_default();
-    Ok(last.starts_with(b"HTTP/"))
+    // Case-insensitive: a lenient upstream might take `http/1.1`; httparse will then refuse it.
+    Ok(last
+        .get(..5)
+        .is_some_and(|v| v.eq_ignore_ascii_case(b"HTTP/")))
 }

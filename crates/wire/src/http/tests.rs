@@ -98,7 +98,6 @@ fn not_http() {
         b"*1\r\n$4\r\nPING\r\n",
         b"\x00\x00\x00\x08\x04\xd2\x16\x2f",
         b"\x16\x03\x01",
-        b"GET\t/ HTTP/1.1\r\n",
         b"ABCDEFGHIJKLMNOPQRSTUVWXYZABCDEFGH",
         b"\r\n\r\nSSH-2.0-x\r\n",
     ] {
@@ -179,6 +178,9 @@ fn malformed_shapes() {
         ("CONNECT userinfo", b"CONNECT a@evil.test:443 HTTP/1.1\r\nHost: a\r\n\r\n".to_vec()),
         ("authority form with GET", b"GET evil.test:80 HTTP/1.1\r\nHost: a\r\n\r\n".to_vec()),
         ("asterisk with GET", b"GET * HTTP/1.1\r\nHost: a\r\n\r\n".to_vec()),
+        ("tab after method", b"GET\t/ HTTP/1.1\r\nHost: a\r\n\r\n".to_vec()),
+        ("CR after method", b"GET\r\n\r\n".to_vec()),
+        ("lowercase version", b"FOO /x http/1.1\r\nHost: a\r\n\r\n".to_vec()),
         ("empty line before request", b"\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n".to_vec()),
         ("head over 64 KiB", long_value.into_bytes()),
         ("too many headers", many_headers.into_bytes()),
