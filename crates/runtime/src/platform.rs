@@ -73,6 +73,16 @@ impl HostPlatform {
 
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
+/// Bound on one runc call (not exec): a wedged runc must not hang the control plane.
+const RUNC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+fn runc_timed_out() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "runc did not finish within 60 s",
+    )
+}
+
 /// The cgroup `rel` in every hierarchy under `root` (v1 controllers, named and unified).
 fn cgroup_dirs(root: &Path, rel: &str) -> Vec<PathBuf> {
     let rel = rel.trim_start_matches('/');
@@ -198,14 +208,19 @@ impl Platform for HostPlatform {
     }
 
     async fn runc(&self, args: Vec<OsString>) -> std::io::Result<Output> {
-        self.command(args).output().await
+        // kill_on_drop ends a runc that outlives the bound.
+        tokio::time::timeout(RUNC_TIMEOUT, self.command(args).output())
+            .await
+            .map_err(|_| runc_timed_out())?
     }
 
     async fn runc_detached(&self, args: Vec<OsString>, log: &Path) -> std::io::Result<Output> {
         let f = std::fs::File::create(log)?;
         let mut c = self.command(args);
         c.stdout(Stdio::null()).stderr(f.try_clone()?);
-        let status = c.status().await?;
+        let status = tokio::time::timeout(RUNC_TIMEOUT, c.status())
+            .await
+            .map_err(|_| runc_timed_out())??;
         let mut stderr = std::fs::read(log)?;
         stderr.truncate(4096);
         Ok(Output {
