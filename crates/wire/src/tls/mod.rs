@@ -195,7 +195,7 @@ fn parse_message(msg: &[u8]) -> Result<ClientHello, SniffError> {
             "bytes after the ClientHello extensions",
         ));
     }
-    let mut seen = Vec::new();
+    let mut seen = Vec::with_capacity(32);
     let mut r = Reader::new(extensions);
     while !r.is_empty() {
         let ty = r.u16("truncated extension")?;
