@@ -1,3 +1,26 @@
-//! A test world in network namespaces: a firewall host, an internet with upstream servers, and sandboxes running real clients.
+//! A test world in network namespaces: a firewall host, an internet with upstream servers, and
+//! sandboxes running real clients.
+//!
+//! [`World::new`] builds two namespaces: `fw`, the firewall host, whose only route leads to
+//! `net`, "the internet", where in-process servers (HTTPS with a test CA, HTTP echo, TCP/UDP
+//! echo and sinks, an authoritative DNS server for `test.`) log everything they receive into a
+//! [`ServerLog`]. Everything is torn down on drop, also when a test panics. See README.md.
 
 #![forbid(unsafe_code)]
+
+pub mod addrs;
+mod ca;
+mod dns;
+mod echo;
+mod http;
+mod log;
+mod netns;
+mod servers;
+mod tcp;
+mod world;
+
+pub use dns::DnsZone;
+pub use echo::{pattern, pattern_byte};
+pub use log::{DnsQuery, Kind, LogEntry, ServerLog, Transport};
+pub use netns::{Netns, cleanup_stale};
+pub use world::{SandboxLike, World};
