@@ -132,16 +132,32 @@ pub fn canonicalize(raw: &[u8]) -> Result<CanonicalName, NameError> {
     if text.split('.').any(str::is_empty) {
         return Err(NameError::EmptyLabel);
     }
-    let ascii = Uts46::new()
-        .to_ascii(
-            text.as_bytes(),
-            AsciiDenyList::STD3,
-            Hyphens::Allow,
-            DnsLength::Ignore,
-        )
-        .map_err(|_| NameError::Idna)?;
-    check_ascii_name(&ascii)?;
-    Ok(CanonicalName(ascii.into_owned().into_boxed_str()))
+    let canonical = if is_plain_ascii(text) {
+        // UTS #46 maps letters, digits and hyphens to their lowercase selves and nothing else
+        // applies to them, so the result is the same without the Unicode tables.
+        text.to_ascii_lowercase()
+    } else {
+        Uts46::new()
+            .to_ascii(
+                text.as_bytes(),
+                AsciiDenyList::STD3,
+                Hyphens::Allow,
+                DnsLength::Ignore,
+            )
+            .map_err(|_| NameError::Idna)?
+            .into_owned()
+    };
+    check_ascii_name(&canonical)?;
+    Ok(CanonicalName(canonical.into_boxed_str()))
+}
+
+/// ASCII letters, digits, hyphens and dots with no `xn--` label (those need punycode checks).
+fn is_plain_ascii(text: &str) -> bool {
+    text.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        && !text
+            .split('.')
+            .any(|l| l.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("xn--")))
 }
 
 /// Syntax of the IDNA output (IDNA may map full stops or drop ignored code points, so the
@@ -303,5 +319,38 @@ impl fmt::Display for DomainPattern {
 impl fmt::Debug for DomainPattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "DomainPattern({:?})", &*self.text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The ASCII fast path gives exactly what UTS #46 gives.
+    #[test]
+    fn ascii_fast_path_agrees_with_idna() {
+        for raw in [
+            "example.com",
+            "EXAMPLE.Com",
+            "a-b--c.x1",
+            "R3---SN-abc.googlevideo.com",
+            "0.a",
+            "a.b.c.d.e",
+        ] {
+            assert!(is_plain_ascii(raw));
+            let idna = Uts46::new().to_ascii(
+                raw.as_bytes(),
+                AsciiDenyList::STD3,
+                Hyphens::Allow,
+                DnsLength::Ignore,
+            );
+            assert_eq!(
+                idna.ok().map(|c| c.into_owned()),
+                Some(raw.to_ascii_lowercase()),
+                "{raw}"
+            );
+        }
+        assert!(!is_plain_ascii("XN--bcher-kva.example"));
+        assert!(!is_plain_ascii("bücher.example"));
     }
 }
