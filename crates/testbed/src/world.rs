@@ -37,6 +37,13 @@ pub struct World {
     sandboxes: AtomicU8,
 }
 
+/// Where [`World::build`] can be told to fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Linked,
+    Serving,
+}
+
 /// A namespace joined to `fw` by a veth, addressed like a sandbox (no firewall rules: that is
 /// the product's job). Dropping it deletes the namespace and the veth pair.
 #[derive(Debug)]
@@ -55,9 +62,20 @@ impl World {
     /// Builds the namespaces, the uplink, the CA and every server. On error everything made so
     /// far is removed again.
     pub fn new() -> Result<World> {
+        Self::build(None, &mut Vec::new())
+    }
+
+    /// Builds the world; `fault` makes it fail on purpose at one stage (for the test that proves
+    /// a half-built world cleans up). Names of namespaces made are pushed to `made`.
+    fn build(fault: Option<Stage>, made: &mut Vec<String>) -> Result<World> {
         let fw = Netns::new("f")?;
+        made.push(fw.name().to_owned());
         let net = Netns::new("n")?;
+        made.push(net.name().to_owned());
         link(&fw, &net).context("wiring fw <-> net")?;
+        if fault == Some(Stage::Linked) {
+            bail!("injected fault after linking");
+        }
 
         let ca = Arc::new(TestCa::new().context("creating test CA")?);
         let ca_pem = ca.pem();
@@ -86,6 +104,9 @@ impl World {
         // From here on, dropping `world` on error also stops the runtime first.
         if let Some(rt) = &world.runtime {
             servers::start(rt, &world.ca, &world.dns, &world.log)?;
+        }
+        if fault == Some(Stage::Serving) {
+            bail!("injected fault after starting servers");
         }
         Ok(world)
     }
@@ -277,4 +298,29 @@ fn default_zone(dns: &DnsZone) {
     dns.set_a("cgnat.test", &[Ipv4Addr::new(100, 96, 0, 2)]);
     dns.set_aaaa("v6only.test", &[V6_HOST]);
     dns.set_cname("alias.test", "alpha.test");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exists(name: &str) -> bool {
+        Path::new("/var/run/netns").join(name).exists()
+    }
+
+    #[test]
+    fn a_half_built_world_removes_what_it_made() {
+        for stage in [Stage::Linked, Stage::Serving] {
+            let mut made = Vec::new();
+            let result = World::build(Some(stage), &mut made);
+            assert!(result.is_err(), "{stage:?}");
+            assert_eq!(made.len(), 2);
+            for name in &made {
+                assert!(
+                    !exists(name),
+                    "{name} left behind after a fault at {stage:?}"
+                );
+            }
+        }
+    }
 }

@@ -509,6 +509,39 @@ fn sandbox_like_namespace_runs_clients_through_fw() -> Result<()> {
         String::from_utf8_lossy(&out.stdout).trim(),
         "SSH-2.0-testbed"
     );
+    // openssl s_client verifies the SNI-selected certificate against the test CA.
+    let ca = world.test_ca_path().to_string_lossy().into_owned();
+    let tls = sb
+        .netns
+        .command("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            "198.51.100.10:443",
+            "-servername",
+            "beta.test",
+        ])
+        .args([
+            "-CAfile",
+            &ca,
+            "-verify_return_error",
+            "-verify_hostname",
+            "beta.test",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()?;
+    let tls_out = String::from_utf8_lossy(&tls.stdout);
+    assert!(
+        tls.status.success() && tls_out.contains("Verify return code: 0 (ok)"),
+        "{tls_out}"
+    );
+    // nc through the TCP echo.
+    let nc = ok(
+        &sb.netns,
+        "sh",
+        &["-c", "printf 'via nc' | timeout 10 nc -q 1 198.51.100.30 7"],
+    )?;
+    assert_eq!(nc, "via nc");
     let name = sb.netns.name().to_owned();
     drop(sb);
     assert!(!has_netns(&netns_list()?, &name));
