@@ -59,6 +59,17 @@ fn handshake(server: &Arc<ServerConfig>, client: &Arc<ClientConfig>, name: &Serv
 }
 
 fn leaf(c: &mut Criterion) {
+    // Baseline in the same run: one raw P-256 signature over a leaf-sized message, the floor
+    // of what minting can cost. Compare ratios, not absolute times, on a busy machine.
+    let rng = ring::rand::SystemRandom::new();
+    let alg = &ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING;
+    let pkcs8 = ring::signature::EcdsaKeyPair::generate_pkcs8(alg, &rng).expect("key");
+    let key = ring::signature::EcdsaKeyPair::from_pkcs8(alg, pkcs8.as_ref(), &rng).expect("key");
+    let message = [0x5au8; 400];
+    c.bench_function("baseline_p256_sign", |b| {
+        b.iter(|| black_box(key.sign(&rng, black_box(&message)).expect("sign")));
+    });
+
     let ca = Arc::new(SandboxCa::generate("bench").expect("CA"));
     c.bench_function("mint_leaf", |b| {
         b.iter(|| black_box(ca.mint_leaf(black_box("api.example.test")).expect("mint")));

@@ -415,3 +415,35 @@ fn server_config_mints_by_sni_and_refuses_without() -> anyhow::Result<()> {
     assert!(handshake(server, client_config(&stranger, &[])?, "api.example.test").is_err());
     Ok(())
 }
+
+#[test]
+fn shareable_across_proxy_tasks() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<SandboxCa>();
+    assert_send_sync::<Arc<SandboxCa>>();
+}
+
+#[test]
+fn concurrent_lookups_agree_on_one_leaf() -> anyhow::Result<()> {
+    let ca = Arc::new(SandboxCa::generate("threads")?);
+    let leaves = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| scope.spawn(|| ca.leaf_for("api.example.test")))
+            .collect();
+        handles.into_iter().map(|h| h.join()).collect::<Vec<_>>()
+    });
+    let mut first: Option<Arc<CertifiedKey>> = None;
+    for leaf in leaves {
+        let leaf = leaf.map_err(|_| anyhow::anyhow!("thread panicked"))??;
+        // Racing misses may mint more than once, but the cache keeps one and later lookups all
+        // get it.
+        let _ = first.get_or_insert(leaf);
+    }
+    let cached = ca.leaf_for("api.example.test")?;
+    let again = ca.leaf_for("api.example.test")?;
+    assert!(Arc::ptr_eq(&cached, &again));
+    let stats = ca.cache_stats();
+    assert_eq!(stats.hits + stats.misses, 10);
+    assert_eq!(stats.entries, 1);
+    Ok(())
+}
