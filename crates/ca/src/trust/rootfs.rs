@@ -19,6 +19,8 @@ use crate::CaError;
 
 /// Symlinks followed for one final path component before giving up.
 const MAX_LINKS: usize = 16;
+/// Entries read from one directory before giving up (a real /etc/ssl/certs has a few hundred).
+const MAX_DIR_ENTRIES: usize = 100_000;
 
 #[derive(Debug)]
 pub(crate) struct Rootfs {
@@ -198,6 +200,9 @@ impl Rootfs {
         let mut out = Vec::new();
         for item in rustix::fs::Dir::read_from(&dir).map_err(|e| io_err(path, e))? {
             let item = item.map_err(|e| io_err(path, e))?;
+            if out.len() >= MAX_DIR_ENTRIES {
+                return Err(refused(path, "too many directory entries"));
+            }
             let Ok(name) = item.file_name().to_str() else {
                 continue;
             };
