@@ -10,6 +10,7 @@ use crate::error::{FieldError, ValidationErrors};
 
 /// What a sandbox may reach when no rule says otherwise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String")]
 pub enum Mode {
     /// Everything public is allowed (the default when no policy is given).
     #[serde(rename = "allow-all")]
@@ -33,6 +34,28 @@ impl Mode {
     }
 }
 
+impl TryFrom<String> for Mode {
+    type Error = String;
+    fn try_from(s: String) -> Result<Mode, String> {
+        match s.as_str() {
+            "allow-all" => Ok(Mode::AllowAll),
+            "deny-all" => Ok(Mode::DenyAll),
+            "custom" => Ok(Mode::Custom),
+            other => Err(format!(
+                "unknown mode {}, expected \"allow-all\", \"deny-all\" or \"custom\"",
+                crate::validate::quote(other)
+            )),
+        }
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Mode, String> {
+        Mode::try_from(s.to_owned())
+    }
+}
+
 impl fmt::Display for Mode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -40,8 +63,7 @@ impl fmt::Display for Mode {
 }
 
 /// `network_policy` exactly as sent. `null` list fields are treated as absent.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NetworkPolicySpec {
     /// The mode.
     pub mode: Mode,
@@ -69,8 +91,7 @@ impl Default for NetworkPolicySpec {
 }
 
 /// One transform as sent. `Debug` hides the header values (they are secrets).
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, PartialEq, Eq, Serialize)]
 pub struct TransformSpec {
     /// Exact name or wildcard the transform applies to.
     pub domain: String,
@@ -141,22 +162,90 @@ fn describe_json_error(e: &serde_json::Error) -> String {
             if msg.starts_with("unknown field")
                 || msg.starts_with("missing field")
                 || msg.starts_with("unknown variant")
+                || msg.starts_with("duplicate field")
+                || msg.starts_with("unknown mode")
             {
                 // These messages name only field or variant names, never values of headers.
                 let head = msg.split(" at line ").next().unwrap_or(&msg);
                 head.replace("unknown variant", "unknown mode")
             } else if msg.starts_with("invalid type") {
+                // The value shown before ", expected" may be anything the client sent; the
+                // expectation after the last one is ours.
                 let expected = msg
-                    .split("expected ")
-                    .nth(1)
-                    .and_then(|s| s.split(" at line ").next());
+                    .rsplit_once(", expected ")
+                    .and_then(|(_, s)| s.split(" at line ").next());
                 match expected {
-                    Some(exp) => format!("has the wrong type: expected {exp}"),
+                    Some(exp) => {
+                        format!("has the wrong type: expected {exp}")
+                    }
                     None => "has the wrong type".to_owned(),
                 }
             } else {
                 format!("is not valid here ({at})")
             }
         }
+    }
+}
+
+// Derived struct deserialisers also accept a JSON array of field values
+// (`["custom", ["a.com"]]`); the API takes objects only, so the public types deserialise
+// through a map-only visitor into these derived mirrors.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SpecFields {
+    mode: Mode,
+    #[serde(default)]
+    allow_domains: Option<Vec<String>>,
+    #[serde(default)]
+    allow_cidrs: Option<Vec<String>>,
+    #[serde(default)]
+    transforms: Option<Vec<TransformSpec>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TransformFields {
+    domain: String,
+    #[serde(default)]
+    inject_headers: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    strip_headers: Option<Vec<String>>,
+}
+
+struct ObjectOnly<T>(std::marker::PhantomData<T>);
+
+impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for ObjectOnly<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+        T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+    }
+}
+
+impl<'de> Deserialize<'de> for NetworkPolicySpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let f: SpecFields = d.deserialize_map(ObjectOnly(std::marker::PhantomData))?;
+        Ok(NetworkPolicySpec {
+            mode: f.mode,
+            allow_domains: f.allow_domains,
+            allow_cidrs: f.allow_cidrs,
+            transforms: f.transforms,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for TransformSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let f: TransformFields = d.deserialize_map(ObjectOnly(std::marker::PhantomData))?;
+        Ok(TransformSpec {
+            domain: f.domain,
+            inject_headers: f.inject_headers,
+            strip_headers: f.strip_headers,
+        })
     }
 }

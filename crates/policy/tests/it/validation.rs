@@ -73,7 +73,10 @@ fn unknown_fields_and_bad_json_are_reported_with_paths() {
     assert!(m.contains("unknown field"), "{m}");
     let (f, m) = one(r#"{"mode":"block"}"#);
     assert_eq!(f, "network_policy.mode");
-    assert!(m.contains("unknown mode `block`"), "{m}");
+    assert_eq!(
+        m,
+        r#"unknown mode "block", expected "allow-all", "deny-all" or "custom""#
+    );
     let (f, m) = one(r#"{"allow_domains":[]}"#);
     assert_eq!(f, "network_policy");
     assert!(m.contains("missing field `mode`"), "{m}");
@@ -82,6 +85,39 @@ fn unknown_fields_and_bad_json_are_reported_with_paths() {
     let (f, m) = one(r#"{"mode":"custom","allow_domains":"a.com"}"#);
     assert_eq!(f, "network_policy.allow_domains");
     assert!(m.contains("wrong type"), "{m}");
+    assert_eq!(
+        one("[]"),
+        (
+            "network_policy".into(),
+            "has the wrong type: expected an object".into()
+        )
+    );
+    let (f, m) = one(r#"{"mode":1}"#);
+    assert_eq!(f, "network_policy.mode");
+    assert_eq!(m, "has the wrong type: expected a string");
+    let (f, m) = one(r#"{"mode":"custom","transforms":[7]}"#);
+    assert_eq!(
+        (f.as_str(), m.as_str()),
+        (
+            "network_policy.transforms[0]",
+            "has the wrong type: expected an object"
+        )
+    );
+    let (f, m) = one(r#"["custom",["a.example.com"]]"#);
+    assert_eq!(
+        (f.as_str(), m.as_str()),
+        ("network_policy", "has the wrong type: expected an object")
+    );
+    let (f, m) = one(r#"{"mode":"custom","transforms":[["a.example.com"]]}"#);
+    assert_eq!(
+        (f.as_str(), m.as_str()),
+        (
+            "network_policy.transforms[0]",
+            "has the wrong type: expected an object"
+        )
+    );
+    let (_, m) = one(r#"{"mode":"custom","mode":"deny-all"}"#);
+    assert!(m.contains("duplicate field `mode`"), "{m}");
 }
 
 #[test]
@@ -94,6 +130,11 @@ fn json_errors_never_echo_header_values() {
         r#"network_policy.transforms[0].inject_headers.authorization"#
     );
     assert!(!e.to_string().contains("SECRET"), "{e}");
+    let e = errors(
+        r#"{"mode":"custom","transforms":[{"domain":"a.example.com","strip_headers":"SECRET, expected x"}]}"#,
+    );
+    assert!(!e.to_string().contains("SECRET"), "{e}");
+    assert_eq!(e.0[0].message, "has the wrong type: expected a sequence");
 }
 
 #[test]
