@@ -267,7 +267,15 @@ fn link(fw: &Netns, net: &Netns) -> Result<()> {
     ] {
         net.ip(["addr", "add", &format!("{a}/32"), "dev", "lo"])?;
     }
-    net.ip(["-6", "addr", "add", &format!("{V6_HOST}/128"), "dev", "lo"])?;
+    net.ip([
+        "-6",
+        "addr",
+        "add",
+        &format!("{V6_HOST}/128"),
+        "dev",
+        "lo",
+        "nodad",
+    ])?;
     net.ip([
         "route",
         "add",
@@ -275,6 +283,20 @@ fn link(fw: &Netns, net: &Netns) -> Result<()> {
         "via",
         &FW_UPLINK_V4.to_string(),
     ])?;
+    // Our IPv6 addresses cannot be bound while tentative; wait (bounded) until none are.
+    // (Link-local ones still run DAD; nothing binds them.)
+    for ns in [fw, net] {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while ns
+            .ip(["-6", "addr", "show", "tentative"])?
+            .contains("inet6 2001:db8:")
+        {
+            if std::time::Instant::now() >= deadline {
+                bail!("IPv6 addresses in {} stayed tentative", ns.name());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
     Ok(())
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use palisade_testbed::addrs::*;
-use palisade_testbed::{Kind, Netns, Transport, World};
+use palisade_testbed::{Kind, LogEntry, Netns, Transport, World};
 use serde_json::Value;
 
 /// Runs a client in `ns`, failing with its stderr unless it exits 0.
@@ -435,9 +435,17 @@ fn tcp_udp_echo_banner_and_sinks_through_fw_runtime() -> Result<()> {
         Duration::from_secs(5),
         |_| world.log().bytes_received("attacker").len() == 21
     ));
-    let got = world.log().bytes_received("attacker");
-    assert_eq!(&got[..16], b"secret-ish bytes");
-    assert_eq!(&got[16..], b"quic?");
+    let attacker = world.log().for_server("attacker");
+    let tcp: Vec<u8> = attacker
+        .iter()
+        .filter(|e| e.kind == Kind::Bytes)
+        .flat_map(|e| e.data.clone())
+        .collect();
+    assert_eq!(tcp, b"secret-ish bytes");
+    let udp: Vec<&LogEntry> = attacker.iter().filter(|e| e.kind == Kind::Udp).collect();
+    assert_eq!(udp.len(), 1);
+    assert_eq!(udp[0].data, b"quic?");
+    assert_eq!(udp[0].local, SocketAddr::new(ATTACKER_V4.into(), 443));
     assert!(
         world
             .log()
@@ -600,5 +608,38 @@ fn cleanup_stale_removes_only_dead_owners() -> Result<()> {
     let list = netns_list()?;
     assert!(!has_netns(&list, stale));
     assert!(has_netns(&list, mine.name()));
+    Ok(())
+}
+
+#[tokio::test]
+async fn world_works_inside_an_async_test() -> Result<()> {
+    let world = World::new()?;
+    let fw_rt = world.fw.runtime()?;
+    let body = fw_rt
+        .spawn(async {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut s = tokio::net::TcpStream::connect(SocketAddr::new(ECHO_V4.into(), 80)).await?;
+            s.write_all(b"GET /async HTTP/1.1\r\nHost: echo.test\r\nConnection: close\r\n\r\n")
+                .await?;
+            let mut out = String::new();
+            s.read_to_string(&mut out).await?;
+            Ok::<_, anyhow::Error>(out)
+        })
+        .await??;
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    assert!(body.contains("\"path\":\"/async\""), "{body}");
+    assert!(
+        world
+            .log()
+            .wait_for_async(Duration::from_secs(5), |l| l
+                .iter()
+                .any(|e| e.kind == Kind::HttpRequest))
+            .await
+    );
+    // Dropping a runtime inside an async context must not block: shut it down in the background.
+    fw_rt.shutdown_background();
+    let fw = world.fw.name().to_owned();
+    drop(world);
+    assert!(!has_netns(&netns_list()?, &fw));
     Ok(())
 }
