@@ -1,3 +1,75 @@
-//! The control plane: a Leap0-compatible REST API that turns HTTP into calls on the runtime and the firewall.
+//! The control plane's HTTP face: a Leap0-compatible REST API (both SDK 0.6.1 and 0.8 shapes)
+//! plus Palisade's own endpoints (live policy update, egress events, OpenAPI, metrics).
+//!
+//! Handlers only translate: HTTP in, a typed call on [`ControlPlane`], JSON out. Auth, error
+//! shape, request parsing and response shaping live here; decisions live behind the trait.
 
 #![forbid(unsafe_code)]
+
+mod auth;
+pub mod control;
+pub mod error;
+mod extract;
+pub mod fake;
+pub mod metrics;
+pub mod model;
+pub mod openapi;
+mod routes;
+mod time;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{delete, get, patch, post, put};
+use axum::{Json, Router, middleware};
+
+pub use control::ControlPlane;
+pub use error::ApiError;
+pub use metrics::{Metrics, admin_router};
+
+use routes::{network, sandboxes, snapshots, templates};
+
+/// The public API router. `metrics` counts every request by route.
+pub fn api_router(cp: Arc<dyn ControlPlane>, metrics: Arc<Metrics>) -> Router {
+    let authed = Router::new()
+        .route("/v1/sandbox", post(sandboxes::create))
+        .route("/v1/sandboxes", get(sandboxes::list))
+        .route(
+            "/v1/sandbox/{id}",
+            get(sandboxes::get).delete(sandboxes::delete),
+        )
+        .route(
+            "/v1/sandbox/{id}/",
+            get(sandboxes::get).delete(sandboxes::delete),
+        )
+        .route("/v1/sandbox/{id}/pause", post(sandboxes::pause))
+        .route("/v1/sandbox/{id}/process/execute", post(sandboxes::execute))
+        .route("/v1/sandbox/{id}/snapshot/create", post(snapshots::create))
+        .route("/v1/sandbox/{id}/snapshot/pause", post(snapshots::pause))
+        .route(
+            "/v1/sandbox/{id}/network-policy",
+            put(network::put_policy).get(network::get_policy),
+        )
+        .route("/v1/sandbox/{id}/network/events", get(network::events))
+        .route("/v1/snapshots", get(snapshots::list))
+        .route("/v1/snapshot/restore", post(snapshots::restore))
+        .route("/v1/snapshot/resume", post(snapshots::resume))
+        .route("/v1/snapshot/{id}", delete(snapshots::delete))
+        .route("/v1/template", post(templates::create))
+        .route("/v1/templates", get(templates::list))
+        .route(
+            "/v1/template/{id}",
+            patch(templates::rename).delete(templates::delete),
+        )
+        .route_layer(middleware::from_fn_with_state(
+            cp.clone(),
+            auth::require_key,
+        ))
+        .with_state(cp);
+    Router::new()
+        .route("/openapi.json", get(|| async { Json(openapi::document()) }))
+        .merge(authed)
+        .fallback(|| async { ApiError::NotFound("route") })
+        .layer(DefaultBodyLimit::max(extract::MAX_BODY))
+        .layer(middleware::from_fn_with_state(metrics, metrics::track))
+}

@@ -1,0 +1,251 @@
+//! The control plane as the API sees it: typed commands in, typed results out. The HTTP layer
+//! parses and validates the request shape and calls one method; everything else (templates,
+//! quotas, the runtime, the firewall, the store) happens behind this trait.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use async_trait::async_trait;
+use futures_util::stream::BoxStream;
+use palisade_policy::{NetworkPolicySpec, Policy};
+use palisade_store::{EgressEventRecord, Order, SandboxSort, SandboxState, SnapshotSort};
+
+use crate::error::ApiError;
+
+/// The organisation a request acts for, from its API key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct OrgId(pub String);
+
+/// Environment variables for a sandbox: values may be secrets, so `Debug` shows names only.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct EnvVars(pub BTreeMap<String, String>);
+
+impl fmt::Debug for EnvVars {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct CreateSandbox {
+    pub template_name: String,
+    pub vcpu: u32,
+    pub memory_mib: u32,
+    pub timeout_secs: u32,
+    pub auto_pause: bool,
+    pub env_vars: EnvVars,
+    /// `None`: the default (allow-all).
+    pub network_policy: Option<Policy>,
+}
+
+/// A sandbox as the API shows it. `network_policy` is already redacted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SandboxInfo {
+    pub id: String,
+    pub template_id: String,
+    pub vcpu: u32,
+    pub memory_mib: u32,
+    pub disk_mib: u32,
+    pub timeout_secs: u32,
+    pub state: SandboxState,
+    pub auto_pause: bool,
+    pub created_at_ms: i64,
+    pub state_changed_at_ms: i64,
+    pub deadline_at_ms: Option<i64>,
+    pub network_policy: Option<NetworkPolicySpec>,
+    /// The policy version the data plane enforces.
+    pub policy_version: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ListSandboxes {
+    pub state: Option<SandboxState>,
+    pub sort: SandboxSort,
+    pub order: Order,
+    pub page: u32,
+    pub page_size: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub total: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Execute {
+    pub command: String,
+    pub cwd: Option<String>,
+    pub env: EnvVars,
+    pub timeout_secs: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecResult {
+    pub exit_code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// What happens to the sandbox once its snapshot is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterSnapshot {
+    KeepRunning,
+    /// `POST /snapshot/pause` (SDK 0.6.1): the sandbox is stopped.
+    Stop,
+    /// `kill_sandbox_after` (SDK 0.8): the sandbox is deleted.
+    Delete,
+}
+
+#[derive(Debug, Clone)]
+pub struct CreateSnapshot {
+    pub name: Option<String>,
+    pub after: AfterSnapshot,
+}
+
+/// A snapshot as the API shows it. `network_policy` is already redacted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnapshotInfo {
+    pub id: String,
+    pub name: String,
+    pub sandbox_id: Option<String>,
+    pub template_id: String,
+    pub vcpu: u32,
+    pub memory_mib: u32,
+    pub disk_mib: u32,
+    pub state: String,
+    pub network_policy: Option<NetworkPolicySpec>,
+    pub created_at_ms: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ListSnapshots {
+    pub query: String,
+    pub sort: SnapshotSort,
+    pub order: Order,
+    pub page: u32,
+    pub page_size: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct RestoreSnapshot {
+    /// A snapshot name (or id).
+    pub snapshot: String,
+    pub auto_pause: bool,
+    pub timeout_secs: Option<u32>,
+    /// `None`: the snapshot's own policy.
+    pub network_policy: Option<Policy>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CreateTemplate {
+    pub name: String,
+    /// Where the rootfs comes from; which sources exist is the runtime's business.
+    pub uri: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TemplateInfo {
+    pub id: String,
+    pub name: String,
+    pub digest: String,
+    pub image_config: Option<serde_json::Value>,
+    pub is_system: bool,
+    pub created_at_ms: i64,
+}
+
+/// The live policy of a sandbox (redacted) and its version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyInfo {
+    pub sandbox_id: String,
+    pub version: i64,
+    pub network_policy: NetworkPolicySpec,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    pub verdict: Option<String>,
+    pub name: Option<String>,
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+    pub after_id: Option<i64>,
+    pub before_id: Option<i64>,
+    pub limit: Option<u32>,
+}
+
+/// Everything the API can ask for. Every method takes the caller's organisation; a resource
+/// of another organisation must answer `NotFound`, exactly as a missing one.
+#[async_trait]
+pub trait ControlPlane: Send + Sync + 'static {
+    /// The organisation of a presented API key; `None` when unknown or revoked.
+    async fn authenticate(&self, api_key: &str) -> Result<Option<OrgId>, ApiError>;
+
+    async fn create_sandbox(
+        &self,
+        org: &OrgId,
+        req: CreateSandbox,
+    ) -> Result<SandboxInfo, ApiError>;
+    async fn get_sandbox(&self, org: &OrgId, id: &str) -> Result<SandboxInfo, ApiError>;
+    async fn list_sandboxes(
+        &self,
+        org: &OrgId,
+        q: ListSandboxes,
+    ) -> Result<Page<SandboxInfo>, ApiError>;
+    async fn delete_sandbox(&self, org: &OrgId, id: &str) -> Result<(), ApiError>;
+    async fn pause_sandbox(&self, org: &OrgId, id: &str) -> Result<SandboxInfo, ApiError>;
+    async fn execute(&self, org: &OrgId, id: &str, req: Execute) -> Result<ExecResult, ApiError>;
+
+    async fn create_snapshot(
+        &self,
+        org: &OrgId,
+        sandbox_id: &str,
+        req: CreateSnapshot,
+    ) -> Result<SnapshotInfo, ApiError>;
+    async fn list_snapshots(
+        &self,
+        org: &OrgId,
+        q: ListSnapshots,
+    ) -> Result<Page<SnapshotInfo>, ApiError>;
+    async fn delete_snapshot(&self, org: &OrgId, id: &str) -> Result<(), ApiError>;
+    async fn restore_snapshot(
+        &self,
+        org: &OrgId,
+        req: RestoreSnapshot,
+    ) -> Result<SandboxInfo, ApiError>;
+
+    async fn create_template(
+        &self,
+        org: &OrgId,
+        req: CreateTemplate,
+    ) -> Result<TemplateInfo, ApiError>;
+    async fn list_templates(&self, org: &OrgId) -> Result<Vec<TemplateInfo>, ApiError>;
+    async fn rename_template(&self, org: &OrgId, id: &str, name: String) -> Result<(), ApiError>;
+    async fn delete_template(&self, org: &OrgId, id: &str) -> Result<(), ApiError>;
+
+    /// Replace the policy; returns only once the data plane enforces it.
+    async fn update_network_policy(
+        &self,
+        org: &OrgId,
+        sandbox_id: &str,
+        policy: Policy,
+    ) -> Result<PolicyInfo, ApiError>;
+    async fn get_network_policy(
+        &self,
+        org: &OrgId,
+        sandbox_id: &str,
+    ) -> Result<PolicyInfo, ApiError>;
+
+    async fn list_events(
+        &self,
+        org: &OrgId,
+        sandbox_id: &str,
+        filter: EventFilter,
+    ) -> Result<Vec<EgressEventRecord>, ApiError>;
+    /// Live events of a sandbox as they happen (filters applied), until the client goes away.
+    async fn subscribe_events(
+        &self,
+        org: &OrgId,
+        sandbox_id: &str,
+        filter: EventFilter,
+    ) -> Result<BoxStream<'static, EgressEventRecord>, ApiError>;
+}

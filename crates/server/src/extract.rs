@@ -1,0 +1,152 @@
+//! Request body and query parsing that answers in the Leap0 error shape, naming the field
+//! that could not be read, and never echoing a value (a value may be a secret).
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+/// Largest request body accepted.
+pub(crate) const MAX_BODY: usize = 1024 * 1024;
+
+/// A JSON body parsed with field paths in errors. An empty body reads as `{}` (the SDKs send
+/// no body for some POSTs).
+#[derive(Debug)]
+pub(crate) struct JsonBody<T>(pub(crate) T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|_| ApiError::field("body", "could not be read, or is larger than 1 MiB"))?;
+        parse_json(if bytes.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            &bytes
+        })
+        .map(JsonBody)
+    }
+}
+
+pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." || path == "?" || path.is_empty() {
+            "body".to_owned()
+        } else {
+            path
+        };
+        ApiError::field(field, describe(e.inner()))
+    })
+}
+
+/// serde_json's messages quote offending values in some cases; keep only what is safe.
+fn describe(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    match e.classify() {
+        Category::Io | Category::Syntax => format!(
+            "is not valid JSON (line {} column {})",
+            e.line(),
+            e.column()
+        ),
+        Category::Eof => "the JSON ends too early".to_owned(),
+        Category::Data => {
+            let msg = e.to_string();
+            let head = msg.split(" at line ").next().unwrap_or(&msg);
+            if head.starts_with("unknown field") || head.starts_with("missing field") {
+                head.to_owned()
+            } else if let Some(expected) = head
+                .strip_prefix("invalid type: ")
+                .and_then(|s| s.split("expected ").nth(1))
+            {
+                format!("has the wrong type: expected {expected}")
+            } else if head.starts_with("invalid value") || head.starts_with("invalid length") {
+                match head.split("expected ").nth(1) {
+                    Some(expected) => format!("is not valid: expected {expected}"),
+                    None => "is not valid".to_owned(),
+                }
+            } else {
+                "is not valid".to_owned()
+            }
+        }
+    }
+}
+
+/// Query parameters as plain strings; each handler converts the ones it knows and names the
+/// parameter in its error.
+pub(crate) fn query_pairs(raw: Option<&str>) -> Vec<(String, String)> {
+    raw.map(|q| serde_urlencoded::from_str::<Vec<(String, String)>>(q).unwrap_or_default())
+        .unwrap_or_default()
+}
+
+pub(crate) fn param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    pairs
+        .iter()
+        .rev()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// Parse an integer parameter within bounds.
+pub(crate) fn int_param(
+    pairs: &[(String, String)],
+    name: &str,
+    min: i64,
+    max: i64,
+) -> Result<Option<i64>, ApiError> {
+    match param(pairs, name) {
+        None => Ok(None),
+        Some(v) => match v.parse::<i64>() {
+            Ok(n) if (min..=max).contains(&n) => Ok(Some(n)),
+            _ => Err(ApiError::field(
+                name,
+                format!("must be an integer between {min} and {max}"),
+            )),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct T {
+        a: Option<i64>,
+        env: Option<BTreeMap<String, String>>,
+    }
+
+    #[test]
+    fn errors_name_the_field_without_values() {
+        let e = parse_json::<T>(br#"{"a": "sk-secret"}"#)
+            .unwrap_err()
+            .body();
+        assert_eq!(e.errors[0].field, "a");
+        assert!(!serde_json::to_string(&e).unwrap().contains("sk-secret"));
+        let e = parse_json::<T>(br#"{"env": {"K": 5}}"#).unwrap_err().body();
+        assert_eq!(e.errors[0].field, "env.K");
+        let e = parse_json::<T>(br#"{"zzz": 1}"#).unwrap_err().body();
+        assert!(
+            e.errors[0].error.starts_with("unknown field `zzz`"),
+            "{e:?}"
+        );
+        let e = parse_json::<T>(b"{").unwrap_err().body();
+        assert_eq!(e.errors[0].field, "body");
+    }
+
+    #[test]
+    fn query_params() {
+        let q = query_pairs(Some("page=2&page-size=500&x=%20y"));
+        assert_eq!(int_param(&q, "page", 1, 10).unwrap(), Some(2));
+        assert!(int_param(&q, "page-size", 1, 100).is_err());
+        assert_eq!(param(&q, "x"), Some(" y"));
+        assert_eq!(int_param(&q, "missing", 1, 2).unwrap(), None);
+    }
+}

@@ -1,0 +1,52 @@
+//! `/openapi.json`: the whole API, generated from the handlers and wire types.
+
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::error::{ErrorBody, FieldProblem};
+use crate::model::*;
+use crate::routes::{network, sandboxes, snapshots, templates};
+
+#[derive(Debug, OpenApi)]
+#[openapi(
+    info(title = "Palisade", description = "Leap0-compatible sandbox API with an egress firewall."),
+    paths(
+        sandboxes::create, sandboxes::get, sandboxes::list, sandboxes::delete, sandboxes::pause,
+        sandboxes::execute,
+        snapshots::create, snapshots::pause, snapshots::list, snapshots::delete, snapshots::restore,
+        snapshots::resume,
+        templates::create, templates::list, templates::rename, templates::delete,
+        network::put_policy, network::get_policy, network::events,
+    ),
+    components(schemas(
+        ErrorBody, FieldProblem, NetworkPolicyDoc, TransformDoc, CreateSandboxRequest,
+        SandboxResponse, SandboxListItem, SandboxListResponse, ExecuteRequest, ProcessResponse,
+        CreateSnapshotRequest, RestoreSnapshotRequest, SnapshotResponse, SnapshotListResponse,
+        CreateTemplateRequest, RenameTemplateRequest, TemplateResponse, TemplateListResponse,
+        PolicyResponse, EventResponse, EventListResponse,
+    )),
+    modifiers(&Security),
+    security(("bearer" = []), ("leap0_authorization" = [])),
+)]
+pub struct ApiDoc;
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
+            "leap0_authorization",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("leap0-authorization"))),
+        );
+    }
+}
+
+/// The document, as served.
+pub fn document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}

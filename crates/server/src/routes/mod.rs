@@ -1,0 +1,42 @@
+//! Handlers: each parses its request into a typed command, makes one call on the control
+//! plane and shapes the answer. No decisions are taken here.
+
+pub(crate) mod network;
+pub(crate) mod sandboxes;
+pub(crate) mod snapshots;
+pub(crate) mod templates;
+
+use std::sync::Arc;
+
+use crate::control::ControlPlane;
+
+pub(crate) type Cp = axum::extract::State<Arc<dyn ControlPlane>>;
+
+use palisade_store::Order;
+
+use crate::error::ApiError;
+
+pub(crate) fn order_param(pairs: &[(String, String)]) -> Result<Order, ApiError> {
+    match crate::extract::param(pairs, "order-by")
+        .or_else(|| crate::extract::param(pairs, "order_by"))
+    {
+        None | Some("desc") => Ok(Order::Desc),
+        Some("asc") => Ok(Order::Asc),
+        Some(_) => Err(ApiError::field(
+            "order-by",
+            "must be one of ['asc', 'desc']",
+        )),
+    }
+}
+
+pub(crate) fn paging(pairs: &[(String, String)]) -> Result<(u32, u32), ApiError> {
+    let page = crate::extract::int_param(pairs, "page", 1, i64::from(u32::MAX))?.unwrap_or(1);
+    let size = match crate::extract::int_param(pairs, "page-size", 1, 100)? {
+        Some(s) => s,
+        None => crate::extract::int_param(pairs, "page_size", 1, 100)?.unwrap_or(20),
+    };
+    Ok((
+        u32::try_from(page).unwrap_or(1),
+        u32::try_from(size).unwrap_or(20),
+    ))
+}

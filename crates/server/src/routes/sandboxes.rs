@@ -1,0 +1,117 @@
+//! `/v1/sandbox…`: create, get, list, delete, pause, execute.
+
+use axum::extract::{Path, RawQuery};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use palisade_store::{SandboxSort, SandboxState};
+
+use super::{Cp, order_param, paging};
+use crate::control::{ListSandboxes, OrgId};
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{JsonBody, param, query_pairs};
+use crate::model::{
+    CreateSandboxRequest, ExecuteRequest, ProcessResponse, SandboxListResponse, SandboxResponse,
+};
+
+#[utoipa::path(post, path = "/v1/sandbox", tag = "sandboxes", request_body = CreateSandboxRequest,
+    responses((status = 201, body = SandboxResponse), (status = 400, body = ErrorBody),
+              (status = 401, body = ErrorBody), (status = 404, body = ErrorBody, description = "unknown template"),
+              (status = 429, body = ErrorBody, description = "sandbox quota reached")))]
+pub(crate) async fn create(
+    cp: Cp,
+    Extension(org): Extension<OrgId>,
+    JsonBody(req): JsonBody<CreateSandboxRequest>,
+) -> Result<(StatusCode, Json<SandboxResponse>), ApiError> {
+    let sandbox = cp.create_sandbox(&org, req.try_into()?).await?;
+    Ok((StatusCode::CREATED, Json(sandbox.into())))
+}
+
+#[utoipa::path(get, path = "/v1/sandbox/{id}/", tag = "sandboxes", params(("id" = String, Path)),
+    responses((status = 200, body = SandboxResponse), (status = 404, body = ErrorBody)))]
+pub(crate) async fn get(
+    cp: Cp,
+    Extension(org): Extension<OrgId>,
+    Path(id): Path<String>,
+) -> Result<Json<SandboxResponse>, ApiError> {
+    Ok(Json(cp.get_sandbox(&org, &id).await?.into()))
+}
+
+#[utoipa::path(get, path = "/v1/sandboxes", tag = "sandboxes",
+    params(("state" = Option<String>, Query), ("sort" = Option<String>, Query, description = "created_at | state"),
+           ("order-by" = Option<String>, Query, description = "asc | desc"), ("page" = Option<u32>, Query),
+           ("page-size" = Option<u32>, Query, description = "1..=100")),
+    responses((status = 200, body = SandboxListResponse), (status = 400, body = ErrorBody)))]
+pub(crate) async fn list(
+    cp: Cp,
+    Extension(org): Extension<OrgId>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<SandboxListResponse>, ApiError> {
+    let q = query_pairs(raw.as_deref());
+    let state = match param(&q, "state") {
+        None | Some("") => None,
+        Some(s) => Some(SandboxState::parse(s).ok_or_else(|| {
+            ApiError::field("state", "must be one of starting, snapshotting, running, paused, unpausing, deleting, deleted")
+        })?),
+    };
+    let sort = match param(&q, "sort") {
+        None | Some("created_at") => SandboxSort::CreatedAt,
+        Some("state") => SandboxSort::State,
+        Some(_) => {
+            return Err(ApiError::field(
+                "sort",
+                "must be one of ['created_at', 'state']",
+            ));
+        }
+    };
+    let (page, page_size) = paging(&q)?;
+    let result = cp
+        .list_sandboxes(
+            &org,
+            ListSandboxes {
+                state,
+                sort,
+                order: order_param(&q)?,
+                page,
+                page_size,
+            },
+        )
+        .await?;
+    Ok(Json(SandboxListResponse {
+        items: result.items.into_iter().map(Into::into).collect(),
+        total_items: result.total,
+    }))
+}
+
+#[utoipa::path(delete, path = "/v1/sandbox/{id}/", tag = "sandboxes", params(("id" = String, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub(crate) async fn delete(
+    cp: Cp,
+    Extension(org): Extension<OrgId>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    cp.delete_sandbox(&org, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/v1/sandbox/{id}/pause", tag = "sandboxes", params(("id" = String, Path)),
+    responses((status = 201, body = SandboxResponse), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn pause(
+    cp: Cp,
+    Extension(org): Extension<OrgId>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<SandboxResponse>), ApiError> {
+    let sandbox = cp.pause_sandbox(&org, &id).await?;
+    Ok((StatusCode::CREATED, Json(sandbox.into())))
+}
+
+#[utoipa::path(post, path = "/v1/sandbox/{id}/process/execute", tag = "process", params(("id" = String, Path)),
+    request_body = ExecuteRequest,
+    responses((status = 200, body = ProcessResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn execute(
+    cp: Cp,
+    Extension(org): Extension<OrgId>,
+    Path(id): Path<String>,
+    JsonBody(req): JsonBody<ExecuteRequest>,
+) -> Result<Json<ProcessResponse>, ApiError> {
+    Ok(Json(cp.execute(&org, &id, req.try_into()?).await?.into()))
+}

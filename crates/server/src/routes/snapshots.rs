@@ -1,0 +1,124 @@
+//! Snapshots: create (and pause-snapshot) from a sandbox, list, delete, restore/resume.
+
+use axum::extract::{Path, RawQuery};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use palisade_store::SnapshotSort;
+
+use super::{Cp, order_param, paging};
+use crate::control::{ListSnapshots, OrgId};
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{JsonBody, param, query_pairs};
+use crate::model::{
+    CreateSnapshotRequest, RestoreSnapshotRequest, SandboxResponse, SnapshotListResponse,
+    SnapshotResponse,
+};
+
+#[utoipa::path(post, path = "/v1/sandbox/{id}/snapshot/create", tag = "snapshots", params(("id" = String, Path)),
+    request_body = CreateSnapshotRequest,
+    responses((status = 201, body = SnapshotResponse), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn create(
+    cp: Cp,
+    Extension(org): Extension<OrgId>,
+    Path(id): Path<String>,
+    JsonBody(req): JsonBody<CreateSnapshotRequest>,
+) -> Result<(StatusCode, Json<SnapshotResponse>), ApiError> {
+    let snapshot = cp
+        .create_snapshot(&org, &id, req.into_command(false)?)
+        .await?;
+    Ok((StatusCode::CREATED, Json(snapshot.into())))
+}
+
+#[utoipa::path(post, path = "/v1/sandbox/{id}/snapshot/pause", tag = "snapshots", params(("id" = String, Path)),
+    request_body = CreateSnapshotRequest,
+    responses((status = 201, body = SnapshotResponse, description = "snapshot stored, sandbox stopped"),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn pause(
+    cp: Cp,
+    Extension(org): Extension<OrgId>,
+    Path(id): Path<String>,
+    JsonBody(req): JsonBody<CreateSnapshotRequest>,
+) -> Result<(StatusCode, Json<SnapshotResponse>), ApiError> {
+    let snapshot = cp
+        .create_snapshot(&org, &id, req.into_command(true)?)
+        .await?;
+    Ok((StatusCode::CREATED, Json(snapshot.into())))
+}
+
+#[utoipa::path(get, path = "/v1/snapshots", tag = "snapshots",
+    params(("query" = Option<String>, Query, description = "name contains"),
+           ("sort" = Option<String>, Query, description = "created_at | template_id"),
+           ("order-by" = Option<String>, Query), ("page" = Option<u32>, Query), ("page-size" = Option<u32>, Query)),
+    responses((status = 200, body = SnapshotListResponse), (status = 400, body = ErrorBody)))]
+pub(crate) async fn list(
+    cp: Cp,
+    Extension(org): Extension<OrgId>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<SnapshotListResponse>, ApiError> {
+    let q = query_pairs(raw.as_deref());
+    let query = param(&q, "query").unwrap_or("").to_owned();
+    if query.chars().count() > 64 {
+        return Err(ApiError::field("query", "must be at most 64 characters"));
+    }
+    let sort = match param(&q, "sort") {
+        None | Some("created_at") => SnapshotSort::CreatedAt,
+        Some("template_id") => SnapshotSort::TemplateId,
+        Some(_) => {
+            return Err(ApiError::field(
+                "sort",
+                "must be one of ['created_at', 'template_id']",
+            ));
+        }
+    };
+    let (page, page_size) = paging(&q)?;
+    let result = cp
+        .list_snapshots(
+            &org,
+            ListSnapshots {
+                query,
+                sort,
+                order: order_param(&q)?,
+                page,
+                page_size,
+            },
+        )
+        .await?;
+    Ok(Json(SnapshotListResponse {
+        items: result.items.into_iter().map(Into::into).collect(),
+        total_items: result.total,
+    }))
+}
+
+#[utoipa::path(delete, path = "/v1/snapshot/{id}", tag = "snapshots", params(("id" = String, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub(crate) async fn delete(
+    cp: Cp,
+    Extension(org): Extension<OrgId>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    cp.delete_snapshot(&org, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Served at both `/v1/snapshot/restore` (SDK 0.8) and `/v1/snapshot/resume` (SDK 0.6.1).
+#[utoipa::path(post, path = "/v1/snapshot/restore", tag = "snapshots", request_body = RestoreSnapshotRequest,
+    responses((status = 201, body = SandboxResponse, description = "a new sandbox, with the snapshot's policy unless one is given"),
+              (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
+pub(crate) async fn restore(
+    cp: Cp,
+    Extension(org): Extension<OrgId>,
+    JsonBody(req): JsonBody<RestoreSnapshotRequest>,
+) -> Result<(StatusCode, Json<SandboxResponse>), ApiError> {
+    let sandbox = cp.restore_snapshot(&org, req.try_into()?).await?;
+    Ok((StatusCode::CREATED, Json(sandbox.into())))
+}
+
+#[utoipa::path(post, path = "/v1/snapshot/resume", tag = "snapshots", request_body = RestoreSnapshotRequest,
+    responses((status = 201, body = SandboxResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn resume(
+    cp: Cp,
+    org: Extension<OrgId>,
+    body: JsonBody<RestoreSnapshotRequest>,
+) -> Result<(StatusCode, Json<SandboxResponse>), ApiError> {
+    restore(cp, org, body).await
+}

@@ -1,0 +1,60 @@
+//! Templates: create, list, rename, delete.
+
+use axum::extract::Path;
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+
+use super::Cp;
+use crate::control::OrgId;
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::JsonBody;
+use crate::model::{
+    CreateTemplateRequest, RenameTemplateRequest, TemplateListResponse, TemplateResponse,
+};
+
+#[utoipa::path(post, path = "/v1/template", tag = "templates", request_body = CreateTemplateRequest,
+    responses((status = 201, body = TemplateResponse), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn create(
+    cp: Cp,
+    Extension(org): Extension<OrgId>,
+    JsonBody(req): JsonBody<CreateTemplateRequest>,
+) -> Result<(StatusCode, Json<TemplateResponse>), ApiError> {
+    let template = cp.create_template(&org, req.try_into()?).await?;
+    Ok((StatusCode::CREATED, Json(template.into())))
+}
+
+#[utoipa::path(get, path = "/v1/templates", tag = "templates",
+    responses((status = 200, body = TemplateListResponse)))]
+pub(crate) async fn list(
+    cp: Cp,
+    Extension(org): Extension<OrgId>,
+) -> Result<Json<TemplateListResponse>, ApiError> {
+    let items = cp.list_templates(&org).await?;
+    Ok(Json(TemplateListResponse {
+        items: items.into_iter().map(Into::into).collect(),
+    }))
+}
+
+#[utoipa::path(patch, path = "/v1/template/{id}", tag = "templates", params(("id" = String, Path)),
+    request_body = RenameTemplateRequest,
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn rename(
+    cp: Cp,
+    Extension(org): Extension<OrgId>,
+    Path(id): Path<String>,
+    JsonBody(req): JsonBody<RenameTemplateRequest>,
+) -> Result<StatusCode, ApiError> {
+    cp.rename_template(&org, &id, req.into_name()?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(delete, path = "/v1/template/{id}", tag = "templates", params(("id" = String, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "in use")))]
+pub(crate) async fn delete(
+    cp: Cp,
+    Extension(org): Extension<OrgId>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    cp.delete_template(&org, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
