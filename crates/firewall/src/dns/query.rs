@@ -1,0 +1,324 @@
+//! One query in, one response (or nothing) out: the filtering decision.
+//!
+//! The order matters for threat 14: the source, the message, the name and the policy are all
+//! checked before anything can reach the upstream resolver, and only an allowed name asked for
+//! an A record ever does.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use hickory_proto::op::{Header, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{DNSClass, Name, RecordType};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
+use palisade_policy::{CanonicalName, CompiledPolicy, Mode, NameVerdict, canonicalize};
+
+use super::answer::{CLASSIC_UDP_PAYLOAD, Reply, udp_limit};
+use super::{DnsLimits, DnsView};
+use crate::events::{EgressEvent, EventKind, EventVerdict};
+use crate::resolve::UpstreamResolver;
+
+/// How the query arrived; decides the response size limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// Where a query came from and which server address it reached.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Origin {
+    pub(crate) src: IpAddr,
+    pub(crate) server: SocketAddr,
+    pub(crate) transport: Transport,
+}
+
+/// What an event says about one query.
+#[derive(Debug)]
+struct Note {
+    verdict: EventVerdict,
+    name: Option<String>,
+    rule: String,
+    reason: String,
+}
+
+impl Note {
+    fn deny(name: Option<String>, rule: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            verdict: EventVerdict::Deny,
+            name,
+            rule: rule.into(),
+            reason: reason.into(),
+        }
+    }
+
+    fn allow(name: Option<String>, rule: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            verdict: EventVerdict::Allow,
+            name,
+            rule: rule.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Answers queries for every sandbox, each through its own policy.
+pub(crate) struct Responder {
+    pub(crate) view: Arc<dyn DnsView>,
+    pub(crate) resolver: Arc<UpstreamResolver>,
+    pub(crate) limits: DnsLimits,
+}
+
+impl std::fmt::Debug for Responder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Responder")
+            .field("resolver", &self.resolver)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Responder {
+    /// The response to `packet`, or `None` when it must be dropped (no parseable header, or a
+    /// response rather than a query: answering those would let two servers loop).
+    pub(crate) async fn respond(&self, packet: &[u8], origin: Origin) -> Option<Vec<u8>> {
+        let started = Instant::now();
+        let header = Header::read(&mut BinDecoder::new(packet)).ok()?;
+        if header.metadata.message_type != MessageType::Query {
+            return None;
+        }
+        let Some((sandbox, policy)) = self.view.policy_for(origin.src) else {
+            tracing::debug!(src = %origin.src, "DNS query from an address that is not a sandbox");
+            let req = Message::from_vec(packet).ok();
+            let query = req.as_ref().and_then(|m| match m.queries.as_slice() {
+                [q] => Some(q),
+                _ => None,
+            });
+            let reply = Reply::new(
+                &header.metadata,
+                query,
+                None,
+                self.limits.max_udp_payload,
+                ResponseCode::Refused,
+            );
+            let mut event = EgressEvent::new("", EventKind::Dns, EventVerdict::Deny);
+            event.dst = Some(origin.server);
+            event.name = query.map(|q| display_name(q.name()));
+            event.rule = "default".into();
+            event.reason = format!("source {} is not a sandbox", origin.src);
+            event.duration = started.elapsed();
+            self.view.events().record(event);
+            return reply.encode(usize::from(CLASSIC_UDP_PAYLOAD));
+        };
+
+        let (reply, limit, note) = match Message::from_vec(packet) {
+            Ok(req) => {
+                let limit = match origin.transport {
+                    Transport::Udp => udp_limit(req.edns.as_ref(), self.limits.max_udp_payload),
+                    Transport::Tcp => usize::from(u16::MAX),
+                };
+                let (reply, note) = self.decide(&req, &policy, origin.src).await;
+                (reply, limit, note)
+            }
+            Err(e) => {
+                let reply = Reply::new(
+                    &header.metadata,
+                    None,
+                    None,
+                    self.limits.max_udp_payload,
+                    ResponseCode::FormErr,
+                );
+                let note = Note::deny(None, "default", format!("malformed query: {e}"));
+                (reply, usize::from(CLASSIC_UDP_PAYLOAD), note)
+            }
+        };
+
+        let mut event = EgressEvent::new(&*sandbox, EventKind::Dns, note.verdict);
+        event.dst = Some(origin.server);
+        event.name = note.name;
+        event.rule = note.rule;
+        event.reason = note.reason;
+        event.duration = started.elapsed();
+        self.view.events().record(event);
+        reply.encode(limit)
+    }
+
+    /// The decision for a well-formed message from a known sandbox.
+    async fn decide(&self, req: &Message, policy: &CompiledPolicy, src: IpAddr) -> (Reply, Note) {
+        let edns = req.edns.as_ref();
+        let reply = |query: Option<&Query>, rcode| {
+            Reply::new(
+                &req.metadata,
+                query,
+                edns,
+                self.limits.max_udp_payload,
+                rcode,
+            )
+        };
+        if req.metadata.op_code != OpCode::Query {
+            let note = Note::deny(
+                None,
+                "default",
+                format!("opcode {:?} not served", req.metadata.op_code),
+            );
+            return (reply(None, ResponseCode::NotImp), note);
+        }
+        let [query] = req.queries.as_slice() else {
+            let note = Note::deny(
+                None,
+                "default",
+                format!("{} questions in one query", req.queries.len()),
+            );
+            return (reply(None, ResponseCode::FormErr), note);
+        };
+        let shown = Some(display_name(query.name()));
+        if query.query_class() != DNSClass::IN {
+            let note = Note::deny(
+                shown,
+                "default",
+                format!("class {} not served", query.query_class()),
+            );
+            return (reply(Some(query), ResponseCode::Refused), note);
+        }
+        if !policy.allows_any_name() {
+            // deny-all, or custom with no domain: nothing to resolve, so fail fast.
+            let note = match policy.mode() {
+                Mode::DenyAll => Note::deny(shown, "deny-all", "the policy denies all traffic"),
+                _ => Note::deny(shown, "default", "the policy allows no names"),
+            };
+            return (reply(Some(query), ResponseCode::Refused), note);
+        }
+        let name = match wire_to_canonical(query.name()) {
+            Ok(name) => name,
+            Err(NameProblem::Root) => {
+                let note = Note::deny(shown, "default", "query for the root");
+                return (reply(Some(query), ResponseCode::Refused), note);
+            }
+            Err(NameProblem::Invalid(why)) => {
+                let mut r = reply(Some(query), ResponseCode::NXDomain);
+                r.negative_soa(self.limits.negative_ttl);
+                return (
+                    r,
+                    Note::deny(shown, "default", format!("invalid name: {why}")),
+                );
+            }
+        };
+        let canon = Some(name.as_str().to_owned());
+        let rule = match policy.decide_name(&name) {
+            NameVerdict::Deny { rule, reason } => {
+                let mut r = reply(Some(query), ResponseCode::NXDomain);
+                r.negative_soa(self.limits.negative_ttl);
+                return (r, Note::deny(canon, rule.to_string(), reason.to_string()));
+            }
+            NameVerdict::Allow { rule } | NameVerdict::Intercept { rule, .. } => rule.to_string(),
+        };
+        if query.query_type() != RecordType::A {
+            // The sandbox is IPv4-only, and every other type would only widen what an allowed
+            // name can carry out: answer "no such records" without asking upstream.
+            let mut r = reply(Some(query), ResponseCode::NoError);
+            r.negative_soa(self.limits.negative_ttl);
+            let why = format!("{} answered empty", query.query_type());
+            return (r, Note::allow(canon, rule, why));
+        }
+
+        let lookup =
+            tokio::time::timeout(self.limits.query_timeout, self.resolver.lookup_ipv4(&name));
+        let resolved = match lookup.await {
+            Ok(Ok(resolved)) => resolved,
+            Ok(Err(e)) => {
+                let note = Note::allow(canon, rule, format!("upstream failed: {e}"));
+                return (reply(Some(query), ResponseCode::ServFail), note);
+            }
+            Err(_) => {
+                let note = Note::allow(canon, rule, "upstream timed out");
+                return (reply(Some(query), ResponseCode::ServFail), note);
+            }
+        };
+        let (kept, refused) = filter_addrs(policy, &resolved.addrs);
+        let mut r = reply(Some(query), ResponseCode::NoError);
+        if kept.is_empty() {
+            r.negative_soa(resolved.ttl.min(self.limits.negative_ttl));
+        } else {
+            r.answer_a(&kept, resolved.ttl);
+            self.view.record_answer(src, &name, &kept, resolved.ttl);
+        }
+        let note = match (kept.is_empty(), refused.is_empty()) {
+            (true, false) => Note::deny(
+                canon,
+                "address-class",
+                format!("resolves only to refused addresses: {}", refused.join(", ")),
+            ),
+            (_, true) => Note::allow(canon, rule, format!("{} address(es)", kept.len())),
+            (false, false) => Note::allow(
+                canon,
+                rule,
+                format!("{} address(es); dropped {}", kept.len(), refused.join(", ")),
+            ),
+        };
+        (r, note)
+    }
+}
+
+/// Splits resolved addresses into those the sandbox may be told and descriptions of those it
+/// may not (internal addresses outside `allow_cidrs`, threat 11).
+fn filter_addrs(policy: &CompiledPolicy, addrs: &[Ipv4Addr]) -> (Vec<Ipv4Addr>, Vec<String>) {
+    let mut kept = Vec::new();
+    let mut refused = Vec::new();
+    for ip in addrs {
+        let verdict = policy.check_addr(IpAddr::V4(*ip));
+        if verdict.internal_refused() {
+            refused.push(format!("{ip} ({})", verdict.class));
+        } else {
+            kept.push(*ip);
+        }
+    }
+    (kept, refused)
+}
+
+#[derive(Debug)]
+enum NameProblem {
+    Root,
+    Invalid(String),
+}
+
+/// The canonical form of a question name. Labels are joined with dots only after checking that
+/// none contains a dot itself, so `a.b` as one label cannot pose as two.
+fn wire_to_canonical(name: &Name) -> Result<CanonicalName, NameProblem> {
+    if name.is_root() {
+        return Err(NameProblem::Root);
+    }
+    let mut raw = Vec::with_capacity(256);
+    for (i, label) in name.iter().enumerate() {
+        if label.contains(&b'.') {
+            return Err(NameProblem::Invalid("dot inside a label".into()));
+        }
+        if i > 0 {
+            raw.push(b'.');
+        }
+        raw.extend_from_slice(label);
+    }
+    canonicalize(&raw).map_err(|e| NameProblem::Invalid(e.to_string()))
+}
+
+/// The question name for events and logs: printable ASCII as is, other bytes (and dots or
+/// backslashes inside a label) escaped as `\DDD`, so a hostile name cannot forge log lines.
+fn display_name(name: &Name) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(64);
+    for label in name.iter() {
+        for &b in label {
+            if b.is_ascii_graphic() && b != b'.' && b != b'\\' {
+                out.push(char::from(b));
+            } else {
+                let _ = write!(out, "\\{b:03}");
+            }
+        }
+        out.push('.');
+    }
+    if out.len() > 1 {
+        out.pop();
+    } else if out.is_empty() {
+        out.push('.');
+    }
+    out
+}

@@ -1,0 +1,255 @@
+//! The UDP and TCP listeners: framing, bounds, and one task per query or connection.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::task::{JoinHandle, JoinSet};
+use tracing::Instrument;
+
+use super::DnsView;
+use super::limits::{DnsLimits, SlotGuard, Slots};
+use super::query::{Origin, Responder, Transport};
+use crate::resolve::UpstreamResolver;
+
+/// The filtering DNS server, bound but not yet serving.
+#[derive(Debug)]
+pub struct DnsServer {
+    udp: UdpSocket,
+    tcp: TcpListener,
+    udp_addr: SocketAddr,
+    tcp_addr: SocketAddr,
+    responder: Arc<Responder>,
+}
+
+impl DnsServer {
+    /// Binds UDP and TCP on `addr`. With port 0 both get the same ephemeral port when one is
+    /// free on both; otherwise they differ, and [`udp_addr`](Self::udp_addr) and
+    /// [`tcp_addr`](Self::tcp_addr) say which.
+    pub async fn bind(
+        addr: SocketAddr,
+        view: Arc<dyn DnsView>,
+        resolver: Arc<UpstreamResolver>,
+        limits: DnsLimits,
+    ) -> io::Result<DnsServer> {
+        let (udp, tcp) = bind_pair(addr).await?;
+        Ok(DnsServer {
+            udp_addr: udp.local_addr()?,
+            tcp_addr: tcp.local_addr()?,
+            udp,
+            tcp,
+            responder: Arc::new(Responder {
+                view,
+                resolver,
+                limits,
+            }),
+        })
+    }
+
+    pub fn udp_addr(&self) -> SocketAddr {
+        self.udp_addr
+    }
+
+    pub fn tcp_addr(&self) -> SocketAddr {
+        self.tcp_addr
+    }
+
+    /// Serves until the future is dropped; every query and connection task ends with it.
+    pub async fn run(self) {
+        let limits = &self.responder.limits;
+        let queries = Slots::new(limits.max_inflight_per_source, limits.max_inflight);
+        let udp = serve_udp(
+            Arc::new(self.udp),
+            self.udp_addr,
+            Arc::clone(&self.responder),
+            queries.clone(),
+        );
+        let tcp = serve_tcp(self.tcp, self.tcp_addr, self.responder, queries);
+        tokio::join!(udp, tcp);
+    }
+
+    /// Runs the server on the current tokio runtime until the handle is dropped.
+    pub fn spawn(self) -> DnsServerHandle {
+        DnsServerHandle(tokio::spawn(self.run()))
+    }
+}
+
+/// A running server; dropping it stops the server.
+#[derive(Debug)]
+pub struct DnsServerHandle(JoinHandle<()>);
+
+impl Drop for DnsServerHandle {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn bind_pair(addr: SocketAddr) -> io::Result<(UdpSocket, TcpListener)> {
+    if addr.port() != 0 {
+        return Ok((UdpSocket::bind(addr).await?, TcpListener::bind(addr).await?));
+    }
+    for _ in 0..16 {
+        let udp = UdpSocket::bind(addr).await?;
+        let same = SocketAddr::new(addr.ip(), udp.local_addr()?.port());
+        if let Ok(tcp) = TcpListener::bind(same).await {
+            return Ok((udp, tcp));
+        }
+    }
+    Ok((UdpSocket::bind(addr).await?, TcpListener::bind(addr).await?))
+}
+
+/// An IPv4 client seen through a dual-stack socket is the IPv4 address, for the view.
+fn client_ip(peer: SocketAddr) -> IpAddr {
+    peer.ip().to_canonical()
+}
+
+async fn serve_udp(
+    sock: Arc<UdpSocket>,
+    server: SocketAddr,
+    responder: Arc<Responder>,
+    slots: Slots,
+) {
+    let mut tasks = JoinSet::new();
+    // The largest datagram: a longer one would be cut, then fail to parse.
+    let mut buf = vec![0u8; 65_535];
+    loop {
+        while tasks.try_join_next().is_some() {}
+        let (len, peer) = match sock.recv_from(&mut buf).await {
+            Ok(got) => got,
+            Err(e) => {
+                tracing::warn!(error = %e, "DNS UDP receive failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let src = client_ip(peer);
+        let Some(slot) = slots.try_acquire(src) else {
+            tracing::debug!(%src, "DNS query dropped: too many in flight");
+            continue;
+        };
+        let packet = buf.get(..len).unwrap_or_default().to_vec();
+        let origin = Origin {
+            src,
+            server,
+            transport: Transport::Udp,
+        };
+        let (sock, responder) = (Arc::clone(&sock), Arc::clone(&responder));
+        let span = tracing::debug_span!("dns", %src, transport = "udp");
+        tasks.spawn(
+            async move {
+                let _slot = slot;
+                if let Some(response) = responder.respond(&packet, origin).await
+                    && let Err(e) = sock.send_to(&response, peer).await
+                {
+                    tracing::debug!(error = %e, "DNS UDP send failed");
+                }
+            }
+            .instrument(span),
+        );
+    }
+}
+
+async fn serve_tcp(
+    listener: TcpListener,
+    server: SocketAddr,
+    responder: Arc<Responder>,
+    queries: Slots,
+) {
+    let limits = &responder.limits;
+    let conns = Slots::new(
+        limits.max_tcp_connections_per_source,
+        limits.max_tcp_connections,
+    );
+    let mut tasks = JoinSet::new();
+    loop {
+        while tasks.try_join_next().is_some() {}
+        let (stream, peer) = match listener.accept().await {
+            Ok(got) => got,
+            Err(e) => {
+                // Usually out of descriptors: back off instead of spinning.
+                tracing::warn!(error = %e, "DNS TCP accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let src = client_ip(peer);
+        let Some(conn_slot) = conns.try_acquire(src) else {
+            tracing::debug!(%src, "DNS TCP connection refused: too many open");
+            continue;
+        };
+        let origin = Origin {
+            src,
+            server,
+            transport: Transport::Tcp,
+        };
+        let span = tracing::debug_span!("dns", %src, transport = "tcp");
+        tasks.spawn(
+            serve_conn(
+                stream,
+                origin,
+                Arc::clone(&responder),
+                queries.clone(),
+                conn_slot,
+            )
+            .instrument(span),
+        );
+    }
+}
+
+/// Length-prefixed queries (RFC 1035 §4.2.2, RFC 7766), answered in order, until the client
+/// closes, idles past the limit, or breaks a bound.
+async fn serve_conn(
+    mut stream: TcpStream,
+    origin: Origin,
+    responder: Arc<Responder>,
+    queries: Slots,
+    _conn_slot: SlotGuard,
+) {
+    let idle = responder.limits.tcp_idle_timeout;
+    let max_len = usize::from(responder.limits.max_tcp_message);
+    loop {
+        let mut prefix = [0u8; 2];
+        match tokio::time::timeout(idle, stream.read_exact(&mut prefix)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => return,
+            Err(_) => {
+                tracing::debug!("DNS TCP connection idle, closed");
+                return;
+            }
+        }
+        let len = usize::from(u16::from_be_bytes(prefix));
+        if len == 0 || len > max_len {
+            tracing::debug!(len, "DNS TCP message length out of bounds, closed");
+            return;
+        }
+        let mut packet = vec![0u8; len];
+        if !matches!(
+            tokio::time::timeout(idle, stream.read_exact(&mut packet)).await,
+            Ok(Ok(_))
+        ) {
+            return;
+        }
+        let Some(_slot) = queries.try_acquire(origin.src) else {
+            tracing::debug!("DNS TCP query over the in-flight limit, closed");
+            return;
+        };
+        let Some(response) = responder.respond(&packet, origin).await else {
+            return;
+        };
+        let Ok(rlen) = u16::try_from(response.len()) else {
+            return;
+        };
+        let mut out = Vec::with_capacity(response.len() + 2);
+        out.extend_from_slice(&rlen.to_be_bytes());
+        out.extend_from_slice(&response);
+        if !matches!(
+            tokio::time::timeout(idle, stream.write_all(&out)).await,
+            Ok(Ok(()))
+        ) {
+            return;
+        }
+    }
+}
