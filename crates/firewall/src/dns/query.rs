@@ -163,6 +163,15 @@ impl Responder {
             );
             return (reply(None, ResponseCode::NotImp), note);
         }
+        if let Some(version) = edns.map(|e| e.version()).filter(|v| *v > 0) {
+            // RFC 6891 §6.1.3: answer BADVERS with the highest version we speak (0).
+            let note = Note::deny(
+                None,
+                "default",
+                format!("EDNS version {version} not served"),
+            );
+            return (reply(None, ResponseCode::BADVERS), note);
+        }
         let [query] = req.queries.as_slice() else {
             let note = Note::deny(
                 None,

@@ -274,3 +274,18 @@ fn allowed_a_query_reaches_upstream_in_canonical_spelling() {
         "{seen:?}"
     );
 }
+
+#[test]
+fn unknown_edns_version_is_badvers() {
+    let rig = Rig::new();
+    let mut msg = Message::from_vec(&a_query("allowed.test.", RecordType::A)).unwrap();
+    let mut edns = hickory_proto::op::Edns::new();
+    edns.set_version(1);
+    msg.set_edns(edns);
+    let reply = rig.respond(&msg.to_vec().unwrap(), Transport::Udp).unwrap();
+    let reply = Message::from_vec(&reply).unwrap();
+    // 16 is BADVERS with an OPT record (hickory decodes the shared code as BADSIG).
+    assert_eq!(u16::from(reply.metadata.response_code), 16);
+    assert_eq!(reply.edns.map(|e| e.version()), Some(0));
+    assert!(rig.upstream_queries().is_empty());
+}
