@@ -1,0 +1,166 @@
+//! The firewall's daemon-level configuration: listen addresses, the sandbox address pool, the
+//! upstream resolver, extra trusted roots and limits. Read from TOML; every field has a default.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::Ipv4Net;
+use serde::Deserialize;
+
+use crate::resolve::ResolverConfig;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FirewallConfig {
+    /// Where the transparent proxy listens; nftables redirects sandbox TCP here.
+    pub proxy_listen: SocketAddr,
+    /// Where the filtering DNS server listens (UDP and TCP); sandbox port 53 is redirected here.
+    pub dns_listen: SocketAddr,
+    /// Addresses handed to sandboxes, a /30 each.
+    pub address_pool: Ipv4Net,
+    pub resolver: ResolverConfig,
+    /// PEM files of roots trusted for upstream TLS, beside the system roots.
+    pub extra_roots: Vec<PathBuf>,
+    pub limits: Limits,
+}
+
+impl Default for FirewallConfig {
+    fn default() -> Self {
+        Self {
+            proxy_listen: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 15001)),
+            dns_listen: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 15053)),
+            address_pool: Ipv4Net::new(Ipv4Addr::new(100, 96, 0, 0), 16).unwrap_or_default(),
+            resolver: ResolverConfig::default(),
+            extra_roots: Vec::new(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// How long the proxy waits for the first bytes that name the destination.
+    pub peek_timeout_ms: u64,
+    /// How many bytes it reads at most to find them; a larger ClientHello or head is denied.
+    pub peek_max_bytes: usize,
+    /// Open connections per sandbox; more are reset.
+    pub max_connections_per_sandbox: usize,
+    /// Dialling an upstream gives up after this long.
+    pub connect_timeout_ms: u64,
+    /// A connection with no traffic either way for this long is closed.
+    pub idle_timeout_s: u64,
+    /// Relay buffer per direction, taken only while data moves.
+    pub relay_buffer_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            peek_timeout_ms: 5_000,
+            peek_max_bytes: 16 * 1024,
+            max_connections_per_sandbox: 1_024,
+            connect_timeout_ms: 5_000,
+            idle_timeout_s: 600,
+            relay_buffer_bytes: 256 * 1024,
+        }
+    }
+}
+
+impl Limits {
+    pub fn peek_timeout(&self) -> Duration {
+        Duration::from_millis(self.peek_timeout_ms)
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_s)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid configuration: {0}")]
+    Parse(#[from] toml::de::Error),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl FirewallConfig {
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let config: Self = toml::from_str(text)?;
+        config.check()?;
+        Ok(config)
+    }
+
+    pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
+        if l.peek_max_bytes < 512 || l.peek_max_bytes > 1 << 20 {
+            return Err(ConfigError::Invalid(
+                "limits.peek_max_bytes must be between 512 and 1048576".into(),
+            ));
+        }
+        if l.max_connections_per_sandbox == 0 {
+            return Err(ConfigError::Invalid(
+                "limits.max_connections_per_sandbox must be at least 1".into(),
+            ));
+        }
+        if l.relay_buffer_bytes < 4096 || l.relay_buffer_bytes > 16 << 20 {
+            return Err(ConfigError::Invalid(
+                "limits.relay_buffer_bytes must be between 4096 and 16777216".into(),
+            ));
+        }
+        if self.address_pool.prefix_len() > 29 {
+            return Err(ConfigError::Invalid(
+                "address_pool must hold at least two /30 blocks (a prefix of /29 or shorter)"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_config_takes_defaults() {
+        let c = FirewallConfig::from_toml("").unwrap();
+        assert_eq!(c.proxy_listen.port(), 15001);
+        assert_eq!(c.address_pool.to_string(), "100.96.0.0/16");
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_limits_are_rejected() {
+        assert!(FirewallConfig::from_toml("proxy_lisen = \"0.0.0.0:1\"").is_err());
+        let e = FirewallConfig::from_toml("[limits]\npeek_max_bytes = 1").unwrap_err();
+        assert!(e.to_string().contains("peek_max_bytes"), "{e}");
+    }
+
+    #[test]
+    fn sample_config_parses() {
+        let text = include_str!("../../../config/palisade.example.toml");
+        let root: toml::Table = toml::from_str(text).unwrap();
+        let fw = root.get("firewall").cloned().unwrap();
+        let c: FirewallConfig = fw.try_into().unwrap();
+        c.check().unwrap();
+    }
+}

@@ -1,0 +1,441 @@
+//! The transparent proxy. nftables redirects every TCP connection from a sandbox here; the proxy
+//! finds the sandbox by source address and the original destination with SO_ORIGINAL_DST, peeks
+//! at the first bytes for a name, asks the compiled policy, and then tunnels, serves HTTP per
+//! request, or refuses.
+
+mod http;
+mod intercept;
+mod local;
+mod peek;
+pub mod plan;
+mod relay;
+mod rewrite;
+mod upstream;
+
+use std::io;
+use std::net::{IpAddr, SocketAddr, SocketAddrV4};
+use std::sync::Arc;
+use std::time::Duration;
+
+use palisade_policy::CanonicalName;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::config::Limits;
+use crate::events::{EgressEvent, EventKind, EventVerdict};
+use crate::registry::{Registry, SandboxEntry};
+use crate::resolve::UpstreamResolver;
+
+pub use local::LocalAddrs;
+use peek::{Peeked, peek};
+use plan::{Plan, Recheck, check_dial_addr, plan_nameless, plan_tls};
+use relay::{BufferPool, RelayEnd, relay};
+pub(crate) use upstream::UpstreamClient;
+pub use upstream::{TlsConfigError, upstream_tls_config};
+
+/// How long a client may stay silent before a name-less destination that the policy allows is
+/// dialled anyway, for protocols where the server speaks first (SMTP, MySQL, some SSH clients).
+const SERVER_FIRST_WAIT: Duration = Duration::from_millis(300);
+
+/// State shared by every connection.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    registry: Arc<Registry>,
+    resolver: Arc<UpstreamResolver>,
+    limits: Limits,
+    local: Arc<LocalAddrs>,
+    pool: BufferPool,
+    upstream_tls: Arc<rustls::ClientConfig>,
+}
+
+impl Shared {
+    /// The firewall host's own addresses and sandbox addresses are never dialled on a
+    /// sandbox's behalf unless `allow_cidrs` says so.
+    fn is_own(&self, ip: IpAddr) -> bool {
+        self.local.contains(ip) || self.registry.by_addr(ip).is_some()
+    }
+}
+
+/// The transparent proxy's listener.
+#[derive(Debug)]
+pub struct Proxy {
+    listener: TcpListener,
+    shared: Arc<Shared>,
+}
+
+impl Proxy {
+    pub async fn bind(
+        addr: SocketAddr,
+        registry: Arc<Registry>,
+        resolver: Arc<UpstreamResolver>,
+        limits: Limits,
+        local: Arc<LocalAddrs>,
+        upstream_tls: Arc<rustls::ClientConfig>,
+    ) -> io::Result<Self> {
+        let socket = match addr {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        let listener = socket.listen(4096)?;
+        let pool = BufferPool::new(limits.relay_buffer_bytes);
+        Ok(Self {
+            listener,
+            shared: Arc::new(Shared {
+                registry,
+                resolver,
+                limits,
+                local,
+                pool,
+                upstream_tls,
+            }),
+        })
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Accepts connections until the task is dropped.
+    pub async fn run(self) {
+        loop {
+            match self.listener.accept().await {
+                Ok((stream, peer)) => {
+                    let shared = Arc::clone(&self.shared);
+                    tokio::spawn(async move { handle(shared, stream, peer).await });
+                }
+                Err(e) => {
+                    // Out of file descriptors and similar: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Closes with a TCP reset, so the client fails at once rather than waiting.
+fn reset(stream: TcpStream) {
+    let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+    drop(stream);
+}
+
+fn original_dst(stream: &TcpStream) -> io::Result<SocketAddrV4> {
+    let addr = socket2::SockRef::from(stream).original_dst_v4()?;
+    addr.as_socket_ipv4().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "original destination is not IPv4",
+        )
+    })
+}
+
+/// One accepted connection: who it belongs to and where it was going.
+#[derive(Debug, Clone)]
+pub(crate) struct Conn {
+    shared: Arc<Shared>,
+    entry: Arc<SandboxEntry>,
+    orig: SocketAddrV4,
+    started: Instant,
+}
+
+impl Conn {
+    fn event(
+        &self,
+        kind: EventKind,
+        verdict: EventVerdict,
+        rule: &str,
+        reason: impl Into<String>,
+    ) -> EgressEvent {
+        let mut e = EgressEvent::new(self.entry.id().as_ref(), kind, verdict);
+        e.dst = Some(SocketAddr::V4(self.orig));
+        e.rule = rule.to_owned();
+        e.reason = reason.into();
+        e.duration = self.started.elapsed();
+        e
+    }
+
+    fn record(&self, event: EgressEvent) {
+        self.shared.registry.event_log().record(event);
+    }
+
+    fn deny(&self, stream: TcpStream, name: Option<&str>, rule: &str, reason: impl Into<String>) {
+        let mut e = self.event(EventKind::Tcp, EventVerdict::Deny, rule, reason);
+        e.name = name.map(str::to_owned);
+        self.record(e);
+        reset(stream);
+    }
+
+    /// Resolves `name` with the firewall's resolver and connects to the first address that
+    /// passes the address checks, on the original port.
+    async fn dial_name(&self, name: &CanonicalName) -> Result<(TcpStream, IpAddr), String> {
+        let resolved = self
+            .shared
+            .resolver
+            .lookup_ipv4(name)
+            .await
+            .map_err(|e| format!("cannot resolve {}: {e}", name.as_str()))?;
+        let policy = self.entry.policy();
+        let mut refusal = None;
+        let candidates: Vec<IpAddr> = resolved
+            .addrs
+            .iter()
+            .map(|a| IpAddr::V4(*a))
+            .filter(
+                |ip| match check_dial_addr(&policy, *ip, self.shared.is_own(*ip)) {
+                    Ok(()) => true,
+                    Err(r) => {
+                        refusal = Some(r);
+                        false
+                    }
+                },
+            )
+            .collect();
+        if candidates.is_empty() {
+            return Err(match refusal {
+                Some(r) => format!("{} resolves only to refused addresses ({r})", name.as_str()),
+                None => format!("{} has no IPv4 address", name.as_str()),
+            });
+        }
+        let mut last_err = String::new();
+        for ip in candidates {
+            match self.connect(SocketAddr::new(ip, self.orig.port())).await {
+                Ok(s) => return Ok((s, ip)),
+                Err(e) => last_err = e,
+            }
+        }
+        Err(last_err)
+    }
+
+    /// Connects to the original destination after the address checks.
+    async fn dial_orig(&self) -> Result<TcpStream, String> {
+        let ip = IpAddr::V4(*self.orig.ip());
+        check_dial_addr(&self.entry.policy(), ip, self.shared.is_own(ip))
+            .map_err(|r| format!("{ip}: {r}"))?;
+        self.connect(SocketAddr::V4(self.orig)).await
+    }
+
+    async fn connect(&self, addr: SocketAddr) -> Result<TcpStream, String> {
+        match tokio::time::timeout(
+            self.shared.limits.connect_timeout(),
+            TcpStream::connect(addr),
+        )
+        .await
+        {
+            Ok(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                Ok(s)
+            }
+            Ok(Err(e)) => Err(format!("cannot connect to {addr}: {e}")),
+            Err(_) => Err(format!("timed out connecting to {addr}")),
+        }
+    }
+
+    /// Completes when the sandbox's policy changes so that `recheck` is no longer allowed.
+    async fn revoked(&self, recheck: Recheck) {
+        let mut rx = self.entry.watch_policy();
+        loop {
+            if rx.changed().await.is_err() {
+                return;
+            }
+            let ip = match &recheck {
+                Recheck::Name { ip, .. } => *ip,
+                Recheck::Addr { orig, .. } => IpAddr::V4(*orig.ip()),
+            };
+            if !recheck.still_allowed(&self.entry.policy(), self.shared.is_own(ip)) {
+                return;
+            }
+        }
+    }
+}
+
+async fn handle(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) {
+    let Some(entry) = shared.registry.by_addr(peer.ip()) else {
+        tracing::warn!(%peer, "connection from an address that is not a sandbox");
+        reset(stream);
+        return;
+    };
+    let orig = match original_dst(&stream) {
+        Ok(orig) => orig,
+        Err(e) => {
+            tracing::warn!(%peer, error = %e, "no original destination");
+            reset(stream);
+            return;
+        }
+    };
+    let conn = Conn {
+        shared: Arc::clone(&shared),
+        entry: Arc::clone(&entry),
+        orig,
+        started: Instant::now(),
+    };
+    let Some(_slot) = entry.try_acquire_connection(shared.limits.max_connections_per_sandbox)
+    else {
+        conn.deny(
+            stream,
+            None,
+            "limit",
+            "too many open connections for this sandbox",
+        );
+        return;
+    };
+    let span = tracing::info_span!("conn", sandbox = %entry.id(), dst = %orig);
+    async move {
+        let _ = stream.set_nodelay(true);
+        let policy = entry.policy();
+        let bound = entry.dns_binding(*orig.ip());
+        let nameless = plan_nameless(&policy, orig, bound.as_ref(), "connection");
+        let quiet = (!matches!(nameless, Plan::Deny { .. })).then_some(SERVER_FIRST_WAIT);
+        let mut buf = Vec::with_capacity(2048);
+        let limits = &shared.limits;
+        let peeked = peek(
+            &mut stream,
+            &mut buf,
+            limits.peek_max_bytes,
+            limits.peek_timeout(),
+            quiet,
+        )
+        .await;
+        match peeked {
+            Ok(Peeked::Tls(hello)) => {
+                let plan = plan_tls(&policy, hello.sni.as_deref(), hello.ech, orig);
+                if let Plan::DialName {
+                    name,
+                    transform: Some(_),
+                    ..
+                } = plan
+                {
+                    intercept::serve_intercepted(conn, stream, buf, name).await;
+                    return;
+                }
+                let name = hello
+                    .sni
+                    .as_deref()
+                    .map(|s| String::from_utf8_lossy(s).into_owned());
+                tunnel(conn, stream, buf, plan, bound, name).await;
+            }
+            Ok(Peeked::Http) => http::serve_plain(conn, stream, buf).await,
+            Ok(Peeked::Unknown | Peeked::Quiet) => {
+                tunnel(conn, stream, buf, nameless, bound, None).await
+            }
+            Ok(Peeked::Closed) => {}
+            Ok(Peeked::Malformed(why)) => conn.deny(
+                stream,
+                None,
+                "malformed",
+                format!("malformed first bytes: {why}"),
+            ),
+            Ok(Peeked::TooLarge) => conn.deny(
+                stream,
+                None,
+                "limit",
+                "no complete ClientHello or request head within the peek limit",
+            ),
+            Ok(Peeked::TimedOut) => conn.deny(
+                stream,
+                None,
+                "limit",
+                "the destination was not named within the peek timeout",
+            ),
+            Err(e) => tracing::debug!(error = %e, "client error while peeking"),
+        }
+    }
+    .instrument(span)
+    .await;
+}
+
+/// Carries out a tunnel plan: dial, replay the peeked bytes, relay.
+async fn tunnel(
+    conn: Conn,
+    stream: TcpStream,
+    prefix: Vec<u8>,
+    plan: Plan,
+    bound: Option<CanonicalName>,
+    sent_name: Option<String>,
+) {
+    let (dialled, recheck, rule, name) = match plan {
+        Plan::Deny { rule, reason } => {
+            conn.deny(stream, sent_name.as_deref(), &rule, reason);
+            return;
+        }
+        Plan::DialName { name, rule, .. } => match conn.dial_name(&name).await {
+            Ok((upstream, ip)) => (
+                upstream,
+                Recheck::Name {
+                    name: name.clone(),
+                    ip,
+                },
+                rule,
+                Some(name.as_str().to_owned()),
+            ),
+            Err(reason) => {
+                conn.deny(stream, Some(name.as_str()), &rule, reason);
+                return;
+            }
+        },
+        Plan::DialAddr { rule } => match conn.dial_orig().await {
+            Ok(upstream) => {
+                let bound_name = if rule.starts_with("dns-bound:") {
+                    bound
+                } else {
+                    None
+                };
+                let name = bound_name
+                    .as_ref()
+                    .map(|n| n.as_str().to_owned())
+                    .or(sent_name);
+                (
+                    upstream,
+                    Recheck::Addr {
+                        orig: conn.orig,
+                        bound_name,
+                    },
+                    rule,
+                    name,
+                )
+            }
+            Err(reason) => {
+                conn.deny(stream, sent_name.as_deref(), &rule, reason);
+                return;
+            }
+        },
+    };
+    let mut upstream = dialled;
+    if !prefix.is_empty()
+        && let Err(e) = upstream.write_all(&prefix).await
+    {
+        let mut ev = conn.event(
+            EventKind::Tcp,
+            EventVerdict::Allow,
+            &rule,
+            format!("upstream failed: {e}"),
+        );
+        ev.name = name;
+        conn.record(ev);
+        reset(stream);
+        return;
+    }
+    tracing::debug!(rule = %rule, "tunnel open");
+    let stats = relay(
+        stream,
+        upstream,
+        &conn.shared.pool,
+        conn.shared.limits.idle_timeout(),
+        conn.revoked(recheck),
+    )
+    .await;
+    let reason = match stats.end {
+        RelayEnd::Done => "tunnel closed",
+        RelayEnd::Idle => "tunnel idle timeout",
+        RelayEnd::Revoked => "tunnel closed: the new policy denies it",
+        RelayEnd::Error => "tunnel ended with a socket error",
+    };
+    let mut ev = conn.event(EventKind::Tcp, EventVerdict::Allow, &rule, reason);
+    ev.name = name;
+    ev.bytes_up = stats.up + prefix.len() as u64;
+    ev.bytes_down = stats.down;
+    conn.record(ev);
+}

@@ -1,0 +1,168 @@
+//! Reading the first bytes of a connection, bounded in time and size, until they name the
+//! destination; and replaying them to whoever reads the connection next.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use palisade_wire::{ClientHello, SniffError, Sniffed, sniff};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+/// What the first bytes said.
+#[derive(Debug)]
+pub(super) enum Peeked {
+    Tls(ClientHello),
+    Http,
+    /// Neither TLS nor HTTP: a protocol with no name.
+    Unknown,
+    /// The client sent nothing within the quiet window: perhaps a server-speaks-first protocol.
+    Quiet,
+    /// The client closed before sending anything.
+    Closed,
+    /// Looks like TLS or HTTP but breaks the format.
+    Malformed(&'static str),
+    /// More bytes than the peek limit without a complete hello or head.
+    TooLarge,
+    /// The bytes stopped coming before they named anything.
+    TimedOut,
+}
+
+/// Reads until the bytes can be classified. When `quiet` is set (the destination is allowed
+/// without a name) and the client goes quiet for that long, the bytes so far are taken as a
+/// name-less protocol: `Quiet` when nothing came at all (a server-speaks-first protocol),
+/// `Unknown` otherwise. Without it, a client that stops early is denied at `timeout`.
+pub(super) async fn peek(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    max: usize,
+    timeout: Duration,
+    quiet: Option<Duration>,
+) -> io::Result<Peeked> {
+    let deadline = Instant::now() + timeout;
+    let mut chunk = [0u8; 4096];
+    loop {
+        let until = match quiet {
+            Some(q) => (Instant::now() + q).min(deadline),
+            None => deadline,
+        };
+        let n = match tokio::time::timeout_at(until, stream.read(&mut chunk)).await {
+            Err(_) if quiet.is_some() && Instant::now() < deadline => {
+                return Ok(if buf.is_empty() {
+                    Peeked::Quiet
+                } else {
+                    Peeked::Unknown
+                });
+            }
+            Err(_) => return Ok(Peeked::TimedOut),
+            Ok(result) => result?,
+        };
+        if n == 0 {
+            // The client finished sending before the bytes named anything: they are a
+            // name-less message, decided on the address alone.
+            return Ok(if buf.is_empty() {
+                Peeked::Closed
+            } else {
+                Peeked::Unknown
+            });
+        }
+        let room = max.saturating_sub(buf.len());
+        buf.extend_from_slice(&chunk[..n.min(room)]);
+        match sniff(buf) {
+            Ok(Sniffed::Tls(hello)) => return Ok(Peeked::Tls(hello)),
+            Ok(Sniffed::Http(_)) => return Ok(Peeked::Http),
+            Ok(Sniffed::Unknown) => return Ok(Peeked::Unknown),
+            Err(SniffError::Malformed(why)) => return Ok(Peeked::Malformed(why)),
+            Err(SniffError::Incomplete) if n > room || buf.len() >= max => {
+                return Ok(Peeked::TooLarge);
+            }
+            Err(SniffError::Incomplete) => {}
+        }
+    }
+}
+
+/// A stream that yields `prefix` before reading from `inner`; writes go straight through.
+#[derive(Debug)]
+pub(super) struct Rewind<T> {
+    prefix: Vec<u8>,
+    pos: usize,
+    inner: T,
+}
+
+impl<T> Rewind<T> {
+    pub(super) fn new(prefix: Vec<u8>, inner: T) -> Self {
+        Self {
+            prefix,
+            pos: 0,
+            inner,
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Rewind<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.pos < self.prefix.len() {
+            let rest = &self.prefix[self.pos..];
+            let n = rest.len().min(buf.remaining());
+            buf.put_slice(&rest[..n]);
+            self.pos += n;
+            if self.pos == self.prefix.len() {
+                self.prefix = Vec::new();
+                self.pos = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn rewind_replays_prefix_then_reads_inner() {
+        let inner: &[u8] = b" world";
+        let mut r = Rewind::new(b"hello".to_vec(), inner);
+        let mut out = String::new();
+        r.read_to_string(&mut out).await.unwrap();
+        assert_eq!(out, "hello world");
+    }
+}

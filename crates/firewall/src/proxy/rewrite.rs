@@ -1,0 +1,108 @@
+//! Header rewriting shared by the plain and intercepted HTTP paths: hop-by-hop headers, the
+//! transform (strip, then inject), and the proxy's own short answers.
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use palisade_policy::Transform;
+
+pub(super) type Body = BoxBody<Bytes, hyper::Error>;
+
+/// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1), plus the proxy's own.
+pub(super) const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+pub(super) fn text(status: StatusCode, body: String, close: bool) -> Response<Body> {
+    let mut resp = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if close {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
+pub(super) fn is_websocket(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"))
+}
+
+pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Headers the Connection header names are hop-by-hop too.
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        if keep_upgrade && name == header::UPGRADE {
+            continue;
+        }
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        if keep_upgrade && (*name == "upgrade" || *name == "connection") {
+            continue;
+        }
+        headers.remove(*name);
+    }
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// Strips, then injects, replacing whatever the client sent. Returns the header names touched
+/// (never values) for the event.
+pub(super) fn apply_transform(
+    headers: &mut HeaderMap,
+    t: &Transform,
+) -> (Vec<String>, Vec<String>) {
+    let mut stripped = Vec::new();
+    let mut injected = Vec::new();
+    for name in t.strip() {
+        if headers.remove(name.as_str()).is_some() {
+            stripped.push(name.clone());
+        }
+    }
+    for (name, value) in t.inject() {
+        let (Ok(n), Ok(mut v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value.expose()),
+        ) else {
+            continue;
+        };
+        v.set_sensitive(true);
+        headers.insert(n, v);
+        injected.push(name.clone());
+    }
+    (stripped, injected)
+}
+
+pub(super) fn empty() -> Body {
+    Full::new(Bytes::new())
+        .map_err(|never| match never {})
+        .boxed()
+}

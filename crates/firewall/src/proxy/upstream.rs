@@ -1,0 +1,228 @@
+//! Upstream HTTPS for intercepted connections: a pooled hyper client per sandbox whose
+//! connector resolves names with the firewall's resolver, applies the sandbox's address checks,
+//! and verifies the upstream's certificate against the system roots plus configured extras.
+
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::Uri;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use palisade_policy::canonicalize;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use super::Shared;
+use super::plan::check_dial_addr;
+use crate::registry::SandboxEntry;
+
+/// The pooled client intercepted requests of one sandbox go through.
+pub(crate) type UpstreamClient = Client<Connector, Incoming>;
+
+/// How long an idle pooled upstream connection is kept.
+const POOL_IDLE: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsConfigError {
+    #[error("cannot read extra root {path}: {message}")]
+    ExtraRoot { path: PathBuf, message: String },
+    #[error("no usable trust roots for upstream TLS")]
+    NoRoots,
+    #[error("TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// The client-side TLS configuration for upstreams: system roots plus `extra_roots`.
+pub fn upstream_tls_config(
+    extra_roots: &[PathBuf],
+) -> Result<Arc<rustls::ClientConfig>, TlsConfigError> {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for cert in native.certs {
+        // A malformed system root is skipped, as every TLS client does.
+        let _ = roots.add(cert);
+    }
+    for path in extra_roots {
+        let certs = CertificateDer::pem_file_iter(path).map_err(|e| TlsConfigError::ExtraRoot {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        for cert in certs {
+            let cert = cert.map_err(|e| TlsConfigError::ExtraRoot {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+            roots.add(cert).map_err(|e| TlsConfigError::ExtraRoot {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+        }
+    }
+    if roots.is_empty() {
+        return Err(TlsConfigError::NoRoots);
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Makes the per-sandbox client.
+pub(crate) fn client(shared: &Arc<Shared>, entry: &Arc<SandboxEntry>) -> UpstreamClient {
+    let connector = Connector {
+        shared: Arc::downgrade(shared),
+        entry: Arc::downgrade(entry),
+    };
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(POOL_IDLE)
+        .pool_max_idle_per_host(32)
+        .build(connector)
+}
+
+/// Dials `https://name:port` for one sandbox.
+#[derive(Debug, Clone)]
+pub(crate) struct Connector {
+    shared: Weak<Shared>,
+    entry: Weak<SandboxEntry>,
+}
+
+fn err(msg: impl Into<String>) -> io::Error {
+    io::Error::other(msg.into())
+}
+
+impl tower_service::Service<Uri> for Connector {
+    type Response = TokioIo<UpstreamTls>;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn Future<Output = io::Result<Self::Response>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let shared = self.shared.upgrade();
+        let entry = self.entry.upgrade();
+        Box::pin(async move {
+            let (Some(shared), Some(entry)) = (shared, entry) else {
+                return Err(err("the sandbox is gone"));
+            };
+            let host = uri.host().ok_or_else(|| err("no host in upstream URI"))?;
+            let port = uri.port_u16().unwrap_or(443);
+            let name = canonicalize(host.as_bytes())
+                .map_err(|e| err(format!("bad upstream name: {e}")))?;
+            let resolved = shared
+                .resolver
+                .lookup_ipv4(&name)
+                .await
+                .map_err(|e| err(format!("cannot resolve {}: {e}", name.as_str())))?;
+            let policy = entry.policy();
+            let mut last = format!("{} has no usable IPv4 address", name.as_str());
+            for a in resolved.addrs {
+                let ip = IpAddr::V4(a);
+                if let Err(r) = check_dial_addr(&policy, ip, shared.is_own(ip)) {
+                    last = format!("{} resolves to a refused address ({r})", name.as_str());
+                    continue;
+                }
+                let addr = SocketAddr::new(ip, port);
+                let tcp = match tokio::time::timeout(
+                    shared.limits.connect_timeout(),
+                    TcpStream::connect(addr),
+                )
+                .await
+                {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        last = format!("cannot connect to {addr}: {e}");
+                        continue;
+                    }
+                    Err(_) => {
+                        last = format!("timed out connecting to {addr}");
+                        continue;
+                    }
+                };
+                let _ = tcp.set_nodelay(true);
+                let server_name = ServerName::try_from(name.as_str().to_owned())
+                    .map_err(|e| err(format!("bad server name: {e}")))?;
+                let connector = tokio_rustls::TlsConnector::from(Arc::clone(&shared.upstream_tls));
+                let tls = connector
+                    .connect(server_name, tcp)
+                    .await
+                    .map_err(|e| err(format!("TLS with {} failed: {e}", name.as_str())))?;
+                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                return Ok(TokioIo::new(UpstreamTls { inner: tls, h2 }));
+            }
+            Err(err(last))
+        })
+    }
+}
+
+/// A verified TLS connection to an upstream.
+#[derive(Debug)]
+pub(crate) struct UpstreamTls {
+    inner: tokio_rustls::client::TlsStream<TcpStream>,
+    h2: bool,
+}
+
+impl Connection for UpstreamTls {
+    fn connected(&self) -> Connected {
+        let connected = Connected::new();
+        if self.h2 {
+            connected.negotiated_h2()
+        } else {
+            connected
+        }
+    }
+}
+
+impl AsyncRead for UpstreamTls {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for UpstreamTls {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
