@@ -8,7 +8,7 @@ SHELL := /bin/bash
 # Debian packages the daemon and the tests drive for real: runc containers, nftables,
 # network namespaces, and the clients the tests run inside sandboxes.
 APT_PACKAGES := nftables runc iproute2 tini catatonit curl openssl ca-certificates \
-	dnsutils netcat-openbsd socat procps nodejs git
+	dnsutils netcat-openbsd socat procps nodejs git iputils-ping debootstrap python3
 # The SDK versions the compatibility tests run against (see tests/compat/).
 LEAP0_VERSIONS := 0.6.1 0.8.0
 STAMP := target/.stamps
