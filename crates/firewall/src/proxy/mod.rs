@@ -418,6 +418,9 @@ async fn tunnel(
         reset(stream);
         return;
     }
+    // An idle tunnel should hold no buffers: the peeked bytes are sent, so let them go.
+    let prefix_len = prefix.len() as u64;
+    drop(prefix);
     tracing::debug!(rule = %rule, "tunnel open");
     let stats = relay(
         stream,
@@ -435,7 +438,7 @@ async fn tunnel(
     };
     let mut ev = conn.event(EventKind::Tcp, EventVerdict::Allow, &rule, reason);
     ev.name = name;
-    ev.bytes_up = stats.up + prefix.len() as u64;
+    ev.bytes_up = stats.up + prefix_len;
     ev.bytes_down = stats.down;
     conn.record(ev);
 }

@@ -5,8 +5,8 @@
 //! while its socket is readable and gives it back when the socket runs dry.
 
 use std::io;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
@@ -78,12 +78,12 @@ pub(super) async fn relay(
     let (up_read, up_write) = upstream.into_split();
     let up_bytes = AtomicU64::new(0);
     let down_bytes = AtomicU64::new(0);
-    let last = Arc::new(Mutex::new(Instant::now()));
+    let activity = Activity::new();
 
     let both = async {
         let (a, b) = tokio::join!(
-            pump(&client_read, up_write, pool, &up_bytes, &last),
-            pump(&up_read, client_write, pool, &down_bytes, &last),
+            pump(&client_read, up_write, pool, &up_bytes, &activity),
+            pump(&up_read, client_write, pool, &down_bytes, &activity),
         );
         if a.is_err() || b.is_err() {
             RelayEnd::Error
@@ -93,8 +93,7 @@ pub(super) async fn relay(
     };
     let idle_watch = async {
         loop {
-            let since = *last.lock().unwrap_or_else(|p| p.into_inner());
-            let deadline = since + idle;
+            let deadline = activity.last() + idle;
             if Instant::now() >= deadline {
                 return;
             }
@@ -119,14 +118,13 @@ async fn pump(
     mut to: OwnedWriteHalf,
     pool: &BufferPool,
     counter: &AtomicU64,
-    last: &Mutex<Instant>,
+    activity: &Activity,
 ) -> io::Result<()> {
     loop {
         from.readable().await?;
         let mut buf = pool.take();
-        let result = drain(from, &mut to, &mut buf, counter).await;
+        let result = drain(from, &mut to, &mut buf, counter, activity).await;
         pool.give(buf);
-        *last.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
         match result {
             Ok(true) => {
                 // Half-close: the peer's read side sees EOF; the other direction goes on.
@@ -145,6 +143,7 @@ async fn drain(
     to: &mut OwnedWriteHalf,
     buf: &mut [u8],
     counter: &AtomicU64,
+    activity: &Activity,
 ) -> io::Result<bool> {
     loop {
         match from.try_read(buf) {
@@ -152,9 +151,35 @@ async fn drain(
             Ok(n) => {
                 to.write_all(&buf[..n]).await?;
                 counter.fetch_add(n as u64, Ordering::Relaxed);
+                activity.touch();
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
             Err(e) => return Err(e),
         }
+    }
+}
+
+/// When bytes last moved either way, as milliseconds since the tunnel opened.
+#[derive(Debug)]
+struct Activity {
+    start: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
     }
 }
