@@ -26,8 +26,14 @@ use super::Shared;
 use super::plan::check_dial_addr;
 use crate::registry::SandboxEntry;
 
-/// The pooled client intercepted requests of one sandbox go through.
-pub(crate) type UpstreamClient = Client<Connector, Incoming>;
+/// The pooled clients intercepted requests of one sandbox go through: `any` offers h2 and
+/// HTTP/1.1 by ALPN; `h1` offers HTTP/1.1 only, for WebSocket upgrades (an HTTP/1.1 mechanism
+/// that an h2 connection cannot carry).
+#[derive(Debug, Clone)]
+pub(crate) struct UpstreamClient {
+    pub(crate) any: Client<Connector, Incoming>,
+    pub(crate) h1: Client<Connector, Incoming>,
+}
 
 /// How long an idle pooled upstream connection is kept.
 const POOL_IDLE: Duration = Duration::from_secs(60);
@@ -80,16 +86,25 @@ pub fn upstream_tls_config(
     Ok(Arc::new(config))
 }
 
-/// Makes the per-sandbox client.
+/// Makes the per-sandbox clients.
 pub(crate) fn client(shared: &Arc<Shared>, entry: &Arc<SandboxEntry>) -> UpstreamClient {
-    let connector = Connector {
-        shared: Arc::downgrade(shared),
-        entry: Arc::downgrade(entry),
+    let mut h1_tls = (*shared.upstream_tls).clone();
+    h1_tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let build = |tls: Arc<rustls::ClientConfig>| {
+        let connector = Connector {
+            shared: Arc::downgrade(shared),
+            entry: Arc::downgrade(entry),
+            tls,
+        };
+        Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(POOL_IDLE)
+            .pool_max_idle_per_host(32)
+            .build(connector)
     };
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(POOL_IDLE)
-        .pool_max_idle_per_host(32)
-        .build(connector)
+    UpstreamClient {
+        any: build(Arc::clone(&shared.upstream_tls)),
+        h1: build(Arc::new(h1_tls)),
+    }
 }
 
 /// Dials `https://name:port` for one sandbox.
@@ -97,6 +112,7 @@ pub(crate) fn client(shared: &Arc<Shared>, entry: &Arc<SandboxEntry>) -> Upstrea
 pub(crate) struct Connector {
     shared: Weak<Shared>,
     entry: Weak<SandboxEntry>,
+    tls: Arc<rustls::ClientConfig>,
 }
 
 fn err(msg: impl Into<String>) -> io::Error {
@@ -115,6 +131,7 @@ impl tower_service::Service<Uri> for Connector {
     fn call(&mut self, uri: Uri) -> Self::Future {
         let shared = self.shared.upgrade();
         let entry = self.entry.upgrade();
+        let tls_config = Arc::clone(&self.tls);
         Box::pin(async move {
             let (Some(shared), Some(entry)) = (shared, entry) else {
                 return Err(err("the sandbox is gone"));
@@ -156,11 +173,15 @@ impl tower_service::Service<Uri> for Connector {
                 let _ = tcp.set_nodelay(true);
                 let server_name = ServerName::try_from(name.as_str().to_owned())
                     .map_err(|e| err(format!("bad server name: {e}")))?;
-                let connector = tokio_rustls::TlsConnector::from(Arc::clone(&shared.upstream_tls));
-                let tls = connector
-                    .connect(server_name, tcp)
-                    .await
-                    .map_err(|e| err(format!("TLS with {} failed: {e}", name.as_str())))?;
+                let connector = tokio_rustls::TlsConnector::from(Arc::clone(&tls_config));
+                // A server that accepts and then says nothing must not hold the request forever.
+                let tls = tokio::time::timeout(
+                    shared.limits.connect_timeout(),
+                    connector.connect(server_name, tcp),
+                )
+                .await
+                .map_err(|_| err(format!("TLS with {} ({addr}) timed out", name.as_str())))?
+                .map_err(|e| err(format!("TLS with {} ({addr}) failed: {e}", name.as_str())))?;
                 let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
                 return Ok(TokioIo::new(UpstreamTls { inner: tls, h2 }));
             }

@@ -1,0 +1,778 @@
+//! TLS interception with header transforms (issue 4, "Credential brokering"), end to end: a
+//! sandbox namespace made by palisade-netns with the real nftables rules, the firewall running
+//! in the testbed's `fw` namespace, a per-sandbox CA installed into a temporary rootfs, and real
+//! clients (curl, python3, node) that trust it through the environment only.
+//! Runs as root: it builds network namespaces and nftables rules of its own.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::field_reassign_with_default,
+    reason = "test harness: a failed setup step is a failed test"
+)]
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Output;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{DNS_PORT, PROXY_PORT, parse_policy, show, stdout};
+use ipnet::{IpNet, Ipv4Net};
+use palisade_ca::{SandboxCa, trust};
+use palisade_firewall::{Firewall, FirewallConfig};
+use palisade_netns::nft::{self, FirewallPorts, SandboxRules};
+use palisade_netns::{AddressPool, RealPlatform, SandboxNet, SandboxNetSpec};
+use palisade_testbed::{World, addrs};
+
+const SECRET: &str = "sk-test-SECRET";
+
+/// The seed's transform example, with alpha.test as a plain (tunnelled) allowed domain.
+const SEED_POLICY: &str = r#"{
+    "mode": "custom",
+    "allow_domains": ["api.example.test", "alpha.test"],
+    "transforms": [{
+        "domain": "api.example.test",
+        "inject_headers": {"Authorization": "Bearer sk-test-SECRET"},
+        "strip_headers": ["X-Debug"]
+    }]
+}"#;
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// Like `common::Bed`, but the firewall trusts the testbed CA for upstream TLS.
+struct IBed {
+    fw: Firewall,
+    _rt: tokio::runtime::Runtime,
+    pool: Mutex<AddressPool>,
+    world: World,
+}
+
+impl IBed {
+    fn new() -> IBed {
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .try_init();
+        let world = World::new().expect("testbed world");
+        let rt = world.fw.runtime().expect("runtime in fw namespace");
+        let mut config = FirewallConfig::default();
+        config.proxy_listen = format!("0.0.0.0:{PROXY_PORT}").parse().unwrap();
+        config.dns_listen = format!("0.0.0.0:{DNS_PORT}").parse().unwrap();
+        config.resolver.upstreams = vec![format!("{}:53", addrs::DNS_V4).parse().unwrap()];
+        config.resolver.timeout = Duration::from_secs(1);
+        config.limits.peek_timeout_ms = 2_000;
+        config.extra_roots = vec![world.test_ca_path().to_owned()];
+        let fw = rt
+            .block_on(rt.spawn(async move { Firewall::start(&config).await }))
+            .expect("start task")
+            .expect("firewall starts");
+        let pool_net = Ipv4Net::new(addrs::SANDBOX_POOL_V4, 20).unwrap();
+        let ports = FirewallPorts {
+            proxy: PROXY_PORT,
+            dns: DNS_PORT,
+        };
+        nft::apply(
+            &RealPlatform,
+            Some(world.fw.name()),
+            &nft::render_base(&ports, pool_net),
+        )
+        .expect("base rules");
+        IBed {
+            fw,
+            _rt: rt,
+            pool: Mutex::new(AddressPool::new(pool_net).unwrap()),
+            world,
+        }
+    }
+
+    /// A sandbox network with the given policy, its own CA handed to the data plane, and a
+    /// temporary rootfs with that CA installed.
+    fn sandbox(&self, policy_json: &str) -> ISandbox<'_> {
+        let policy = parse_policy(policy_json);
+        let addrs = self.pool.lock().unwrap().allocate().expect("pool has room");
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{:x}i{:x}", std::process::id() % 0xffff, n);
+        let net = palisade_netns::create_sandbox_net(
+            &RealPlatform,
+            &SandboxNetSpec {
+                id: &id,
+                host_netns: Some(self.world.fw.name()),
+                addrs,
+            },
+        )
+        .expect("sandbox net");
+        let dir = std::env::temp_dir().join(format!("palisade-icpt-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("rootfs")).unwrap();
+        std::fs::create_dir_all(dir.join("home")).unwrap();
+        let ca = Arc::new(SandboxCa::generate(&id).expect("CA"));
+        let installed = trust::install(&dir.join("rootfs"), ca.cert_pem()).expect("trust install");
+        let mut env = Vec::new();
+        for (name, value) in trust::env_vars(&installed) {
+            let host = dir.join("rootfs").join(value.trim_start_matches('/'));
+            assert!(host.exists(), "{name} → {}", host.display());
+            env.push((name, host.display().to_string()));
+        }
+        env.push(("HOME".into(), dir.join("home").display().to_string()));
+        env.push(("PATH".into(), std::env::var("PATH").unwrap_or_default()));
+        env.push(("LANG".into(), "C".into()));
+        let sandbox = ISandbox {
+            bed: self,
+            net,
+            id,
+            dir,
+            env,
+            ca: Arc::clone(&ca),
+        };
+        let cidrs: Vec<Ipv4Net> = policy
+            .allow_cidrs()
+            .iter()
+            .filter_map(|c| match c {
+                IpNet::V4(v4) => Some(*v4),
+                IpNet::V6(_) => None,
+            })
+            .collect();
+        nft::apply(
+            &RealPlatform,
+            Some(self.world.fw.name()),
+            &nft::render_sandbox(&SandboxRules::for_net(&sandbox.net, cidrs)),
+        )
+        .expect("sandbox rules");
+        self.fw
+            .registry()
+            .upsert(&sandbox.id, addrs.sandbox, policy.compile(), 1);
+        assert!(self.fw.registry().set_ca(&sandbox.id, ca));
+        sandbox
+    }
+
+    /// Everything the upstream servers logged, as one string to search.
+    fn upstream_log(&self) -> String {
+        format!("{:?}", self.world.log().entries())
+    }
+}
+
+struct ISandbox<'a> {
+    bed: &'a IBed,
+    net: SandboxNet,
+    id: String,
+    dir: PathBuf,
+    env: Vec<(String, String)>,
+    ca: Arc<SandboxCa>,
+}
+
+impl ISandbox<'_> {
+    /// `sh -c script` inside the sandbox namespace with only the sandbox environment (the CA
+    /// variables, PATH, HOME, LANG), under a hard time limit.
+    fn sh_for(&self, secs: u32, script: &str) -> Output {
+        std::process::Command::new("timeout")
+            .args(["-s", "KILL", &secs.to_string(), "ip", "netns", "exec"])
+            .arg(&self.net.netns)
+            .args(["sh", "-c", script])
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .current_dir(&self.dir)
+            .output()
+            .expect("run in sandbox")
+    }
+
+    fn sh(&self, script: &str) -> Output {
+        self.sh_for(30, script)
+    }
+
+    /// A python3 script run inside the sandbox (written to a file under the sandbox dir).
+    fn python(&self, name: &str, code: &str) -> Output {
+        let path = self.dir.join(format!("{name}.py"));
+        std::fs::write(&path, code).unwrap();
+        self.sh(&format!("python3 {}", path.display()))
+    }
+
+    fn rootfs(&self) -> PathBuf {
+        self.dir.join("rootfs")
+    }
+}
+
+impl Drop for ISandbox<'_> {
+    fn drop(&mut self) {
+        self.bed.fw.registry().remove(&self.id);
+        let _ = nft::apply(
+            &RealPlatform,
+            Some(self.bed.world.fw.name()),
+            &nft::render_remove_sandbox(&self.id, &self.net.host_if),
+        );
+        let _ = palisade_netns::remove_sandbox_net(
+            &RealPlatform,
+            &self.id,
+            Some(self.bed.world.fw.name()),
+        );
+        self.bed.pool.lock().unwrap().release(self.net.addrs);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn echo(out: &Output) -> serde_json::Value {
+    serde_json::from_str(stdout(out).trim())
+        .unwrap_or_else(|e| panic!("not echo JSON ({e}): {}", show(out)))
+}
+
+/// The values the echo server saw for a (lower-case) header name.
+fn seen(v: &serde_json::Value, name: &str) -> Vec<String> {
+    v["header_map"][name]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn assert_transformed(v: &serde_json::Value, who: &str) {
+    assert_eq!(v["server"], "good", "{who}: {v}");
+    assert_eq!(v["sni"], "api.example.test", "{who}: {v}");
+    assert_eq!(
+        seen(v, "authorization"),
+        vec![format!("Bearer {SECRET}")],
+        "{who}: {v}"
+    );
+    assert!(seen(v, "x-debug").is_empty(), "{who}: {v}");
+}
+
+/// Python: a raw TLS connection to api.example.test (trusting the CA through the environment),
+/// sends `raw` and prints what came back before the connection closed or went quiet.
+fn py_raw(raw: &[u8]) -> String {
+    let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        r#"
+import socket, ssl, sys
+ctx = ssl.create_default_context()
+s = ctx.wrap_socket(socket.create_connection(("api.example.test", 443), timeout=5),
+                    server_hostname="api.example.test")
+s.sendall(bytes.fromhex("{hex}"))
+got = b""
+try:
+    while len(got) < 65536:
+        b = s.recv(65536)
+        if not b:
+            break
+        got += b
+except (socket.timeout, ssl.SSLError, ConnectionError):
+    pass
+sys.stdout.write(got.decode("latin-1"))
+"#
+    )
+}
+
+fn status_line(resp: &str) -> &str {
+    resp.lines().next().unwrap_or("")
+}
+
+#[test]
+fn seed_example_end_to_end_with_curl_python_node_and_no_secret_inside() {
+    let bed = IBed::new();
+    let sb = bed.sandbox(SEED_POLICY);
+
+    // curl: no flags but the environment.
+    let out = sb.sh(
+        "curl -sS --max-time 10 -H 'X-Debug: 1' -H 'Authorization: Bearer fake' \
+         https://api.example.test/hello",
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    let v = echo(&out);
+    assert_transformed(&v, "curl");
+    assert_eq!(v["path"], "/hello");
+
+    // python3 urllib.
+    let out = sb.python(
+        "urllib",
+        r#"
+import urllib.request
+req = urllib.request.Request("https://api.example.test/py",
+    headers={"X-Debug": "1", "Authorization": "Bearer fake"})
+print(urllib.request.urlopen(req, timeout=10).read().decode())
+"#,
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    assert_transformed(&echo(&out), "python");
+
+    // node fetch.
+    let out = sb.sh(
+        r#"node -e 'fetch("https://api.example.test/node", {headers: {"X-Debug": "1", "Authorization": "Bearer fake"}}).then(r => r.text()).then(t => console.log(t)).catch(e => { console.error(e); process.exit(1) })'"#,
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    assert_transformed(&echo(&out), "node");
+
+    // Plain HTTP to the transform domain gets the same transform.
+    let out = sb.sh(
+        "curl -sS --max-time 10 -H 'X-Debug: 1' -H 'Authorization: Bearer fake' \
+         http://api.example.test/plain",
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    let v = echo(&out);
+    assert_eq!(
+        seen(&v, "authorization"),
+        vec![format!("Bearer {SECRET}")],
+        "{v}"
+    );
+    assert!(seen(&v, "x-debug").is_empty(), "{v}");
+
+    // Leaf cache: three clients, several connections, one leaf minted for the name.
+    for _ in 0..3 {
+        let out = sb.sh("curl -sS --max-time 10 -o /dev/null https://api.example.test/again");
+        assert!(out.status.success(), "{}", show(&out));
+    }
+    let stats = sb.ca.cache_stats();
+    assert_eq!(stats.misses, 1, "{stats:?}");
+    assert!(stats.hits >= 5, "{stats:?}");
+
+    // The secret is nowhere inside the sandbox: environment, files we created there, and the
+    // output of commands run there that do not ask an echo server to reflect it.
+    let out = sb.sh(&format!(
+        "env; cat /proc/self/environ | tr '\\0' '\\n'; grep -r -l -a '{SECRET}' {} ; \
+         curl -sS --max-time 10 -v https://api.example.test/bytes/100 -o /dev/null; \
+         curl -sS --max-time 10 -v http://api.example.test/bytes/100 -o /dev/null; \
+         curl -sS --max-time 10 -v https://api.example.test/redirect; \
+         curl -sS --max-time 10 -v -X TRACE https://api.example.test/; \
+         curl -sS --max-time 10 -v https://api.example.test/ -H 'Host: alpha.test'; \
+         openssl s_client -connect api.example.test:443 -servername api.example.test \
+             </dev/null 2>&1 | head -40",
+        sb.dir.display()
+    ));
+    let all = format!("{}{}", stdout(&out), common::stderr(&out));
+    assert!(!all.contains(SECRET), "{all}");
+    assert!(all.contains("302") && all.contains("421"), "{all}");
+    assert!(
+        sb.env
+            .iter()
+            .all(|(k, v)| !k.contains(SECRET) && !v.contains(SECRET))
+    );
+    let mut files = vec![sb.rootfs()];
+    while let Some(p) = files.pop() {
+        if p.is_dir() {
+            files.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        } else if let Ok(bytes) = std::fs::read(&p) {
+            assert!(
+                !String::from_utf8_lossy(&bytes).contains(SECRET),
+                "{}",
+                p.display()
+            );
+        }
+    }
+
+    // Events: header names only, and there is one per intercepted request.
+    let events = bed.fw.events().recent(Some(&sb.id), 10_000);
+    let json = serde_json::to_string(&events).unwrap();
+    assert!(!json.contains(SECRET), "{json}");
+    assert!(!json.contains("Bearer"), "{json}");
+    let injected = events
+        .iter()
+        .filter_map(|e| e.http.as_ref())
+        .filter(|h| h.path == "/hello")
+        .collect::<Vec<_>>();
+    assert_eq!(injected.len(), 1, "{json}");
+    assert_eq!(injected[0].method, "GET");
+    assert_eq!(injected[0].host, "api.example.test");
+    assert_eq!(injected[0].status, 200);
+    assert!(
+        injected[0]
+            .injected
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case("authorization")),
+        "{json}"
+    );
+    assert!(
+        injected[0]
+            .stripped
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case("x-debug")),
+        "{json}"
+    );
+    // Debug output of the whole data-plane state never shows the secret either.
+    let registry_dbg = format!("{:?}", bed.fw.registry().by_id(&sb.id));
+    assert!(!registry_dbg.contains(SECRET), "{registry_dbg}");
+    bed.world.assert_untouched("attacker");
+}
+
+#[test]
+fn tunnels_keep_the_real_certificate_and_transform_domains_are_not_frontable() {
+    let bed = IBed::new();
+    let sb = bed.sandbox(SEED_POLICY);
+
+    // Threat 3: alpha.test is tunnelled, so only the testbed CA verifies it.
+    let out = sb.sh("curl -sS --max-time 10 https://alpha.test/");
+    assert!(!out.status.success(), "{}", show(&out));
+    let out = sb.sh(&format!(
+        "curl -sS --max-time 10 --cacert {} https://alpha.test/",
+        bed.world.test_ca_path().display()
+    ));
+    assert!(out.status.success(), "{}", show(&out));
+    let v = echo(&out);
+    assert_eq!(v["sni"], "alpha.test");
+    assert!(seen(&v, "authorization").is_empty(), "{v}");
+    // And the intercepted name is not verifiable with the testbed CA alone: it is ours.
+    let out = sb.sh(&format!(
+        "curl -sS --max-time 10 --cacert {} https://api.example.test/",
+        bed.world.test_ca_path().display()
+    ));
+    assert!(!out.status.success(), "{}", show(&out));
+    let issuer = sb.sh(
+        "openssl s_client -connect alpha.test:443 -servername alpha.test </dev/null 2>/dev/null \
+         | openssl x509 -noout -issuer; \
+         openssl s_client -connect api.example.test:443 -servername api.example.test \
+         </dev/null 2>/dev/null | openssl x509 -noout -issuer",
+    );
+    let issuer = stdout(&issuer);
+    let lines: Vec<&str> = issuer.lines().collect();
+    assert_eq!(lines.len(), 2, "{issuer}");
+    assert!(!lines[0].contains("Palisade sandbox CA"), "{issuer}");
+    assert!(
+        lines[1].contains(&format!("Palisade sandbox CA {}", sb.id)),
+        "{issuer}"
+    );
+
+    bed.world.log().clear();
+    // Threat 5: another authority on an intercepted connection gets 421, HTTP/1.1 and HTTP/2.
+    for (flags, want_version) in [("--http1.1", "1.1"), ("--http2", "2")] {
+        let out = sb.sh(&format!(
+            "curl -sS --max-time 10 {flags} -o /dev/null -w '%{{http_code}} %{{http_version}}' \
+             -H 'Host: alpha.test' https://api.example.test/front"
+        ));
+        assert_eq!(
+            stdout(&out),
+            format!("421 {want_version}"),
+            "{}",
+            show(&out)
+        );
+    }
+    // A keep-alive connection: the first request is served, the second names another host.
+    let out = sb.python(
+        "keepalive",
+        r#"
+import http.client
+c = http.client.HTTPSConnection("api.example.test", timeout=10)
+c.request("GET", "/first", headers={"Host": "api.example.test"})
+r = c.getresponse(); r.read(); print(r.status)
+c.request("GET", "/second", headers={"Host": "alpha.test"})
+r = c.getresponse(); r.read(); print(r.status)
+c.close()
+c = http.client.HTTPSConnection("api.example.test", timeout=10)
+c.request("GET", "https://evil.test/abs", headers={"Host": "evil.test"})
+r = c.getresponse(); r.read(); print(r.status)
+"#,
+    );
+    assert_eq!(stdout(&out).trim(), "200\n421\n421", "{}", show(&out));
+    let log = bed.upstream_log();
+    assert!(
+        !log.contains("/front") && !log.contains("/second") && !log.contains("/abs"),
+        "{log}"
+    );
+    assert_eq!(
+        log.matches(SECRET).count(),
+        1,
+        "only /first carried it: {log}"
+    );
+    bed.world.assert_untouched("attacker");
+}
+
+#[test]
+fn smuggling_shapes_are_refused_and_strip_and_inject_hold_for_any_spelling() {
+    let bed = IBed::new();
+    let sb = bed.sandbox(SEED_POLICY);
+    bed.world.log().clear();
+    let host = "Host: api.example.test\r\n";
+    let smuggled = "GET /smuggled HTTP/1.1\r\nHost: api.example.test\r\n\r\n";
+    let cases: Vec<(&str, String)> = vec![
+        (
+            "CL+TE",
+            format!(
+                "POST /clte HTTP/1.1\r\n{host}Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}"
+            ),
+        ),
+        (
+            "TE+CL",
+            format!(
+                "POST /tecl HTTP/1.1\r\n{host}Transfer-Encoding: chunked\r\nContent-Length: 60\r\n\r\n0\r\n\r\n{smuggled}"
+            ),
+        ),
+        (
+            "duplicate CL",
+            format!(
+                "POST /dupcl HTTP/1.1\r\n{host}Content-Length: 0\r\nContent-Length: 48\r\n\r\n{smuggled}"
+            ),
+        ),
+        (
+            "bad chunk size",
+            format!(
+                "POST /badchunk HTTP/1.1\r\n{host}Transfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n{smuggled}"
+            ),
+        ),
+        (
+            "bare LF",
+            format!("GET /barelf HTTP/1.1\n{host}X-Smuggle: a\nb\r\n\r\n{smuggled}"),
+        ),
+        (
+            "obs-fold",
+            format!("GET /fold HTTP/1.1\r\n{host}X-A: a\r\n b\r\n\r\n{smuggled}"),
+        ),
+        (
+            "TE not chunked",
+            format!("POST /tegzip HTTP/1.1\r\n{host}Transfer-Encoding: gzip\r\n\r\n{smuggled}"),
+        ),
+    ];
+    for (what, raw) in &cases {
+        let out = sb.python("raw", &py_raw(raw.as_bytes()));
+        let resp = stdout(&out);
+        let line = status_line(&resp);
+        if matches!(*what, "CL+TE" | "TE+CL") && line.starts_with("HTTP/1.1 200") {
+            // hyper takes Transfer-Encoding over Content-Length, drops the latter and closes the
+            // connection after this request (RFC 9112 §6.1 allows that instead of a 400): the
+            // upstream sees one re-framed request with an empty body, never the smuggled one.
+            assert!(resp.contains("connection: close"), "{resp}");
+            assert!(resp.contains("\"body_len\":0"), "{resp}");
+            assert_eq!(resp.matches("HTTP/1.1 ").count(), 1, "{resp}");
+            continue;
+        }
+        if *what == "bad chunk size" && line.starts_with("HTTP/1.1 502") {
+            // The head was valid and went upstream; the body broke mid-stream, so the upstream
+            // stream was reset (never completed) and the client connection is closed.
+            assert!(resp.contains("connection: close"), "{resp}");
+            continue;
+        }
+        assert!(
+            line.is_empty() || line.starts_with("HTTP/1.1 400") || line.starts_with("HTTP/1.1 501"),
+            "{what}: {}",
+            show(&out)
+        );
+        assert!(!resp.contains("\"server\""), "{what}: {resp}");
+    }
+    let log = bed.upstream_log();
+    assert!(!log.contains("smuggled"), "{log}");
+    for p in ["/dupcl", "/barelf", "/fold", "/tegzip"] {
+        assert!(!log.contains(p), "{p} reached the upstream: {log}");
+    }
+    // A bad chunk after a good head may reach the upstream only as a cut-off body on a
+    // connection the proxy then aborts: never as a second request.
+
+    // Threat 20: every spelling and every copy of X-Debug goes; the client's Authorization
+    // never arrives, however many it sends and however spelled.
+    let raw = format!(
+        "GET /spell HTTP/1.1\r\n{host}X-DEBUG: 1\r\nx-debug: 2\r\nX-Debug: 3\r\nx-DeBuG: 4\r\n\
+         AUTHORIZATION: Bearer fake1\r\nauthorization: Bearer fake2\r\nConnection: close\r\n\r\n"
+    );
+    let out = sb.python("spell", &py_raw(raw.as_bytes()));
+    let resp = stdout(&out);
+    assert!(
+        status_line(&resp).starts_with("HTTP/1.1 200"),
+        "{}",
+        show(&out)
+    );
+    let body = resp.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|_| panic!("{resp}"));
+    assert_transformed(&v, "spellings");
+    let log = bed.upstream_log();
+    assert!(!log.contains("fake1") && !log.contains("fake2"), "{log}");
+    // Over HTTP/2 too (lower-case on the wire by definition; several copies).
+    let out = sb.sh(
+        "curl -sS --max-time 10 --http2 -H 'X-Debug: 1' -H 'X-DEBUG: 2' \
+         -H 'Authorization: Bearer fake3' https://api.example.test/h2spell",
+    );
+    let v = echo(&out);
+    assert_transformed(&v, "h2 spellings");
+    assert!(!bed.upstream_log().contains("fake3"));
+    bed.world.assert_untouched("attacker");
+}
+
+/// Samples this process's VmRSS (the firewall runs in-process) until stopped; returns the max.
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn http2_sse_websocket_large_upload_no_redirect_no_trace() {
+    let bed = IBed::new();
+    let sb = bed.sandbox(SEED_POLICY);
+
+    // HTTP/2 on both sides.
+    let out =
+        sb.sh("curl -sS --max-time 10 --http2 -w '\\n%{http_version}' https://api.example.test/h2");
+    let text = stdout(&out);
+    let (json, client_version) = text.rsplit_once('\n').unwrap_or_default();
+    assert_eq!(client_version, "2", "{}", show(&out));
+    let v: serde_json::Value = serde_json::from_str(json).unwrap_or_else(|_| panic!("{text}"));
+    assert_eq!(v["version"], "HTTP/2.0", "{v}");
+    assert_transformed(&v, "h2");
+
+    // SSE: the first event arrives well before the last one is produced.
+    let out = sb.python(
+        "sse",
+        r#"
+import time, urllib.request
+t0 = time.monotonic()
+r = urllib.request.urlopen("https://api.example.test/sse?n=5&ms=200", timeout=10)
+times = []
+for line in r:
+    if line.startswith(b"data:"):
+        times.append(time.monotonic() - t0)
+print(len(times), " ".join("%.3f" % t for t in times))
+"#,
+    );
+    let text = stdout(&out);
+    let mut parts = text.split_whitespace();
+    assert_eq!(parts.next(), Some("5"), "{}", show(&out));
+    let times: Vec<f64> = parts.map(|t| t.parse().unwrap()).collect();
+    // The server spaces events 200 ms apart; buffered delivery would bunch them at the end.
+    assert!(times[4] - times[0] >= 0.6, "{times:?}");
+
+    // WebSocket through interception (the handshake carries the transform).
+    let out = sb.python(
+        "ws",
+        r#"
+import base64, os, socket, ssl, struct
+ctx = ssl.create_default_context()
+s = ctx.wrap_socket(socket.create_connection(("api.example.test", 443), timeout=10),
+                    server_hostname="api.example.test")
+key = base64.b64encode(os.urandom(16)).decode()
+s.sendall(("GET /ws HTTP/1.1\r\nHost: api.example.test\r\nUpgrade: websocket\r\n"
+           "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
+           "X-Debug: 1\r\n\r\n" % key).encode())
+head = b""
+while b"\r\n\r\n" not in head:
+    b = s.recv(1)
+    if not b:
+        break
+    head += b
+print(head.split(b"\r\n")[0].decode())
+msg = b"hello through palisade"
+mask = os.urandom(4)
+s.sendall(bytes([0x81, 0x80 | len(msg)]) + mask + bytes(c ^ mask[i % 4] for i, c in enumerate(msg)))
+hdr = s.recv(2)
+n = hdr[1] & 0x7f
+data = b""
+while len(data) < n:
+    data += s.recv(n - len(data))
+print(data.decode())
+"#,
+    );
+    let text = stdout(&out);
+    assert!(text.starts_with("HTTP/1.1 101"), "{}", show(&out));
+    assert!(text.contains("hello through palisade"), "{}", show(&out));
+    let log = bed.upstream_log();
+    assert!(
+        log.contains("websocket message: hello through palisade"),
+        "{log}"
+    );
+
+    // No redirect followed, TRACE refused.
+    let out = sb.sh(
+        "curl -sS --max-time 10 -o /dev/null -w '%{http_code} %{redirect_url}' \
+         https://api.example.test/redirect",
+    );
+    assert_eq!(stdout(&out), "302 http://evil.test/", "{}", show(&out));
+    let out = sb.sh(
+        "curl -sS --max-time 10 -o /dev/null -w '%{http_code}' -X TRACE https://api.example.test/",
+    );
+    assert_eq!(stdout(&out), "405", "{}", show(&out));
+    assert!(!bed.upstream_log().contains("TRACE"));
+    bed.world.assert_untouched("attacker");
+
+    // A 200 MiB upload generated on the fly: the sha matches and memory stays flat.
+    const MIB: usize = 1 << 20;
+    let size = 200 * MIB;
+    let want = {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        let zeros = vec![0u8; MIB];
+        for _ in 0..200 {
+            h.update(&zeros);
+        }
+        format!("{:x}", h.finalize())
+    };
+    // The upstream servers run in this process too, so first a tunnelled upload (alpha.test,
+    // not intercepted) sets the baseline: what the in-process upstream and relay use.
+    let tunnel = upload(
+        &sb,
+        &format!(
+            "--cacert {} https://alpha.test/upload",
+            bed.world.test_ca_path().display()
+        ),
+        size,
+        &want,
+    );
+    let h2 = upload(&sb, "https://api.example.test/upload", size, &want);
+    let h1 = upload(
+        &sb,
+        "--http1.1 https://api.example.test/upload",
+        size,
+        &want,
+    );
+    eprintln!(
+        "200 MiB uploads (time, RSS before, peak KiB): tunnel {tunnel:?}, \
+         intercepted h2 {h2:?}, intercepted h1.1 {h1:?}"
+    );
+    for (what, (_, before, peak)) in [("h2", h2), ("h1.1", h1)] {
+        let over = peak.saturating_sub(before.max(tunnel.2)) / 1024;
+        assert!(
+            over <= 64,
+            "intercepted {what} upload grew RSS {over} MiB past the tunnel's peak"
+        );
+    }
+}
+
+/// Uploads `size` zero bytes generated on the fly with curl `args`, checks the sha the
+/// upstream saw, and samples this process's RSS meanwhile: (time, RSS before, peak) in KiB.
+fn upload(sb: &ISandbox<'_>, args: &str, size: usize, want: &str) -> (Duration, u64, u64) {
+    let before = rss_kib();
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut max = 0;
+            while !stop.load(Ordering::Relaxed) {
+                max = max.max(rss_kib());
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            max
+        })
+    };
+    let started = Instant::now();
+    let out = sb.sh_for(
+        120,
+        &format!("head -c {size} /dev/zero | curl -sS --max-time 110 -T - {args}"),
+    );
+    let took = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let peak = sampler.join().unwrap();
+    let v = echo(&out);
+    assert_eq!(v["len"].as_u64(), Some(size as u64), "{args}: {v}");
+    assert_eq!(v["sha256"], want, "{args}: {v}");
+    (took, before, peak)
+}
+
+#[test]
+fn upstream_failure_is_a_502_that_says_what_failed() {
+    let bed = IBed::new();
+    // The echo host serves plain HTTP on 80 only: nothing listens on 443 there.
+    bed.world.dns().set_a("api.example.test", &[addrs::ECHO_V4]);
+    let sb = bed.sandbox(SEED_POLICY);
+    let out = sb.sh("curl -sS --max-time 10 -w '\\n%{http_code}' https://api.example.test/down");
+    let text = stdout(&out);
+    assert!(text.ends_with("\n502"), "{}", show(&out));
+    assert!(text.contains("upstream failed"), "{text}");
+    assert!(
+        text.contains("198.51.100.20:443") || text.to_lowercase().contains("refused"),
+        "{text}"
+    );
+    assert!(!text.contains(SECRET), "{text}");
+}
