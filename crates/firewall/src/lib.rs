@@ -10,6 +10,8 @@
 pub mod config;
 pub mod dns;
 pub mod events;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod proxy;
 pub mod registry;
 pub mod resolve;

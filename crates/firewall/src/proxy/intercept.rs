@@ -342,7 +342,7 @@ fn upstream_error(e: &hyper_util::client::legacy::Error) -> String {
 /// HTTP/1 server over an in-memory stream, and an in-memory upstream recording what it would be
 /// sent. Used by the seed-corpus test and the bounded property test below; the cargo-fuzz
 /// target needs it exported from the crate (see the crate's fuzz notes).
-#[cfg(test)]
+#[doc(hidden)]
 pub(crate) mod harness {
     use std::sync::{Arc, Mutex};
     use std::time::Duration;

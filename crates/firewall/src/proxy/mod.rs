@@ -117,6 +117,13 @@ impl Proxy {
     }
 }
 
+/// Runs arbitrary client bytes through the intercepted request path (the fuzz target's body);
+/// panics if a forwarded request breaks an invariant. Returns how many requests were forwarded.
+#[doc(hidden)]
+pub fn intercept_harness_run(data: &[u8]) -> usize {
+    intercept::harness::run(data).len()
+}
+
 /// Closes with a TCP reset, so the client fails at once rather than waiting.
 fn reset(stream: TcpStream) {
     let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
