@@ -14,6 +14,7 @@ pub mod fake;
 pub mod metrics;
 pub mod model;
 pub mod openapi;
+pub mod plane;
 mod routes;
 mod time;
 

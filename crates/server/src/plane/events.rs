@@ -1,0 +1,160 @@
+//! Egress events: the firewall's ring is the live source; a pump copies every event into the
+//! store's batched writer for history. Neither ever holds a secret (header names only).
+
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+
+use futures_util::stream::{self, BoxStream, StreamExt};
+use palisade_firewall::events::{EventKind, EventVerdict};
+use palisade_firewall::{EgressEvent, EventLog};
+use palisade_store::{EgressEventRecord, EventQuery, EventSink};
+use tokio::sync::broadcast::error::RecvError;
+
+use super::Plane;
+use crate::control::{EventFilter, OrgId};
+use crate::error::ApiError;
+
+pub(super) fn to_record(e: &EgressEvent) -> EgressEventRecord {
+    let ms = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    EgressEventRecord {
+        id: 0,
+        sandbox_id: e.sandbox.clone(),
+        at_ms: e.time.duration_since(UNIX_EPOCH).map(ms).unwrap_or(0),
+        verdict: match e.verdict {
+            EventVerdict::Allow => "allow",
+            EventVerdict::Deny => "deny",
+        }
+        .to_owned(),
+        protocol: match e.kind {
+            EventKind::Tcp => "tcp",
+            EventKind::Http => "http",
+            EventKind::Dns => "dns",
+        }
+        .to_owned(),
+        dst_addr: e.dst.map(|d| d.ip().to_string()),
+        dst_port: e.dst.map(|d| i64::from(d.port())),
+        name: e.name.clone(),
+        rule: Some(e.rule.clone()),
+        reason: Some(e.reason.clone()),
+        bytes_up: i64::try_from(e.bytes_up).unwrap_or(i64::MAX),
+        bytes_down: i64::try_from(e.bytes_down).unwrap_or(i64::MAX),
+        duration_ms: ms(e.duration),
+        detail: e.http.as_ref().and_then(|h| serde_json::to_string(h).ok()),
+    }
+}
+
+/// Copies the ring into the store until the ring goes away. A lagging pump loses events
+/// (counted in the log), never slows the data plane.
+pub(super) fn spawn_pump(log: Arc<EventLog>, sink: EventSink) {
+    let mut rx = log.subscribe();
+    tokio::spawn(async move {
+        loop {
+            match rx.recv().await {
+                Ok(e) => {
+                    sink.record(to_record(&e));
+                }
+                Err(RecvError::Lagged(n)) => {
+                    tracing::warn!(lost = n, "event pump lagged; events not stored");
+                }
+                Err(RecvError::Closed) => break,
+            }
+        }
+    });
+}
+
+fn matches(f: &EventFilter, r: &EgressEventRecord) -> bool {
+    f.verdict.as_deref().is_none_or(|v| v == r.verdict)
+        && f.name
+            .as_deref()
+            .is_none_or(|n| r.name.as_deref() == Some(n))
+}
+
+impl Plane {
+    pub(super) async fn list_events(
+        &self,
+        org: &OrgId,
+        sandbox_id: &str,
+        f: EventFilter,
+    ) -> Result<Vec<EgressEventRecord>, ApiError> {
+        let rec = self.store.get_sandbox(&org.0, sandbox_id).await?;
+        self.sink.flush().await;
+        Ok(self
+            .store
+            .list_events(
+                &rec.id,
+                &EventQuery {
+                    after_id: f.after_id,
+                    before_id: f.before_id,
+                    since_ms: f.since_ms,
+                    until_ms: f.until_ms,
+                    verdict: f.verdict,
+                    name: f.name,
+                    limit: f.limit,
+                },
+            )
+            .await?)
+    }
+
+    pub(super) async fn subscribe_events(
+        &self,
+        org: &OrgId,
+        sandbox_id: &str,
+        f: EventFilter,
+    ) -> Result<BoxStream<'static, EgressEventRecord>, ApiError> {
+        let rec = self.store.get_sandbox(&org.0, sandbox_id).await?;
+        let rx = self.events.subscribe();
+        let id = rec.id;
+        let s = stream::unfold(rx, move |mut rx| {
+            let id = id.clone();
+            let f = f.clone();
+            async move {
+                loop {
+                    match rx.recv().await {
+                        Ok(e) if e.sandbox == id => {
+                            let r = to_record(&e);
+                            if matches(&f, &r) {
+                                return Some((r, rx));
+                            }
+                        }
+                        Ok(_) | Err(RecvError::Lagged(_)) => {}
+                        Err(RecvError::Closed) => return None,
+                    }
+                }
+            }
+        });
+        Ok(s.boxed())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use palisade_firewall::events::HttpInfo;
+
+    #[test]
+    fn record_carries_the_decision_and_header_names_only() {
+        let mut e = EgressEvent::new("sb1", EventKind::Http, EventVerdict::Deny);
+        e.dst = Some("198.51.100.10:443".parse().unwrap());
+        e.name = Some("alpha.test".into());
+        e.rule = "default".into();
+        e.http = Some(HttpInfo {
+            method: "GET".into(),
+            host: "alpha.test".into(),
+            path: "/".into(),
+            status: 403,
+            injected: vec!["authorization".into()],
+            stripped: vec![],
+        });
+        let r = to_record(&e);
+        assert_eq!(r.verdict, "deny");
+        assert_eq!(r.protocol, "http");
+        assert_eq!(r.dst_port, Some(443));
+        assert!(r.detail.unwrap().contains("authorization"));
+        assert!(r.at_ms > 0);
+        let f = EventFilter {
+            verdict: Some("allow".into()),
+            ..EventFilter::default()
+        };
+        assert!(!matches(&f, &to_record(&e)));
+    }
+}

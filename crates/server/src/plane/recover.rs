@@ -1,0 +1,92 @@
+//! Daemon start: rebuild nftables and the firewall's registry from the store, so every
+//! sandbox that was running comes back under the same policy version and CA, and reconcile
+//! what changed while the daemon was down.
+
+use std::sync::Arc;
+
+use palisade_ca::SandboxCa;
+use palisade_store::{SandboxRecord, SandboxState};
+
+use super::Plane;
+use super::convert::full_policy;
+use super::net::{addrs_of, rules};
+use crate::error::ApiError;
+
+/// What a recovery found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Sandboxes back under their policy.
+    pub recovered: Vec<String>,
+    /// Store rows whose sandbox was gone (or half-made) and were removed.
+    pub dropped: Vec<String>,
+    /// Runtime leftovers the store did not know, removed.
+    pub orphans: Vec<String>,
+}
+
+impl Plane {
+    /// See the module doc. Run once, before the API serves.
+    pub async fn recover(&self) -> Result<RecoveryReport, ApiError> {
+        let mut report = RecoveryReport::default();
+        let recs = self.store.sandboxes_to_recover().await?;
+        let known: Vec<String> = recs.iter().map(|r| r.id.clone()).collect();
+        let rec_report = self
+            .runtime
+            .reconcile(&known)
+            .await
+            .map_err(ApiError::internal)?;
+        report.orphans = rec_report.removed;
+        let mut live = Vec::new();
+        for rec in recs {
+            let usable = matches!(rec.state, SandboxState::Running | SandboxState::Paused)
+                && self.runtime.get(&rec.id).await.is_ok();
+            match (usable, rec.address.as_deref().and_then(addrs_of)) {
+                (true, Some(addrs)) => live.push((rec, addrs)),
+                _ => {
+                    tracing::warn!(sandbox = %rec.id, state = %rec.state, "sandbox lost while down; removing");
+                    self.teardown(&rec.id, None).await;
+                    let _ = self.store.delete_sandbox(&rec.org_id, &rec.id).await;
+                    report.dropped.push(rec.id);
+                }
+            }
+        }
+        // Rules first, all at once: from here on, every live sandbox is enforced by the kernel
+        // (redirected to a proxy that may not know it yet, which denies).
+        let mut all_rules = Vec::new();
+        let mut policies = Vec::new();
+        for (rec, addrs) in &live {
+            let p = self.store.live_policy(&rec.id).await?;
+            let policy = full_policy(p.full.expose())?;
+            all_rules.push(rules(&rec.id, *addrs, &policy));
+            policies.push((p.version, policy));
+        }
+        self.apply_full(all_rules).await?;
+        for ((rec, addrs), (version, policy)) in live.iter().zip(policies) {
+            self.restore_entry(rec, *addrs, version, &policy).await?;
+            report.recovered.push(rec.id.clone());
+        }
+        Ok(report)
+    }
+
+    async fn restore_entry(
+        &self,
+        rec: &SandboxRecord,
+        addrs: palisade_netns::SandboxAddrs,
+        version: i64,
+        policy: &palisade_policy::Policy,
+    ) -> Result<(), ApiError> {
+        if let Err(e) = self.pool()?.reserve(addrs) {
+            tracing::warn!(sandbox = %rec.id, error = %e, "address already reserved");
+        }
+        self.registry.upsert(
+            &rec.id,
+            addrs.sandbox,
+            policy.compile(),
+            u64::try_from(version).unwrap_or(0),
+        );
+        let ca = self.store.get_ca(&rec.id).await?;
+        let ca =
+            SandboxCa::from_pem(&ca.cert_pem, ca.key_pem.expose()).map_err(ApiError::internal)?;
+        self.registry.set_ca(&rec.id, Arc::new(ca));
+        Ok(())
+    }
+}

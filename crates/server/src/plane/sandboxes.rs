@@ -1,0 +1,269 @@
+//! Sandbox lifecycle: launch (store → network → rules → CA → data plane → runc), teardown,
+//! pause, exec and live policy updates.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use palisade_ca::SandboxCa;
+use palisade_policy::Policy;
+use palisade_runtime::{ExecRequest, SandboxSpec};
+use palisade_store::{NewSandbox, SandboxRecord, SandboxState, StoreError, TemplateRecord, now_ms};
+
+use super::convert::{policy_json, redacted_spec, runtime_err, sandbox_info};
+use super::net::{addrs_of, rules};
+use super::{Plane, templates::runtime_name};
+use crate::control::{EnvVars, ExecResult, Execute, OrgId, PolicyInfo, SandboxInfo};
+use crate::error::ApiError;
+
+/// Everything a new sandbox needs, from a create or a restore request.
+#[derive(Debug)]
+pub(super) struct Launch {
+    pub template: TemplateRecord,
+    pub vcpu: u32,
+    pub memory_mib: u32,
+    pub timeout_secs: u32,
+    pub auto_pause: bool,
+    pub env: EnvVars,
+    pub policy: Policy,
+    /// A snapshot archive whose upper layer the sandbox starts from.
+    pub archive: Option<PathBuf>,
+}
+
+/// Ten lowercase hex digits: short enough for interface names (`plh-<id>`), random enough.
+fn sandbox_id() -> String {
+    palisade_store::new_id()
+        .chars()
+        .filter(char::is_ascii_hexdigit)
+        .take(10)
+        .collect()
+}
+
+impl Plane {
+    pub(super) async fn check_quota(&self, org: &OrgId) -> Result<(), ApiError> {
+        let max = self.store.get_org(&org.0).await?.max_sandboxes;
+        if let Some(max) = max.or(self.cfg.default_quota) {
+            if self.store.count_active_sandboxes(&org.0).await? >= max {
+                return Err(ApiError::Quota(format!(
+                    "sandbox quota reached: at most {max} sandboxes at once for this organisation"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) async fn launch(&self, org: &OrgId, l: Launch) -> Result<SandboxInfo, ApiError> {
+        self.check_quota(org).await?;
+        let id = sandbox_id();
+        let addrs = self
+            .pool()?
+            .allocate()
+            .ok_or_else(|| ApiError::Unavailable("no sandbox addresses left".into()))?;
+        let rec = self
+            .store
+            .insert_sandbox(NewSandbox {
+                id: id.clone(),
+                org_id: org.0.clone(),
+                template_id: l.template.id.clone(),
+                vcpu: i64::from(l.vcpu),
+                memory_mib: i64::from(l.memory_mib),
+                disk_mib: i64::from(self.cfg.disk_mib),
+                state: SandboxState::Starting,
+                auto_pause: l.auto_pause,
+                timeout_secs: i64::from(l.timeout_secs),
+                deadline_at: Some(now_ms() + i64::from(l.timeout_secs) * 1000),
+                env: palisade_store::EnvVars(l.env.0.clone()),
+                address: Some(addrs.sandbox.to_string()),
+            })
+            .await;
+        if let Err(e) = rec {
+            self.pool()?.release(addrs);
+            return Err(e.into());
+        }
+        match self.bring_up(&id, addrs, &l).await {
+            Ok(()) => {
+                let rec = self.store.get_sandbox(&org.0, &id).await?;
+                self.info(rec).await
+            }
+            Err(e) => {
+                tracing::warn!(sandbox = %id, error = %e, "sandbox creation failed; removing it");
+                self.teardown(&id, Some(addrs)).await;
+                let _ = self.store.delete_sandbox(&org.0, &id).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn bring_up(
+        &self,
+        id: &str,
+        addrs: palisade_netns::SandboxAddrs,
+        l: &Launch,
+    ) -> Result<(), ApiError> {
+        let (full, redacted) = policy_json(&l.policy)?;
+        let version = self.store.add_policy_version(id, &full, &redacted).await?;
+        let net = self.net_create(id, addrs).await?;
+        self.apply_rules(rules(id, addrs, &l.policy)).await?;
+        let owned = id.to_owned();
+        let ca = tokio::task::spawn_blocking(move || SandboxCa::generate(&owned))
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(ApiError::internal)?;
+        self.store.put_ca(id, ca.cert_pem(), ca.key_pem()).await?;
+        let cert = ca.cert_pem().to_owned();
+        self.registry.upsert(
+            id,
+            addrs.sandbox,
+            l.policy.compile(),
+            u64::try_from(version).unwrap_or(0),
+        );
+        self.registry.set_ca(id, Arc::new(ca));
+        let template = runtime_name(&l.template);
+        self.ensure_runtime_template(&template).await?;
+        let spec = SandboxSpec {
+            id: id.to_owned(),
+            template: if l.archive.is_some() {
+                String::new()
+            } else {
+                template
+            },
+            vcpu: Some(f64::from(l.vcpu)),
+            memory_mib: Some(u64::from(l.memory_mib)),
+            env: l
+                .env
+                .0
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            netns_path: Some(net.netns_path.clone()),
+            dns_server: Some(addrs.host),
+            ca_pem: Some(cert),
+            ..SandboxSpec::default()
+        };
+        let created = match &l.archive {
+            Some(archive) => self.runtime.restore(archive, spec).await,
+            None => self.runtime.create(spec).await,
+        };
+        created.map_err(runtime_err)?;
+        self.store.mark_policy_applied(id, version).await?;
+        self.store
+            .set_sandbox_state(id, SandboxState::Running)
+            .await?;
+        Ok(())
+    }
+
+    /// Removes everything but the store row; idempotent, never fails (failures are logged).
+    pub(super) async fn teardown(&self, id: &str, addrs: Option<palisade_netns::SandboxAddrs>) {
+        self.registry.remove(id);
+        match self.runtime.delete(id).await {
+            Ok(()) | Err(palisade_runtime::RuntimeError::NotFound(_)) => {}
+            Err(e) => tracing::warn!(sandbox = %id, error = %e, "runtime delete failed"),
+        }
+        self.net_remove(id).await;
+        if let (Some(a), Ok(mut pool)) = (addrs, self.pool()) {
+            pool.release(a);
+        }
+    }
+
+    pub(super) async fn info(&self, rec: SandboxRecord) -> Result<SandboxInfo, ApiError> {
+        let policy = match self.store.live_policy(&rec.id).await {
+            Ok(p) => Some(redacted_spec(&p.redacted)?),
+            Err(StoreError::NotFound(_)) => None,
+            Err(e) => return Err(e.into()),
+        };
+        Ok(sandbox_info(&rec, policy))
+    }
+
+    pub(super) async fn delete(&self, org: &OrgId, id: &str) -> Result<(), ApiError> {
+        let rec = self.store.get_sandbox(&org.0, id).await?;
+        self.store
+            .set_sandbox_state(id, SandboxState::Deleting)
+            .await?;
+        self.teardown(id, rec.address.as_deref().and_then(addrs_of))
+            .await;
+        self.store.delete_sandbox(&org.0, id).await?;
+        Ok(())
+    }
+
+    pub(super) async fn pause(&self, org: &OrgId, id: &str) -> Result<SandboxInfo, ApiError> {
+        let rec = self.store.get_sandbox(&org.0, id).await?;
+        if rec.state == SandboxState::Running {
+            self.runtime.pause(id).await.map_err(runtime_err)?;
+            self.store
+                .set_sandbox_state(id, SandboxState::Paused)
+                .await?;
+        }
+        let rec = self.store.get_sandbox(&org.0, id).await?;
+        self.info(rec).await
+    }
+
+    pub(super) async fn exec(
+        &self,
+        org: &OrgId,
+        id: &str,
+        req: Execute,
+    ) -> Result<ExecResult, ApiError> {
+        let rec = self.store.get_sandbox(&org.0, id).await?;
+        if rec.state == SandboxState::Paused {
+            self.runtime.resume(id).await.map_err(runtime_err)?;
+            self.store
+                .set_sandbox_state(id, SandboxState::Running)
+                .await?;
+        } else if rec.state != SandboxState::Running {
+            return Err(ApiError::Conflict(format!("sandbox is {}", rec.state)));
+        }
+        let out = self
+            .runtime
+            .exec(
+                id,
+                ExecRequest {
+                    command: req.command,
+                    cwd: req.cwd,
+                    envs: req.env.0.into_iter().collect(),
+                    timeout: req.timeout_secs.map(|s| Duration::from_secs(u64::from(s))),
+                },
+            )
+            .await
+            .map_err(runtime_err)?;
+        Ok(ExecResult {
+            exit_code: out.exit_code,
+            stdout: out.stdout,
+            stderr: out.stderr,
+        })
+    }
+
+    /// Stores the new version, swaps the kernel rules, then the data plane; marks it applied
+    /// only after both enforce it.
+    pub(super) async fn set_policy(
+        &self,
+        org: &OrgId,
+        id: &str,
+        policy: Policy,
+    ) -> Result<PolicyInfo, ApiError> {
+        let rec = self.store.get_sandbox(&org.0, id).await?;
+        let addrs = rec
+            .address
+            .as_deref()
+            .and_then(addrs_of)
+            .ok_or_else(|| ApiError::Conflict(format!("sandbox is {}", rec.state)))?;
+        let (full, redacted) = policy_json(&policy)?;
+        let version = self.store.add_policy_version(id, &full, &redacted).await?;
+        self.apply_rules(rules(id, addrs, &policy)).await?;
+        let v = u64::try_from(version).unwrap_or(0);
+        if !self.registry.update_policy(id, policy.compile(), v) {
+            self.registry.upsert(id, addrs.sandbox, policy.compile(), v);
+        }
+        self.store.mark_policy_applied(id, version).await?;
+        self.get_policy(org, id).await
+    }
+
+    pub(super) async fn get_policy(&self, org: &OrgId, id: &str) -> Result<PolicyInfo, ApiError> {
+        let rec = self.store.get_sandbox(&org.0, id).await?;
+        let live = self.store.live_policy(&rec.id).await?;
+        Ok(PolicyInfo {
+            sandbox_id: rec.id,
+            version: live.version,
+            network_policy: redacted_spec(&live.redacted)?,
+        })
+    }
+}

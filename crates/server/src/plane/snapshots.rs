@@ -1,0 +1,155 @@
+//! Snapshots: the sandbox's upper directory archived by the runtime under
+//! `<data_dir>/snapshots/<id>.tar.zst`, with a store row holding the sealed policy and env.
+//! A restore is a new sandbox (new id, new CA) with the snapshot's policy unless overridden.
+
+use palisade_policy::Policy;
+use palisade_store::{NewSnapshot, SandboxState, SecretString, SnapshotQuery};
+
+use super::Plane;
+use super::convert::{full_policy, runtime_err, snapshot_info};
+use super::sandboxes::Launch;
+use crate::control::{
+    AfterSnapshot, CreateSnapshot, EnvVars, ListSnapshots, OrgId, Page, RestoreSnapshot,
+    SandboxInfo, SnapshotInfo,
+};
+use crate::error::ApiError;
+
+/// A restored sandbox's timeout when the request names none.
+const DEFAULT_TIMEOUT_SECS: u32 = 300;
+
+impl Plane {
+    pub(super) async fn snapshot(
+        &self,
+        org: &OrgId,
+        sandbox_id: &str,
+        req: CreateSnapshot,
+    ) -> Result<SnapshotInfo, ApiError> {
+        let rec = self.store.get_sandbox(&org.0, sandbox_id).await?;
+        if !matches!(rec.state, SandboxState::Running | SandboxState::Paused) {
+            return Err(ApiError::Conflict(format!("sandbox is {}", rec.state)));
+        }
+        let id = palisade_store::new_id();
+        let name = req
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("snapshot-{}", &id[..8]));
+        let dir = self.snapshot_dir();
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(ApiError::internal)?;
+        let archive = dir.join(format!("{id}.tar.zst"));
+        let manifest = self.runtime.snapshot(sandbox_id, &archive).await;
+        let manifest = match manifest {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&archive).await;
+                return Err(runtime_err(e));
+            }
+        };
+        let live = self.store.live_policy(sandbox_id).await?;
+        let env = self.store.sandbox_env(sandbox_id).await?;
+        let inserted = self
+            .store
+            .insert_snapshot(NewSnapshot {
+                id: id.clone(),
+                org_id: org.0.clone(),
+                name,
+                sandbox_id: Some(sandbox_id.to_owned()),
+                template_id: rec.template_id.clone(),
+                vcpu: rec.vcpu,
+                memory_mib: rec.memory_mib,
+                disk_mib: rec.disk_mib,
+                state: "ready".to_owned(),
+                archive_path: archive.display().to_string(),
+                archive_bytes: i64::try_from(manifest.archive_bytes).unwrap_or(i64::MAX),
+                policy: Some((
+                    SecretString::new(live.full.expose().to_owned()),
+                    live.redacted.clone(),
+                )),
+                env,
+            })
+            .await;
+        let snap = match inserted {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&archive).await;
+                return Err(e.into());
+            }
+        };
+        match req.after {
+            AfterSnapshot::KeepRunning => {}
+            AfterSnapshot::Stop => {
+                self.pause(org, sandbox_id).await?;
+            }
+            AfterSnapshot::Delete => self.delete(org, sandbox_id).await?,
+        }
+        snapshot_info(&snap)
+    }
+
+    pub(super) async fn list_snapshots(
+        &self,
+        org: &OrgId,
+        q: ListSnapshots,
+    ) -> Result<Page<SnapshotInfo>, ApiError> {
+        let page = self
+            .store
+            .list_snapshots(
+                &org.0,
+                &SnapshotQuery {
+                    query: q.query,
+                    sort: q.sort,
+                    order: q.order,
+                    page: q.page,
+                    page_size: q.page_size,
+                },
+            )
+            .await?;
+        Ok(Page {
+            items: page
+                .items
+                .iter()
+                .map(snapshot_info)
+                .collect::<Result<_, _>>()?,
+            total: page.total,
+        })
+    }
+
+    pub(super) async fn delete_snapshot(&self, org: &OrgId, id: &str) -> Result<(), ApiError> {
+        let rec = self.store.delete_snapshot(&org.0, id).await?;
+        if let Err(e) = tokio::fs::remove_file(&rec.archive_path).await {
+            tracing::warn!(snapshot = %rec.id, error = %e, "snapshot archive not removed");
+        }
+        Ok(())
+    }
+
+    pub(super) async fn restore(
+        &self,
+        org: &OrgId,
+        req: RestoreSnapshot,
+    ) -> Result<SandboxInfo, ApiError> {
+        let snap = self.store.find_snapshot(&org.0, &req.snapshot).await?;
+        let template = self.store.get_template(&org.0, &snap.template_id).await?;
+        let policy = match req.network_policy {
+            Some(p) => p,
+            None => match self.store.snapshot_policy(&snap.id).await? {
+                Some(full) => full_policy(full.expose())?,
+                None => Policy::allow_all(),
+            },
+        };
+        let env = self.store.snapshot_env(&snap.id).await?;
+        self.launch(
+            org,
+            Launch {
+                template,
+                vcpu: super::convert::clamp_u32(snap.vcpu),
+                memory_mib: super::convert::clamp_u32(snap.memory_mib),
+                timeout_secs: req.timeout_secs.unwrap_or(DEFAULT_TIMEOUT_SECS),
+                auto_pause: req.auto_pause,
+                env: EnvVars(env.0),
+                policy,
+                archive: Some(snap.archive_path.into()),
+            },
+        )
+        .await
+    }
+}

@@ -1,0 +1,62 @@
+//! Timeouts: a sandbox past its deadline is deleted, or, with `auto_pause`, snapshotted and
+//! stopped (restorable with `/v1/snapshot/resume`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use palisade_store::{SandboxState, now_ms};
+use tokio::task::JoinHandle;
+
+use super::Plane;
+use crate::control::{AfterSnapshot, CreateSnapshot, OrgId};
+
+/// Checks deadlines every `every` until the task is aborted.
+pub fn spawn_sweeper(plane: Arc<Plane>, every: Duration) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            plane.sweep_once().await;
+        }
+    })
+}
+
+impl Plane {
+    /// One pass over the sandboxes past their deadline.
+    pub async fn sweep_once(&self) {
+        let due = match self.store.sandboxes_past_deadline(now_ms()).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "timeout sweep could not read the store");
+                return;
+            }
+        };
+        for rec in due {
+            let org = OrgId(rec.org_id.clone());
+            let res = if rec.auto_pause && rec.state == SandboxState::Running {
+                let req = CreateSnapshot {
+                    name: Some(format!("auto-pause-{}-{}", rec.id, now_ms())),
+                    after: AfterSnapshot::Stop,
+                };
+                let r = self.snapshot(&org, &rec.id, req).await.map(|_| ());
+                // Once stopped it has no deadline left to hit.
+                let _ = self.store.set_sandbox_deadline(&rec.id, None).await;
+                r
+            } else if rec.auto_pause {
+                self.store
+                    .set_sandbox_deadline(&rec.id, None)
+                    .await
+                    .map_err(Into::into)
+            } else {
+                self.delete(&org, &rec.id).await
+            };
+            match res {
+                Ok(()) => {
+                    tracing::info!(sandbox = %rec.id, auto_pause = rec.auto_pause, "sandbox timed out")
+                }
+                Err(e) => tracing::warn!(sandbox = %rec.id, error = %e, "timeout handling failed"),
+            }
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! Templates: store rows that name a runtime template. A user template is either an alias of a
+//! system template (`uri` = `system/host` or `system/debian:bookworm`) or an image imported
+//! from an OCI/`docker save` archive on the host (`uri` = `oci-archive:/path.tar`).
+
+use std::path::PathBuf;
+
+use palisade_runtime::{DEBIAN_TEMPLATE, HOST_TEMPLATE, TemplateProgress};
+use palisade_store::{NewTemplate, StoreError, TemplateRecord};
+
+use super::Plane;
+use super::convert::{runtime_err, template_info};
+use crate::control::{CreateTemplate, OrgId, TemplateInfo};
+use crate::error::ApiError;
+
+const SYSTEM: [(&str, &str); 2] = [
+    ("system-host", HOST_TEMPLATE),
+    ("system-debian-bookworm", DEBIAN_TEMPLATE),
+];
+const KIND_SYSTEM: &str = "system";
+const KIND_ALIAS: &str = "alias";
+const KIND_OCI: &str = "oci-archive";
+
+/// The runtime's name for a stored template.
+pub(super) fn runtime_name(t: &TemplateRecord) -> String {
+    match t.source_kind.as_str() {
+        KIND_SYSTEM | KIND_ALIAS => t.source_uri.clone(),
+        _ => format!("org/{}", t.id),
+    }
+}
+
+impl Plane {
+    pub(super) async fn seed_system_templates(&self) -> Result<(), ApiError> {
+        for (id, name) in SYSTEM {
+            let res = self
+                .store
+                .insert_template(NewTemplate {
+                    id: id.to_owned(),
+                    org_id: None,
+                    name: name.to_owned(),
+                    source_kind: KIND_SYSTEM.to_owned(),
+                    source_uri: name.to_owned(),
+                    digest: String::new(),
+                    image_config: None,
+                    state: "ready".to_owned(),
+                })
+                .await;
+            match res {
+                Ok(_) | Err(StoreError::Conflict(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Builds a built-in template on first use (the Debian one takes minutes).
+    pub(super) async fn ensure_runtime_template(&self, name: &str) -> Result<(), ApiError> {
+        if name == DEBIAN_TEMPLATE || name == HOST_TEMPLATE {
+            let mut progress =
+                |p: TemplateProgress| tracing::info!(template = %name, ?p, "template build");
+            self.runtime
+                .ensure_template(name, &mut progress)
+                .await
+                .map_err(runtime_err)?;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn template_by_name(
+        &self,
+        org: &OrgId,
+        name: &str,
+    ) -> Result<TemplateRecord, ApiError> {
+        match self.store.find_template_by_name(&org.0, name).await {
+            Ok(t) => Ok(t),
+            Err(StoreError::NotFound(_)) => Err(ApiError::field(
+                "template_name",
+                "no template with this name",
+            )),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub(super) async fn create_template(
+        &self,
+        org: &OrgId,
+        req: CreateTemplate,
+    ) -> Result<TemplateInfo, ApiError> {
+        let id = palisade_store::new_id();
+        let (kind, uri) = if SYSTEM.iter().any(|(_, n)| *n == req.uri) {
+            (KIND_ALIAS, req.uri.clone())
+        } else if let Some(path) = req.uri.strip_prefix("oci-archive:") {
+            (KIND_OCI, path.to_owned())
+        } else {
+            return Err(ApiError::field(
+                "uri",
+                "unsupported source: use system/host, system/debian:bookworm or \
+                 oci-archive:/path/to/image.tar",
+            ));
+        };
+        let rec = self
+            .store
+            .insert_template(NewTemplate {
+                id: id.clone(),
+                org_id: Some(org.0.clone()),
+                name: req.name,
+                source_kind: kind.to_owned(),
+                source_uri: uri.clone(),
+                digest: String::new(),
+                image_config: None,
+                state: if kind == KIND_ALIAS {
+                    "ready"
+                } else {
+                    "building"
+                }
+                .to_owned(),
+            })
+            .await?;
+        if kind == KIND_OCI {
+            let name = runtime_name(&rec);
+            let built = self
+                .runtime
+                .create_template_from_oci_archive(&name, &PathBuf::from(&uri))
+                .await;
+            if let Err(e) = built {
+                let _ = self.store.delete_template(&org.0, &id).await;
+                return Err(runtime_err(e));
+            }
+            self.store
+                .update_template_build(&id, "ready", "", None)
+                .await?;
+        }
+        let rec = self.store.get_template(&org.0, &id).await?;
+        Ok(template_info(&rec))
+    }
+
+    pub(super) async fn delete_template(&self, org: &OrgId, id: &str) -> Result<(), ApiError> {
+        let rec = self.store.delete_template(&org.0, id).await?;
+        if rec.source_kind == KIND_OCI
+            && let Err(e) = self.runtime.delete_template(&runtime_name(&rec))
+        {
+            tracing::warn!(template = %rec.id, error = %e, "runtime template left behind");
+        }
+        Ok(())
+    }
+}
