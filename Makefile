@@ -67,7 +67,11 @@ fuzz:
 	./tools/fuzz-smoke
 
 bench:
-	cargo bench --workspace --locked
+	@# Whole-system benchmark (bench/, as root, in testbed namespaces): the testbed's packages plus iperf3.
+	@$(MAKE) --no-print-directory apt
+	@dpkg-query -W -f='$${Status}' iperf3 2>/dev/null | grep -q "ok installed" || { \
+	  apt-get update -q; DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends iperf3; }
+	cargo run --release --locked -p palisade-bench
 
 clean:
 	cargo clean
