@@ -53,9 +53,11 @@ impl Bed {
     pub(crate) fn new(pinning: FwPinning, fw_workers: usize) -> Result<Bed> {
         let world = World::new().context("testbed world")?;
         let rt = fw_runtime(world.fw.path(), pinning, fw_workers)?;
-        let mut config = FirewallConfig::default();
-        config.proxy_listen = SocketAddr::from((Ipv4Addr::UNSPECIFIED, PROXY_PORT));
-        config.dns_listen = SocketAddr::from((Ipv4Addr::UNSPECIFIED, DNS_PORT));
+        let mut config = FirewallConfig {
+            proxy_listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, PROXY_PORT)),
+            dns_listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, DNS_PORT)),
+            ..FirewallConfig::default()
+        };
         config.resolver.upstreams = vec![SocketAddr::from((addrs::DNS_V4, 53))];
         config.resolver.timeout = Duration::from_secs(1);
         // Spawned, not run on this thread: only the runtime's threads are inside `fw`, and the
