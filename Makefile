@@ -59,9 +59,21 @@ check: fmt clippy unit
 
 test: deps check
 
+# The API key made on first run is kept in the data directory (0600) and printed each time.
+PALISADE_DATA_DIR ?= /var/lib/palisade
 run: deps
 	cargo build --release --locked -p palisade
-	./target/release/palisade serve
+	@data="$(PALISADE_DATA_DIR)"; keyfile="$$data/cli-api-key"; \
+	if [ ! -s "$$keyfile" ]; then \
+	  mkdir -p "$$data"; chmod 700 "$$data"; \
+	  ( umask 077; ./target/release/palisade keys create --org default --data-dir "$$data" > "$$keyfile.tmp" ); \
+	  mv "$$keyfile.tmp" "$$keyfile"; \
+	fi; \
+	chmod 600 "$$keyfile"; \
+	echo "Palisade is starting. In another shell:"; \
+	echo "  export LEAP0_BASE_URL=http://127.0.0.1:8080"; \
+	echo "  export LEAP0_API_KEY=$$(cat "$$keyfile")"; \
+	exec ./target/release/palisade serve --data-dir "$$data"
 
 fuzz:
 	./tools/fuzz-smoke

@@ -1,7 +1,148 @@
-//! The palisade binary: the daemon (`palisade serve`) and client subcommands.
+//! The palisade binary: the daemon (`palisade serve`) and client subcommands for people at a
+//! terminal (tables by default, `--json` for scripts). Clients find the API through
+//! `LEAP0_BASE_URL` and `LEAP0_API_KEY`, as the Leap0 SDKs do.
 
 #![forbid(unsafe_code)]
 
+mod client;
+mod commands;
+mod config;
+mod serve;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "palisade",
+    version,
+    about = "Sandboxes whose network egress you control"
+)]
+struct Cli {
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run the daemon.
+    Serve {
+        /// TOML configuration (embedded defaults when absent).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        #[arg(long)]
+        admin: Option<std::net::SocketAddr>,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// API keys.
+    Keys {
+        #[command(subcommand)]
+        cmd: KeysCmd,
+    },
+    /// Sandboxes.
+    Sandbox {
+        #[command(subcommand)]
+        cmd: commands::SandboxCmd,
+    },
+    /// A sandbox's network policy.
+    Policy {
+        #[command(subcommand)]
+        cmd: commands::PolicyCmd,
+    },
+    /// A sandbox's egress events.
+    Events {
+        id: String,
+        /// Keep printing events as they happen.
+        #[arg(long, short)]
+        follow: bool,
+        /// Only `allow` or `deny`.
+        #[arg(long)]
+        verdict: Option<String>,
+    },
+    /// Snapshots.
+    Snapshot {
+        #[command(subcommand)]
+        cmd: commands::SnapshotCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCmd {
+    /// Create an API key for an organisation (created when missing); printed once.
+    Create {
+        #[arg(long)]
+        org: String,
+        /// The daemon's data directory (or the config file's).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
 fn main() -> anyhow::Result<()> {
-    anyhow::bail!("palisade: the daemon is not built yet (see README.md, \"Status\")")
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        match cli.cmd {
+            Cmd::Serve {
+                config,
+                listen,
+                admin,
+                data_dir,
+            } => {
+                let mut c = config::Config::load(config.as_deref())?;
+                if let Some(l) = listen {
+                    c.server.listen = l;
+                }
+                if let Some(a) = admin {
+                    c.server.admin = a;
+                }
+                if let Some(d) = data_dir {
+                    c.server.data_dir = d;
+                }
+                serve::run(c).await
+            }
+            Cmd::Keys {
+                cmd:
+                    KeysCmd::Create {
+                        org,
+                        data_dir,
+                        config,
+                    },
+            } => {
+                let c = config::Config::load(config.as_deref())?;
+                let dir = data_dir.unwrap_or(c.server.data_dir);
+                let key = serve::create_key(&dir, &org).await?;
+                if cli.json {
+                    println!("{}", serde_json::json!({ "org": org, "api_key": key }));
+                } else {
+                    println!("{key}");
+                }
+                Ok(())
+            }
+            Cmd::Sandbox { cmd } => commands::sandbox(cmd, cli.json).await,
+            Cmd::Policy { cmd } => commands::policy(cmd, cli.json).await,
+            Cmd::Events {
+                id,
+                follow,
+                verdict,
+            } => commands::events(&id, follow, verdict, cli.json).await,
+            Cmd::Snapshot { cmd } => commands::snapshot(cmd, cli.json).await,
+        }
+    })
 }

@@ -1,0 +1,103 @@
+//! `palisade serve`: open the store, start the data plane, put back every sandbox that was
+//! running (nftables, registry, CA), then serve the API and the admin listener.
+
+use std::future::IntoFuture;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use palisade_firewall::Firewall;
+use palisade_netns::nft::FirewallPorts;
+use palisade_runtime::{Runtime, RuntimeConfig};
+use palisade_server::plane::{Plane, PlaneConfig, PlaneParts, spawn_sweeper};
+use palisade_server::{Metrics, admin_router, api_router};
+use palisade_store::{EventWriter, EventWriterConfig, Store};
+
+use crate::config::Config;
+
+pub(crate) async fn run(mut config: Config) -> anyhow::Result<()> {
+    config.fill_resolvers()?;
+    let data_dir = config.server.data_dir.clone();
+    let store = Store::open(&data_dir)
+        .await
+        .with_context(|| format!("opening the store in {}", data_dir.display()))?;
+    let firewall = Firewall::start(&config.firewall)
+        .await
+        .context("starting the firewall")?;
+    let runtime =
+        Arc::new(Runtime::new(RuntimeConfig::new(data_dir.join("runtime"))).context("runtime")?);
+    let (sink, _writer) = EventWriter::spawn(store.clone(), EventWriterConfig::default());
+    let ports = FirewallPorts {
+        proxy: firewall.proxy_addr().port(),
+        dns: firewall.dns_udp_addr().port(),
+    };
+    let plane = Plane::new(
+        PlaneParts {
+            store,
+            runtime,
+            registry: Arc::clone(firewall.registry()),
+            events: Arc::clone(firewall.events()),
+            sink,
+        },
+        PlaneConfig {
+            data_dir: data_dir.clone(),
+            host_netns: None,
+            ports,
+            pool: config.firewall.address_pool,
+            default_quota: config.server.default_quota,
+            disk_mib: 10_240,
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("control plane: {e:?}"))?;
+    let report = plane
+        .recover()
+        .await
+        .map_err(|e| anyhow::anyhow!("recovery: {e:?}"))?;
+    tracing::info!(
+        recovered = report.recovered.len(),
+        dropped = report.dropped.len(),
+        orphans = report.orphans.len(),
+        "sandboxes recovered"
+    );
+    let _sweeper = spawn_sweeper(
+        Arc::clone(&plane),
+        Duration::from_secs(config.server.sweep_interval_s.max(1)),
+    );
+    let metrics = Arc::new(Metrics::default());
+    let api = api_router(plane, Arc::clone(&metrics));
+    let admin = admin_router(metrics);
+    let api_l = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.server.listen))?;
+    let admin_l = tokio::net::TcpListener::bind(config.server.admin)
+        .await
+        .with_context(|| format!("listening on {}", config.server.admin))?;
+    tracing::info!(api = %config.server.listen, admin = %config.server.admin, "palisade serving");
+    // Announced on stdout so wrappers (make run, tests) know the API is up.
+    println!("palisade: serving on http://{}", api_l.local_addr()?);
+    let admin_task = tokio::spawn(async move { axum::serve(admin_l, admin).await });
+    tokio::select! {
+        r = axum::serve(api_l, api).into_future() => r.context("API server")?,
+        r = admin_task => r.context("admin task")?.context("admin server")?,
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; stopping (sandboxes and rules stay)"),
+    }
+    drop(firewall);
+    Ok(())
+}
+
+/// `palisade keys create --org NAME`: the key is printed once and never stored in clear.
+pub(crate) async fn create_key(data_dir: &std::path::Path, org: &str) -> anyhow::Result<String> {
+    let store = Store::open(data_dir)
+        .await
+        .with_context(|| format!("opening the store in {}", data_dir.display()))?;
+    let org = match store.get_org_by_name(org).await {
+        Ok(o) => o,
+        Err(palisade_store::StoreError::NotFound(_)) => store.create_org(org, None).await?,
+        Err(e) => return Err(e.into()),
+    };
+    let (_, key) = store.create_api_key(&org.id, "cli").await?;
+    let out = key.expose().to_owned();
+    store.close().await;
+    Ok(out)
+}
