@@ -3,6 +3,11 @@
 //! `LEAP0_BASE_URL` and `LEAP0_API_KEY`, as the Leap0 SDKs do.
 
 #![forbid(unsafe_code)]
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a command-line tool: its output is for the person at the terminal"
+)]
 
 mod client;
 mod commands;

@@ -1,9 +1,15 @@
 //! The real leap0 SDKs (0.6.1 and 0.8.0, venvs made by `make venv`) against `palisade serve`
 //! running inside a testbed world's firewall namespace: tests/compat/ with pytest.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a harness that cannot build its world is a failed test"
+)]
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 

@@ -42,12 +42,12 @@ fn sandbox_id() -> String {
 impl Plane {
     pub(super) async fn check_quota(&self, org: &OrgId) -> Result<(), ApiError> {
         let max = self.store.get_org(&org.0).await?.max_sandboxes;
-        if let Some(max) = max.or(self.cfg.default_quota) {
-            if self.store.count_active_sandboxes(&org.0).await? >= max {
-                return Err(ApiError::Quota(format!(
-                    "sandbox quota reached: at most {max} sandboxes at once for this organisation"
-                )));
-            }
+        if let Some(max) = max.or(self.cfg.default_quota)
+            && self.store.count_active_sandboxes(&org.0).await? >= max
+        {
+            return Err(ApiError::Quota(format!(
+                "sandbox quota reached: at most {max} sandboxes at once for this organisation"
+            )));
         }
         Ok(())
     }
