@@ -88,9 +88,11 @@ fn leap0_sdks_run_the_firewall_spec() {
     let key = String::from_utf8(key.stdout).unwrap().trim().to_owned();
     assert!(key.starts_with("pl_"));
 
-    let mut child = world
-        .fw
-        .command(bin)
+    // nsenter joins only the network namespace: `ip netns exec` would also give the daemon a
+    // mount namespace with /sys remounted, where runc finds no cgroup mounts.
+    let mut child = std::process::Command::new("nsenter")
+        .arg(format!("--net={}", world.fw.path().display()))
+        .arg(bin)
         .args(["serve", "--config"])
         .arg(&config)
         .stdout(Stdio::piped())
