@@ -114,6 +114,15 @@ pub(super) fn request_authority(
     if authority.contains('@') {
         return Err("userinfo in the Host header is not allowed".into());
     }
+    // Whatever the parser tolerated must read back as exactly host[:port], so a garbled port
+    // cannot slip past the port check (found by fuzzing: "host:443www").
+    let canonical = match parsed.port_u16() {
+        Some(port) => format!("{}:{port}", parsed.host()),
+        None => parsed.host().to_owned(),
+    };
+    if !canonical.eq_ignore_ascii_case(&authority) {
+        return Err(format!("invalid host {authority:?}"));
+    }
     if let Some(port) = parsed.port_u16()
         && port != orig_port
     {
