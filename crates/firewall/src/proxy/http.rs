@@ -340,26 +340,11 @@ impl Session {
     }
 
     async fn resolve(&self, name: &palisade_policy::CanonicalName) -> Result<IpAddr, String> {
-        let conn = &self.conn;
-        let resolved = conn
-            .shared
-            .resolver
-            .lookup_ipv4(name)
-            .await
-            .map_err(|e| format!("cannot resolve {}: {e}", name.as_str()))?;
-        let policy = conn.entry.policy();
-        let mut refusal = None;
-        for a in resolved.addrs {
-            let ip = IpAddr::V4(a);
-            match super::plan::check_dial_addr(&policy, ip, conn.shared.is_own(ip)) {
-                Ok(()) => return Ok(ip),
-                Err(r) => refusal = Some(r),
-            }
-        }
-        Err(match refusal {
-            Some(r) => format!("{} resolves only to refused addresses ({r})", name.as_str()),
-            None => format!("{} has no IPv4 address", name.as_str()),
-        })
+        let allowed = self.conn.resolve_allowed(name).await?;
+        allowed
+            .first()
+            .copied()
+            .ok_or_else(|| format!("{} has no IPv4 address", name.as_str()))
     }
 
     /// Sends on the connection already open to this host and address, or opens one.

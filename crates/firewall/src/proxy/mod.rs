@@ -179,34 +179,7 @@ impl Conn {
     /// Resolves `name` with the firewall's resolver and connects to the first address that
     /// passes the address checks, on the original port.
     async fn dial_name(&self, name: &CanonicalName) -> Result<(TcpStream, IpAddr), String> {
-        let resolved = self
-            .shared
-            .resolver
-            .lookup_ipv4(name)
-            .await
-            .map_err(|e| format!("cannot resolve {}: {e}", name.as_str()))?;
-        let policy = self.entry.policy();
-        let mut refusal = None;
-        let candidates: Vec<IpAddr> = resolved
-            .addrs
-            .iter()
-            .map(|a| IpAddr::V4(*a))
-            .filter(
-                |ip| match check_dial_addr(&policy, *ip, self.shared.is_own(*ip)) {
-                    Ok(()) => true,
-                    Err(r) => {
-                        refusal = Some(r);
-                        false
-                    }
-                },
-            )
-            .collect();
-        if candidates.is_empty() {
-            return Err(match refusal {
-                Some(r) => format!("{} resolves only to refused addresses ({r})", name.as_str()),
-                None => format!("{} has no IPv4 address", name.as_str()),
-            });
-        }
+        let candidates = self.resolve_allowed(name).await?;
         let mut last_err = String::new();
         for ip in candidates {
             match self.connect(SocketAddr::new(ip, self.orig.port())).await {
@@ -215,6 +188,33 @@ impl Conn {
             }
         }
         Err(last_err)
+    }
+
+    /// Resolves `name` with the firewall's resolver and keeps the addresses that pass the
+    /// address checks; an error says why none is left.
+    async fn resolve_allowed(&self, name: &CanonicalName) -> Result<Vec<IpAddr>, String> {
+        let resolved = self
+            .shared
+            .resolver
+            .lookup_ipv4(name)
+            .await
+            .map_err(|e| format!("cannot resolve {}: {e}", name.as_str()))?;
+        let policy = self.entry.policy();
+        let mut refusal = None;
+        let mut allowed = Vec::with_capacity(resolved.addrs.len());
+        for ip in resolved.addrs.into_iter().map(IpAddr::V4) {
+            match check_dial_addr(&policy, ip, self.shared.is_own(ip)) {
+                Ok(()) => allowed.push(ip),
+                Err(r) => refusal = Some(r),
+            }
+        }
+        if allowed.is_empty() {
+            return Err(match refusal {
+                Some(r) => format!("{} resolves only to refused addresses ({r})", name.as_str()),
+                None => format!("{} has no IPv4 address", name.as_str()),
+            });
+        }
+        Ok(allowed)
     }
 
     /// Connects to the original destination after the address checks.
