@@ -21,7 +21,9 @@ use tokio::sync::Mutex;
 use super::Conn;
 use super::peek::Rewind;
 use super::plan::{Plan, plan_named, plan_nameless};
-use super::rewrite::{Body, apply_transform, empty, is_websocket, strip_hop_by_hop, text};
+use super::rewrite::{
+    Body, apply_transform, empty, is_websocket, splice_upgrades, strip_hop_by_hop, text,
+};
 use crate::events::{EventKind, EventVerdict, HttpInfo};
 
 /// How long a client may take to send a request head.
@@ -325,13 +327,7 @@ impl Session {
             let mut resp_for_upgrade = Response::from_parts(rparts.clone(), ());
             let upstream_upgrade = hyper::upgrade::on(&mut resp_for_upgrade);
             if let Some(client_upgrade) = client_upgrade {
-                tokio::spawn(async move {
-                    if let (Ok(c), Ok(u)) = (client_upgrade.await, upstream_upgrade.await) {
-                        let mut c = TokioIo::new(c);
-                        let mut u = TokioIo::new(u);
-                        let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
-                    }
-                });
+                splice_upgrades(client_upgrade, upstream_upgrade);
             }
             return Response::from_parts(rparts, empty());
         }

@@ -20,7 +20,9 @@ use tokio::net::TcpStream;
 use super::http::request_authority;
 use super::peek::Rewind;
 use super::plan::{Plan, plan_name};
-use super::rewrite::{Body, apply_transform, empty, is_websocket, strip_hop_by_hop, text};
+use super::rewrite::{
+    Body, apply_transform, empty, is_websocket, splice_upgrades, strip_hop_by_hop, text,
+};
 use super::{Conn, upstream};
 use crate::events::{EventKind, EventVerdict, HttpInfo};
 
@@ -309,13 +311,7 @@ impl Session {
             let mut resp_for_upgrade = Response::from_parts(rparts.clone(), rbody);
             let upstream_upgrade = hyper::upgrade::on(&mut resp_for_upgrade);
             if let Some(client_upgrade) = client_upgrade {
-                tokio::spawn(async move {
-                    if let (Ok(c), Ok(u)) = (client_upgrade.await, upstream_upgrade.await) {
-                        let mut c = TokioIo::new(c);
-                        let mut u = TokioIo::new(u);
-                        let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
-                    }
-                });
+                splice_upgrades(client_upgrade, upstream_upgrade);
             }
             rparts
                 .headers

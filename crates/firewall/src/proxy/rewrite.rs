@@ -106,3 +106,17 @@ pub(super) fn empty() -> Body {
         .map_err(|never| match never {})
         .boxed()
 }
+
+/// Once both sides of a WebSocket upgrade have switched protocols, relays between them.
+pub(super) fn splice_upgrades(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+) {
+    tokio::spawn(async move {
+        if let (Ok(c), Ok(u)) = (client.await, upstream.await) {
+            let mut c = hyper_util::rt::TokioIo::new(c);
+            let mut u = hyper_util::rt::TokioIo::new(u);
+            let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+        }
+    });
+}
