@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use palisade_ca::SandboxCa;
+use palisade_runtime::SandboxState as RtState;
 use palisade_store::{SandboxRecord, SandboxState};
 
 use super::Plane;
@@ -37,8 +38,13 @@ impl Plane {
         report.orphans = rec_report.removed;
         let mut live = Vec::new();
         for rec in recs {
-            let usable = matches!(rec.state, SandboxState::Running | SandboxState::Paused)
-                && self.runtime.get(&rec.id).await.is_ok();
+            // runc must still have the container alive: a record whose init died (OOM, a
+            // kill, a host reboot) is a sandbox that no longer exists.
+            let alive = match self.runtime.get(&rec.id).await {
+                Ok(s) => matches!(s.state, RtState::Running | RtState::Paused),
+                Err(_) => false,
+            };
+            let usable = alive && matches!(rec.state, SandboxState::Running | SandboxState::Paused);
             match (usable, rec.address.as_deref().and_then(addrs_of)) {
                 (true, Some(addrs)) => live.push((rec, addrs)),
                 _ => {

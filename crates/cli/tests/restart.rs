@@ -1,0 +1,202 @@
+//! Threat 24: kill -9 the daemon with sandboxes running. While it is down nothing leaves a
+//! sandbox (the nftables rules stay and redirect to a dead proxy; DNS is dead) and no packet
+//! reaches the testbed's upstreams. After a restart on the same data directory every sandbox is
+//! back under the same policy version and the same CA, new connections follow the policy, and
+//! a sandbox whose container died while the daemon was down is removed.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a harness that cannot build its world is a failed test"
+)]
+
+mod common;
+
+use common::Bed;
+
+const SECRET: &str = "Bearer sk-restart-4b1d";
+const CA_FILE: &str = "/usr/local/share/ca-certificates/palisade-sandbox-ca.crt";
+
+/// Passthrough HTTPS (the testbed's own CA, so `-k`), bounded.
+fn https_k(url: &str) -> String {
+    format!("curl -fsS -k -o /dev/null --connect-timeout 5 --max-time 8 {url}")
+}
+
+fn http(url: &str) -> String {
+    format!("curl -fsS -o /dev/null --connect-timeout 5 --max-time 8 {url}")
+}
+
+/// The transform host, verified with the sandbox's default trust (no `-k`).
+const INTERCEPTED: &str = "curl -sS --connect-timeout 5 --max-time 8 -H 'Authorization: Bearer wrong' https://api.example.test/";
+
+fn version(bed: &Bed, id: &str) -> i64 {
+    let r = bed.api("GET", &format!("/v1/sandbox/{id}/network-policy"), "");
+    assert_eq!(r.status, 200, "{r:?}");
+    r.json()["version"].as_i64().unwrap()
+}
+
+fn policy_of(bed: &Bed, id: &str) -> serde_json::Value {
+    let r = bed.api("GET", &format!("/v1/sandbox/{id}"), "");
+    assert_eq!(r.status, 200, "{r:?}");
+    r.json()["network_policy"].clone()
+}
+
+/// Both sandboxes behave as their policies say (through the daemon's exec).
+fn assert_policies_hold(bed: &Bed, custom: &str, transform: &str) {
+    let (code, out) = bed.exec(custom, &https_k("https://alpha.test/"));
+    assert_eq!(code, 0, "allowed name refused: {out}");
+    let (code, out) = bed.exec(custom, &http("http://alpha.test/"));
+    assert_eq!(code, 0, "allowed name refused: {out}");
+    let (code, _) = bed.exec(custom, &https_k("https://beta.test/"));
+    assert_ne!(code, 0, "denied name reached");
+    let (code, out) = bed.exec(transform, INTERCEPTED);
+    assert_eq!(code, 0, "intercepted request failed: {out}");
+    assert!(out.contains(SECRET), "secret not injected: {out}");
+    assert!(!out.contains("Bearer wrong"), "client value kept: {out}");
+    let (code, _) = bed.exec(transform, &https_k("https://alpha.test/"));
+    assert_ne!(
+        code, 0,
+        "transform sandbox reached a name outside its policy"
+    );
+}
+
+#[test]
+fn kill_nine_then_restart_keeps_policies_and_cas() {
+    let mut bed = Bed::new("restart", "");
+    bed.start();
+    let custom = bed.create(
+        r#"{"template_name":"system/host","network_policy":{"mode":"custom","allow_domains":["alpha.test"]}}"#,
+    );
+    let transform = bed.create(&format!(
+        r#"{{"template_name":"system/host","network_policy":{{"mode":"custom","transforms":[{{"domain":"api.example.test","inject_headers":{{"Authorization":"{SECRET}"}}}}]}}}}"#
+    ));
+    let doomed = bed.create(r#"{"template_name":"system/host"}"#);
+    // A policy update before the crash, so "same version" is not just "version 1".
+    let r = bed.api(
+        "PUT",
+        &format!("/v1/sandbox/{custom}/network-policy"),
+        r#"{"mode":"custom","allow_domains":["alpha.test"],"allow_cidrs":["198.51.100.20/32"]}"#,
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_policies_hold(&bed, &custom, &transform);
+    let versions = (version(&bed, &custom), version(&bed, &transform));
+    assert_eq!(versions.0, 2);
+    let policies = (policy_of(&bed, &custom), policy_of(&bed, &transform));
+    let (code, ca_before) = bed.exec(&transform, &format!("cat {CA_FILE}"));
+    assert_eq!(code, 0, "{ca_before}");
+    assert!(ca_before.contains("BEGIN CERTIFICATE"));
+
+    bed.kill9();
+    bed.world.log().clear();
+
+    // While it is down: the sandboxes still run, nothing gets out, nothing reaches upstream.
+    let (code, out) = bed.runc_exec(&custom, "echo alive");
+    assert_eq!((code, out.trim()), (0, "alive"));
+    for (id, cmd) in [
+        (&custom, https_k("https://alpha.test/")),
+        (&custom, http("http://alpha.test/")),
+        (&custom, https_k("https://beta.test/")),
+        // The firewall's own answer is gone, so the sandbox dials the upstream itself.
+        (
+            &custom,
+            http("--resolve alpha.test:80:198.51.100.10 http://alpha.test/"),
+        ),
+        (&custom, http("http://198.51.100.10/")),
+        (&transform, INTERCEPTED.to_owned()),
+        (
+            &transform,
+            https_k("--resolve api.example.test:443:198.51.100.10 https://api.example.test/"),
+        ),
+        (&transform, http("http://198.51.100.20:80/")),
+    ] {
+        let (code, out) = bed.runc_exec(id, &cmd);
+        assert_ne!(code, 0, "{cmd} got out while the daemon was down: {out}");
+    }
+    // DNS: the sandbox's resolver (the host side) is dead; a direct query is redirected to it.
+    let (code, out) = bed.runc_exec(&custom, "getent hosts alpha.test");
+    assert_ne!(code, 0, "DNS answered while the daemon was down: {out}");
+    let (code, out) = bed.runc_exec(
+        &custom,
+        "dig +time=2 +tries=1 @198.51.100.53 alpha.test || exit 9",
+    );
+    assert_ne!(
+        code, 0,
+        "direct DNS answered while the daemon was down: {out}"
+    );
+    let leaked: Vec<String> = bed
+        .world
+        .log()
+        .entries()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "upstreams saw traffic while the daemon was down:\n{}",
+        leaked.join("\n")
+    );
+
+    // A container dies while nobody watches.
+    let out = std::process::Command::new("runc")
+        .arg("--root")
+        .arg(bed.runc_root())
+        .args(["kill", &doomed, "KILL"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for _ in 0..50 {
+        let st = std::process::Command::new("runc")
+            .arg("--root")
+            .arg(bed.runc_root())
+            .args(["state", &doomed])
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&st.stdout).contains("\"stopped\"") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+
+    bed.start();
+    assert_eq!(
+        (version(&bed, &custom), version(&bed, &transform)),
+        versions
+    );
+    assert_eq!(
+        (policy_of(&bed, &custom), policy_of(&bed, &transform)),
+        policies
+    );
+    assert!(!policies.1.to_string().contains(SECRET));
+    // Same CA: the file in the sandbox is untouched, and the leaf the restarted daemon mints
+    // verifies against exactly that certificate (and nothing else).
+    let (_, ca_after) = bed.exec(&transform, &format!("cat {CA_FILE}"));
+    assert_eq!(ca_before, ca_after);
+    let (code, out) = bed.exec(
+        &transform,
+        &format!(
+            "curl -sS --connect-timeout 5 --max-time 8 --cacert {CA_FILE} --capath /nonexistent https://api.example.test/"
+        ),
+    );
+    assert_eq!(code, 0, "leaf does not chain to the sandbox's CA: {out}");
+    assert!(out.contains(SECRET), "{out}");
+    assert_policies_hold(&bed, &custom, &transform);
+    // The allow_cidrs of version 2 came back too (TCP to the echo server by address).
+    let (code, out) = bed.exec(&custom, &http("http://198.51.100.20/"));
+    assert_eq!(code, 0, "allow_cidrs lost in the restart: {out}");
+    let logged = bed.world.log().entries();
+    assert!(logged.iter().any(|e| e.server == "good"));
+    assert!(bed.world.log().is_untouched("attacker"));
+
+    // The dead sandbox was reconciled: gone from the API, the runtime, the kernel.
+    let r = bed.api("GET", &format!("/v1/sandbox/{doomed}"), "");
+    assert_eq!(r.status, 404, "{r:?}");
+    assert!(!bed.runc_ids().contains(&doomed));
+    assert!(!Bed::netns_exists(&doomed));
+    assert!(!bed.nft_ruleset().contains(&doomed));
+    let list = bed.api("GET", "/v1/sandboxes?page=1&page-size=100", "");
+    assert_eq!(list.json()["total_items"], 2, "{list:?}");
+}
