@@ -85,6 +85,10 @@ pub struct ExecResult {
     pub exit_code: i32,
     pub stdout: String,
     pub stderr: String,
+    /// Either stream was cut at the output cap.
+    pub truncated: bool,
+    /// The timeout fired and the command was killed.
+    pub timed_out: bool,
 }
 
 /// What happens to the sandbox once its snapshot is stored.

@@ -35,10 +35,18 @@ pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiErro
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
-        let field = if path == "." || path == "?" || path.is_empty() {
-            "body".to_owned()
-        } else {
-            path
+        let at_root = path == "." || path == "?" || path.is_empty();
+        // serde reports a missing field at the object that lacks it: name the field itself.
+        let missing = e
+            .inner()
+            .to_string()
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split('`').next().map(str::to_owned));
+        let field = match (missing, at_root) {
+            (Some(name), true) => name,
+            (Some(name), false) => format!("{path}.{name}"),
+            (None, true) => "body".to_owned(),
+            (None, false) => path,
         };
         ApiError::field(field, describe(e.inner()))
     })
@@ -139,6 +147,30 @@ mod tests {
         );
         let e = parse_json::<T>(b"{").unwrap_err().body();
         assert_eq!(e.errors[0].field, "body");
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Needs {
+        command: String,
+        inner: Option<Inner>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Inner {
+        domain: String,
+    }
+
+    #[test]
+    fn a_missing_field_is_named() {
+        let e = parse_json::<Needs>(b"{}").unwrap_err().body();
+        assert_eq!(e.errors[0].field, "command");
+        let e = parse_json::<Needs>(br#"{"command":"x","inner":{}}"#)
+            .unwrap_err()
+            .body();
+        assert_eq!(e.errors[0].field, "inner.domain");
     }
 
     #[test]

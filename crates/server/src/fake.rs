@@ -280,6 +280,8 @@ impl ControlPlane for FakeControlPlane {
             exit_code: 0,
             stdout,
             stderr: String::new(),
+            truncated: false,
+            timed_out: false,
         })
     }
 

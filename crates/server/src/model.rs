@@ -544,6 +544,10 @@ pub struct ProcessResponse {
     pub exit_code: i32,
     pub stdout: String,
     pub stderr: String,
+    /// Beyond Leap0 (the SDKs read only the three above): output cut at the cap.
+    pub truncated: bool,
+    /// Beyond Leap0: the command was killed at its timeout.
+    pub timed_out: bool,
 }
 
 impl From<ExecResult> for ProcessResponse {
@@ -552,6 +556,8 @@ impl From<ExecResult> for ProcessResponse {
             exit_code: r.exit_code,
             stdout: r.stdout,
             stderr: r.stderr,
+            truncated: r.truncated,
+            timed_out: r.timed_out,
         }
     }
 }

@@ -6,6 +6,7 @@
 mod convert;
 mod events;
 mod imp;
+mod locks;
 mod net;
 mod recover;
 mod sandboxes;
@@ -53,6 +54,7 @@ pub struct Plane {
     events: Arc<EventLog>,
     sink: EventSink,
     pool: Mutex<AddressPool>,
+    locks: locks::SandboxLocks,
     cfg: PlaneConfig,
 }
 
@@ -87,6 +89,7 @@ impl Plane {
             events: parts.events,
             sink: parts.sink,
             pool: Mutex::new(pool),
+            locks: locks::SandboxLocks::default(),
             cfg,
         });
         plane.seed_system_templates().await?;

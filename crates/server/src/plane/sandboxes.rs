@@ -175,6 +175,12 @@ impl Plane {
     }
 
     pub(super) async fn delete(&self, org: &OrgId, id: &str) -> Result<(), ApiError> {
+        let _guard = self.locks.lock(id).await;
+        self.delete_locked(org, id).await
+    }
+
+    /// [`Plane::delete`] for a caller that holds the sandbox's lock.
+    pub(super) async fn delete_locked(&self, org: &OrgId, id: &str) -> Result<(), ApiError> {
         let rec = self.store.get_sandbox(&org.0, id).await?;
         self.store
             .set_sandbox_state(id, SandboxState::Deleting)
@@ -182,10 +188,21 @@ impl Plane {
         self.teardown(id, rec.address.as_deref().and_then(addrs_of))
             .await;
         self.store.delete_sandbox(&org.0, id).await?;
+        self.locks.forget(id);
         Ok(())
     }
 
     pub(super) async fn pause(&self, org: &OrgId, id: &str) -> Result<SandboxInfo, ApiError> {
+        let _guard = self.locks.lock(id).await;
+        self.pause_locked(org, id).await
+    }
+
+    /// [`Plane::pause`] for a caller that holds the sandbox's lock.
+    pub(super) async fn pause_locked(
+        &self,
+        org: &OrgId,
+        id: &str,
+    ) -> Result<SandboxInfo, ApiError> {
         let rec = self.store.get_sandbox(&org.0, id).await?;
         if rec.state == SandboxState::Running {
             self.runtime.pause(id).await.map_err(runtime_err)?;
@@ -203,16 +220,21 @@ impl Plane {
         id: &str,
         req: Execute,
     ) -> Result<ExecResult, ApiError> {
-        let rec = self.store.get_sandbox(&org.0, id).await?;
-        if rec.state == SandboxState::Paused {
-            self.runtime.resume(id).await.map_err(runtime_err)?;
-            self.store
-                .set_sandbox_state(id, SandboxState::Running)
-                .await?;
-        } else if rec.state != SandboxState::Running {
-            return Err(ApiError::Conflict(format!("sandbox is {}", rec.state)));
+        {
+            // Only the state check and the resume hold the lock: a command may run for hours
+            // and must not hold up a delete.
+            let _guard = self.locks.lock(id).await;
+            let rec = self.store.get_sandbox(&org.0, id).await?;
+            if rec.state == SandboxState::Paused {
+                self.runtime.resume(id).await.map_err(runtime_err)?;
+                self.store
+                    .set_sandbox_state(id, SandboxState::Running)
+                    .await?;
+            } else if rec.state != SandboxState::Running {
+                return Err(ApiError::Conflict(format!("sandbox is {}", rec.state)));
+            }
         }
-        let out = self
+        let res = self
             .runtime
             .exec(
                 id,
@@ -223,12 +245,25 @@ impl Plane {
                     timeout: req.timeout_secs.map(|s| Duration::from_secs(u64::from(s))),
                 },
             )
-            .await
-            .map_err(runtime_err)?;
+            .await;
+        let out = match res {
+            Ok(out) => out,
+            // Deleted or paused while the command ran: say so rather than a runc error.
+            Err(e) => {
+                let _guard = self.locks.lock(id).await;
+                let rec = self.store.get_sandbox(&org.0, id).await?;
+                if rec.state != SandboxState::Running {
+                    return Err(ApiError::Conflict(format!("sandbox is {}", rec.state)));
+                }
+                return Err(runtime_err(e));
+            }
+        };
         Ok(ExecResult {
             exit_code: out.exit_code,
             stdout: out.stdout,
             stderr: out.stderr,
+            truncated: out.truncated,
+            timed_out: out.timed_out,
         })
     }
 
@@ -240,7 +275,11 @@ impl Plane {
         id: &str,
         policy: Policy,
     ) -> Result<PolicyInfo, ApiError> {
+        let _guard = self.locks.lock(id).await;
         let rec = self.store.get_sandbox(&org.0, id).await?;
+        if !matches!(rec.state, SandboxState::Running | SandboxState::Paused) {
+            return Err(ApiError::Conflict(format!("sandbox is {}", rec.state)));
+        }
         let addrs = rec
             .address
             .as_deref()

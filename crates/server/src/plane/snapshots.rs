@@ -24,6 +24,7 @@ impl Plane {
         sandbox_id: &str,
         req: CreateSnapshot,
     ) -> Result<SnapshotInfo, ApiError> {
+        let _guard = self.locks.lock(sandbox_id).await;
         let rec = self.store.get_sandbox(&org.0, sandbox_id).await?;
         if !matches!(rec.state, SandboxState::Running | SandboxState::Paused) {
             return Err(ApiError::Conflict(format!("sandbox is {}", rec.state)));
@@ -79,9 +80,9 @@ impl Plane {
         match req.after {
             AfterSnapshot::KeepRunning => {}
             AfterSnapshot::Stop => {
-                self.pause(org, sandbox_id).await?;
+                self.pause_locked(org, sandbox_id).await?;
             }
-            AfterSnapshot::Delete => self.delete(org, sandbox_id).await?,
+            AfterSnapshot::Delete => self.delete_locked(org, sandbox_id).await?,
         }
         snapshot_info(&snap)
     }
