@@ -13,7 +13,7 @@ APT_PACKAGES := nftables runc iproute2 tini catatonit curl openssl ca-certificat
 LEAP0_VERSIONS := 0.6.1 0.8.0
 STAMP := target/.stamps
 
-.PHONY: help run test deps apt venv check fmt clippy unit fuzz bench clean
+.PHONY: help run test deps apt venv check fmt clippy unit fuzz bench bench-deps clean
 
 help:
 	@echo "make run    install what is missing, build, start the daemon"
@@ -78,11 +78,42 @@ run: deps
 fuzz:
 	./tools/fuzz-smoke
 
-bench:
-	@# Whole-system benchmark (bench/, as root, in testbed namespaces): the testbed's packages plus iperf3.
-	@$(MAKE) --no-print-directory apt
-	@dpkg-query -W -f='$${Status}' iperf3 2>/dev/null | grep -q "ok installed" || { \
-	  apt-get update -q; DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends iperf3; }
+# What `make bench` drives: load generators, profilers and the peers Palisade is compared with.
+# Daemons are never started by the install (policy-rc.d); the bench runs its own copies in
+# testbed namespaces with its own configs.
+BENCH_PACKAGES := iperf3 wrk nghttp2-client dnsperf valgrind linux-perf heaptrack \
+	haproxy nginx-light libnginx-mod-stream squid-openssl unbound
+BENCH_PY_PACKAGES := mitmproxy==11.0.2
+OHA_VERSION := 1.16.0
+
+bench-deps: apt $(STAMP)/bench-deps
+$(STAMP)/bench-deps: Makefile tools/find-python
+	@missing=(); for p in $(BENCH_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null | grep -q "ok installed" || missing+=("$$p"); \
+	done; \
+	if [ $${#missing[@]} -gt 0 ]; then \
+	  echo "installing: $${missing[*]}"; \
+	  if [ "$$(id -u)" -ne 0 ]; then echo "error: installing packages needs root (run make as root)" >&2; exit 1; fi; \
+	  apt-get update -q; \
+	  if [ ! -e /usr/sbin/policy-rc.d ]; then \
+	    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; \
+	    trap 'rm -f /usr/sbin/policy-rc.d' EXIT; \
+	  fi; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$${missing[@]}"; \
+	fi
+	@py=$$(tools/find-python); d=.venv-bench; \
+	if [ ! -x "$$d/bin/mitmdump" ]; then \
+	  echo "creating $$d with $$py"; rm -rf "$$d"; "$$py" -m venv "$$d"; \
+	  "$$d/bin/pip" install -q --disable-pip-version-check $(BENCH_PY_PACKAGES); \
+	fi
+	@if [ ! -x target/tools/bin/oha ]; then \
+	  echo "building oha $(OHA_VERSION) (a latency load generator that corrects for coordinated omission)"; \
+	  cargo install --quiet --locked --root target/tools oha@$(OHA_VERSION); \
+	fi
+	@mkdir -p $(STAMP) && touch $@
+
+bench: bench-deps
+	@# Whole-system benchmark (bench/, as root, in testbed namespaces); writes bench/RESULTS.md and bench/results.json.
 	cargo run --release --locked -p palisade-bench
 
 clean:
