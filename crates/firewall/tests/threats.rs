@@ -494,6 +494,105 @@ except Exception as e:
 }
 
 #[test]
+fn t19_smuggling_shapes_get_400_on_plain_http() {
+    let bed = Bed::new();
+    // A transform on the plain path too, so a forwarded request would carry the secret.
+    let sb = bed.sandbox(
+        r#"{"mode":"custom","allow_domains":["alpha.test"],"transforms":[{"domain":"alpha.test",
+            "inject_headers":{"Authorization":"Bearer sk-plain-SECRET"}}]}"#,
+    );
+    bed.world.log().clear();
+    let h = r"Host: alpha.test\r\n";
+    let smuggled = r"GET /smuggled HTTP/1.1\r\nHost: alpha.test\r\n\r\n";
+    let cases = [
+        format!(
+            r"POST /clte HTTP/1.1\r\n{h}Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}"
+        ),
+        format!(
+            r"POST /tecl HTTP/1.1\r\n{h}Transfer-Encoding: chunked\r\nContent-Length: 60\r\n\r\n0\r\n\r\n{smuggled}"
+        ),
+        format!(
+            r"POST /dupcl HTTP/1.1\r\n{h}Content-Length: 0\r\nContent-Length: 48\r\n\r\n{smuggled}"
+        ),
+        format!(
+            r"POST /badchunk HTTP/1.1\r\n{h}Transfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n{smuggled}"
+        ),
+        format!(r"GET /barelf HTTP/1.1\nHost: alpha.test\n\n{smuggled}"),
+        format!(r"GET /fold HTTP/1.1\r\n{h}X-A: a\r\n b\r\n\r\n{smuggled}"),
+        format!(
+            r"POST /tegzip HTTP/1.1\r\n{h}Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n{smuggled}"
+        ),
+    ];
+    for raw in &cases {
+        // As the first request, the sniffer that decides the connection refuses the head
+        // itself (a reset) or the framing guard answers 400; either way nothing is served.
+        let out = sb.sh(&raw_tcp("alpha.test", 80, &format!("b\"{raw}\"")));
+        let text = stdout(&out);
+        assert!(
+            text.starts_with("HTTP/1.1 400") || !text.contains("HTTP/1.1"),
+            "{raw}: {}",
+            show(&out)
+        );
+        assert!(text.matches("HTTP/1.1 ").count() <= 1, "{raw}: {text}");
+        // Later on a keep-alive connection, only the framing guard sees it: 400 and close.
+        let first = r"GET /first HTTP/1.1\r\nHost: alpha.test\r\n\r\n";
+        let out = sb.sh(&raw_tcp("alpha.test", 80, &format!("b\"{first}{raw}\"")));
+        let text = stdout(&out);
+        assert!(text.starts_with("HTTP/1.1 200"), "{raw}: {}", show(&out));
+        let second = text.split("HTTP/1.1 ").nth(2).unwrap_or_default();
+        assert!(second.starts_with("400"), "{raw}: {text}");
+        assert_eq!(text.matches("HTTP/1.1 ").count(), 2, "{raw}: {text}");
+    }
+    // A chunk that breaks after the head went upstream: 400, not 502.
+    let out = sb.sh(
+        r#"python3 -c '
+import socket, sys, time
+s = socket.create_connection(("alpha.test", 80), timeout=5)
+s.sendall(b"POST /late HTTP/1.1\r\nHost: alpha.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+time.sleep(0.5)
+s.sendall(b"zz\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: alpha.test\r\n\r\n")
+out = b""
+try:
+    while True:
+        d = s.recv(65536)
+        if not d: break
+        out += d
+except Exception as e:
+    out += ("ERR " + type(e).__name__).encode()
+sys.stdout.write(out.decode("latin-1"))
+'"#,
+    );
+    let text = stdout(&out);
+    assert!(text.starts_with("HTTP/1.1 400"), "{}", show(&out));
+    assert!(text.contains("request body is malformed"), "{text}");
+    let log = bed.world.log().render();
+    assert!(!log.contains("smuggled"), "{log}");
+    for p in [
+        "/clte",
+        "/tecl",
+        "/dupcl",
+        "/badchunk",
+        "/barelf",
+        "/fold",
+        "/tegzip",
+    ] {
+        assert!(!log.contains(p), "{p} reached the upstream: {log}");
+    }
+    // The secret went only with the valid first requests and the one head that was forwarded
+    // before its body broke.
+    for e in bed.world.log().entries() {
+        if e.detail.contains("sk-plain-SECRET") {
+            assert!(
+                e.detail.contains("/first") || e.detail.contains("/late"),
+                "{}",
+                e.detail
+            );
+        }
+    }
+    bed.world.assert_untouched("attacker");
+}
+
+#[test]
 fn t21_root_in_the_sandbox_cannot_undo_enforcement() {
     let bed = Bed::new();
     let sb = bed.sandbox(&custom(&["alpha.test"]));

@@ -19,6 +19,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 
 use super::Conn;
+use super::framing::{BodyFailure, ClientBody, FramingGuard, Verdicts};
 use super::peek::Rewind;
 use super::plan::{Plan, plan_named, plan_nameless};
 use super::rewrite::{
@@ -34,20 +35,26 @@ const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// The upstream connection a client connection is currently using, by name and address.
 struct Upstream {
     key: (String, IpAddr),
-    sender: client_http1::SendRequest<Incoming>,
+    sender: client_http1::SendRequest<ClientBody>,
 }
 
 struct Session {
     conn: Conn,
     upstream: Mutex<Option<Upstream>>,
+    verdicts: Arc<Verdicts>,
 }
 
 pub(crate) async fn serve_plain(conn: Conn, stream: TcpStream, prefix: Vec<u8>) {
+    let verdicts = Arc::new(Verdicts::default());
+    let io = TokioIo::new(FramingGuard::new(
+        Rewind::new(prefix, stream),
+        Arc::clone(&verdicts),
+    ));
     let session = Arc::new(Session {
         conn,
         upstream: Mutex::new(None),
+        verdicts,
     });
-    let io = TokioIo::new(Rewind::new(prefix, stream));
     let service = service_fn(move |req| {
         let session = Arc::clone(&session);
         async move { Ok::<_, Infallible>(session.handle(req).await) }
@@ -67,8 +74,8 @@ pub(crate) async fn serve_plain(conn: Conn, stream: TcpStream, prefix: Vec<u8>) 
 
 /// The authority a request names: its Host header, or the absolute-form target's authority
 /// when both agree. Userinfo, disagreement and a port other than the connection's are refused.
-pub(super) fn request_authority(
-    req: &Request<Incoming>,
+pub(super) fn request_authority<B>(
+    req: &Request<B>,
     orig_port: u16,
     scheme: &str,
 ) -> Result<String, String> {
@@ -136,8 +143,11 @@ pub(super) fn request_authority(
 }
 
 impl Session {
-    async fn handle(&self, mut req: Request<Incoming>) -> Response<Body> {
+    async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
         let conn = &self.conn;
+        let framing = self.verdicts.admit(req.version());
+        let failure = Arc::new(BodyFailure::default());
+        let mut req = req.map(|b| ClientBody::new(b, Arc::clone(&failure)));
         let orig: SocketAddrV4 = conn.orig;
         let mut info = HttpInfo {
             method: req.method().to_string(),
@@ -157,7 +167,17 @@ impl Session {
                 text(status, body, true)
             };
 
-        // Shapes a proxy must not pass on (threats 7, 19).
+        // Shapes a proxy must not pass on (threats 7, 19): first the framing as the client sent
+        // it, which hyper no longer shows (it drops Content-Length next to chunked).
+        if let Err(why) = framing {
+            return deny(
+                &mut info,
+                StatusCode::BAD_REQUEST,
+                "protocol",
+                format!("request framing refused: {why}"),
+                format!("palisade: request framing refused: {why}\n"),
+            );
+        }
         if req.method() == Method::CONNECT {
             return deny(
                 &mut info,
@@ -174,18 +194,6 @@ impl Session {
                 "protocol",
                 "TRACE is not served".into(),
                 "palisade: TRACE is not allowed from this sandbox\n".into(),
-            );
-        }
-        if req.headers().contains_key(header::TRANSFER_ENCODING)
-            && req.headers().contains_key(header::CONTENT_LENGTH)
-        {
-            return deny(
-                &mut info,
-                StatusCode::BAD_REQUEST,
-                "protocol",
-                "Content-Length with Transfer-Encoding".into(),
-                "palisade: a request may not carry both Content-Length and Transfer-Encoding\n"
-                    .into(),
             );
         }
         if req.headers().contains_key(header::UPGRADE) && !is_websocket(req.headers()) {
@@ -297,6 +305,17 @@ impl Session {
 
         let response = match self.send(&host, target_ip, upstream_req).await {
             Ok(r) => r,
+            Err(reason) if let Some(why) = failure.get() => {
+                // The client's body broke mid-stream; the upstream request was aborted.
+                tracing::debug!(%reason, "upstream request aborted");
+                return deny(
+                    &mut info,
+                    StatusCode::BAD_REQUEST,
+                    "protocol",
+                    format!("the request body is malformed: {why}"),
+                    format!("palisade: the request body is malformed: {why}\n"),
+                );
+            }
             Err(reason) => {
                 info.status = StatusCode::BAD_GATEWAY.as_u16();
                 let mut ev =
@@ -348,7 +367,7 @@ impl Session {
         &self,
         host: &str,
         ip: IpAddr,
-        req: Request<Incoming>,
+        req: Request<ClientBody>,
     ) -> Result<Response<Incoming>, String> {
         let mut slot = self.upstream.lock().await;
         let key = (host.to_owned(), ip);

@@ -17,6 +17,7 @@ use hyper_util::server::conn::auto;
 use palisade_policy::{CanonicalName, CompiledPolicy, canonicalize};
 use tokio::net::TcpStream;
 
+use super::framing::{BodyFailure, ClientBody, FramingGuard, Verdicts, innermost};
 use super::http::request_authority;
 use super::peek::Rewind;
 use super::plan::{Plan, plan_name};
@@ -76,7 +77,14 @@ pub(crate) async fn serve_intercepted(
         .upstream
         .get_or_init(|| upstream::client(&conn.shared, &conn.entry))
         .clone();
-    let session = Arc::new(Session { conn, sni, client });
+    let verdicts = Arc::new(Verdicts::default());
+    let io = FramingGuard::new(tls, Arc::clone(&verdicts));
+    let session = Arc::new(Session {
+        conn,
+        sni,
+        client,
+        verdicts,
+    });
     let service = service_fn(move |req| {
         let session = Arc::clone(&session);
         async move { Ok::<_, Infallible>(session.handle(req).await) }
@@ -96,7 +104,7 @@ pub(crate) async fn serve_intercepted(
         .initial_stream_window_size(1 << 20)
         .initial_connection_window_size(4 << 20);
     if let Err(e) = builder
-        .serve_connection_with_upgrades(TokioIo::new(tls), service)
+        .serve_connection_with_upgrades(TokioIo::new(io), service)
         .await
     {
         tracing::debug!(error = %e, "intercepted connection ended with an error");
@@ -107,6 +115,7 @@ struct Session {
     conn: Conn,
     sni: CanonicalName,
     client: upstream::UpstreamClient,
+    verdicts: Arc<Verdicts>,
 }
 
 /// Why a request on an intercepted connection is answered by the proxy itself.
@@ -125,18 +134,26 @@ fn refuse(status: StatusCode, rule: &str, reason: impl Into<String>) -> Refusal 
     }
 }
 
-/// The per-request checks and rewrite of an intercepted connection, with no I/O: the method,
-/// framing and upgrade checks, the authority (must be the SNI), a fresh policy decision, then
+/// The per-request checks and rewrite of an intercepted connection, with no I/O: the framing
+/// guard's verdict on the request (`framing`), the method, framing and upgrade checks, the authority (must be the SNI), a fresh policy decision, then
 /// the upstream form of the request (absolute `https://sni[:port]` target, hop-by-hop headers
 /// removed, the transform applied). Returns the request to send and the rule that allowed it;
 /// `info` gets the header names the transform touched.
-pub(crate) fn prepare(
-    req: Request<Incoming>,
+pub(crate) fn prepare<B>(
+    req: Request<B>,
+    framing: Result<(), String>,
     sni: &CanonicalName,
     port: u16,
     policy: &CompiledPolicy,
     info: &mut HttpInfo,
-) -> Result<(Request<Incoming>, String), Refusal> {
+) -> Result<(Request<B>, String), Refusal> {
+    if let Err(why) = framing {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "protocol",
+            format!("request framing refused: {why}"),
+        ));
+    }
     if req.method() == Method::CONNECT || req.method() == Method::TRACE {
         return Err(refuse(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -244,8 +261,11 @@ pub(crate) fn prepare(
 }
 
 impl Session {
-    async fn handle(&self, mut req: Request<Incoming>) -> Response<Body> {
+    async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
         let conn = &self.conn;
+        let framing = self.verdicts.admit(req.version());
+        let failure = Arc::new(BodyFailure::default());
+        let mut req = req.map(|b| ClientBody::new(b, Arc::clone(&failure)));
         let mut info = HttpInfo {
             method: req.method().to_string(),
             host: self.sni.as_str().to_owned(),
@@ -257,23 +277,29 @@ impl Session {
         let websocket = is_websocket(req.headers());
         let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
         let policy = conn.entry.policy();
-        let (upstream_req, rule) =
-            match prepare(req, &self.sni, conn.orig.port(), &policy, &mut info) {
-                Ok(ok) => ok,
-                Err(r) => {
-                    info.status = r.status.as_u16();
-                    let mut ev = conn.event(
-                        EventKind::Http,
-                        EventVerdict::Deny,
-                        &r.rule,
-                        r.reason.clone(),
-                    );
-                    ev.name = Some(info.host.clone());
-                    ev.http = Some(info);
-                    conn.record(ev);
-                    return text(r.status, format!("palisade: {}\n", r.reason), true);
-                }
-            };
+        let (upstream_req, rule) = match prepare(
+            req,
+            framing,
+            &self.sni,
+            conn.orig.port(),
+            &policy,
+            &mut info,
+        ) {
+            Ok(ok) => ok,
+            Err(r) => {
+                info.status = r.status.as_u16();
+                let mut ev = conn.event(
+                    EventKind::Http,
+                    EventVerdict::Deny,
+                    &r.rule,
+                    r.reason.clone(),
+                );
+                ev.name = Some(info.host.clone());
+                ev.http = Some(info);
+                conn.record(ev);
+                return text(r.status, format!("palisade: {}\n", r.reason), true);
+            }
+        };
         let client = if websocket {
             &self.client.h1
         } else {
@@ -281,8 +307,28 @@ impl Session {
         };
         let response = match client.request(upstream_req).await {
             Ok(r) => r,
+            Err(e) if let Some(why) = failure.get() => {
+                // The client's body broke mid-stream; hyper aborted the upstream request.
+                let reason = format!("the request body is malformed: {why}");
+                info.status = StatusCode::BAD_REQUEST.as_u16();
+                tracing::debug!(error = %e, "upstream request aborted");
+                let mut ev = conn.event(
+                    EventKind::Http,
+                    EventVerdict::Deny,
+                    "protocol",
+                    reason.clone(),
+                );
+                ev.name = Some(info.host.clone());
+                ev.http = Some(info);
+                conn.record(ev);
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    format!("palisade: {reason}\n"),
+                    true,
+                );
+            }
             Err(e) => {
-                let reason = upstream_error(&e);
+                let reason = innermost(&e);
                 info.status = StatusCode::BAD_GATEWAY.as_u16();
                 let mut ev =
                     conn.event(EventKind::Http, EventVerdict::Allow, &rule, reason.clone());
@@ -323,17 +369,6 @@ impl Session {
     }
 }
 
-/// The most specific cause of a client error, for the 502 body.
-fn upstream_error(e: &hyper_util::client::legacy::Error) -> String {
-    let mut msg = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        msg = s.to_string();
-        source = s.source();
-    }
-    msg
-}
-
 /// The intercepted per-request path (`prepare`) driven by arbitrary client bytes: a hyper
 /// HTTP/1 server over an in-memory stream, and an in-memory upstream recording what it would be
 /// sent. Used by the seed-corpus test and the bounded property test below; the cargo-fuzz
@@ -352,6 +387,7 @@ pub(crate) mod harness {
 
     use super::prepare;
     use crate::events::HttpInfo;
+    use crate::proxy::framing::{BodyFailure, ClientBody, FramingGuard, Verdicts};
 
     pub(crate) const SECRET: &str = "sk-fuzz-SECRET-7f3a";
     pub(crate) const SNI: &str = "api.example.test";
@@ -363,6 +399,10 @@ pub(crate) mod harness {
         pub(crate) headers: Vec<(String, Vec<u8>)>,
         /// The authority the client's request named, as the parser saw it (Host or target).
         pub(crate) client_host: Option<String>,
+        /// Which request on the connection this was (0-based, in the order hyper served them).
+        pub(crate) index: u64,
+        /// Whether the upstream received the whole body, cleanly ended.
+        pub(crate) body_complete: bool,
     }
 
     fn policy() -> CompiledPolicy {
@@ -394,6 +434,10 @@ pub(crate) mod harness {
         let client_knows_secret = data.windows(SECRET.len()).any(|w| w == SECRET.as_bytes());
         let data = data.to_vec();
         let record = Arc::clone(&seen);
+        let verdicts = Arc::new(Verdicts::default());
+        let guard_verdicts = Arc::clone(&verdicts);
+        let service_verdicts = Arc::clone(&verdicts);
+        let served = Arc::new(std::sync::atomic::AtomicU64::new(0));
         rt.block_on(async move {
             let (client, server) = tokio::io::duplex(64 * 1024);
             let (mut rd, mut wr) = tokio::io::split(client);
@@ -406,6 +450,10 @@ pub(crate) mod harness {
                 let _ = rd.read_to_end(&mut sink).await;
             });
             let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                let index = served.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let framing = service_verdicts.admit(req.version());
+                let failure = Arc::new(BodyFailure::default());
+                let req = req.map(|b| ClientBody::new(b, Arc::clone(&failure)));
                 let policy = Arc::clone(&policy);
                 let sni = Arc::clone(&sni);
                 let record = Arc::clone(&record);
@@ -424,11 +472,14 @@ pub(crate) mod harness {
                         injected: Vec::new(),
                         stripped: Vec::new(),
                     };
-                    let status = match prepare(req, &sni, 443, &policy, &mut info) {
+                    let status = match prepare(req, framing, &sni, 443, &policy, &mut info) {
                         Ok((fwd, _rule)) => {
                             let (parts, body) = fwd.into_parts();
+                            let body_complete = Limited::new(body, 1 << 20).collect().await.is_ok();
                             if let Ok(mut v) = record.lock() {
                                 v.push(Forwarded {
+                                    index,
+                                    body_complete,
                                     uri: parts.uri.to_string(),
                                     headers: parts
                                         .headers
@@ -440,8 +491,11 @@ pub(crate) mod harness {
                                     client_host,
                                 });
                             }
-                            let _ = Limited::new(body, 1 << 20).collect().await;
-                            http::StatusCode::OK
+                            if failure.get().is_some() {
+                                http::StatusCode::BAD_REQUEST
+                            } else {
+                                http::StatusCode::OK
+                            }
                         }
                         Err(r) => r.status,
                     };
@@ -453,15 +507,24 @@ pub(crate) mod harness {
             let conn = hyper::server::conn::http1::Builder::new()
                 .half_close(true)
                 .max_buf_size(64 * 1024)
-                .serve_connection(TokioIo::new(server), service)
+                .serve_connection(
+                    TokioIo::new(FramingGuard::new(server, guard_verdicts)),
+                    service,
+                )
                 .with_upgrades();
             let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
             writer.abort();
             reader.abort();
         });
         let forwarded = seen.lock().map(|v| v.clone()).unwrap_or_default();
+        let broken = verdicts.broken_body();
         for f in &forwarded {
             check(f, client_knows_secret);
+            // A body the guard could not follow never reaches the upstream whole.
+            assert!(
+                !(broken == Some(f.index) && f.body_complete),
+                "a malformed body was forwarded complete: {f:?}"
+            );
         }
         forwarded
     }
@@ -541,13 +604,38 @@ mod tests {
             let fwd = harness::run(data);
             let base = name.rsplit('/').next().unwrap_or_default();
             let want = match base {
-                "get" | "get_transform" | "spellings" | "trailing_dot_case" | "post_cl"
-                | "chunked_ok" | "keepalive_switch" | "conn_named" | "websocket" => Some(1),
+                "get"
+                | "get_transform"
+                | "spellings"
+                | "trailing_dot_case"
+                | "post_cl"
+                | "chunked_ok"
+                | "keepalive_switch"
+                | "conn_named"
+                | "websocket"
+                | "trailers_ok"
+                | "leading_crlf"
+                | "upgrade_then_smuggle" => Some(1),
+                "pipelined_ok" => Some(2),
                 "front" | "absolute" | "absolute_mismatch" | "userinfo" | "port" | "two_hosts"
-                | "trace" | "connect" | "h2c" | "dupcl" | "te_gzip" | "http10" => Some(0),
-                // CL+TE is re-framed as chunked by hyper; a bad chunk fails after the head.
+                | "trace" | "connect" | "h2c" | "http10" => Some(0),
+                // Threat 19: every smuggling shape is refused before anything goes upstream
+                // (the guard sees a bad chunk in the same read as its head).
+                "clte" | "tecl" | "dupcl" | "dupcl_same" | "cl_list" | "te_gzip" | "te_twice"
+                | "http10_te" | "bare_lf" | "bare_lf_only" | "obs_fold" | "badchunk"
+                | "chunk_too_long" => Some(0),
                 _ => None,
             };
+            // A complete body reached the upstream only where the client sent one.
+            for f in &fwd {
+                assert!(f.body_complete || base == "late_badchunk", "{base}: {f:?}");
+            }
+            if base == "late_badchunk" {
+                // The bad chunk comes after hyper's first read: the head went upstream, the
+                // body was cut off there.
+                assert_eq!(fwd.len(), 1, "{fwd:?}");
+                assert!(!fwd[0].body_complete, "{fwd:?}");
+            }
             let Some(want) = want else { continue };
             assert_eq!(fwd.len(), want, "{base}: {fwd:?}");
         }

@@ -3,6 +3,7 @@
 //! at the first bytes for a name, asks the compiled policy, and then tunnels, serves HTTP per
 //! request, or refuses.
 
+mod framing;
 mod http;
 mod intercept;
 mod local;

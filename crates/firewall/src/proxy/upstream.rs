@@ -12,7 +12,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::Uri;
-use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -23,6 +22,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::Shared;
+use super::framing::ClientBody;
 use super::plan::check_dial_addr;
 use crate::registry::SandboxEntry;
 
@@ -31,8 +31,8 @@ use crate::registry::SandboxEntry;
 /// that an h2 connection cannot carry).
 #[derive(Debug, Clone)]
 pub(crate) struct UpstreamClient {
-    pub(crate) any: Client<Connector, Incoming>,
-    pub(crate) h1: Client<Connector, Incoming>,
+    pub(crate) any: Client<Connector, ClientBody>,
+    pub(crate) h1: Client<Connector, ClientBody>,
 }
 
 /// How long an idle pooled upstream connection is kept.
