@@ -70,7 +70,7 @@ impl Store {
         if events.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         // SQLite allows 32766 bound parameters; 13 per row, so chunk well below that.
         for chunk in events.chunks(500) {
             let mut b: QueryBuilder<Sqlite> = QueryBuilder::new(

@@ -117,6 +117,15 @@ impl Store {
         })
     }
 
+    /// A transaction that takes SQLite's write lock at once. A deferred one that reads first
+    /// and writes later fails with SQLITE_BUSY_SNAPSHOT (no busy wait) when another connection
+    /// wrote in between; an immediate one waits its turn under the busy timeout instead.
+    pub(crate) async fn write_tx(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
     /// The data directory this store lives in.
     pub fn data_dir(&self) -> &Path {
         &self.dir

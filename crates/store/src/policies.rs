@@ -75,7 +75,7 @@ impl Store {
         full_json: &str,
         redacted_json: &str,
     ) -> Result<i64, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM sandboxes WHERE id = ?")
             .bind(sandbox_id)
             .fetch_optional(&mut *tx)
@@ -113,7 +113,7 @@ impl Store {
         sandbox_id: &str,
         version: i64,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let r = sqlx::query(
             "UPDATE sandbox_policies SET applied_at = COALESCE(applied_at, ?) \
              WHERE sandbox_id = ? AND version = ?",
@@ -252,6 +252,35 @@ mod tests {
     use crate::sandboxes::tests::new_sandbox;
     use crate::testutil::store;
     use crate::{SealError, StoreError};
+
+    /// Concurrent writers (other sandboxes' updates, the event writer) on the pool's several
+    /// connections wait their turn; none fails with SQLITE_BUSY_SNAPSHOT.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_policy_versions_all_land() {
+        let (_d, s) = store().await;
+        let org = s.create_org("a", None).await.unwrap();
+        for i in 0..4 {
+            s.insert_sandbox(new_sandbox(&format!("s{i}"), &org.id))
+                .await
+                .unwrap();
+        }
+        let mut tasks = Vec::new();
+        for n in 0..40 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                let id = format!("s{}", n % 4);
+                let v = s.add_policy_version(&id, "{}", "{}").await?;
+                s.mark_policy_applied(&id, v).await?;
+                Ok::<_, StoreError>(v)
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        for i in 0..4 {
+            assert_eq!(s.live_policy(&format!("s{i}")).await.unwrap().version, 10);
+        }
+    }
 
     #[tokio::test]
     async fn policy_versions_and_live_pointer() {

@@ -303,10 +303,12 @@ impl Store {
         Ok(Page { items, total })
     }
 
-    /// Sandboxes of `org_id` that hold resources (for the quota).
+    /// Sandboxes of `org_id` that hold resources (for the quota): not deleted, and with an
+    /// address (a sandbox stopped into a snapshot has given its address back).
     pub async fn count_active_sandboxes(&self, org_id: &str) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar(
-            "SELECT COUNT(*) FROM sandboxes WHERE org_id = ? AND state <> 'deleted'",
+            "SELECT COUNT(*) FROM sandboxes WHERE org_id = ? AND state <> 'deleted' \
+             AND address IS NOT NULL",
         )
         .bind(org_id)
         .fetch_one(&self.pool)
@@ -562,6 +564,7 @@ pub(crate) mod tests {
         assert_eq!(s.count_active_sandboxes(&a.id).await.unwrap(), 4);
         s.set_sandbox_address("s3", None).await.unwrap();
         assert_eq!(s.get_sandbox(&a.id, "s3").await.unwrap().address, None);
+        assert_eq!(s.count_active_sandboxes(&a.id).await.unwrap(), 3);
         s.set_sandbox_deadline("s4", Some(10_000)).await.unwrap();
         // s1, s3 and b's sb are running with deadline 1000; s2 paused; s4 later; s5 deleted.
         let mut due: Vec<_> = s

@@ -167,7 +167,7 @@ impl Store {
         org_id: &str,
         id: &str,
     ) -> Result<TemplateRecord, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let rec: TemplateRecord = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM templates WHERE id = ? AND org_id = ?"
         )))
