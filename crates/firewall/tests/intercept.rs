@@ -743,14 +743,14 @@ print(data.decode())
     assert!(!bed.upstream_log().contains("TRACE"));
     bed.world.assert_untouched("attacker");
 
-    // A 200 MiB upload generated on the fly: the sha matches and memory stays flat.
+    // A 1 GiB upload generated on the fly: the sha matches and memory stays flat.
     const MIB: usize = 1 << 20;
-    let size = 200 * MIB;
+    let size = 1024 * MIB;
     let want = {
         use sha2::Digest;
         let mut h = sha2::Sha256::new();
         let zeros = vec![0u8; MIB];
-        for _ in 0..200 {
+        for _ in 0..1024 {
             h.update(&zeros);
         }
         format!("{:x}", h.finalize())
@@ -774,7 +774,7 @@ print(data.decode())
         &want,
     );
     eprintln!(
-        "200 MiB uploads (time, RSS before, peak KiB): tunnel {tunnel:?}, \
+        "1 GiB uploads (time, RSS before, peak KiB): tunnel {tunnel:?}, \
          intercepted h2 {h2:?}, intercepted h1.1 {h1:?}"
     );
     for (what, (_, before, peak)) in [("h2", h2), ("h1.1", h1)] {
@@ -835,26 +835,32 @@ fn upstream_failure_is_a_502_that_says_what_failed() {
 
 /// Issue 4's closing-note numbers: keep-alive requests/s and latency through interception
 /// against the same python client talking TLS end to end with the upstream (alpha.test, an
-/// opaque tunnel) in the same run, and the first-connection cost of a new name (leaf minting).
-/// Bounded: at most 3000 requests or 10 s per target. Not a pass/fail speed assertion.
+/// opaque tunnel) in the same run, the first-connection cost of a new name (leaf minting), and
+/// issue 7's scenario 4 (a new client connection per request): leaf-cache hit rate and upstream
+/// connection reuse, counted from the CA's cache counters and the distinct client ports the
+/// upstream saw. Bounded: at most 3000 requests or 10 s per loop. Not a pass/fail speed test.
 #[test]
 #[ignore = "measurement; run with --ignored --nocapture"]
 fn measure_interception_overhead() {
     let bed = IBed::new();
     let sb = bed.sandbox(SEED_POLICY);
     let ca = bed.world.test_ca_path().display().to_string();
-    let out = sb.python(
-        "measure",
-        &format!(
+    let script = sb.dir.join("measure.py");
+    std::fs::write(
+        &script,
+        format!(
             r#"
-import http.client, ssl, time
+import http.client, ssl, sys, time
 def ctx(cafile=None):
     return ssl.create_default_context(cafile=cafile)
-def fresh(host, c):
+def fresh(host, c, path="/bytes/64"):
     t = time.perf_counter()
     conn = http.client.HTTPSConnection(host, context=c, timeout=10)
-    conn.request("GET", "/bytes/64"); conn.getresponse().read(); conn.close()
+    conn.request("GET", path); conn.getresponse().read(); conn.close()
     return (time.perf_counter() - t) * 1e3
+def stats(lat, total):
+    lat.sort()
+    return len(lat) / total, lat[len(lat) // 2], lat[int(len(lat) * 0.99)]
 def loop(host, c):
     conn = http.client.HTTPSConnection(host, context=c, timeout=10)
     conn.request("GET", "/bytes/64"); conn.getresponse().read()
@@ -863,9 +869,12 @@ def loop(host, c):
         t = time.perf_counter()
         conn.request("GET", "/bytes/64"); conn.getresponse().read()
         lat.append((time.perf_counter() - t) * 1e3)
-    total = time.perf_counter() - start
-    lat.sort()
-    return len(lat) / total, lat[len(lat) // 2], lat[int(len(lat) * 0.99)]
+    return stats(lat, time.perf_counter() - start)
+def fresh_loop(host, c, n):
+    lat = []; start = time.perf_counter()
+    while len(lat) < n and time.perf_counter() - start < 10:
+        lat.append(fresh(host, c, "/bytes/64?fresh=1"))
+    return stats(lat, time.perf_counter() - start)
 sand, test = ctx(), ctx("{ca}")
 first = fresh("api.example.test", sand)
 again = sorted(fresh("api.example.test", sand) for _ in range(20))[10]
@@ -873,11 +882,70 @@ direct = sorted(fresh("alpha.test", test) for _ in range(20))[10]
 print("first-connection ms: new name (mint) %.2f, cached leaf %.2f, tunnel %.2f" % (first, again, direct))
 for name, host, c in (("tunnel", "alpha.test", test), ("intercepted", "api.example.test", sand)):
     rps, p50, p99 = loop(host, c)
-    print("%s: %.0f req/s p50 %.3f ms p99 %.3f ms" % (name, rps, p50, p99))
+    print("keep-alive %s: %.0f req/s p50 %.3f ms p99 %.3f ms" % (name, rps, p50, p99))
+sys.stdout.flush()
+input()
+for name, host, c in (("tunnel", "alpha.test", test), ("intercepted", "api.example.test", sand)):
+    rps, p50, p99 = fresh_loop(host, c, 500)
+    print("new connection per request %s: %.0f req/s p50 %.3f ms p99 %.3f ms" % (name, rps, p50, p99))
 "#
         ),
-    );
-    eprintln!("{}", show(&out));
+    )
+    .unwrap();
+    // The first part, then (once the log is cleared) the new-connection-per-request part.
+    let mut child = std::process::Command::new("timeout")
+        .args(["-s", "KILL", "120", "ip", "netns", "exec"])
+        .arg(&sb.net.netns)
+        .args(["python3", &script.display().to_string()])
+        .env_clear()
+        .envs(sb.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout_pipe = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first_part = String::new();
+    for _ in 0..3 {
+        std::io::BufRead::read_line(&mut stdout_pipe, &mut first_part).unwrap();
+    }
+    eprint!("{first_part}");
+    bed.world.log().clear();
+    let leaf_before = sb.ca.cache_stats();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"go\n").unwrap();
+    }
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout_pipe, &mut rest).unwrap();
+    let out = child.wait_with_output().unwrap();
+    eprint!("{rest}{}", common::stderr(&out));
     assert!(out.status.success());
+    let leaf = sb.ca.cache_stats();
+    let (hits, misses) = (
+        leaf.hits - leaf_before.hits,
+        leaf.misses - leaf_before.misses,
+    );
+    let fresh: Vec<_> = bed
+        .world
+        .log()
+        .entries()
+        .into_iter()
+        .filter(|e| {
+            e.detail
+                .starts_with("GET api.example.test /bytes/64?fresh=1")
+        })
+        .collect();
+    let conns: std::collections::HashSet<_> = fresh.iter().map(|e| e.peer).collect();
+    eprintln!(
+        "new connection per request, intercepted: leaf cache {hits} hits / {misses} misses \
+         ({:.2}% hits); upstream: {} requests over {} connections ({:.2}% reused); log dropped {}",
+        100.0 * hits as f64 / (hits + misses).max(1) as f64,
+        fresh.len(),
+        conns.len(),
+        100.0 * (1.0 - conns.len() as f64 / fresh.len().max(1) as f64),
+        bed.world.log().dropped()
+    );
     assert_eq!(sb.ca.cache_stats().misses, 1);
 }

@@ -603,6 +603,32 @@ pub(crate) fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
     msg
 }
 
+/// For the fuzz harness: the follower finds the same heads and stop however the stream is split
+/// (whole, in three pieces, and for short inputs a byte at a time). Panics if not.
+pub(crate) fn check_split(data: &[u8]) {
+    fn run(data: &[u8], cuts: &[usize]) -> (Vec<(u64, Verdict)>, Option<Stop>) {
+        let mut f = Follower::default();
+        let mut heads = Vec::new();
+        let mut start = 0;
+        for &end in cuts.iter().chain(std::iter::once(&data.len())) {
+            let fed = f.feed(&data[start..end]);
+            heads.extend(fed.heads);
+            if fed.stop.is_some() {
+                return (heads, fed.stop);
+            }
+            start = end;
+        }
+        (heads, None)
+    }
+    let whole = run(data, &[]);
+    let n = data.len();
+    assert_eq!(whole, run(data, &[n / 3, 2 * n / 3]), "split in three");
+    if n <= 2048 {
+        let bytewise: Vec<usize> = (1..n).collect();
+        assert_eq!(whole, run(data, &bytewise), "byte by byte");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;

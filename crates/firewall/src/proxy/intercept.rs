@@ -419,6 +419,7 @@ pub(crate) mod harness {
     /// Runs `data` through the intercepted request path and returns what reached the upstream.
     /// Panics (the fuzz failure) if a forwarded request breaks an invariant.
     pub(crate) fn run(data: &[u8]) -> Vec<Forwarded> {
+        crate::proxy::framing::check_split(data);
         let Ok(rt) = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
