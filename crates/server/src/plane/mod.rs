@@ -27,7 +27,7 @@ use palisade_store::{EventSink, Store};
 use crate::error::ApiError;
 
 pub use recover::RecoveryReport;
-pub use sweeper::spawn_sweeper;
+pub use sweeper::{auto_pause_name, spawn_sweeper};
 
 /// How the control plane is wired on this host.
 #[derive(Debug, Clone)]

@@ -22,6 +22,8 @@ pub struct RecoveryReport {
     pub dropped: Vec<String>,
     /// Runtime leftovers the store did not know, removed.
     pub orphans: Vec<String>,
+    /// Sandboxes paused into a snapshot: nothing to bring back, the row stays.
+    pub stopped: Vec<String>,
 }
 
 impl Plane {
@@ -38,6 +40,10 @@ impl Plane {
         report.orphans = rec_report.removed;
         let mut live = Vec::new();
         for rec in recs {
+            if rec.state == SandboxState::Paused && super::sandboxes::is_stopped(&rec) {
+                report.stopped.push(rec.id);
+                continue;
+            }
             // runc must still have the container alive: a record whose init died (OOM, a
             // kill, a host reboot) is a sandbox that no longer exists.
             let alive = match self.runtime.get(&rec.id).await {

@@ -30,6 +30,17 @@ pub(super) struct Launch {
     pub archive: Option<PathBuf>,
 }
 
+/// Stopped into a snapshot: the row stays, the sandbox holds nothing (see `stop_locked`).
+pub(super) fn is_stopped(rec: &SandboxRecord) -> bool {
+    rec.address.is_none()
+}
+
+pub(super) fn stopped_conflict(id: &str) -> ApiError {
+    ApiError::Conflict(format!(
+        "sandbox {id} is paused into a snapshot; resume it with /v1/snapshot/resume"
+    ))
+}
+
 /// Ten lowercase hex digits: short enough for interface names (`plh-<id>`), random enough.
 fn sandbox_id() -> String {
     palisade_store::new_id()
@@ -204,7 +215,7 @@ impl Plane {
         id: &str,
     ) -> Result<SandboxInfo, ApiError> {
         let rec = self.store.get_sandbox(&org.0, id).await?;
-        if rec.state == SandboxState::Running {
+        if rec.state == SandboxState::Running && !is_stopped(&rec) {
             self.runtime.pause(id).await.map_err(runtime_err)?;
             self.store
                 .set_sandbox_state(id, SandboxState::Paused)
@@ -212,6 +223,22 @@ impl Plane {
         }
         let rec = self.store.get_sandbox(&org.0, id).await?;
         self.info(rec).await
+    }
+
+    /// Frees everything a sandbox holds (container, network, rules, registry entry, address)
+    /// once its snapshot is stored, and keeps its row as `paused` with no address: a sandbox
+    /// "paused into a snapshot", brought back with `/v1/snapshot/resume`. For a caller that
+    /// holds the sandbox's lock.
+    pub(super) async fn stop_locked(&self, org: &OrgId, id: &str) -> Result<(), ApiError> {
+        let rec = self.store.get_sandbox(&org.0, id).await?;
+        self.teardown(id, rec.address.as_deref().and_then(addrs_of))
+            .await;
+        self.store.set_sandbox_address(id, None).await?;
+        self.store.set_sandbox_deadline(id, None).await?;
+        self.store
+            .set_sandbox_state(id, SandboxState::Paused)
+            .await?;
+        Ok(())
     }
 
     pub(super) async fn exec(
@@ -225,6 +252,9 @@ impl Plane {
             // and must not hold up a delete.
             let _guard = self.locks.lock(id).await;
             let rec = self.store.get_sandbox(&org.0, id).await?;
+            if is_stopped(&rec) {
+                return Err(stopped_conflict(id));
+            }
             if rec.state == SandboxState::Paused {
                 self.runtime.resume(id).await.map_err(runtime_err)?;
                 self.store

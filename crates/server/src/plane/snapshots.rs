@@ -7,7 +7,7 @@ use palisade_store::{NewSnapshot, SandboxState, SecretString, SnapshotQuery};
 
 use super::Plane;
 use super::convert::{full_policy, runtime_err, snapshot_info};
-use super::sandboxes::Launch;
+use super::sandboxes::{Launch, is_stopped, stopped_conflict};
 use crate::control::{
     AfterSnapshot, CreateSnapshot, EnvVars, ListSnapshots, OrgId, Page, RestoreSnapshot,
     SandboxInfo, SnapshotInfo,
@@ -28,6 +28,9 @@ impl Plane {
         let rec = self.store.get_sandbox(&org.0, sandbox_id).await?;
         if !matches!(rec.state, SandboxState::Running | SandboxState::Paused) {
             return Err(ApiError::Conflict(format!("sandbox is {}", rec.state)));
+        }
+        if is_stopped(&rec) {
+            return Err(stopped_conflict(sandbox_id));
         }
         let id = palisade_store::new_id();
         let name = req
@@ -79,9 +82,7 @@ impl Plane {
         };
         match req.after {
             AfterSnapshot::KeepRunning => {}
-            AfterSnapshot::Stop => {
-                self.pause_locked(org, sandbox_id).await?;
-            }
+            AfterSnapshot::Stop => self.stop_locked(org, sandbox_id).await?,
             AfterSnapshot::Delete => self.delete_locked(org, sandbox_id).await?,
         }
         snapshot_info(&snap)

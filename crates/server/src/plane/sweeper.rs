@@ -22,6 +22,11 @@ pub fn spawn_sweeper(plane: Arc<Plane>, every: Duration) -> JoinHandle<()> {
     })
 }
 
+/// The snapshot a timed-out `auto_pause` sandbox is stopped into.
+pub fn auto_pause_name(sandbox_id: &str) -> String {
+    format!("auto-pause-{sandbox_id}")
+}
+
 impl Plane {
     /// One pass over the sandboxes past their deadline.
     pub async fn sweep_once(&self) {
@@ -35,14 +40,12 @@ impl Plane {
         for rec in due {
             let org = OrgId(rec.org_id.clone());
             let res = if rec.auto_pause && rec.state == SandboxState::Running {
+                // Snapshotted and stopped (its resources freed), resumable by this name.
                 let req = CreateSnapshot {
-                    name: Some(format!("auto-pause-{}-{}", rec.id, now_ms())),
+                    name: Some(auto_pause_name(&rec.id)),
                     after: AfterSnapshot::Stop,
                 };
-                let r = self.snapshot(&org, &rec.id, req).await.map(|_| ());
-                // Once stopped it has no deadline left to hit.
-                let _ = self.store.set_sandbox_deadline(&rec.id, None).await;
-                r
+                self.snapshot(&org, &rec.id, req).await.map(|_| ())
             } else if rec.auto_pause {
                 self.store
                     .set_sandbox_deadline(&rec.id, None)
