@@ -1,12 +1,14 @@
-//! Threat 24: kill -9 the daemon with sandboxes running. While it is down nothing leaves a
-//! sandbox (the nftables rules stay and redirect to a dead proxy; DNS is dead) and no packet
-//! reaches the testbed's upstreams. After a restart on the same data directory every sandbox is
-//! back under the same policy version and the same CA, new connections follow the policy, and
-//! a sandbox whose container died while the daemon was down is removed.
+//! Threat 24: kill -9 the daemon with sandboxes running and a transfer in flight (it breaks).
+//! While the daemon is down nothing leaves a sandbox (the nftables rules stay and redirect to a
+//! dead proxy; DNS is dead) and no packet reaches the testbed's upstreams. After a restart on
+//! the same data directory every sandbox is back under the same policy version and the same CA,
+//! new connections follow the policy, and a sandbox whose container died while the daemon was
+//! down is removed.
 
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
+    clippy::panic,
     reason = "a harness that cannot build its world is a failed test"
 )]
 
@@ -28,6 +30,18 @@ fn http(url: &str) -> String {
 
 /// The transform host, verified with the sandbox's default trust (no `-k`).
 const INTERCEPTED: &str = "curl -sS --connect-timeout 5 --max-time 8 -H 'Authorization: Bearer wrong' https://api.example.test/";
+
+/// Waits (bounded, 60 s; liveness only) until `check` succeeds inside the sandbox.
+fn eventually(bed: &Bed, id: &str, check: &str) {
+    for _ in 0..300 {
+        if bed.runc_exec(id, check).0 == 0 {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let (_, state) = bed.runc_exec(id, "cat /tmp/sse.*");
+    panic!("never true in {id}: {check}\n{state}");
+}
 
 fn version(bed: &Bed, id: &str) -> i64 {
     let r = bed.api("GET", &format!("/v1/sandbox/{id}/network-policy"), "");
@@ -86,8 +100,28 @@ fn kill_nine_then_restart_keeps_policies_and_cas() {
     assert_eq!(code, 0, "{ca_before}");
     assert!(ca_before.contains("BEGIN CERTIFICATE"));
 
+    // A transfer in flight when the daemon dies: an SSE stream of 600 events, 100 ms apart.
+    let (code, out) = bed.runc_exec(
+        &custom,
+        "rm -f /tmp/sse.*; nohup sh -c 'curl -sN --max-time 120 \"http://alpha.test/sse?n=600&ms=100\" \
+         > /tmp/sse.out 2>/tmp/sse.err; echo $? > /tmp/sse.rc' >/dev/null 2>&1 &",
+    );
+    assert_eq!(code, 0, "{out}");
+    eventually(
+        &bed,
+        &custom,
+        "test \"$(grep -c '^data:' /tmp/sse.out)\" -ge 3",
+    );
+
     bed.kill9();
     bed.world.log().clear();
+    // The stream breaks with the proxy's sockets: curl fails, short of the 600 events.
+    eventually(&bed, &custom, "test -s /tmp/sse.rc");
+    let (_, rc) = bed.runc_exec(&custom, "cat /tmp/sse.rc");
+    assert_ne!(rc.trim(), "0", "the stream ended cleanly without its proxy");
+    let (_, n) = bed.runc_exec(&custom, "grep -c '^data:' /tmp/sse.out");
+    let n: u32 = n.trim().parse().unwrap();
+    assert!((3..600).contains(&n), "{n} events");
 
     // While it is down: the sandboxes still run, nothing gets out, nothing reaches upstream.
     let (code, out) = bed.runc_exec(&custom, "echo alive");
