@@ -2,6 +2,7 @@
 //! once, against the real plane) end cleanly: every answer is 2xx, 404 or 409, never a 500, and
 //! once the dust settles the sandbox is gone from the store, runc, the runtime's directories,
 //! the kernel (veth, nftables chains) and the firewall's registry (a later update is a 404).
+//! Concurrent creates cannot overrun the organisation's quota.
 
 #![allow(
     clippy::unwrap_used,
@@ -16,6 +17,7 @@ use std::thread;
 use common::Bed;
 
 const ROUNDS: usize = 3;
+const QUOTA: usize = 3;
 
 fn op(bed: &Bed, id: &str, kind: usize) -> (String, u16, String) {
     let (name, method, path, body) = match kind % 7 {
@@ -60,7 +62,7 @@ fn op(bed: &Bed, id: &str, kind: usize) -> (String, u16, String) {
 
 #[test]
 fn concurrent_changes_on_one_sandbox_serialise() {
-    let mut bed = Bed::new("race", "");
+    let mut bed = Bed::new("race", &format!("default_quota = {QUOTA}"));
     bed.start();
     for round in 0..ROUNDS {
         let id = bed.create(
@@ -110,6 +112,26 @@ fn concurrent_changes_on_one_sandbox_serialise() {
         let links = bed.world.fw.ip(["-o", "link", "show"]).unwrap();
         assert!(!links.contains(&format!("plh-{id}")), "veth of {id} left");
     }
+    let list = bed.api("GET", "/v1/sandboxes?page=1&page-size=100", "");
+    assert_eq!(list.json()["total_items"], 0, "{list:?}");
+
+    // Concurrent creates cannot overrun the quota: exactly QUOTA of 2 × QUOTA get in.
+    let statuses: Vec<(u16, String)> = thread::scope(|s| {
+        let handles: Vec<_> = (0..2 * QUOTA)
+            .map(|_| {
+                let bed = &bed;
+                s.spawn(move || {
+                    let r = bed.api("POST", "/v1/sandbox", r#"{"template_name":"system/host"}"#);
+                    (r.status, r.body)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let created = statuses.iter().filter(|(s, _)| *s == 201).count();
+    let refused = statuses.iter().filter(|(s, _)| *s == 429).count();
+    assert_eq!((created, refused), (QUOTA, QUOTA), "{statuses:?}");
+    bed.clean_up();
     let list = bed.api("GET", "/v1/sandboxes?page=1&page-size=100", "");
     assert_eq!(list.json()["total_items"], 0, "{list:?}");
     // Snapshots taken before the delete are real and restorable-looking rows.

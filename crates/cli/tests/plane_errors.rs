@@ -247,6 +247,23 @@ fn every_error_path_of_the_real_plane() {
     }
     assert_status(&bed.api("POST", &exec_path, "nope"), 400);
 
+    // Exec reports a timeout and a cut output (fields beyond Leap0's three).
+    let r = bed.api("POST", &exec_path, r#"{"command":"sleep 30","timeout":1}"#);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.json()["timed_out"], true, "{r:?}");
+    let r = bed.api(
+        "POST",
+        &exec_path,
+        r#"{"command":"yes x | head -c 20000000","timeout":60}"#,
+    );
+    assert_eq!(r.status, 200, "{}", &r.body[..r.body.len().min(300)]);
+    let v = r.json();
+    assert_eq!(
+        (v["truncated"].clone(), v["timed_out"].clone()),
+        (true.into(), false.into())
+    );
+    assert!(v["stdout"].as_str().unwrap().len() < 20_000_000);
+
     // ---- live policy: a bad update is refused and changes nothing ---------------------------
     let policy_path = format!("/v1/sandbox/{sb}/network-policy");
     let before = bed.api("GET", &policy_path, "");

@@ -64,6 +64,9 @@ impl Plane {
     }
 
     pub(super) async fn launch(&self, org: &OrgId, l: Launch) -> Result<SandboxInfo, ApiError> {
+        // Count and insert under the organisation's lock, so concurrent creates cannot all
+        // pass the check before any of them is counted. (Sandbox ids are hex: no collision.)
+        let quota_guard = self.locks.lock(&format!("org/{}", org.0)).await;
         self.check_quota(org).await?;
         let id = sandbox_id();
         let addrs = self
@@ -87,6 +90,7 @@ impl Plane {
                 address: Some(addrs.sandbox.to_string()),
             })
             .await;
+        drop(quota_guard);
         if let Err(e) = rec {
             self.pool()?.release(addrs);
             return Err(e.into());
