@@ -85,6 +85,16 @@ fn kill_nine_then_restart_keeps_policies_and_cas() {
         r#"{{"template_name":"system/host","network_policy":{{"mode":"custom","transforms":[{{"domain":"api.example.test","inject_headers":{{"Authorization":"{SECRET}"}}}}]}}}}"#
     ));
     let doomed = bed.create(r#"{"template_name":"system/host"}"#);
+    // Frozen (cgroup freezer) across the restart: it must come back frozen, then thaw.
+    let frozen = bed.create(
+        r#"{"template_name":"system/host","network_policy":{"mode":"custom","allow_domains":["beta.test"]}}"#,
+    );
+    let r = bed.api("POST", &format!("/v1/sandbox/{frozen}/pause"), "");
+    assert_eq!(
+        (r.status, r.json()["state"].clone()),
+        (201, "paused".into()),
+        "{r:?}"
+    );
     // A policy update before the crash, so "same version" is not just "version 1".
     let r = bed.api(
         "PUT",
@@ -232,6 +242,16 @@ fn kill_nine_then_restart_keeps_policies_and_cas() {
     assert!(!bed.runc_ids().contains(&doomed));
     assert!(!Bed::netns_exists(&doomed));
     assert!(!bed.nft_ruleset().contains(&doomed));
+    // The frozen one is still frozen, and an exec thaws it under its own policy.
+    let r = bed.api("GET", &format!("/v1/sandbox/{frozen}"), "");
+    assert_eq!(r.json()["state"], "paused", "{r:?}");
+    let (code, out) = bed.exec(&frozen, &http("http://beta.test/"));
+    assert_eq!(code, 0, "thawed sandbox lost its policy: {out}");
+    let (code, _) = bed.exec(&frozen, &http("http://alpha.test/"));
+    assert_ne!(code, 0);
+    let r = bed.api("GET", &format!("/v1/sandbox/{frozen}"), "");
+    assert_eq!(r.json()["state"], "running", "{r:?}");
+
     let list = bed.api("GET", "/v1/sandboxes?page=1&page-size=100", "");
-    assert_eq!(list.json()["total_items"], 2, "{list:?}");
+    assert_eq!(list.json()["total_items"], 3, "{list:?}");
 }
