@@ -181,6 +181,19 @@ fn kill_nine_then_restart_keeps_policies_and_cas() {
         leaked.join("\n")
     );
 
+    // A daemon killed mid-snapshot leaves its sandbox frozen: do that to the transform one.
+    let out = std::process::Command::new("runc")
+        .arg("--root")
+        .arg(bed.runc_root())
+        .args(["pause", &transform])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // A container dies while nobody watches.
     let out = std::process::Command::new("runc")
         .arg("--root")
@@ -216,6 +229,9 @@ fn kill_nine_then_restart_keeps_policies_and_cas() {
         policies
     );
     assert!(!policies.1.to_string().contains(SECRET));
+    // The frozen one reads paused (runc's word), and the next exec thaws it.
+    let r = bed.api("GET", &format!("/v1/sandbox/{transform}"), "");
+    assert_eq!(r.json()["state"], "paused", "{r:?}");
     // Same CA: the file in the sandbox is untouched, and the leaf the restarted daemon mints
     // verifies against exactly that certificate (and nothing else).
     let (_, ca_after) = bed.exec(&transform, &format!("cat {CA_FILE}"));

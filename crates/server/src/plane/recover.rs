@@ -46,11 +46,22 @@ impl Plane {
             }
             // runc must still have the container alive: a record whose init died (OOM, a
             // kill, a host reboot) is a sandbox that no longer exists.
-            let alive = match self.runtime.get(&rec.id).await {
-                Ok(s) => matches!(s.state, RtState::Running | RtState::Paused),
-                Err(_) => false,
-            };
+            let rt_state = self.runtime.get(&rec.id).await.ok().map(|s| s.state);
+            let alive = matches!(rt_state, Some(RtState::Running | RtState::Paused));
             let usable = alive && matches!(rec.state, SandboxState::Running | SandboxState::Paused);
+            // A daemon killed mid-snapshot leaves the container frozen while the store says
+            // running (an exec would hang in the freezer); runc's word wins, and the next exec
+            // thaws it.
+            if usable {
+                let actual = match rt_state {
+                    Some(RtState::Paused) => SandboxState::Paused,
+                    _ => SandboxState::Running,
+                };
+                if actual != rec.state {
+                    tracing::warn!(sandbox = %rec.id, stored = %rec.state, actual = %actual, "state changed while down");
+                    self.store.set_sandbox_state(&rec.id, actual).await?;
+                }
+            }
             match (usable, rec.address.as_deref().and_then(addrs_of)) {
                 (true, Some(addrs)) => live.push((rec, addrs)),
                 _ => {
