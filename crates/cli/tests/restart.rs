@@ -106,6 +106,12 @@ fn kill_nine_then_restart_keeps_policies_and_cas() {
     let versions = (version(&bed, &custom), version(&bed, &transform));
     assert_eq!(versions.0, 2);
     let policies = (policy_of(&bed, &custom), policy_of(&bed, &transform));
+    let snap = bed.api(
+        "POST",
+        &format!("/v1/sandbox/{custom}/snapshot/create"),
+        r#"{"name":"before-crash"}"#,
+    );
+    assert_eq!(snap.status, 201, "{snap:?}");
     let (code, ca_before) = bed.exec(&transform, &format!("cat {CA_FILE}"));
     assert_eq!(code, 0, "{ca_before}");
     assert!(ca_before.contains("BEGIN CERTIFICATE"));
@@ -181,7 +187,10 @@ fn kill_nine_then_restart_keeps_policies_and_cas() {
         leaked.join("\n")
     );
 
-    // A daemon killed mid-snapshot leaves its sandbox frozen: do that to the transform one.
+    // A daemon killed mid-snapshot leaves its sandbox frozen (done to the transform one) and
+    // a half-written archive with no row.
+    let orphan = bed.data_dir().join("snapshots/0123456789abcdef.tar.zst");
+    std::fs::write(&orphan, b"half an archive").unwrap();
     let out = std::process::Command::new("runc")
         .arg("--root")
         .arg(bed.runc_root())
@@ -229,6 +238,20 @@ fn kill_nine_then_restart_keeps_policies_and_cas() {
         policies
     );
     assert!(!policies.1.to_string().contains(SECRET));
+    // The orphan archive went; the snapshot taken before the crash is whole and restorable.
+    assert!(!orphan.exists());
+    let r = bed.api(
+        "POST",
+        "/v1/snapshot/restore",
+        r#"{"snapshot_name":"before-crash","auto_pause":false}"#,
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+    let restored = r.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        bed.api("DELETE", &format!("/v1/sandbox/{restored}"), "")
+            .status,
+        204
+    );
     // The frozen one reads paused (runc's word), and the next exec thaws it.
     let r = bed.api("GET", &format!("/v1/sandbox/{transform}"), "");
     assert_eq!(r.json()["state"], "paused", "{r:?}");

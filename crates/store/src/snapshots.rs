@@ -150,6 +150,14 @@ impl Store {
         .ok_or(StoreError::NotFound("snapshot"))
     }
 
+    /// Every snapshot's archive path, all organisations (daemon start: files not listed here
+    /// are leftovers of a snapshot interrupted by a crash).
+    pub async fn snapshot_archive_paths(&self) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT archive_path FROM snapshots")
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
     /// Restore requests name the snapshot (`snapshot_name`); accept its id there too.
     pub async fn find_snapshot(
         &self,

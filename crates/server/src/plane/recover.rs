@@ -38,6 +38,7 @@ impl Plane {
             .await
             .map_err(ApiError::internal)?;
         report.orphans = rec_report.removed;
+        report.orphans.extend(self.remove_orphan_archives().await?);
         let mut live = Vec::new();
         for rec in recs {
             if rec.state == SandboxState::Paused && super::sandboxes::is_stopped(&rec) {
@@ -88,6 +89,35 @@ impl Plane {
             report.recovered.push(rec.id.clone());
         }
         Ok(report)
+    }
+
+    /// Removes files in the snapshot directory that no snapshot row names: archives a crash
+    /// interrupted before their row was written.
+    async fn remove_orphan_archives(&self) -> Result<Vec<String>, ApiError> {
+        let known: std::collections::HashSet<std::path::PathBuf> = self
+            .store
+            .snapshot_archive_paths()
+            .await?
+            .into_iter()
+            .map(std::path::PathBuf::from)
+            .collect();
+        let mut removed = Vec::new();
+        let Ok(entries) = std::fs::read_dir(self.snapshot_dir()) else {
+            return Ok(removed);
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            let is_file = e.file_type().is_ok_and(|t| t.is_file());
+            if is_file && !known.contains(&path) {
+                match std::fs::remove_file(&path) {
+                    Ok(()) => removed.push(path.display().to_string()),
+                    Err(err) => {
+                        tracing::warn!(path = %path.display(), error = %err, "orphan archive not removed")
+                    }
+                }
+            }
+        }
+        Ok(removed)
     }
 
     async fn restore_entry(
