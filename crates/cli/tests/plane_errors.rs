@@ -466,6 +466,35 @@ fn every_error_path_of_the_real_plane() {
         204
     );
 
+    // A container that exited on its own: exec is a 409 naming its state, not a 500.
+    let out = std::process::Command::new("runc")
+        .arg("--root")
+        .arg(bed.runc_root())
+        .args(["kill", &extra[0], "KILL"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut last = None;
+    for _ in 0..50 {
+        let r = bed.api(
+            "POST",
+            &format!("/v1/sandbox/{}/process/execute", extra[0]),
+            r#"{"command":"true"}"#,
+        );
+        if r.status != 200 {
+            last = Some(r);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let r = last.expect("exec kept working in a killed container");
+    assert_status(&r, 409);
+    assert!(r.body.contains("stopped"), "{r:?}");
+
     // ---- delete twice -----------------------------------------------------------------------
     for id in &extra {
         let r = bed.api("DELETE", &format!("/v1/sandbox/{id}"), "");

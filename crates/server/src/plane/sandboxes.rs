@@ -289,6 +289,19 @@ impl Plane {
                 if rec.state != SandboxState::Running {
                     return Err(ApiError::Conflict(format!("sandbox is {}", rec.state)));
                 }
+                // Its container exited on its own (OOM, init killed): a state, not a fault.
+                if let Ok(sbx) = self.runtime.get(id).await
+                    && !matches!(
+                        sbx.state,
+                        palisade_runtime::SandboxState::Running
+                            | palisade_runtime::SandboxState::Paused
+                    )
+                {
+                    return Err(ApiError::Conflict(format!(
+                        "sandbox container is {}",
+                        sbx.state
+                    )));
+                }
                 return Err(runtime_err(e));
             }
         };
