@@ -12,12 +12,10 @@
 use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, ready};
 
-use bytes::Bytes;
 use http::Version;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// The largest request head followed (hyper's own limit is the same buffer size).
@@ -540,67 +538,6 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for FramingGuard<S> {
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
     }
-}
-
-/// Records why the client's request body failed, if it did.
-#[derive(Debug, Default)]
-pub(crate) struct BodyFailure(OnceLock<String>);
-
-impl BodyFailure {
-    pub(crate) fn get(&self) -> Option<&str> {
-        self.0.get().map(String::as_str)
-    }
-}
-
-/// The request body as the sandbox sends it. An error here is the client's (a malformed or
-/// cut-off body), so the service answers 400 rather than blaming the upstream; passing the
-/// error on makes hyper abort the upstream request, so no complete request reaches it.
-#[derive(Debug)]
-pub(crate) struct ClientBody {
-    inner: Incoming,
-    failure: Arc<BodyFailure>,
-}
-
-impl ClientBody {
-    pub(crate) fn new(inner: Incoming, failure: Arc<BodyFailure>) -> Self {
-        Self { inner, failure }
-    }
-}
-
-impl Body for ClientBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = self.get_mut();
-        let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
-        if let Some(Err(e)) = &frame {
-            let _ = this.failure.0.set(innermost(e));
-        }
-        Poll::Ready(frame)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-/// The most specific cause of an error.
-pub(crate) fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut msg = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        msg = s.to_string();
-        source = s.source();
-    }
-    msg
 }
 
 /// For the fuzz harness: the follower finds the same heads and stop however the stream is split

@@ -19,11 +19,12 @@ use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 
 use super::Conn;
-use super::framing::{BodyFailure, ClientBody, FramingGuard, Verdicts};
+use super::framing::{FramingGuard, Verdicts};
 use super::peek::Rewind;
 use super::plan::{Plan, plan_named, plan_nameless};
 use super::rewrite::{
-    Body, apply_transform, empty, is_websocket, splice_upgrades, strip_hop_by_hop, text,
+    Body, BodyFailure, ClientBody, apply_transform, empty, is_websocket, splice_upgrades,
+    strip_hop_by_hop, text,
 };
 use crate::events::{EventKind, EventVerdict, HttpInfo};
 

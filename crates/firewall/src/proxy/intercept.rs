@@ -17,12 +17,13 @@ use hyper_util::server::conn::auto;
 use palisade_policy::{CanonicalName, CompiledPolicy, canonicalize};
 use tokio::net::TcpStream;
 
-use super::framing::{BodyFailure, ClientBody, FramingGuard, Verdicts, innermost};
+use super::framing::{FramingGuard, Verdicts};
 use super::http::request_authority;
 use super::peek::Rewind;
 use super::plan::{Plan, plan_name};
 use super::rewrite::{
-    Body, apply_transform, empty, is_websocket, splice_upgrades, strip_hop_by_hop, text,
+    Body, BodyFailure, ClientBody, apply_transform, empty, innermost, is_websocket,
+    splice_upgrades, strip_hop_by_hop, text,
 };
 use super::{Conn, upstream};
 use crate::events::{EventKind, EventVerdict, HttpInfo};
@@ -387,7 +388,8 @@ pub(crate) mod harness {
 
     use super::prepare;
     use crate::events::HttpInfo;
-    use crate::proxy::framing::{BodyFailure, ClientBody, FramingGuard, Verdicts};
+    use crate::proxy::framing::{FramingGuard, Verdicts};
+    use crate::proxy::rewrite::{BodyFailure, ClientBody};
 
     pub(crate) const SECRET: &str = "sk-fuzz-SECRET-7f3a";
     pub(crate) const SNI: &str = "api.example.test";

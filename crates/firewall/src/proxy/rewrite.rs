@@ -1,11 +1,17 @@
 //! Header rewriting shared by the plain and intercepted HTTP paths: hop-by-hop headers, the
-//! transform (strip, then inject), and the proxy's own short answers.
+//! transform (strip, then inject), the proxy's own short answers, and the client's request body
+//! as it goes upstream.
+
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
+use hyper::body::{Frame, Incoming, SizeHint};
 use palisade_policy::Transform;
 
 pub(super) type Body = BoxBody<Bytes, hyper::Error>;
@@ -119,4 +125,65 @@ pub(super) fn splice_upgrades(
             let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
         }
     });
+}
+
+/// Records why the client's request body failed, if it did.
+#[derive(Debug, Default)]
+pub(crate) struct BodyFailure(OnceLock<String>);
+
+impl BodyFailure {
+    pub(crate) fn get(&self) -> Option<&str> {
+        self.0.get().map(String::as_str)
+    }
+}
+
+/// The request body as the sandbox sends it. An error here is the client's (a malformed or
+/// cut-off body), so the service answers 400 rather than blaming the upstream; passing the
+/// error on makes hyper abort the upstream request, so no complete request reaches it.
+#[derive(Debug)]
+pub(crate) struct ClientBody {
+    inner: Incoming,
+    failure: Arc<BodyFailure>,
+}
+
+impl ClientBody {
+    pub(crate) fn new(inner: Incoming, failure: Arc<BodyFailure>) -> Self {
+        Self { inner, failure }
+    }
+}
+
+impl hyper::body::Body for ClientBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        if let Some(Err(e)) = &frame {
+            let _ = this.failure.0.set(innermost(e));
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The most specific cause of an error.
+pub(crate) fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut msg = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        msg = s.to_string();
+        source = s.source();
+    }
+    msg
 }

@@ -22,8 +22,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::Shared;
-use super::framing::ClientBody;
 use super::plan::check_dial_addr;
+use super::rewrite::ClientBody;
 use crate::registry::SandboxEntry;
 
 /// The pooled clients intercepted requests of one sandbox go through: `any` offers h2 and
