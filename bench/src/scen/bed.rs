@@ -1,0 +1,436 @@
+//! The world of the interception, HTTP/2 and DNS scenarios: a testbed, the firewall in `fw`
+//! trusting the testbed CA upstream, one palisade-netns sandbox under a transform policy with its
+//! own CA, one direct namespace `fw` forwards without rules, and a NAT table of our own in `fw`
+//! that redirects the direct namespace's HTTPS to whichever peer proxy is being measured.
+//! Everything is removed on drop.
+
+use std::fs::File;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use ipnet::{IpNet, Ipv4Net};
+use nix::sched::{CloneFlags, CpuSet, sched_setaffinity, setns};
+use nix::unistd::Pid;
+use palisade_ca::SandboxCa;
+use palisade_firewall::{Firewall, FirewallConfig};
+use palisade_netns::nft::{self, FirewallPorts, SandboxRules};
+use palisade_netns::{AddressPool, RealPlatform, SandboxNet, SandboxNetSpec};
+use palisade_policy::NetworkPolicySpec;
+use palisade_testbed::{Netns, SandboxLike, World, addrs};
+
+const PROXY_PORT: u16 = 15001;
+const DNS_PORT: u16 = 15053;
+/// Name of every thread of this firewall's runtime (how its CPU time is found in /proc).
+pub(crate) const FW_THREAD: &str = "benchb-fw";
+/// The CPU the firewall and every peer proxy run on; load generators run on CPU 1.
+pub(crate) const PROXY_CPU: usize = 0;
+pub(crate) const CLIENT_CPU: &str = "1";
+/// The secret every interceptor injects.
+pub(crate) const SECRET: &str = "Bearer sk-bench-SECRET";
+/// The intercepted name (a transform applies to it) and its upstream.
+pub(crate) const HOST: &str = "api.example.test";
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// The transform policy of the measured sandbox.
+fn policy_json() -> String {
+    format!(
+        r#"{{"mode":"custom","allow_domains":["{HOST}","alpha.test"],
+            "transforms":[{{"domain":"{HOST}","inject_headers":{{"Authorization":"{SECRET}"}}}}]}}"#
+    )
+}
+
+/// Field order is drop order: our NAT table, hosts files and the sandbox first, then the
+/// firewall and its runtime, then the world.
+#[derive(Debug)]
+pub(crate) struct IBed {
+    nat: NatTable,
+    _hosts: Vec<HostsFile>,
+    pub(crate) sandbox: ISandbox,
+    pub(crate) direct: SandboxLike,
+    _fw: Firewall,
+    rt: Option<tokio::runtime::Runtime>,
+    pub(crate) world: World,
+    /// Scratch files: CA files, peer configs, the peers' certificate.
+    pub(crate) dir: tempfile::TempDir,
+}
+
+/// The transform sandbox: network, registry entry, rules, CA.
+#[derive(Debug)]
+pub(crate) struct ISandbox {
+    pub(crate) net: SandboxNet,
+    pub(crate) ca: Arc<SandboxCa>,
+    fw_netns: String,
+    registry: Arc<palisade_firewall::Registry>,
+}
+
+impl IBed {
+    pub(crate) fn new() -> Result<IBed> {
+        let world = World::new().context("testbed world")?;
+        let dir = tempfile::Builder::new().prefix("palisade-benchb-").tempdir()?;
+        let rt = fw_runtime(world.fw.path(), 2)?;
+        let mut config = FirewallConfig {
+            proxy_listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, PROXY_PORT)),
+            dns_listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, DNS_PORT)),
+            extra_roots: vec![world.test_ca_path().to_owned()],
+            ..FirewallConfig::default()
+        };
+        config.resolver.upstreams = vec![SocketAddr::from((addrs::DNS_V4, 53))];
+        config.resolver.timeout = Duration::from_secs(1);
+        let fw = rt
+            .block_on(rt.spawn(async move { Firewall::start(&config).await }))
+            .context("firewall start task")?
+            .context("firewall starts")?;
+        let pool_net = Ipv4Net::new(addrs::SANDBOX_POOL_V4, 20)?;
+        let ports = FirewallPorts {
+            proxy: PROXY_PORT,
+            dns: DNS_PORT,
+        };
+        nft::apply(
+            &RealPlatform,
+            Some(world.fw.name()),
+            &nft::render_base(&ports, pool_net),
+        )
+        .context("base nftables rules")?;
+        let mut pool = AddressPool::new(pool_net)?;
+        let sandbox = ISandbox::new(&world, &fw, &mut pool)?;
+        let direct = world.sandbox_like().context("direct namespace")?;
+        let nat = NatTable::new(world.fw.name(), direct.addr)?;
+        let hosts = vec![
+            HostsFile::new(&sandbox.net.netns)?,
+            HostsFile::new(direct.netns.name())?,
+        ];
+        let bed = IBed {
+            nat,
+            _hosts: hosts,
+            sandbox,
+            direct,
+            _fw: fw,
+            rt: Some(rt),
+            world,
+            dir,
+        };
+        bed.tune()?;
+        bed.write_certs()?;
+        Ok(bed)
+    }
+
+    fn tune(&self) -> Result<()> {
+        let sandbox = Netns::open(&self.sandbox.net.netns)?;
+        for ns in [&sandbox, &self.direct.netns, &self.world.fw] {
+            ns.sysctl("net.ipv4.ip_local_port_range", "1024 65000")?;
+            ns.sysctl("net.ipv4.tcp_tw_reuse", "1")?;
+        }
+        Ok(())
+    }
+
+    /// `ca.pem` (the sandbox CA, which clients trust), `clients-ca.pem` (it plus the testbed CA,
+    /// for the direct path), `upstream-ca.pem` (the testbed CA, which peers trust upstream) and
+    /// `leaf.pem` (ECDSA P-256 certificate + key for api.example.test signed by the sandbox CA:
+    /// what every peer presents).
+    fn write_certs(&self) -> Result<()> {
+        let d = self.dir.path();
+        std::fs::write(d.join("ca.pem"), self.sandbox.ca.cert_pem())?;
+        std::fs::write(d.join("ca.key"), self.sandbox.ca.key_pem())?;
+        std::fs::write(
+            d.join("clients-ca.pem"),
+            format!("{}{}", self.sandbox.ca.cert_pem(), self.world.test_ca_pem()),
+        )?;
+        std::fs::copy(self.world.test_ca_path(), d.join("upstream-ca.pem"))?;
+        let ext = d.join("leaf.ext");
+        std::fs::write(&ext, format!("subjectAltName=DNS:{HOST}\n"))?;
+        run_ok(
+            std::process::Command::new("openssl")
+                .args(["req", "-new", "-newkey", "ec", "-pkeyopt"])
+                .args(["ec_paramgen_curve:P-256", "-nodes", "-subj"])
+                .arg(format!("/CN={HOST}"))
+                .arg("-keyout")
+                .arg(d.join("leaf.key"))
+                .arg("-out")
+                .arg(d.join("leaf.csr")),
+            "openssl req",
+        )?;
+        run_ok(
+            std::process::Command::new("openssl")
+                .args(["x509", "-req", "-days", "2", "-in"])
+                .arg(d.join("leaf.csr"))
+                .arg("-CA")
+                .arg(d.join("ca.pem"))
+                .arg("-CAkey")
+                .arg(d.join("ca.key"))
+                .arg("-CAcreateserial")
+                .arg("-extfile")
+                .arg(&ext)
+                .arg("-out")
+                .arg(d.join("leaf.crt")),
+            "openssl x509",
+        )?;
+        let crt = std::fs::read_to_string(d.join("leaf.crt"))?;
+        let key = std::fs::read_to_string(d.join("leaf.key"))?;
+        std::fs::write(d.join("leaf.pem"), format!("{crt}{key}"))?;
+        // Peers drop privileges (squid runs as `proxy`): let them read what they need.
+        for f in ["leaf.pem", "leaf.crt", "leaf.key", "upstream-ca.pem", "ca.pem"] {
+            set_mode(&d.join(f), 0o644)?;
+        }
+        set_mode(d, 0o755)?;
+        Ok(())
+    }
+
+    pub(crate) fn path(&self, file: &str) -> PathBuf {
+        self.dir.path().join(file)
+    }
+
+    pub(crate) fn sandbox_netns(&self) -> &str {
+        &self.sandbox.net.netns
+    }
+
+    /// Sends the direct namespace's TCP to port 443 to a local `port` in `fw` (a peer), or
+    /// nowhere (`None`: the plain forwarded path).
+    pub(crate) fn redirect_https(&self, port: Option<u16>) -> Result<()> {
+        self.nat.redirect(port)
+    }
+
+    /// Upstream TCP connections the `good` server accepted so far.
+    pub(crate) fn upstream_accepts(&self) -> usize {
+        self.world
+            .log()
+            .entries()
+            .iter()
+            .filter(|e| e.server == "good" && e.kind == palisade_testbed::Kind::TcpAccept)
+            .count()
+    }
+}
+
+impl Drop for IBed {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_timeout(Duration::from_secs(2));
+        }
+    }
+}
+
+fn set_mode(p: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("chmod {}", p.display()))
+}
+
+pub(crate) fn run_ok(cmd: &mut std::process::Command, what: &str) -> Result<std::process::Output> {
+    let out = cmd
+        .stdin(std::process::Stdio::null())
+        .output()
+        .with_context(|| format!("running {what}"))?;
+    if !out.status.success() {
+        bail!(
+            "{what} failed ({:?}): {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(out)
+}
+
+impl ISandbox {
+    fn new(world: &World, fw: &Firewall, pool: &mut AddressPool) -> Result<Self> {
+        let spec: NetworkPolicySpec = serde_json::from_str(&policy_json()).context("policy")?;
+        let policy = spec
+            .validate()
+            .map_err(|e| anyhow!("invalid policy: {e:?}"))?;
+        let addrs = pool.allocate().context("address pool is full")?;
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let id = format!("bb{:x}x{n}", std::process::id() % 0xff_ffff);
+        let net = palisade_netns::create_sandbox_net(
+            &RealPlatform,
+            &SandboxNetSpec {
+                id: &id,
+                host_netns: Some(world.fw.name()),
+                addrs,
+            },
+        )
+        .context("sandbox network")?;
+        let ca = Arc::new(SandboxCa::generate(&id).context("sandbox CA")?);
+        let sandbox = ISandbox {
+            net,
+            ca: Arc::clone(&ca),
+            fw_netns: world.fw.name().to_owned(),
+            registry: Arc::clone(fw.registry()),
+        };
+        let cidrs: Vec<Ipv4Net> = policy
+            .allow_cidrs()
+            .iter()
+            .filter_map(|c| match c {
+                IpNet::V4(v4) => Some(*v4),
+                IpNet::V6(_) => None,
+            })
+            .collect();
+        nft::apply(
+            &RealPlatform,
+            Some(&sandbox.fw_netns),
+            &nft::render_sandbox(&SandboxRules::for_net(&sandbox.net, cidrs)),
+        )
+        .context("sandbox nftables rules")?;
+        sandbox
+            .registry
+            .upsert(&sandbox.net.id, addrs.sandbox, policy.compile(), 1);
+        if !sandbox.registry.set_ca(&sandbox.net.id, ca) {
+            bail!("the registry did not take the sandbox CA");
+        }
+        Ok(sandbox)
+    }
+}
+
+impl Drop for ISandbox {
+    fn drop(&mut self) {
+        self.registry.remove(&self.net.id);
+        let _ = nft::apply(
+            &RealPlatform,
+            Some(&self.fw_netns),
+            &nft::render_remove_sandbox(&self.net.id, &self.net.host_if),
+        );
+        let _ =
+            palisade_netns::remove_sandbox_net(&RealPlatform, &self.net.id, Some(&self.fw_netns));
+    }
+}
+
+/// `/etc/netns/<ns>/hosts`, which `ip netns exec` mounts over /etc/hosts: the load generators
+/// resolve api.example.test to the good server without DNS. Removed on drop.
+#[derive(Debug)]
+struct HostsFile {
+    path: PathBuf,
+    made_dir: Option<PathBuf>,
+}
+
+impl HostsFile {
+    fn new(netns: &str) -> Result<HostsFile> {
+        let dir = Path::new("/etc/netns").join(netns);
+        let made_dir = if dir.exists() {
+            None
+        } else {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            Some(dir.clone())
+        };
+        let path = dir.join("hosts");
+        std::fs::write(
+            &path,
+            format!(
+                "127.0.0.1 localhost\n{} {HOST} alpha.test\n",
+                addrs::GOOD_V4
+            ),
+        )?;
+        Ok(HostsFile { path, made_dir })
+    }
+}
+
+impl Drop for HostsFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+        if let Some(d) = &self.made_dir {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
+/// An nftables table of our own in `fw` whose one rule redirects the direct namespace's HTTPS
+/// to a peer. Deleted on drop.
+#[derive(Debug)]
+struct NatTable {
+    fw: String,
+    name: String,
+    client: Ipv4Addr,
+}
+
+impl NatTable {
+    fn new(fw: &str, client: Ipv4Addr) -> Result<NatTable> {
+        let name = format!(
+            "benchb{}x{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let t = NatTable {
+            fw: fw.to_owned(),
+            name,
+            client,
+        };
+        t.nft(&format!(
+            "table ip {0} {{\n\tchain pre {{\n\t\ttype nat hook prerouting priority dstnat - 5; policy accept;\n\t}}\n}}\n",
+            t.name
+        ))?;
+        Ok(t)
+    }
+
+    fn redirect(&self, port: Option<u16>) -> Result<()> {
+        let mut script = format!("flush chain ip {} pre\n", self.name);
+        if let Some(port) = port {
+            script.push_str(&format!(
+                "add rule ip {} pre ip saddr {} tcp dport 443 redirect to :{port}\n",
+                self.name, self.client
+            ));
+        }
+        self.nft(&script)
+    }
+
+    fn nft(&self, script: &str) -> Result<()> {
+        use std::io::Write;
+        let mut child = std::process::Command::new("ip")
+            .args(["netns", "exec", &self.fw, "nft", "-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .context("running nft")?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(script.as_bytes())?;
+        }
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            bail!("nft: {}", String::from_utf8_lossy(&out.stderr).trim());
+        }
+        Ok(())
+    }
+}
+
+impl Drop for NatTable {
+    fn drop(&mut self) {
+        let _ = self.nft(&format!("delete table ip {}\n", self.name));
+    }
+}
+
+/// A runtime whose threads all live in the namespace at `path`, named [`FW_THREAD`] and pinned
+/// to [`PROXY_CPU`] (as every peer proxy is).
+fn fw_runtime(path: &Path, workers: usize) -> Result<tokio::runtime::Runtime> {
+    let file = Arc::new(File::open(path).with_context(|| format!("opening {}", path.display()))?);
+    let mut set = CpuSet::new();
+    set.set(PROXY_CPU).context("CPU number")?;
+    {
+        let file = Arc::clone(&file);
+        std::thread::spawn(move || -> Result<()> {
+            setns(&*file, CloneFlags::CLONE_NEWNET)?;
+            sched_setaffinity(Pid::from_raw(0), &set)?;
+            Ok(())
+        })
+        .join()
+        .map_err(|_| anyhow!("setns probe thread panicked"))?
+        .context("entering the fw namespace / pinning")?;
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .thread_name(FW_THREAD)
+        .on_thread_start(move || {
+            if let Err(e) = setns(&*file, CloneFlags::CLONE_NEWNET) {
+                // A firewall thread left in the real namespace could reach the real network.
+                tracing::error!("setns into the fw namespace failed ({e}); aborting");
+                std::process::abort();
+            }
+            if let Err(e) = sched_setaffinity(Pid::from_raw(0), &set) {
+                tracing::error!("pinning a firewall thread failed ({e}); aborting");
+                std::process::abort();
+            }
+        })
+        .build()
+        .context("building the firewall runtime")
+}
