@@ -51,8 +51,10 @@ pub struct Limits {
     pub connect_timeout_ms: u64,
     /// A connection with no traffic either way for this long is closed.
     pub idle_timeout_s: u64,
-    /// Relay buffer per direction, taken only while data moves.
+    /// Relay buffer (and splice pipe) per direction, taken only while data moves.
     pub relay_buffer_bytes: usize,
+    /// Move tunnel bytes with splice(2) through a pipe instead of copying them through a buffer.
+    pub relay_splice: bool,
 }
 
 impl Default for Limits {
@@ -64,6 +66,7 @@ impl Default for Limits {
             connect_timeout_ms: 5_000,
             idle_timeout_s: 600,
             relay_buffer_bytes: 256 * 1024,
+            relay_splice: true,
         }
     }
 }

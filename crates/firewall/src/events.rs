@@ -117,8 +117,10 @@ impl EventLog {
             reason = %event.reason,
             "egress"
         );
-        // A send error only means nobody is listening.
-        let _ = self.live.send(event.clone());
+        // Clone only for live subscribers; a send error only means the last one just left.
+        if self.live.receiver_count() > 0 {
+            let _ = self.live.send(event.clone());
+        }
         let mut ring = self
             .ring
             .lock()

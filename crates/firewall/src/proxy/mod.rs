@@ -82,7 +82,7 @@ impl Proxy {
         socket.set_reuseaddr(true)?;
         socket.bind(addr)?;
         let listener = socket.listen(4096)?;
-        let pool = BufferPool::new(limits.relay_buffer_bytes);
+        let pool = BufferPool::new(limits.relay_buffer_bytes, limits.relay_splice);
         Ok(Self {
             listener,
             shared: Arc::new(Shared {
@@ -297,7 +297,7 @@ async fn handle(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) {
         let bound = entry.dns_binding(*orig.ip());
         let nameless = plan_nameless(&policy, orig, bound.as_ref(), "connection");
         let quiet = (!matches!(nameless, Plan::Deny { .. })).then_some(SERVER_FIRST_WAIT);
-        let mut buf = Vec::with_capacity(2048);
+        let mut buf = Vec::new();
         let limits = &shared.limits;
         let peeked = peek(
             &mut stream,

@@ -6,10 +6,14 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::BufMut;
 use palisade_wire::{ClientHello, SniffError, Sniffed, sniff};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+
+/// The most one read takes while peeking; a ClientHello or request head usually fits.
+const PEEK_READ: usize = 4096;
 
 /// What the first bytes said.
 #[derive(Debug)]
@@ -42,13 +46,20 @@ pub(super) async fn peek(
     quiet: Option<Duration>,
 ) -> io::Result<Peeked> {
     let deadline = Instant::now() + timeout;
-    let mut chunk = [0u8; 4096];
     loop {
         let until = match quiet {
             Some(q) => (Instant::now() + q).min(deadline),
             None => deadline,
         };
-        let n = match tokio::time::timeout_at(until, stream.read(&mut chunk)).await {
+        // Read straight into `buf`'s spare room, never past `max`: no scratch array lives in
+        // the connection's future (an idle tunnel's task keeps the size of its largest state).
+        let room = max.saturating_sub(buf.len());
+        if room == 0 {
+            return Ok(Peeked::TooLarge);
+        }
+        buf.reserve(room.min(PEEK_READ));
+        let mut limited = (&mut *buf).limit(room.min(PEEK_READ));
+        let n = match tokio::time::timeout_at(until, stream.read_buf(&mut limited)).await {
             Err(_) if quiet.is_some() && Instant::now() < deadline => {
                 return Ok(if buf.is_empty() {
                     Peeked::Quiet
@@ -68,14 +79,12 @@ pub(super) async fn peek(
                 Peeked::Unknown
             });
         }
-        let room = max.saturating_sub(buf.len());
-        buf.extend_from_slice(&chunk[..n.min(room)]);
         match sniff(buf) {
             Ok(Sniffed::Tls(hello)) => return Ok(Peeked::Tls(hello)),
             Ok(Sniffed::Http(_)) => return Ok(Peeked::Http),
             Ok(Sniffed::Unknown) => return Ok(Peeked::Unknown),
             Err(SniffError::Malformed(why)) => return Ok(Peeked::Malformed(why)),
-            Err(SniffError::Incomplete) if n > room || buf.len() >= max => {
+            Err(SniffError::Incomplete) if buf.len() >= max => {
                 return Ok(Peeked::TooLarge);
             }
             Err(SniffError::Incomplete) => {}
