@@ -13,6 +13,7 @@ mod bed;
 mod clients;
 mod measure;
 mod report;
+mod scen;
 mod scenarios;
 
 use std::io::Write;
@@ -49,6 +50,10 @@ struct Args {
     /// Seconds per connection-rate run.
     #[arg(long, default_value_t = 2.0)]
     conn_secs: f64,
+    /// Run only these scenarios (comma-separated): `core` (bulk, connections, TLS) and
+    /// intercept, h2, dns, sandbox (issue 7's 4, 5, 6, 9). Default: all.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
     /// Where RESULTS.md and results.json go.
     #[arg(long, default_value = env!("CARGO_MANIFEST_DIR"))]
     out: PathBuf,
@@ -98,9 +103,12 @@ fn bench(args: &Args) -> Result<()> {
         deadline,
     };
     let mut scenarios = Vec::new();
-    for kind in [Kind::Bulk, Kind::Conns, Kind::Tls] {
-        scenarios.push(runner.scenario(kind)?);
+    if args.only.is_empty() || args.only.iter().any(|o| o == "core" || o == "all") {
+        for kind in [Kind::Bulk, Kind::Conns, Kind::Tls] {
+            scenarios.push(runner.scenario(kind)?);
+        }
     }
+    let comparisons = scen::run(&args.only, args.reps)?;
     let fw = match pinning {
         FwPinning::Cpu(n) => format!(
             "firewall runtime ({} workers) pinned to CPU {n}",
@@ -124,6 +132,7 @@ fn bench(args: &Args) -> Result<()> {
             args.reps
         ),
         scenarios,
+        comparisons,
     };
     let table = report::table(&results);
     writeln!(std::io::stdout().lock(), "{}\n{table}", results.pinning)?;

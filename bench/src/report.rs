@@ -17,6 +17,8 @@ pub(crate) struct Results {
     pub(crate) pinning: String,
     pub(crate) method: String,
     pub(crate) scenarios: Vec<Outcome>,
+    /// Scenarios with peers (interception, HTTP/2, DNS, sandbox start-up): bench/src/scen.
+    pub(crate) comparisons: Vec<crate::scen::Comparison>,
 }
 
 fn fmt(v: f64) -> String {
@@ -61,6 +63,7 @@ pub(crate) fn table(r: &Results) -> String {
             o.goal,
         );
     }
+    s.push_str(&crate::scen::table(&r.comparisons));
     s
 }
 
