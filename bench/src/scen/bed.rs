@@ -71,7 +71,9 @@ pub(crate) struct ISandbox {
 impl IBed {
     pub(crate) fn new() -> Result<IBed> {
         let world = World::new().context("testbed world")?;
-        let dir = tempfile::Builder::new().prefix("palisade-benchb-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("palisade-benchb-")
+            .tempdir()?;
         let rt = fw_runtime(world.fw.path(), 2)?;
         let mut config = FirewallConfig {
             proxy_listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, PROXY_PORT)),
@@ -173,7 +175,13 @@ impl IBed {
         let key = std::fs::read_to_string(d.join("leaf.key"))?;
         std::fs::write(d.join("leaf.pem"), format!("{crt}{key}"))?;
         // Peers drop privileges (squid runs as `proxy`): let them read what they need.
-        for f in ["leaf.pem", "leaf.crt", "leaf.key", "upstream-ca.pem", "ca.pem"] {
+        for f in [
+            "leaf.pem",
+            "leaf.crt",
+            "leaf.key",
+            "upstream-ca.pem",
+            "ca.pem",
+        ] {
             set_mode(&d.join(f), 0o644)?;
         }
         set_mode(d, 0o755)?;

@@ -29,10 +29,17 @@ struct Perf {
     latencies_us: Vec<f64>,
 }
 
-fn dnsperf(ns: &str, server: &str, port: u16, file: &str, rate: Option<u32>) -> Result<Perf> {
-    let mut cmd = in_ns(ns, SECS + 15, "dnsperf");
+fn dnsperf(
+    ns: &str,
+    server: &str,
+    port: u16,
+    file: &str,
+    rate: Option<u32>,
+    secs: u32,
+) -> Result<Perf> {
+    let mut cmd = in_ns(ns, secs + 15, "dnsperf");
     cmd.args(["-s", server, "-p", &port.to_string(), "-d", file])
-        .args(["-l", &SECS.to_string(), "-c", "1", "-T", "1", "-t", "2"]);
+        .args(["-l", &secs.to_string(), "-c", "1", "-T", "1", "-t", "2"]);
     match rate {
         Some(q) => cmd.args(["-Q", &q.to_string(), "-v"]),
         None => cmd.args(["-q", "64"]),
@@ -47,7 +54,11 @@ fn dnsperf(ns: &str, server: &str, port: u16, file: &str, rate: Option<u32>) -> 
         );
     }
     let mut p = Perf::default();
-    let num = |s: &str| s.split_whitespace().next().and_then(|v| v.parse::<f64>().ok());
+    let num = |s: &str| {
+        s.split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<f64>().ok())
+    };
     for line in text.lines() {
         let t = line.trim();
         if let Some(v) = t.strip_prefix("Queries per second:") {
@@ -60,7 +71,11 @@ fn dnsperf(ns: &str, server: &str, port: u16, file: &str, rate: Option<u32>) -> 
             v.trim().clone_into(&mut p.rcodes);
         } else if let Some(v) = t.strip_prefix("> ") {
             // `> NOERROR api.example.test A 0.000123`: the last field is seconds.
-            if let Some(s) = v.split_whitespace().last().and_then(|s| s.parse::<f64>().ok()) {
+            if let Some(s) = v
+                .split_whitespace()
+                .last()
+                .and_then(|s| s.parse::<f64>().ok())
+            {
                 p.latencies_us.push(s * 1e6);
             }
         }
@@ -125,7 +140,7 @@ pub(crate) fn run(bed: &IBed, reps: usize, deadline: Instant) -> Result<Vec<Comp
     ];
     let gateway = bed.direct.gateway.to_string();
     let upstream = palisade_testbed::addrs::DNS_V4.to_string();
-    let one = |p: &Path<'_>, rate: Option<u32>| -> Result<(Perf, Option<f64>)> {
+    let one = |p: &Path<'_>, rate: Option<u32>, warm: bool| -> Result<(Perf, Option<f64>)> {
         let (ns, server, port) = match p.unbound {
             Some(u) => (bed.direct.netns.name(), gateway.as_str(), u.port),
             // Any address: `fw` redirects the sandbox's port 53 to the firewall's resolver.
@@ -138,16 +153,27 @@ pub(crate) fn run(bed: &IBed, reps: usize, deadline: Instant) -> Result<Vec<Comp
             }
         };
         let c0 = cpu(p)?;
-        let perf = dnsperf(ns, server, port, &p.file, rate).with_context(|| p.name)?;
+        let secs = if warm { 1 } else { SECS };
+        let perf = dnsperf(ns, server, port, &p.file, rate, secs).with_context(|| p.name)?;
         let c = (cpu(p)? - c0) * 1e6 / perf.completed;
         if !perf.rcodes.starts_with(p.rcode) || perf.rcodes.contains(',') {
-            bail!("{}: answers were {} (expected only {})", p.name, perf.rcodes, p.rcode);
+            bail!(
+                "{}: answers were {} (expected only {})",
+                p.name,
+                perf.rcodes,
+                p.rcode
+            );
         }
         Ok((perf, Some(c)))
     };
-    let samples = interleave(paths.len(), reps, deadline, |i, _warm| {
-        let (perf, cpu) = one(&paths[i], None)?;
-        tracing::info!(config = paths[i].name, qps = perf.qps, lost = perf.lost, "dns");
+    let samples = interleave(paths.len(), reps, deadline, |i, warm| {
+        let (perf, cpu) = one(&paths[i], None, warm)?;
+        tracing::info!(
+            config = paths[i].name,
+            qps = perf.qps,
+            lost = perf.lost,
+            "dns"
+        );
         Ok(Sample {
             value: perf.qps,
             cpu,
@@ -171,8 +197,8 @@ pub(crate) fn run(bed: &IBed, reps: usize, deadline: Instant) -> Result<Vec<Comp
             pd.value.median / pa.value.median
         ));
     }
-    let lat = interleave(paths.len(), reps, deadline, |i, _warm| {
-        let (mut perf, _) = one(&paths[i], Some(RATE))?;
+    let lat = interleave(paths.len(), reps, deadline, |i, warm| {
+        let (mut perf, _) = one(&paths[i], Some(RATE), warm)?;
         let p99 = percentile(&mut perf.latencies_us, 0.99);
         tracing::info!(config = paths[i].name, p99, "dns latency");
         Ok(Sample {

@@ -103,11 +103,15 @@ fn seen_authorization(bed: &IBed, c: &mut Config<'_>) -> Result<Vec<String>> {
         &["--http1.1", "-H", "Authorization: from-the-sandbox"],
     )
     .with_context(|| format!("{}: one request", c.name))?;
-    let json: serde_json::Value = serde_json::from_str(&body)
-        .with_context(|| format!("{}: echo JSON: {body}", c.name))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&body).with_context(|| format!("{}: echo JSON: {body}", c.name))?;
     Ok(json["header_map"]["authorization"]
         .as_array()
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default())
 }
 
@@ -148,7 +152,10 @@ pub(crate) fn run(bed: &IBed, reps: usize, deadline: Instant) -> Result<Vec<Comp
                 if matches!(c.via, Via::Direct | Via::Palisade) {
                     bail!("{}: upstream saw Authorization {seen:?}", c.name);
                 }
-                notes.push(format!("{} dropped: upstream saw Authorization {seen:?}", c.name));
+                notes.push(format!(
+                    "{} dropped: upstream saw Authorization {seen:?}",
+                    c.name
+                ));
             }
             Err(e) => {
                 if matches!(c.via, Via::Direct | Via::Palisade) {
@@ -164,8 +171,14 @@ pub(crate) fn run(bed: &IBed, reps: usize, deadline: Instant) -> Result<Vec<Comp
         let c = &mut configs[i];
         c.route(bed)?;
         let cpu0 = c.cpu()?;
-        let w = wrk(c.netns(bed), &url, CONNS, if warm { 1 } else { SECS }, false)
-            .with_context(|| c.name.clone())?;
+        let w = wrk(
+            c.netns(bed),
+            &url,
+            CONNS,
+            if warm { 1 } else { SECS },
+            false,
+        )
+        .with_context(|| c.name.clone())?;
         let cpu = match (cpu0, c.cpu()?) {
             (Some(a), Some(b)) => Some((b - a) * 1e6 / w.requests),
             _ => None,
@@ -245,8 +258,15 @@ fn latency(
     let p50s = interleave(idx.len(), reps, deadline, |k, warm| {
         let c = &mut configs[idx[k]];
         c.route(bed)?;
-        let l = oha(c.netns(bed), &url, &ca, rate, LAT_CONNS, if warm { 1 } else { SECS })
-            .with_context(|| c.name.clone())?;
+        let l = oha(
+            c.netns(bed),
+            &url,
+            &ca,
+            rate,
+            LAT_CONNS,
+            if warm { 1 } else { SECS },
+        )
+        .with_context(|| c.name.clone())?;
         tracing::info!(config = %c.name, p50 = l.p50_us, p99 = l.p99_us, rps = l.rps, "latency");
         if !warm {
             p99s[k].push(Sample {
@@ -351,7 +371,11 @@ fn new_conns(
                  measured Palisade runs): {accepts} upstream connections for {reqs:.0} requests: \
                  reuse {:.2}%{}",
                 reuse * 100.0,
-                if overflow { " (INVALID: the testbed log overflowed)" } else { "" }
+                if overflow {
+                    " (INVALID: the testbed log overflowed)"
+                } else {
+                    ""
+                }
             ),
             format!(
                 "the same count on the direct path (a check of the counter): {direct_accepts} \

@@ -44,7 +44,13 @@ pub(crate) struct Wrk {
 /// `wrk -t1 -c<conns> -d<secs>s url`; with `close`, every request asks for a new connection.
 pub(crate) fn wrk(ns: &str, url: &str, conns: u32, secs: u32, close: bool) -> Result<Wrk> {
     let mut cmd = in_ns(ns, secs + 15, "wrk");
-    cmd.args(["-t1", &format!("-c{conns}"), &format!("-d{secs}s"), "--timeout", "5s"]);
+    cmd.args([
+        "-t1",
+        &format!("-c{conns}"),
+        &format!("-d{secs}s"),
+        "--timeout",
+        "5s",
+    ]);
     if close {
         cmd.args(["-H", "Connection: close"]);
     }
@@ -82,20 +88,29 @@ pub(crate) struct Latency {
 }
 
 /// `oha -q rate -z secs --latency-correction` over `conns` keep-alive connections.
-pub(crate) fn oha(ns: &str, url: &str, ca: &str, rate: f64, conns: u32, secs: u32) -> Result<Latency> {
+pub(crate) fn oha(
+    ns: &str,
+    url: &str,
+    ca: &str,
+    rate: f64,
+    conns: u32,
+    secs: u32,
+) -> Result<Latency> {
     let mut cmd = in_ns(ns, secs + 15, OHA);
-    cmd.args(["--no-tui", "--output-format", "json", "--latency-correction"])
-        .args(["--worker-threads", "1", "-c", &conns.to_string()])
-        .args(["-q", &format!("{rate:.0}"), "-z", &format!("{secs}s")])
-        .args(["--cacert", ca, "-t", "5s", url]);
+    cmd.args([
+        "--no-tui",
+        "--output-format",
+        "json",
+        "--latency-correction",
+    ])
+    .args(["--worker-threads", "1", "-c", &conns.to_string()])
+    .args(["-q", &format!("{rate:.0}"), "-z", &format!("{secs}s")])
+    .args(["--cacert", ca, "-t", "5s", url]);
     let out = output(cmd, "oha (make bench-deps builds it)")?;
     let json: serde_json::Value = serde_json::from_str(&out).context("oha JSON")?;
     let success = json["summary"]["successRate"].as_f64().unwrap_or(0.0);
     if success < 0.999 {
-        bail!(
-            "oha: success rate {success}: {}",
-            json["errorDistribution"]
-        );
+        bail!("oha: success rate {success}: {}", json["errorDistribution"]);
     }
     let pct = |p: &str| json["latencyPercentiles"][p].as_f64().map(|s| s * 1e6);
     let (Some(p50_us), Some(p99_us)) = (pct("p50"), pct("p99")) else {
@@ -104,7 +119,9 @@ pub(crate) fn oha(ns: &str, url: &str, ca: &str, rate: f64, conns: u32, secs: u3
     Ok(Latency {
         p50_us,
         p99_us,
-        rps: json["summary"]["requestsPerSec"].as_f64().unwrap_or(f64::NAN),
+        rps: json["summary"]["requestsPerSec"]
+            .as_f64()
+            .unwrap_or(f64::NAN),
     })
 }
 

@@ -67,7 +67,10 @@ pub(crate) fn run(only: &[String], reps: usize) -> Result<Vec<Comparison>> {
     if want("intercept") || want("h2") || want("dns") {
         let bed = bed::IBed::new()?;
         if want("intercept") {
-            out.extend(report_err("intercept", intercept::run(&bed, reps, deadline)));
+            out.extend(report_err(
+                "intercept",
+                intercept::run(&bed, reps, deadline),
+            ));
         }
         if want("h2") {
             out.extend(report_err("h2", h2::run(&bed, reps, deadline)));

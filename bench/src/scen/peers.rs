@@ -66,15 +66,22 @@ impl Peer {
             .with_context(|| format!("starting {name} (make bench-deps installs it)"))?;
         let mut peer = Peer { name, port, child };
         let deadline = Instant::now() + Duration::from_secs(20);
-        let (flag, proto) = if udp { ("-Huln", "udp") } else { ("-Htln", "tcp") };
+        let (flag, proto) = if udp {
+            ("-Huln", "udp")
+        } else {
+            ("-Htln", "tcp")
+        };
         loop {
-            let out = bed.world.fw.run("ss", [flag, &format!("sport = :{port}")])?;
+            let out = bed
+                .world
+                .fw
+                .run("ss", [flag, &format!("sport = :{port}")])?;
             if !out.stdout.is_empty() {
                 return Ok(peer);
             }
             if let Err(e) = peer.check_alive() {
-                let log = std::fs::read_to_string(bed.path(&format!("{name}.log")))
-                    .unwrap_or_default();
+                let log =
+                    std::fs::read_to_string(bed.path(&format!("{name}.log"))).unwrap_or_default();
                 bail!("{e}: {}", tail(&log));
             }
             if Instant::now() > deadline {
@@ -118,7 +125,14 @@ fn write(bed: &IBed, file: &str, text: &str) -> Result<String> {
 pub(crate) fn haproxy(bed: &IBed) -> Result<Peer> {
     let port = 18443;
     let cfg = write(bed, "haproxy.cfg", &render(HAPROXY, bed, port))?;
-    Peer::start(bed, "haproxy", port, false, &["haproxy", "-db", "-f", &cfg], &[])
+    Peer::start(
+        bed,
+        "haproxy",
+        port,
+        false,
+        &["haproxy", "-db", "-f", &cfg],
+        &[],
+    )
 }
 
 /// Squid ssl-bump (`bump all`) with `request_header_add`, transparent.
@@ -137,7 +151,11 @@ fn chown_proxy(dir: &Path) -> Result<()> {
         .arg(dir)
         .output()?;
     if !out.status.success() {
-        bail!("chown proxy {}: {}", dir.display(), String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "chown proxy {}: {}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(())
 }
@@ -191,5 +209,12 @@ pub(crate) fn unbound(bed: &IBed, allow: &[&str]) -> Result<Peer> {
         "unbound.conf",
         &render(UNBOUND, bed, port).replace("{{ALLOW}}", zones.trim_end()),
     )?;
-    Peer::start(bed, "unbound", port, true, &["unbound", "-d", "-c", &cfg], &[])
+    Peer::start(
+        bed,
+        "unbound",
+        port,
+        true,
+        &["unbound", "-d", "-c", &cfg],
+        &[],
+    )
 }

@@ -67,7 +67,10 @@ fn runc(root: &Path, args: &[&str]) -> Result<()> {
 
 pub(crate) fn run(deadline: Instant) -> Result<Vec<Comparison>> {
     let data = Data {
-        dir: PathBuf::from(format!("/var/tmp/palisade-benchb-rt-{}", std::process::id())),
+        dir: PathBuf::from(format!(
+            "/var/tmp/palisade-benchb-rt-{}",
+            std::process::id()
+        )),
     };
     let tokio = tokio::runtime::Builder::new_current_thread()
         .enable_all()
