@@ -38,6 +38,7 @@ pub(crate) struct Bed {
     pub(crate) direct: SandboxLike,
     fw: Firewall,
     rt: Option<tokio::runtime::Runtime>,
+    pinning: FwPinning,
     pub(crate) world: World,
 }
 
@@ -50,7 +51,7 @@ pub(crate) struct Sandbox {
 }
 
 impl Bed {
-    pub(crate) fn new(pinning: FwPinning, fw_workers: usize) -> Result<Bed> {
+    pub(crate) fn new(pinning: FwPinning, fw_workers: usize, splice: bool) -> Result<Bed> {
         let world = World::new().context("testbed world")?;
         let rt = fw_runtime(world.fw.path(), pinning, fw_workers)?;
         let mut config = FirewallConfig {
@@ -58,6 +59,9 @@ impl Bed {
             dns_listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, DNS_PORT)),
             ..FirewallConfig::default()
         };
+        config.limits.relay_splice = splice;
+        // Scenario 8 holds 9,500 idle tunnels from the one sandbox (the default cap is 1,024).
+        config.limits.max_connections_per_sandbox = 10_000;
         config.resolver.upstreams = vec![SocketAddr::from((addrs::DNS_V4, 53))];
         config.resolver.timeout = Duration::from_secs(1);
         // Spawned, not run on this thread: only the runtime's threads are inside `fw`, and the
@@ -85,6 +89,7 @@ impl Bed {
             direct,
             fw,
             rt: Some(rt),
+            pinning,
             world,
         };
         bed.tune()?;
@@ -101,6 +106,22 @@ impl Bed {
             ns.sysctl("net.ipv4.tcp_tw_reuse", "1")?;
         }
         Ok(())
+    }
+
+    /// The firewall's CPUs as `taskset -c` takes them; peers are pinned the same way.
+    pub(crate) fn fw_cpu_list(&self) -> String {
+        match self.pinning {
+            FwPinning::Cpu(n) => n.to_string(),
+            FwPinning::Unpinned => {
+                let n = std::thread::available_parallelism().map_or(1, usize::from);
+                format!("0-{}", n.saturating_sub(1))
+            }
+        }
+    }
+
+    /// The firewall's event log (the idle scenario counts open tunnels there).
+    pub(crate) fn firewall(&self) -> &Firewall {
+        &self.fw
     }
 
     /// Name of the palisade sandbox's namespace.

@@ -49,6 +49,42 @@ pub(crate) enum Client {
         #[arg(long)]
         max: u64,
     },
+    /// Round trips on one connection: 64 bytes out, the same 64 echoed back, one at a time;
+    /// prints the p50 and p99 in microseconds.
+    Rtt {
+        #[arg(long)]
+        addr: SocketAddr,
+        #[arg(long)]
+        secs: f64,
+        #[arg(long)]
+        max: u64,
+    },
+    /// Opens `count` connections, one echo round trip on each, prints `ready`, then holds them
+    /// open until stdin closes or `hold_secs` pass.
+    Idle {
+        #[arg(long)]
+        addr: SocketAddr,
+        #[arg(long)]
+        count: usize,
+        #[arg(long)]
+        hold_secs: u64,
+    },
+    /// An echo server for the idle-connection scenario, run in its own process (its sockets
+    /// must not count against the firewall process's open-files limit); ends after `secs`.
+    EchoServer {
+        #[arg(long)]
+        listen: SocketAddr,
+        #[arg(long)]
+        secs: u64,
+    },
+}
+
+/// A round-trip run's result, as printed.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct RttReport {
+    pub(crate) trips: u64,
+    pub(crate) p50_us: f64,
+    pub(crate) p99_us: f64,
 }
 
 /// One client run's result, as printed.
@@ -61,6 +97,17 @@ pub(crate) struct ClientReport {
 
 pub(crate) fn run(client: &Client) -> Result<()> {
     let report = match client {
+        Client::Rtt { addr, secs, max } => {
+            let line = serde_json::to_string(&rtt(*addr, *secs, *max)?)?;
+            writeln!(io::stdout().lock(), "{line}")?;
+            return Ok(());
+        }
+        Client::Idle {
+            addr,
+            count,
+            hold_secs,
+        } => return hold_idle(*addr, *count, *hold_secs),
+        Client::EchoServer { listen, secs } => return echo_server(*listen, *secs),
         Client::Conns { addr, secs, max } => {
             repeat(*secs, *max, || echo_once(*addr)).context("plain TCP client")?
         }
@@ -172,4 +219,91 @@ fn tls_once(
         bail!("unexpected response");
     }
     Ok(())
+}
+
+/// Round trips of [`PING`] on one connection, back to back, until `secs` or `max`.
+fn rtt(addr: SocketAddr, secs: f64, max: u64) -> Result<RttReport> {
+    let limit = Duration::try_from_secs_f64(secs).context("duration")?;
+    let mut s = connect(addr)?;
+    let mut back = [0u8; PING.len()];
+    let mut trips: Vec<u64> = Vec::new();
+    let start = Instant::now();
+    while (trips.len() as u64) < max && start.elapsed() < limit {
+        let t = Instant::now();
+        s.write_all(&PING)?;
+        s.read_exact(&mut back).context("reading the echo")?;
+        trips.push(u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX));
+        if back != PING {
+            bail!("echo returned different bytes");
+        }
+    }
+    if trips.len() < 100 {
+        bail!("only {} round trips", trips.len());
+    }
+    // The first trips warm caches and the path: drop them.
+    let mut warm = trips.split_off(trips.len() / 10);
+    warm.sort_unstable();
+    let at = |q: f64| warm[((warm.len() - 1) as f64 * q) as usize] as f64 / 1e3;
+    Ok(RttReport {
+        trips: warm.len() as u64,
+        p50_us: at(0.50),
+        p99_us: at(0.99),
+    })
+}
+
+/// Opens `count` connections with one echo each, says `ready`, holds them until stdin closes.
+fn hold_idle(addr: SocketAddr, count: usize, hold_secs: u64) -> Result<()> {
+    let mut open = Vec::with_capacity(count);
+    for i in 0..count {
+        let s = echo_open(addr).with_context(|| format!("connection {i} of {count}"))?;
+        open.push(s);
+    }
+    writeln!(io::stdout().lock(), "ready {}", open.len())?;
+    io::stdout().flush()?;
+    // Parent closes stdin (or dies) to end the hold; a watchdog bounds it in time.
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(hold_secs));
+        std::process::exit(0);
+    });
+    let mut sink = Vec::new();
+    let _ = io::stdin().read_to_end(&mut sink);
+    drop(open);
+    Ok(())
+}
+
+fn echo_open(addr: SocketAddr) -> Result<TcpStream> {
+    let mut s = connect(addr)?;
+    s.write_all(&PING)?;
+    let mut back = [0u8; PING.len()];
+    s.read_exact(&mut back).context("reading the echo")?;
+    if back != PING {
+        bail!("echo returned different bytes");
+    }
+    Ok(s)
+}
+
+/// Echoes every connection on a single-threaded runtime until `secs` pass.
+fn echo_server(listen: SocketAddr, secs: u64) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen).await?;
+        writeln!(io::stdout().lock(), "listening")?;
+        io::stdout().flush()?;
+        let serve = async {
+            loop {
+                let Ok((mut s, _)) = listener.accept().await else {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
+                tokio::spawn(async move {
+                    let (mut r, mut w) = s.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                });
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(secs), serve).await;
+        anyhow::Ok(())
+    })
 }

@@ -14,6 +14,8 @@ mod clients;
 mod measure;
 mod report;
 mod scen;
+mod scen_tunnel_idle;
+mod scen_tunnel_peers;
 mod scenarios;
 
 use std::io::Write;
@@ -24,10 +26,10 @@ use anyhow::{Context, Result};
 use clap::Parser;
 
 use bed::{Bed, FwPinning};
-use scenarios::{CLIENT_CPU, Durations, Kind, Runner};
+use scenarios::{CLIENT_CPU, Durations};
 
-/// The whole run must finish within this.
-const RUN_LIMIT: Duration = Duration::from_secs(300);
+/// The tunnel scenarios (bench/src/scenarios.rs and scen_tunnel_*) must finish within this.
+const RUN_LIMIT: Duration = Duration::from_secs(600);
 
 #[derive(Debug, Parser)]
 #[command(about = "Palisade against the same traffic without the firewall, in testbed namespaces")]
@@ -38,9 +40,13 @@ struct Args {
     /// on CPU 1).
     #[arg(long, default_value = "0")]
     fw_cpu: String,
-    /// Worker threads of the firewall's runtime.
-    #[arg(long, default_value_t = 2)]
+    /// Worker threads of the firewall's runtime. One by default, like the peers (one thread
+    /// each, pinned to the same CPU): two workers pinned to one CPU only add wake-ups.
+    #[arg(long, default_value_t = 1)]
     fw_workers: usize,
+    /// Relay tunnel bytes by copying through buffers instead of splice(2) (for A/B runs).
+    #[arg(long)]
+    fw_copy: bool,
     /// Repetitions per path (after one warm-up each).
     #[arg(long, default_value_t = 5)]
     reps: usize,
@@ -50,8 +56,9 @@ struct Args {
     /// Seconds per connection-rate run.
     #[arg(long, default_value_t = 2.0)]
     conn_secs: f64,
-    /// Run only these scenarios (comma-separated): `core` (bulk, connections, TLS) and
-    /// intercept, h2, dns, sandbox (issue 7's 4, 5, 6, 9). Default: all.
+    /// Run only these scenarios (comma-separated): `core` (bulk, connections, TLS, with the
+    /// tunnel peers), `tunnel` (8 flows, round trip), `idle` (scenario 8), and intercept, h2,
+    /// dns, sandbox (issue 7's 4, 5, 6, 9). Default: all.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Where RESULTS.md and results.json go.
@@ -91,23 +98,14 @@ fn bench(args: &Args) -> Result<()> {
     if !removed.is_empty() {
         tracing::info!(?removed, "removed namespaces left by dead test processes");
     }
-    let bed = Bed::new(pinning, args.fw_workers)?;
-    let runner = Runner {
-        bed: &bed,
-        durations: Durations {
-            bulk_secs: args.bulk_secs,
-            conn_secs: args.conn_secs,
-            reps: args.reps,
-        },
-        exe: std::env::current_exe().context("finding this binary")?,
-        deadline,
+    let bed = Bed::new(pinning, args.fw_workers, !args.fw_copy)?;
+    let durations = Durations {
+        bulk_secs: args.bulk_secs,
+        conn_secs: args.conn_secs,
+        reps: args.reps,
     };
-    let mut scenarios = Vec::new();
-    if args.only.is_empty() || args.only.iter().any(|o| o == "core" || o == "all") {
-        for kind in [Kind::Bulk, Kind::Conns, Kind::Tls] {
-            scenarios.push(runner.scenario(kind)?);
-        }
-    }
+    let exe = std::env::current_exe().context("finding this binary")?;
+    let (scenarios, idle) = scenarios::run_tunnel(&bed, durations, exe, deadline, &args.only)?;
     let comparisons = scen::run(&args.only, args.reps)?;
     let fw = match pinning {
         FwPinning::Cpu(n) => format!(
@@ -132,6 +130,7 @@ fn bench(args: &Args) -> Result<()> {
             args.reps
         ),
         scenarios,
+        idle,
         comparisons,
     };
     let table = report::table(&results);

@@ -32,6 +32,11 @@ pub(crate) fn thread_cpu_secs(name: &str) -> Result<f64> {
     Ok(ticks as f64 / USER_HZ)
 }
 
+/// CPU seconds (utime + stime) from a `/proc/<pid>/stat` line: all threads of a process.
+pub(crate) fn stat_cpu_secs(stat: &str) -> Result<f64> {
+    Ok(stat_cpu_ticks(stat)? as f64 / USER_HZ)
+}
+
 /// utime + stime from a `/proc/<pid>/task/<tid>/stat` line (fields 14 and 15; the command
 /// name in field 2 may contain spaces and parentheses, so count from the last `)`).
 fn stat_cpu_ticks(stat: &str) -> Result<u64> {

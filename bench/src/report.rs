@@ -6,6 +6,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
+use crate::scen_tunnel_idle::IdleOutcome;
 use crate::scenarios::Outcome;
 
 /// Everything one run measured, and under which conditions.
@@ -17,6 +18,8 @@ pub(crate) struct Results {
     pub(crate) pinning: String,
     pub(crate) method: String,
     pub(crate) scenarios: Vec<Outcome>,
+    /// Scenario 8 for tunnels (memory and CPU of idle tunnels).
+    pub(crate) idle: Option<IdleOutcome>,
     /// Scenarios with peers (interception, HTTP/2, DNS, sandbox start-up): bench/src/scen.
     pub(crate) comparisons: Vec<crate::scen::Comparison>,
 }
@@ -33,18 +36,32 @@ fn fmt(v: f64) -> String {
     }
 }
 
-/// The results as a Markdown table (also what the terminal shows).
+/// The results as Markdown tables (also what the terminal shows).
 pub(crate) fn table(r: &Results) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "| scenario | unit | direct median (range) | Palisade median (range) | ratio (per-pair range) | proxy CPU median (range) | goal |"
+        "| scenario | unit | direct median (range) | Palisade median (range) | ratio (per-pair range) | proxy CPU median (range) | peers: median, ratio to direct, CPU | goal |"
     );
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|");
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
     for o in &r.scenarios {
+        let peers: Vec<String> = o
+            .peers
+            .iter()
+            .map(|p| {
+                format!(
+                    "{}: {} ({}×, {} {})",
+                    p.name,
+                    fmt(p.value.median),
+                    fmt(p.ratio),
+                    fmt(p.cpu.median),
+                    o.proxy_cpu_unit
+                )
+            })
+            .collect();
         let _ = writeln!(
             s,
-            "| {} | {} | {} ({}–{}) | {} ({}–{}) | **{}×** ({}–{}) | {} {} ({}–{}) | {} |",
+            "| {} | {} | {} ({}–{}) | {} ({}–{}) | **{}×** ({}–{}) | {} {} ({}–{}) | {} | {} |",
             o.name,
             o.unit,
             fmt(o.direct.median),
@@ -60,10 +77,50 @@ pub(crate) fn table(r: &Results) -> String {
             o.proxy_cpu_unit,
             fmt(o.proxy_cpu.min),
             fmt(o.proxy_cpu.max),
+            if peers.is_empty() {
+                "–".to_owned()
+            } else {
+                peers.join("; ")
+            },
             o.goal,
         );
     }
+    if let Some(idle) = &r.idle {
+        s.push_str(&idle_table(idle));
+    }
     s.push_str(&crate::scen::table(&r.comparisons));
+    s
+}
+
+/// Scenario 8 for tunnels.
+fn idle_table(idle: &IdleOutcome) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "\n8 idle tunnels (goal: {}):\n\n| open tunnels | firewall RSS KiB/tunnel | kernel slab KiB/conn, Palisade | kernel slab KiB/conn, direct | firewall idle CPU % | 1 bulk flow beside, GB/s |",
+        idle.goal
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|");
+    for l in &idle.levels {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} |",
+            l.conns,
+            fmt(l.rss_kib_per_conn),
+            fmt(l.slab_kib_per_conn),
+            fmt(l.slab_kib_per_conn_direct),
+            fmt(l.idle_cpu_pct),
+            l.bulk_beside.map_or("–".to_owned(), fmt),
+        );
+    }
+    if let (Some(alone), Some(ratio)) = (idle.bulk_alone, idle.bulk_ratio) {
+        let _ = writeln!(
+            s,
+            "\nBulk beside the open tunnels: **{}×** of the same flow through Palisade with none open, measured just before ({} GB/s).",
+            fmt(ratio),
+            fmt(alone)
+        );
+    }
     s
 }
 

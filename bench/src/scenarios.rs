@@ -1,6 +1,7 @@
-//! The scenarios: one bulk TCP flow (iperf3), new plain TCP connections per second, new TLS
-//! connections per second (ClientHello + SNI peek). Each runs on the direct path and through
-//! Palisade, interleaved, after a warm-up.
+//! The tunnel scenarios: bulk TCP with 1 and 8 flows (iperf3), new plain TCP connections per
+//! second, new TLS connections per second (ClientHello + SNI peek), and the round trip of a small
+//! message through an open tunnel. Each runs on the direct path, through Palisade and through the
+//! peers that apply (bench/src/scen_tunnel_peers.rs), interleaved, after a warm-up.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
@@ -10,18 +11,23 @@ use palisade_testbed::addrs;
 use serde::Serialize;
 
 use crate::bed::{Bed, FW_THREAD};
-use crate::clients::ClientReport;
+use crate::clients::{ClientReport, RttReport};
 use crate::measure::{Summary, thread_cpu_secs};
+use crate::scen_tunnel_idle::IdleOutcome;
+use crate::scen_tunnel_peers::{PeerRoute, PeerUse, Peers};
 
 /// Where load generators run.
 pub(crate) const CLIENT_CPU: &str = "1";
-const IPERF_PORT: u16 = 5201;
+pub(crate) const IPERF_PORT: u16 = 5201;
+/// The name the TLS clients send (the testbed's good host serves it).
+pub(crate) const TLS_NAME: &str = "alpha.test";
 
-/// The two paths every scenario compares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The paths a scenario compares.
+#[derive(Debug, Clone, Copy)]
 pub(crate) enum Path {
     Direct,
     Palisade,
+    Peer(PeerRoute),
 }
 
 /// How long each timed run lasts.
@@ -37,10 +43,23 @@ pub(crate) struct Durations {
 struct Sample {
     /// GB/s or connections/s.
     value: f64,
-    /// Firewall CPU seconds during the run.
+    /// Firewall (or peer) CPU seconds during the run.
     fw_cpu: f64,
-    /// GB moved, or connections made.
+    /// GB moved, connections made, or round trips.
     amount: f64,
+    /// The p99 of a round-trip run (µs).
+    p99: f64,
+}
+
+/// A peer's column in a scenario.
+#[derive(Debug, Serialize)]
+pub(crate) struct PeerOutcome {
+    pub(crate) name: &'static str,
+    pub(crate) value: Summary,
+    /// Peer median / direct median.
+    pub(crate) ratio: f64,
+    /// The peer's CPU per unit (same unit as the firewall's).
+    pub(crate) cpu: Summary,
 }
 
 /// A scenario's outcome, as reported.
@@ -59,81 +78,122 @@ pub(crate) struct Outcome {
     /// Firewall CPU per unit through Palisade: CPU-s per GB, or µs per connection.
     pub(crate) proxy_cpu: Summary,
     pub(crate) proxy_cpu_unit: &'static str,
+    /// The same runs through the peer proxies.
+    pub(crate) peers: Vec<PeerOutcome>,
 }
 
 /// What a scenario measures.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Kind {
     Bulk,
+    Bulk8,
     Conns,
     Tls,
+    Rtt,
 }
 
 impl Kind {
     fn name(self) -> &'static str {
         match self {
-            Kind::Bulk => "bulk: one TCP flow, iperf3, 3 s",
-            Kind::Conns => "new TCP connections/s (connect, 64 B echo, close)",
-            Kind::Tls => "new TLS connections/s (full handshake with SNI, one GET)",
+            Kind::Bulk => "1 bulk: one TCP flow, iperf3",
+            Kind::Bulk8 => "1 bulk: 8 TCP flows, iperf3 -P 8",
+            Kind::Conns => "3 new TCP connections/s (connect, 64 B echo, close)",
+            Kind::Tls => "3 new TLS connections/s (full handshake with SNI, one GET)",
+            Kind::Rtt => "2 round trip, 64 B echo on an open tunnel, p50",
+        }
+    }
+
+    /// Which peers carry this scenario too.
+    fn peers(self) -> &'static [PeerUse] {
+        match self {
+            Kind::Bulk => &[PeerUse::Bulk],
+            Kind::Tls => &[PeerUse::TlsSni, PeerUse::TlsBlind],
+            Kind::Bulk8 | Kind::Conns | Kind::Rtt => &[],
         }
     }
 }
 
 pub(crate) struct Runner<'a> {
     pub(crate) bed: &'a Bed,
+    /// Peer proxies, when the run compares them.
+    pub(crate) peers: Option<&'a Peers>,
     pub(crate) durations: Durations,
     pub(crate) exe: std::path::PathBuf,
     pub(crate) deadline: Instant,
 }
 
 impl Runner<'_> {
-    /// Warm-up, then `reps` interleaved pairs (direct, palisade, direct, …).
-    pub(crate) fn scenario(&self, kind: Kind) -> Result<Outcome> {
+    /// Warm-up, then `reps` interleaved rounds (direct, Palisade, each peer, direct, …). A
+    /// round-trip run reports two outcomes (p50 and p99).
+    pub(crate) fn scenario(&self, kind: Kind) -> Result<Vec<Outcome>> {
         let _iperf = match kind {
-            Kind::Bulk => Some(IperfServer::start(self.bed)?),
-            Kind::Conns | Kind::Tls => None,
+            Kind::Bulk | Kind::Bulk8 => Some(IperfServer::start(self.bed)?),
+            Kind::Conns | Kind::Tls | Kind::Rtt => None,
         };
-        for path in [Path::Direct, Path::Palisade] {
-            self.sample(kind, path, true)
-                .with_context(|| format!("warm-up {path:?}"))?;
+        let mut paths = vec![Path::Direct, Path::Palisade];
+        if let Some(peers) = self.peers {
+            for what in kind.peers() {
+                paths.extend(peers.routes(*what).into_iter().map(Path::Peer));
+            }
         }
-        let (mut direct, mut palisade) = (Vec::new(), Vec::new());
+        for path in &paths {
+            let s = self
+                .sample(kind, *path, true)
+                .with_context(|| format!("warm-up {}", label(*path)))?;
+            tracing::info!(
+                scenario = kind.name(),
+                path = label(*path),
+                amount = s.amount,
+                "warm-up"
+            );
+        }
+        let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); paths.len()];
         for rep in 0..self.durations.reps {
-            for path in [Path::Direct, Path::Palisade] {
+            for (i, path) in paths.iter().enumerate() {
                 if Instant::now() > self.deadline {
                     bail!("the whole run took longer than its time limit");
                 }
                 let s = self
-                    .sample(kind, path, false)
-                    .with_context(|| format!("{} run {rep} {path:?}", kind.name()))?;
+                    .sample(kind, *path, false)
+                    .with_context(|| format!("{} run {rep} {}", kind.name(), label(*path)))?;
                 tracing::info!(
                     scenario = kind.name(),
-                    ?path,
+                    path = label(*path),
                     rep,
                     value = s.value,
+                    amount = s.amount,
                     fw_cpu = s.fw_cpu,
                     "run"
                 );
-                match path {
-                    Path::Direct => direct.push(s),
-                    Path::Palisade => palisade.push(s),
-                }
+                samples[i].push(s);
             }
         }
-        Ok(outcome(kind, &direct, &palisade))
+        let mut out = vec![outcome(kind, &paths, &samples, false)];
+        if matches!(kind, Kind::Rtt) {
+            out.push(outcome(kind, &paths, &samples, true));
+        }
+        Ok(out)
     }
 
     fn sample(&self, kind: Kind, path: Path, warm_up: bool) -> Result<Sample> {
         let netns = match path {
-            Path::Direct => self.bed.direct.netns.name(),
+            Path::Direct | Path::Peer(_) => self.bed.direct.netns.name(),
             Path::Palisade => self.bed.sandbox_netns(),
         };
+        let cpu = || -> Result<f64> {
+            match (path, self.peers) {
+                (Path::Peer(route), Some(peers)) => peers.cpu_secs(route.proc),
+                _ => thread_cpu_secs(FW_THREAD),
+            }
+        };
         let since = SystemTime::now();
-        let cpu0 = thread_cpu_secs(FW_THREAD)?;
+        let cpu0 = cpu()?;
+        let mut p99 = f64::NAN;
         let (value, amount) = match kind {
-            Kind::Bulk => {
+            Kind::Bulk | Kind::Bulk8 => {
                 let secs = if warm_up { 1 } else { self.durations.bulk_secs };
-                let gb = self.iperf(netns, secs)?;
+                let flows = if matches!(kind, Kind::Bulk8) { 8 } else { 1 };
+                let gb = self.iperf(netns, path, secs, flows)?;
                 (gb.0 / gb.1, gb.0)
             }
             Kind::Conns | Kind::Tls => {
@@ -142,19 +202,30 @@ impl Runner<'_> {
                 } else {
                     self.durations.conn_secs
                 };
-                let r = self.conns(kind, netns, secs)?;
+                let r = self.conns(kind, netns, path, secs)?;
                 (r.conns as f64 / r.secs, r.conns as f64)
             }
+            Kind::Rtt => {
+                let secs = if warm_up {
+                    0.5
+                } else {
+                    self.durations.conn_secs
+                };
+                let r = self.rtt(netns, secs)?;
+                p99 = r.p99_us;
+                (r.p50_us, r.trips as f64)
+            }
         };
-        let fw_cpu = thread_cpu_secs(FW_THREAD)? - cpu0;
-        if path == Path::Palisade {
+        let fw_cpu = cpu()? - cpu0;
+        if matches!(path, Path::Palisade) {
             // Prove the traffic went through the proxy (events are written at close; give the
             // last tunnel a moment to finish).
             std::thread::sleep(Duration::from_millis(100));
             let p = self.bed.proxied_since(since);
             let ok = match kind {
-                Kind::Bulk => p.bytes_up as f64 >= amount * 1e9 * 0.99,
+                Kind::Bulk | Kind::Bulk8 => p.bytes_up as f64 >= amount * 1e9 * 0.99,
                 Kind::Conns | Kind::Tls => p.conns as f64 >= amount.min(9_000.0) * 0.99,
+                Kind::Rtt => p.bytes_up as f64 >= amount * 64.0,
             };
             if !ok {
                 bail!(
@@ -168,21 +239,48 @@ impl Runner<'_> {
             value,
             fw_cpu,
             amount,
+            p99,
         })
     }
 
-    /// One iperf3 run of `secs` from `netns`; returns (GB received, seconds).
-    fn iperf(&self, netns: &str, secs: u32) -> Result<(f64, f64)> {
+    /// One client run of round trips on an open tunnel to the testbed's TCP echo host.
+    fn rtt(&self, netns: &str, secs: f64) -> Result<RttReport> {
+        let out = bounded(secs as u32 + 15)
+            .args(["ip", "netns", "exec", netns, "taskset", "-c", CLIENT_CPU])
+            .arg(&self.exe)
+            .args(["client", "rtt", "--addr", &format!("{}:7", addrs::TCP_V4)])
+            .args(["--secs", &format!("{secs}"), "--max", "200000"])
+            .output()
+            .context("running the round-trip client")?;
+        if !out.status.success() {
+            bail!(
+                "round-trip client failed (status {:?}): {}",
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        serde_json::from_slice(&out.stdout).context("round-trip client output")
+    }
+
+    /// One iperf3 run of `secs` with `flows` parallel flows from `netns`; returns (GB received,
+    /// seconds).
+    pub(crate) fn iperf(
+        &self,
+        netns: &str,
+        path: Path,
+        secs: u32,
+        flows: u32,
+    ) -> Result<(f64, f64)> {
+        let (host, port) = match path {
+            Path::Peer(route) => (route.addr.ip().to_string(), route.addr.port()),
+            Path::Direct | Path::Palisade => (addrs::TCP_V4.to_string(), IPERF_PORT),
+        };
         let out = bounded(secs + 15)
             .args([
                 "ip", "netns", "exec", netns, "taskset", "-c", CLIENT_CPU, "iperf3",
             ])
-            .args([
-                "-c",
-                &addrs::TCP_V4.to_string(),
-                "-p",
-                &IPERF_PORT.to_string(),
-            ])
+            .args(["-c", &host, "-p", &port.to_string()])
+            .args(["-P", &flows.to_string()])
             .args(["-t", &secs.to_string(), "-J", "--connect-timeout", "3000"])
             .output()
             .context("running iperf3")?;
@@ -208,7 +306,11 @@ impl Runner<'_> {
     }
 
     /// One run of this binary's own connection client from `netns`.
-    fn conns(&self, kind: Kind, netns: &str, secs: f64) -> Result<ClientReport> {
+    fn conns(&self, kind: Kind, netns: &str, path: Path, secs: f64) -> Result<ClientReport> {
+        let tls_addr = match path {
+            Path::Peer(route) => route.addr.to_string(),
+            Path::Direct | Path::Palisade => format!("{}:443", addrs::GOOD_V4),
+        };
         let secs_arg = format!("{secs}");
         let mut cmd = bounded(secs as u32 + 15);
         cmd.args(["ip", "netns", "exec", netns, "taskset", "-c", CLIENT_CPU])
@@ -216,11 +318,11 @@ impl Runner<'_> {
             .arg("client");
         match kind {
             Kind::Tls => {
-                cmd.args(["tls", "--addr", &format!("{}:443", addrs::GOOD_V4)])
-                    .args(["--name", "alpha.test", "--ca"])
+                cmd.args(["tls", "--addr", &tls_addr])
+                    .args(["--name", TLS_NAME, "--ca"])
                     .arg(self.bed.world.test_ca_path());
             }
-            Kind::Conns | Kind::Bulk => {
+            Kind::Conns | Kind::Bulk | Kind::Bulk8 | Kind::Rtt => {
                 cmd.args(["conns", "--addr", &format!("{}:7", addrs::TCP_V4)]);
             }
         }
@@ -244,6 +346,53 @@ impl Runner<'_> {
     }
 }
 
+/// Runs the tunnel scenarios `only` selects (`core`, `tunnel`, `idle`; none selected = all).
+pub(crate) fn run_tunnel(
+    bed: &Bed,
+    durations: Durations,
+    exe: std::path::PathBuf,
+    deadline: Instant,
+    only: &[String],
+) -> Result<(Vec<Outcome>, Option<IdleOutcome>)> {
+    let named = |name: &str| only.iter().any(|o| o == name || o == "all");
+    let wants = |name: &str| only.is_empty() || named(name);
+    // Single scenarios can be picked by kind too (`conns`, `tls`…), without peers unless
+    // `peers` is named as well (the callgrind script runs `--only conns`).
+    let peers = if wants("core") || named("peers") {
+        Some(Peers::start(bed)?)
+    } else {
+        None
+    };
+    let runner = Runner {
+        bed,
+        peers: peers.as_ref(),
+        durations,
+        exe,
+        deadline,
+    };
+    let kinds: Vec<Kind> = [
+        (Kind::Bulk, "core", "bulk"),
+        (Kind::Conns, "core", "conns"),
+        (Kind::Tls, "core", "tls"),
+        (Kind::Bulk8, "tunnel", "bulk8"),
+        (Kind::Rtt, "tunnel", "rtt"),
+    ]
+    .into_iter()
+    .filter(|(_, group, single)| wants(group) || named(single))
+    .map(|(kind, _, _)| kind)
+    .collect();
+    let mut out = Vec::new();
+    for kind in kinds {
+        out.extend(runner.scenario(kind)?);
+    }
+    let idle = if wants("idle") {
+        Some(runner.idle()?)
+    } else {
+        None
+    };
+    Ok((out, idle))
+}
+
 /// `timeout -s KILL <secs> …`: every child is killed if it overstays.
 fn bounded(secs: u32) -> Command {
     let mut cmd = Command::new("timeout");
@@ -252,60 +401,89 @@ fn bounded(secs: u32) -> Command {
     cmd
 }
 
-fn outcome(kind: Kind, direct: &[Sample], palisade: &[Sample]) -> Outcome {
-    let values = |s: &[Sample]| s.iter().map(|x| x.value).collect::<Vec<_>>();
+fn label(path: Path) -> &'static str {
+    match path {
+        Path::Direct => "direct",
+        Path::Palisade => "Palisade",
+        Path::Peer(route) => route.label,
+    }
+}
+
+/// The outcome of one scenario; `p99` picks the round trips' p99 instead of their p50.
+fn outcome(kind: Kind, paths: &[Path], samples: &[Vec<Sample>], p99: bool) -> Outcome {
+    let pick = |x: &Sample| if p99 { x.p99 } else { x.value };
+    let values = |s: &[Sample]| s.iter().map(pick).collect::<Vec<_>>();
+    let empty = Vec::new();
+    let direct = samples.first().unwrap_or(&empty);
+    let palisade = samples.get(1).unwrap_or(&empty);
     let (d, p) = (Summary::of(&values(direct)), Summary::of(&values(palisade)));
     let pair: Vec<f64> = direct
         .iter()
         .zip(palisade)
-        .map(|(d, p)| p.value / d.value)
+        .map(|(d, p)| pick(p) / pick(d))
         .collect();
     let pair = Summary::of(&pair);
-    let (cpu, cpu_unit, goal) = match kind {
-        Kind::Bulk => (
-            palisade
-                .iter()
-                .map(|s| s.fw_cpu / s.amount)
-                .collect::<Vec<_>>(),
-            "CPU-s/GB",
-            ">= 0.9x direct, <= 0.4 CPU-s/GB",
-        ),
-        Kind::Conns => (
-            palisade.iter().map(|s| s.fw_cpu * 1e6 / s.amount).collect(),
-            "CPU-us/conn",
-            ">= 0.8x direct",
-        ),
+    let per_unit = |s: &[Sample]| -> Vec<f64> {
+        match kind {
+            Kind::Bulk | Kind::Bulk8 => s.iter().map(|x| x.fw_cpu / x.amount).collect(),
+            Kind::Conns | Kind::Tls | Kind::Rtt => {
+                s.iter().map(|x| x.fw_cpu * 1e6 / x.amount).collect()
+            }
+        }
+    };
+    let (cpu_unit, goal, unit) = match kind {
+        Kind::Bulk | Kind::Bulk8 => ("CPU-s/GB", ">= 0.9x direct, <= 0.4 CPU-s/GB", "GB/s"),
+        Kind::Conns => ("CPU-us/conn", ">= 0.8x direct", "conn/s"),
         Kind::Tls => (
-            palisade.iter().map(|s| s.fw_cpu * 1e6 / s.amount).collect(),
             "CPU-us/conn",
             ">= 0.8x direct, <= 50 us proxy CPU/conn",
+            "conn/s",
         ),
+        Kind::Rtt => ("CPU-us/trip", "<= +20 us at p50", "us"),
     };
+    let peers = paths
+        .iter()
+        .zip(samples)
+        .filter_map(|(path, s)| match path {
+            Path::Peer(route) => {
+                let v = Summary::of(&values(s));
+                Some(PeerOutcome {
+                    name: route.label,
+                    ratio: v.median / d.median,
+                    value: v,
+                    cpu: Summary::of(&per_unit(s)),
+                })
+            }
+            Path::Direct | Path::Palisade => None,
+        })
+        .collect();
     Outcome {
-        name: kind.name(),
-        unit: match kind {
-            Kind::Bulk => "GB/s",
-            Kind::Conns | Kind::Tls => "conn/s",
+        name: if p99 {
+            "2 round trip, 64 B echo on an open tunnel, p99"
+        } else {
+            kind.name()
         },
-        goal,
+        unit,
+        goal: if p99 { "(p99 reported)" } else { goal },
         ratio: p.median / d.median,
         ratio_min: pair.min,
         ratio_max: pair.max,
         direct: d,
         palisade: p,
-        proxy_cpu: Summary::of(&cpu),
+        proxy_cpu: Summary::of(&per_unit(palisade)),
         proxy_cpu_unit: cpu_unit,
+        peers,
     }
 }
 
 /// `iperf3 -s` in the internet namespace, on the TCP host's address; killed on drop.
 #[derive(Debug)]
-struct IperfServer {
+pub(crate) struct IperfServer {
     child: Child,
 }
 
 impl IperfServer {
-    fn start(bed: &Bed) -> Result<IperfServer> {
+    pub(crate) fn start(bed: &Bed) -> Result<IperfServer> {
         let child = bed
             .world
             .net
