@@ -125,6 +125,13 @@ pub fn intercept_harness_run(data: &[u8]) -> usize {
     intercept::harness::run(data).len()
 }
 
+/// The TLS record type of a handshake: the first byte of a ClientHello.
+const TLS_HANDSHAKE: u8 = 0x16;
+/// After a 400 for a malformed request: how long and how much of the client's remaining bytes
+/// are read and dropped before the socket closes.
+const MALFORMED_LINGER: Duration = Duration::from_secs(1);
+const MALFORMED_DRAIN_BYTES: usize = 64 * 1024;
+
 /// Closes with a TCP reset, so the client fails at once rather than waiting.
 fn reset(stream: TcpStream) {
     let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
@@ -175,6 +182,40 @@ impl Conn {
         e.name = name.map(str::to_owned);
         self.record(e);
         reset(stream);
+    }
+
+    /// Refuses a first request head that breaks HTTP/1 syntax or framing: records the denial,
+    /// answers 400 naming the reason and closes. Nothing was dialled. The rest of what the
+    /// client sent is read and dropped for a moment so the close does not turn into a reset
+    /// that would discard the answer before the client reads it.
+    async fn bad_request(&self, mut stream: TcpStream, why: &'static str) {
+        let reason = format!("malformed HTTP request: {why}");
+        self.record(self.event(EventKind::Http, EventVerdict::Deny, "malformed", &*reason));
+        let body = format!("palisade: {reason}\n");
+        let answer = format!(
+            "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let linger = async {
+            stream.write_all(answer.as_bytes()).await?;
+            stream.shutdown().await?;
+            let mut sink = [0u8; 4096];
+            let mut left = MALFORMED_DRAIN_BYTES;
+            while left > 0 {
+                match tokio::io::AsyncReadExt::read(&mut stream, &mut sink).await? {
+                    0 => break,
+                    n => left = left.saturating_sub(n),
+                }
+            }
+            io::Result::Ok(())
+        };
+        if tokio::time::timeout(MALFORMED_LINGER, linger)
+            .await
+            .is_err()
+        {
+            tracing::debug!("client kept sending after a 400 for a malformed request");
+        }
     }
 
     /// Resolves `name` with the firewall's resolver and connects to the first address that
@@ -330,6 +371,11 @@ async fn handle(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) {
                 tunnel(conn, stream, buf, nameless, bound, None).await
             }
             Ok(Peeked::Closed) => {}
+            // Bytes that claim to be an HTTP request but break its syntax or framing (threat
+            // 19: CL+TE, bare LF, ...) get a 400 that says why; a broken ClientHello a reset.
+            Ok(Peeked::Malformed(why)) if buf.first() != Some(&TLS_HANDSHAKE) => {
+                conn.bad_request(stream, why).await;
+            }
             Ok(Peeked::Malformed(why)) => conn.deny(
                 stream,
                 None,
