@@ -1,8 +1,11 @@
 //! The UDP and TCP listeners: framing, bounds, and one task per query or connection.
 
+use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -136,19 +139,49 @@ async fn serve_udp(
             server,
             transport: Transport::Udp,
         };
-        let (sock, responder) = (Arc::clone(&sock), Arc::clone(&responder));
+        let task_responder = Arc::clone(&responder);
         let span = tracing::debug_span!("dns", %src, transport = "udp");
-        tasks.spawn(
+        let mut answer = Box::pin(
             async move {
                 let _slot = slot;
-                if let Some(response) = responder.respond(&packet, origin).await
-                    && let Err(e) = sock.send_to(&response, peer).await
-                {
-                    tracing::debug!(error = %e, "DNS UDP send failed");
-                }
+                task_responder.respond(&packet, origin).await
             }
             .instrument(span),
         );
+        // Denied names, refusals and cached answers need nothing to wait for: answer them here,
+        // on this task, instead of handing each query to a new task that may wait for the other
+        // worker thread (on a shared CPU, for a whole scheduler slice). Only a query that waits
+        // for the upstream resolver gets a task of its own.
+        match poll_once(&mut answer) {
+            Poll::Ready(Some(response)) => send_reply(&sock, &response, peer).await,
+            Poll::Ready(None) => {}
+            Poll::Pending => {
+                let sock = Arc::clone(&sock);
+                tasks.spawn(async move {
+                    if let Some(response) = answer.await {
+                        send_reply(&sock, &response, peer).await;
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// Polls `fut` once, without a waker: a future that is not ready at once is polled again (with
+/// its task's waker) by whoever takes it over, as the `Future` contract requires.
+fn poll_once<F: Future + Unpin>(fut: &mut F) -> Poll<F::Output> {
+    let mut cx = Context::from_waker(Waker::noop());
+    Pin::new(fut).poll(&mut cx)
+}
+
+async fn send_reply(sock: &UdpSocket, response: &[u8], peer: SocketAddr) {
+    // Usually the socket has room and this returns without waiting.
+    let sent = match sock.try_send_to(response, peer) {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => sock.send_to(response, peer).await,
+        other => other,
+    };
+    if let Err(e) = sent {
+        tracing::debug!(error = %e, "DNS UDP send failed");
     }
 }
 
