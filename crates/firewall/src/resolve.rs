@@ -4,7 +4,9 @@
 //! configuration, no hosts file, no search list. Names are sent fully qualified, in their
 //! canonical spelling, so what was decided is exactly what is resolved.
 
+use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use hickory_resolver::TokioResolver;
@@ -108,6 +110,10 @@ pub struct UpstreamResolver {
     inner: TokioResolver,
     max_ttl: Duration,
     upstreams: Vec<SocketAddr>,
+    /// Answers by canonical name, until they expire: a hit is answered without building a
+    /// hickory query or entering its resolver (which may not complete on its first poll).
+    answers: Mutex<HashMap<CanonicalName, (Vec<Ipv4Addr>, Instant)>>,
+    cache_size: usize,
 }
 
 impl std::fmt::Debug for UpstreamResolver {
@@ -155,12 +161,49 @@ impl UpstreamResolver {
             inner,
             max_ttl: cfg.max_ttl,
             upstreams: cfg.upstreams.clone(),
+            answers: Mutex::default(),
+            cache_size: cfg.cache_size,
         })
     }
 
     /// The A records of `name`. A name that does not exist, or has no A records, is an empty
     /// answer rather than an error; only a failing upstream is an error.
     pub async fn lookup_ipv4(&self, name: &CanonicalName) -> Result<Resolved, ResolveError> {
+        if let Some(hit) = self.cached(name) {
+            return Ok(hit);
+        }
+        let resolved = self.lookup_upstream(name).await?;
+        self.remember(name, &resolved);
+        Ok(resolved)
+    }
+
+    fn cached(&self, name: &CanonicalName) -> Option<Resolved> {
+        let answers = self.answers.lock().unwrap_or_else(|p| p.into_inner());
+        let (addrs, until) = answers.get(name)?;
+        let ttl = until.saturating_duration_since(Instant::now());
+        (!ttl.is_zero()).then(|| Resolved {
+            addrs: addrs.clone(),
+            ttl,
+        })
+    }
+
+    fn remember(&self, name: &CanonicalName, resolved: &Resolved) {
+        if self.cache_size == 0 || resolved.ttl.is_zero() {
+            return;
+        }
+        let now = Instant::now();
+        let mut answers = self.answers.lock().unwrap_or_else(|p| p.into_inner());
+        if answers.len() >= self.cache_size && !answers.contains_key(name) {
+            answers.retain(|_, (_, until)| *until > now);
+            if answers.len() >= self.cache_size {
+                // Still full of live answers: start over rather than grow past the bound.
+                answers.clear();
+            }
+        }
+        answers.insert(name.clone(), (resolved.addrs.clone(), now + resolved.ttl));
+    }
+
+    async fn lookup_upstream(&self, name: &CanonicalName) -> Result<Resolved, ResolveError> {
         let fqdn = Name::from_ascii(format!("{}.", name.as_str()))
             .map_err(|e| ResolveError::Name(e.to_string()))?;
         match self.inner.lookup(fqdn, RecordType::A).await {
@@ -219,6 +262,37 @@ mod tests {
         assert_eq!(cfg.attempts, 2);
         cfg.validate().unwrap();
         assert!(toml::from_str::<ResolverConfig>("bogus = 1").is_err());
+    }
+
+    #[test]
+    fn answer_cache_honours_ttl_and_bound() {
+        // Nothing is ever sent: only the cache in front of the upstream is exercised.
+        let cfg = ResolverConfig {
+            upstreams: vec!["127.0.0.1:53".parse().unwrap()],
+            cache_size: 2,
+            ..ResolverConfig::default()
+        };
+        let r = UpstreamResolver::new(&cfg).unwrap();
+        let name = |s: &str| palisade_policy::canonicalize(s.as_bytes()).unwrap();
+        let one = |ip: [u8; 4], secs| Resolved {
+            addrs: vec![Ipv4Addr::from(ip)],
+            ttl: Duration::from_secs(secs),
+        };
+        assert!(r.cached(&name("a.test")).is_none());
+        r.remember(&name("a.test"), &one([198, 51, 100, 1], 30));
+        r.remember(&name("gone.test"), &one([198, 51, 100, 2], 0));
+        let hit = r.cached(&name("a.test")).unwrap();
+        assert_eq!(hit.addrs, [Ipv4Addr::new(198, 51, 100, 1)]);
+        assert!(hit.ttl <= Duration::from_secs(30) && hit.ttl > Duration::from_secs(28));
+        assert!(
+            r.cached(&name("gone.test")).is_none(),
+            "TTL 0 is not cached"
+        );
+        r.remember(&name("b.test"), &one([198, 51, 100, 3], 30));
+        r.remember(&name("c.test"), &one([198, 51, 100, 4], 30));
+        let held = r.answers.lock().unwrap().len();
+        assert!(held <= 2, "cache bound kept: {held}");
+        assert!(r.cached(&name("c.test")).is_some());
     }
 
     #[test]
