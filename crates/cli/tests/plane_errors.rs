@@ -467,17 +467,7 @@ fn every_error_path_of_the_real_plane() {
     );
 
     // A container that exited on its own: exec is a 409 naming its state, not a 500.
-    let out = std::process::Command::new("runc")
-        .arg("--root")
-        .arg(bed.runc_root())
-        .args(["kill", &extra[0], "KILL"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    bed.runc_ok(&["kill", &extra[0], "KILL"]);
     let mut last = None;
     for _ in 0..50 {
         let r = bed.api(

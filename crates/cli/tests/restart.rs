@@ -191,37 +191,12 @@ fn kill_nine_then_restart_keeps_policies_and_cas() {
     // a half-written archive with no row.
     let orphan = bed.data_dir().join("snapshots/0123456789abcdef.tar.zst");
     std::fs::write(&orphan, b"half an archive").unwrap();
-    let out = std::process::Command::new("runc")
-        .arg("--root")
-        .arg(bed.runc_root())
-        .args(["pause", &transform])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    bed.runc_ok(&["pause", &transform]);
 
     // A container dies while nobody watches.
-    let out = std::process::Command::new("runc")
-        .arg("--root")
-        .arg(bed.runc_root())
-        .args(["kill", &doomed, "KILL"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    bed.runc_ok(&["kill", &doomed, "KILL"]);
     for _ in 0..50 {
-        let st = std::process::Command::new("runc")
-            .arg("--root")
-            .arg(bed.runc_root())
-            .args(["state", &doomed])
-            .output()
-            .unwrap();
+        let st = bed.runc().args(["state", &doomed]).output().unwrap();
         if String::from_utf8_lossy(&st.stdout).contains("\"stopped\"") {
             break;
         }

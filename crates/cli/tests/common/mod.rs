@@ -216,10 +216,21 @@ impl Bed {
         self.data_dir().join("runtime/runc")
     }
 
-    fn runc(&self) -> Command {
+    /// `runc --root <this daemon's root>`, to act on containers behind the daemon's back.
+    pub fn runc(&self) -> Command {
         let mut c = Command::new("runc");
         c.arg("--root").arg(self.runc_root());
         c
+    }
+
+    /// Runs `runc ARGS` on this daemon's containers and asserts it succeeded.
+    pub fn runc_ok(&self, args: &[&str]) {
+        let out = self.runc().args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "runc {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Runs `cmd` in the sandbox with `runc exec`, not through the daemon (which may be down):
