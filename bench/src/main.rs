@@ -61,9 +61,10 @@ struct Args {
     /// dns, sandbox (issue 7's 4, 5, 6, 9). Default: all.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
-    /// Where RESULTS.md and results.json go.
-    #[arg(long, default_value = env!("CARGO_MANIFEST_DIR"))]
-    out: PathBuf,
+    /// Where RESULTS.md and results.json go. Default: bench/ for a full run; for a partial run
+    /// (`--only`) a scratch directory, so it never replaces the full run's results.
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -135,7 +136,18 @@ fn bench(args: &Args) -> Result<()> {
     };
     let table = report::table(&results);
     writeln!(std::io::stdout().lock(), "{}\n{table}", results.pinning)?;
-    report::write(&args.out, &results)?;
+    let out = match (&args.out, args.only.is_empty()) {
+        (Some(dir), _) => dir.clone(),
+        (None, true) => PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+        (None, false) => std::env::temp_dir().join("palisade-bench-partial"),
+    };
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    report::write(&out, &results)?;
+    writeln!(
+        std::io::stdout().lock(),
+        "results written to {}",
+        out.display()
+    )?;
     Ok(())
 }
 
