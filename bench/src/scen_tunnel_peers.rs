@@ -3,8 +3,9 @@
 //! runs in the testbed's `fw` namespace, pinned to the firewall's CPU with one thread, from a
 //! template in bench/peers/<name>/, as an explicit proxy with fixed upstreams: clients in the
 //! `direct` namespace dial the gateway address on the peer's port, so bytes take the same veths
-//! and hops as through Palisade. Squid peek+splice is not run (its intercept port needs a NAT
-//! lookup of a transparent redirect; see bench/README in RESULTS).
+//! and hops as through Palisade. Squid peek+splice is not run here (its intercept port needs the
+//! original destination of a transparent redirect): it is scenario 3b, bench/src/scen/splice.rs,
+//! on the interception bed's nftables redirect (`--only splice`).
 
 use std::net::SocketAddrV4;
 use std::path::PathBuf;

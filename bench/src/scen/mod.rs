@@ -5,11 +5,11 @@
 pub(crate) mod bed;
 mod dns;
 mod h2;
-mod hudsucker;
 mod intercept;
 mod load;
 mod peers;
 mod sandbox;
+mod splice;
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -65,18 +65,12 @@ pub(crate) fn run(only: &[String], reps: usize) -> Result<Vec<Comparison>> {
     let want = |n: &str| only.is_empty() || only.iter().any(|o| o == n || o == "all");
     let deadline = Instant::now() + LIMIT;
     let mut out = Vec::new();
-    if want("intercept") || want("h2") || want("dns") || want("hudsucker") {
+    if want("intercept") || want("h2") || want("dns") {
         let bed = bed::IBed::new()?;
         if want("intercept") {
             out.extend(report_err(
                 "intercept",
                 intercept::run(&bed, reps, deadline),
-            ));
-        }
-        if want("hudsucker") {
-            out.extend(report_err(
-                "hudsucker",
-                hudsucker::run(&bed, reps, deadline),
             ));
         }
         if want("h2") {
@@ -85,6 +79,10 @@ pub(crate) fn run(only: &[String], reps: usize) -> Result<Vec<Comparison>> {
         if want("dns") {
             out.extend(report_err("dns", dns::run(&bed, reps, deadline)));
         }
+    }
+    if want("splice") {
+        let r = bed::IBed::new().and_then(|bed| splice::run(&bed, reps, deadline));
+        out.extend(report_err("splice", r));
     }
     if want("sandbox") {
         out.extend(report_err("sandbox", sandbox::run(deadline)));
