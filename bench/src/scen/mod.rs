@@ -5,6 +5,7 @@
 pub(crate) mod bed;
 mod dns;
 mod h2;
+mod hudsucker;
 mod intercept;
 mod load;
 mod peers;
@@ -65,12 +66,18 @@ pub(crate) fn run(only: &[String], reps: usize) -> Result<Vec<Comparison>> {
     let want = |n: &str| only.is_empty() || only.iter().any(|o| o == n || o == "all");
     let deadline = Instant::now() + LIMIT;
     let mut out = Vec::new();
-    if want("intercept") || want("h2") || want("dns") {
+    if want("intercept") || want("h2") || want("dns") || want("hudsucker") {
         let bed = bed::IBed::new()?;
         if want("intercept") {
             out.extend(report_err(
                 "intercept",
                 intercept::run(&bed, reps, deadline),
+            ));
+        }
+        if want("hudsucker") {
+            out.extend(report_err(
+                "hudsucker",
+                hudsucker::run(&bed, reps, deadline),
             ));
         }
         if want("h2") {
