@@ -57,8 +57,9 @@ struct Args {
     #[arg(long, default_value_t = 2.0)]
     conn_secs: f64,
     /// Run only these scenarios (comma-separated): `core` (bulk, connections, TLS, with the
-    /// tunnel peers), `tunnel` (8 flows, round trip), `idle` (scenario 8), and intercept, h2,
-    /// dns, sandbox (issue 7's 4, 5, 6, 9). Default: all.
+    /// tunnel peers), `tunnel` (8 flows, round trip), `idle` (scenario 8), `splice` (3b, Squid
+    /// peek+splice), and intercept, hudsucker (4e), h2, dns, sandbox (issue 7's 4, 5, 6, 9).
+    /// Default: all.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Where RESULTS.md and results.json go. Default: bench/ for a full run; for a partial run
