@@ -114,7 +114,9 @@ $(STAMP)/bench-deps: Makefile tools/find-python
 
 bench: bench-deps
 	@# Whole-system benchmark (bench/, as root, in testbed namespaces); writes bench/RESULTS.md and bench/results.json.
-	cargo run --release --locked -p palisade-bench
+	@# Both binaries: the suite and the hudsucker peer it starts beside itself.
+	cargo build --release --locked -p palisade-bench
+	cargo run --release --locked -p palisade-bench --bin palisade-bench
 
 clean:
 	cargo clean
