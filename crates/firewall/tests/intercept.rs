@@ -17,17 +17,12 @@ mod common;
 use std::path::PathBuf;
 use std::process::Output;
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{DNS_PORT, PROXY_PORT, parse_policy, show, stdout};
-use ipnet::{IpNet, Ipv4Net};
+use common::{Bed, Sandbox, show, stdout};
 use palisade_ca::{SandboxCa, trust};
-use palisade_firewall::{Firewall, FirewallConfig};
-use palisade_netns::nft::{self, FirewallPorts, SandboxRules};
-use palisade_netns::{AddressPool, RealPlatform, SandboxNet, SandboxNetSpec};
-use palisade_testbed::{World, addrs};
+use palisade_testbed::addrs;
 
 const SECRET: &str = "sk-test-SECRET";
 
@@ -44,125 +39,53 @@ const SEED_POLICY: &str = r#"{
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
-/// Like `common::Bed`, but the firewall trusts the testbed CA for upstream TLS.
-struct IBed {
-    fw: Firewall,
-    _rt: tokio::runtime::Runtime,
-    pool: Mutex<AddressPool>,
-    world: World,
+/// Everything the upstream servers logged, as one string to search.
+fn upstream_log(bed: &Bed) -> String {
+    format!("{:?}", bed.world.log().entries())
 }
 
-impl IBed {
-    fn new() -> IBed {
-        let _ = tracing_subscriber::fmt()
-            .with_test_writer()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .try_init();
-        let world = World::new().expect("testbed world");
-        let rt = world.fw.runtime().expect("runtime in fw namespace");
-        let mut config = FirewallConfig::default();
-        config.proxy_listen = format!("0.0.0.0:{PROXY_PORT}").parse().unwrap();
-        config.dns_listen = format!("0.0.0.0:{DNS_PORT}").parse().unwrap();
-        config.resolver.upstreams = vec![format!("{}:53", addrs::DNS_V4).parse().unwrap()];
-        config.resolver.timeout = Duration::from_secs(1);
-        config.limits.peek_timeout_ms = 2_000;
-        config.extra_roots = vec![world.test_ca_path().to_owned()];
-        let fw = rt
-            .block_on(rt.spawn(async move { Firewall::start(&config).await }))
-            .expect("start task")
-            .expect("firewall starts");
-        let pool_net = Ipv4Net::new(addrs::SANDBOX_POOL_V4, 20).unwrap();
-        let ports = FirewallPorts {
-            proxy: PROXY_PORT,
-            dns: DNS_PORT,
-        };
-        nft::apply(
-            &RealPlatform,
-            Some(world.fw.name()),
-            &nft::render_base(&ports, pool_net),
-        )
-        .expect("base rules");
-        IBed {
-            fw,
-            _rt: rt,
-            pool: Mutex::new(AddressPool::new(pool_net).unwrap()),
-            world,
-        }
-    }
-
-    /// A sandbox network with the given policy, its own CA handed to the data plane, and a
-    /// temporary rootfs with that CA installed.
-    fn sandbox(&self, policy_json: &str) -> ISandbox<'_> {
-        let policy = parse_policy(policy_json);
-        let addrs = self.pool.lock().unwrap().allocate().expect("pool has room");
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let id = format!("{:x}i{:x}", std::process::id() % 0xffff, n);
-        let net = palisade_netns::create_sandbox_net(
-            &RealPlatform,
-            &SandboxNetSpec {
-                id: &id,
-                host_netns: Some(self.world.fw.name()),
-                addrs,
-            },
-        )
-        .expect("sandbox net");
-        let dir = std::env::temp_dir().join(format!("palisade-icpt-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("rootfs")).unwrap();
-        std::fs::create_dir_all(dir.join("home")).unwrap();
-        let ca = Arc::new(SandboxCa::generate(&id).expect("CA"));
-        let installed = trust::install(&dir.join("rootfs"), ca.cert_pem()).expect("trust install");
-        let mut env = Vec::new();
-        for (name, value) in trust::env_vars(&installed) {
-            let host = dir.join("rootfs").join(value.trim_start_matches('/'));
-            assert!(host.exists(), "{name} → {}", host.display());
-            env.push((name, host.display().to_string()));
-        }
-        env.push(("HOME".into(), dir.join("home").display().to_string()));
-        env.push(("PATH".into(), std::env::var("PATH").unwrap_or_default()));
-        env.push(("LANG".into(), "C".into()));
-        let sandbox = ISandbox {
-            bed: self,
-            net,
-            id,
-            dir,
-            env,
-            ca: Arc::clone(&ca),
-        };
-        let cidrs: Vec<Ipv4Net> = policy
-            .allow_cidrs()
-            .iter()
-            .filter_map(|c| match c {
-                IpNet::V4(v4) => Some(*v4),
-                IpNet::V6(_) => None,
-            })
-            .collect();
-        nft::apply(
-            &RealPlatform,
-            Some(self.world.fw.name()),
-            &nft::render_sandbox(&SandboxRules::for_net(&sandbox.net, cidrs)),
-        )
-        .expect("sandbox rules");
-        self.fw
-            .registry()
-            .upsert(&sandbox.id, addrs.sandbox, policy.compile(), 1);
-        assert!(self.fw.registry().set_ca(&sandbox.id, ca));
-        sandbox
-    }
-
-    /// Everything the upstream servers logged, as one string to search.
-    fn upstream_log(&self) -> String {
-        format!("{:?}", self.world.log().entries())
-    }
-}
-
+/// A sandbox of the common bed with its own CA handed to the data plane, and a temporary rootfs
+/// with that CA installed; its clients get only the CA variables, PATH, HOME and LANG.
 struct ISandbox<'a> {
-    bed: &'a IBed,
-    net: SandboxNet,
-    id: String,
+    inner: Sandbox<'a>,
     dir: PathBuf,
     env: Vec<(String, String)>,
     ca: Arc<SandboxCa>,
+}
+
+impl<'a> std::ops::Deref for ISandbox<'a> {
+    type Target = Sandbox<'a>;
+
+    fn deref(&self) -> &Sandbox<'a> {
+        &self.inner
+    }
+}
+
+fn isandbox<'a>(bed: &'a Bed, policy_json: &str) -> ISandbox<'a> {
+    let inner = bed.sandbox(policy_json);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("palisade-icpt-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("rootfs")).unwrap();
+    std::fs::create_dir_all(dir.join("home")).unwrap();
+    let ca = Arc::new(SandboxCa::generate(&inner.id).expect("CA"));
+    let installed = trust::install(&dir.join("rootfs"), ca.cert_pem()).expect("trust install");
+    let mut env = Vec::new();
+    for (name, value) in trust::env_vars(&installed) {
+        let host = dir.join("rootfs").join(value.trim_start_matches('/'));
+        assert!(host.exists(), "{name} → {}", host.display());
+        env.push((name, host.display().to_string()));
+    }
+    env.push(("HOME".into(), dir.join("home").display().to_string()));
+    env.push(("PATH".into(), std::env::var("PATH").unwrap_or_default()));
+    env.push(("LANG".into(), "C".into()));
+    assert!(bed.fw.registry().set_ca(&inner.id, Arc::clone(&ca)));
+    ISandbox {
+        inner,
+        dir,
+        env,
+        ca,
+    }
 }
 
 impl ISandbox<'_> {
@@ -198,18 +121,6 @@ impl ISandbox<'_> {
 
 impl Drop for ISandbox<'_> {
     fn drop(&mut self) {
-        self.bed.fw.registry().remove(&self.id);
-        let _ = nft::apply(
-            &RealPlatform,
-            Some(self.bed.world.fw.name()),
-            &nft::render_remove_sandbox(&self.id, &self.net.host_if),
-        );
-        let _ = palisade_netns::remove_sandbox_net(
-            &RealPlatform,
-            &self.id,
-            Some(self.bed.world.fw.name()),
-        );
-        self.bed.pool.lock().unwrap().release(self.net.addrs);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -292,8 +203,8 @@ fn status_line(resp: &str) -> &str {
 
 #[test]
 fn seed_example_end_to_end_with_curl_python_node_and_no_secret_inside() {
-    let bed = IBed::new();
-    let sb = bed.sandbox(SEED_POLICY);
+    let bed = Bed::new();
+    let sb = isandbox(&bed, SEED_POLICY);
 
     // curl: no flags but the environment.
     let out = sb.sh(
@@ -418,8 +329,8 @@ print(urllib.request.urlopen(req, timeout=10).read().decode())
 
 #[test]
 fn tunnels_keep_the_real_certificate_and_transform_domains_are_not_frontable() {
-    let bed = IBed::new();
-    let sb = bed.sandbox(SEED_POLICY);
+    let bed = Bed::new();
+    let sb = isandbox(&bed, SEED_POLICY);
 
     // Threat 3: alpha.test is tunnelled, so only the testbed CA verifies it.
     let out = sb.sh("curl -sS --max-time 10 https://alpha.test/");
@@ -484,7 +395,7 @@ r = c.getresponse(); r.read(); print(r.status)
 "#,
     );
     assert_eq!(stdout(&out).trim(), "200\n421\n421", "{}", show(&out));
-    let log = bed.upstream_log();
+    let log = upstream_log(&bed);
     assert!(
         !log.contains("/front") && !log.contains("/second") && !log.contains("/abs"),
         "{log}"
@@ -499,8 +410,8 @@ r = c.getresponse(); r.read(); print(r.status)
 
 #[test]
 fn smuggling_shapes_are_refused_and_strip_and_inject_hold_for_any_spelling() {
-    let bed = IBed::new();
-    let sb = bed.sandbox(SEED_POLICY);
+    let bed = Bed::new();
+    let sb = isandbox(&bed, SEED_POLICY);
     bed.world.log().clear();
     let host = "Host: api.example.test\r\n";
     let smuggled = "GET /smuggled HTTP/1.1\r\nHost: api.example.test\r\n\r\n";
@@ -572,7 +483,7 @@ fn smuggling_shapes_are_refused_and_strip_and_inject_hold_for_any_spelling() {
     }
     // Nothing of any of them reached the upstream: not the smuggled request, not the refused
     // ones, not the secret.
-    let log = bed.upstream_log();
+    let log = upstream_log(&bed);
     assert!(!log.contains("smuggled"), "{log}");
     assert!(!log.contains(SECRET), "{log}");
     for p in [
@@ -611,7 +522,7 @@ fn smuggling_shapes_are_refused_and_strip_and_inject_hold_for_any_spelling() {
     );
     assert!(resp.contains("request body is malformed"), "{resp}");
     assert_eq!(resp.matches("HTTP/1.1 ").count(), 1, "{resp}");
-    assert!(!bed.upstream_log().contains("smuggled"));
+    assert!(!upstream_log(&bed).contains("smuggled"));
 
     // Threat 20: every spelling and every copy of X-Debug goes; the client's Authorization
     // never arrives, however many it sends and however spelled.
@@ -629,7 +540,7 @@ fn smuggling_shapes_are_refused_and_strip_and_inject_hold_for_any_spelling() {
     let body = resp.split("\r\n\r\n").nth(1).unwrap_or_default();
     let v: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|_| panic!("{resp}"));
     assert_transformed(&v, "spellings");
-    let log = bed.upstream_log();
+    let log = upstream_log(&bed);
     assert!(!log.contains("fake1") && !log.contains("fake2"), "{log}");
     // Over HTTP/2 too (lower-case on the wire by definition; several copies).
     let out = sb.sh(
@@ -638,7 +549,7 @@ fn smuggling_shapes_are_refused_and_strip_and_inject_hold_for_any_spelling() {
     );
     let v = echo(&out);
     assert_transformed(&v, "h2 spellings");
-    assert!(!bed.upstream_log().contains("fake3"));
+    assert!(!upstream_log(&bed).contains("fake3"));
     bed.world.assert_untouched("attacker");
 }
 
@@ -657,8 +568,8 @@ fn rss_kib() -> u64 {
 
 #[test]
 fn http2_sse_websocket_large_upload_no_redirect_no_trace() {
-    let bed = IBed::new();
-    let sb = bed.sandbox(SEED_POLICY);
+    let bed = Bed::new();
+    let sb = isandbox(&bed, SEED_POLICY);
 
     // HTTP/2 on both sides.
     let out =
@@ -724,7 +635,7 @@ print(data.decode())
     let text = stdout(&out);
     assert!(text.starts_with("HTTP/1.1 101"), "{}", show(&out));
     assert!(text.contains("hello through palisade"), "{}", show(&out));
-    let log = bed.upstream_log();
+    let log = upstream_log(&bed);
     assert!(
         log.contains("websocket message: hello through palisade"),
         "{log}"
@@ -740,7 +651,7 @@ print(data.decode())
         "curl -sS --max-time 10 -o /dev/null -w '%{http_code}' -X TRACE https://api.example.test/",
     );
     assert_eq!(stdout(&out), "405", "{}", show(&out));
-    assert!(!bed.upstream_log().contains("TRACE"));
+    assert!(!upstream_log(&bed).contains("TRACE"));
     bed.world.assert_untouched("attacker");
 
     // A 1 GiB upload generated on the fly: the sha matches and memory stays flat.
@@ -818,10 +729,10 @@ fn upload(sb: &ISandbox<'_>, args: &str, size: usize, want: &str) -> (Duration, 
 
 #[test]
 fn upstream_failure_is_a_502_that_says_what_failed() {
-    let bed = IBed::new();
+    let bed = Bed::new();
     // The echo host serves plain HTTP on 80 only: nothing listens on 443 there.
     bed.world.dns().set_a("api.example.test", &[addrs::ECHO_V4]);
-    let sb = bed.sandbox(SEED_POLICY);
+    let sb = isandbox(&bed, SEED_POLICY);
     let out = sb.sh("curl -sS --max-time 10 -w '\\n%{http_code}' https://api.example.test/down");
     let text = stdout(&out);
     assert!(text.ends_with("\n502"), "{}", show(&out));
@@ -842,8 +753,8 @@ fn upstream_failure_is_a_502_that_says_what_failed() {
 #[test]
 #[ignore = "measurement; run with --ignored --nocapture"]
 fn measure_interception_overhead() {
-    let bed = IBed::new();
-    let sb = bed.sandbox(SEED_POLICY);
+    let bed = Bed::new();
+    let sb = isandbox(&bed, SEED_POLICY);
     let ca = bed.world.test_ca_path().display().to_string();
     let script = sb.dir.join("measure.py");
     std::fs::write(
