@@ -10,6 +10,7 @@
 pub mod config;
 pub mod dns;
 pub mod events;
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod proxy;

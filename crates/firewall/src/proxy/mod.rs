@@ -120,6 +120,7 @@ impl Proxy {
 
 /// Runs arbitrary client bytes through the intercepted request path (the fuzz target's body);
 /// panics if a forwarded request breaks an invariant. Returns how many requests were forwarded.
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub fn intercept_harness_run(data: &[u8]) -> usize {
     intercept::harness::run(data).len()

@@ -7,6 +7,8 @@ use std::mem::MaybeUninit;
 use crate::SniffError;
 
 mod detect;
+pub mod follow;
+pub mod framing;
 mod target;
 #[cfg(test)]
 mod tests;
@@ -63,11 +65,12 @@ impl RequestHead {
 
     /// The declared body length (validated while parsing: one header, decimal digits only).
     pub fn content_length(&self) -> Option<u64> {
-        self.header("content-length").and_then(parse_content_length)
+        self.header("content-length")
+            .and_then(|v| framing::content_length(v).ok())
     }
 
-    /// Whether the body is chunked (Transfer-Encoding present; parsing made sure `chunked` is its
-    /// final coding).
+    /// Whether the body is chunked (Transfer-Encoding present; parsing made sure it is exactly
+    /// one `chunked`).
     pub fn is_chunked(&self) -> bool {
         self.header("transfer-encoding").is_some()
     }
@@ -207,67 +210,21 @@ fn httparse_reason(e: httparse::Error) -> &'static str {
 }
 
 /// Message framing must be unambiguous (RFC 9112 §6.3): otherwise the firewall and the upstream
-/// may disagree on where the next request starts, and the second one goes unchecked.
+/// may disagree on where the next request starts, and the second one goes unchecked. The rule
+/// itself is [`framing::body_framing`], shared with the stream follower.
 fn check_framing(head: &RequestHead) -> Result<(), SniffError> {
-    let mut content_length = None;
-    let mut transfer_encoding = Vec::new();
-    for (name, value) in &head.headers {
-        if name.eq_ignore_ascii_case("content-length") {
-            if content_length.is_some() {
-                return Err(SniffError::Malformed("duplicate Content-Length"));
-            }
-            content_length = Some(
-                parse_content_length(value)
-                    .ok_or(SniffError::Malformed("invalid Content-Length"))?,
-            );
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            transfer_encoding.push(value.as_slice());
-        }
-    }
     if head.version == 1 && head.host.is_none() {
         return Err(SniffError::Malformed("HTTP/1.1 request without Host"));
     }
-    if transfer_encoding.is_empty() {
-        return Ok(());
-    }
-    if content_length.is_some() {
-        return Err(SniffError::Malformed(
-            "Content-Length with Transfer-Encoding",
-        ));
-    }
-    if head.version == 0 {
-        return Err(SniffError::Malformed("Transfer-Encoding in HTTP/1.0"));
-    }
-    let codings: Vec<&[u8]> = transfer_encoding
-        .iter()
-        .flat_map(|v| v.split(|&b| b == b','))
-        .map(trim)
-        .collect();
-    if codings
-        .iter()
-        .any(|c| c.is_empty() || !c.iter().all(|&b| detect::is_tchar(b)))
-    {
-        return Err(SniffError::Malformed("invalid Transfer-Encoding"));
-    }
-    let chunked = |c: &[u8]| c.eq_ignore_ascii_case(b"chunked");
-    let last_is_chunked = codings.last().is_some_and(|c| chunked(c));
-    if !last_is_chunked || codings.iter().filter(|c| chunked(c)).count() != 1 {
-        return Err(SniffError::Malformed(
-            "Transfer-Encoding does not end in a single chunked",
-        ));
-    }
-    Ok(())
+    framing::body_framing(
+        head.version,
+        head.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())),
+    )
+    .map(|_| ())
+    .map_err(SniffError::Malformed)
 }
 
-/// `1*DIGIT` that fits in a u64: no sign, no list, no whitespace inside.
-fn parse_content_length(value: &[u8]) -> Option<u64> {
-    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(value).ok()?.parse().ok()
-}
-
-fn trim(value: &[u8]) -> &[u8] {
+pub(crate) fn trim(value: &[u8]) -> &[u8] {
     let start = value
         .iter()
         .position(|&b| b != b' ' && b != b'\t')
