@@ -17,14 +17,12 @@
 
 mod error;
 pub mod nft;
-mod origdst;
 mod platform;
 mod pool;
 mod reconcile;
 mod sandbox;
 
 pub use error::NetnsError;
-pub use origdst::original_dst;
 pub use platform::{Call, Platform, RealPlatform, RecordingPlatform};
 pub use pool::{AddressPool, DEFAULT_POOL, SandboxAddrs};
 pub use reconcile::remove_stale_sandbox_nets;
