@@ -9,9 +9,11 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use foldhash::fast::RandomState;
 use ipnet::IpNet;
+use palisade_scrub::Patterns;
 
 use crate::addr::{AddrVerdict, classify};
 use crate::name::{CanonicalName, DomainPattern};
@@ -134,6 +136,19 @@ pub struct CompiledPolicy {
     transforms: Vec<Transform>,
     allow_cidrs: Vec<IpNet>,
     fallback: NameVerdict,
+    scrub: Scrub,
+}
+
+/// What intercepted responses are scrubbed of: every form of every injected value, compiled once
+/// per policy.
+#[derive(Debug, Clone)]
+pub enum Scrub {
+    /// The policy injects no value long enough to scrub.
+    Nothing,
+    /// Scrub these.
+    Patterns(Arc<Patterns>),
+    /// The patterns could not be built: intercepted responses must be refused (fail closed).
+    Unavailable,
 }
 
 impl CompiledPolicy {
@@ -187,6 +202,15 @@ impl CompiledPolicy {
                 reason: DenyReason::NotAllowed,
             },
         };
+        let secrets = policy
+            .transforms
+            .iter()
+            .flat_map(|t| t.inject.iter().map(|(_, v)| v.expose().as_bytes()));
+        let scrub = match Patterns::new(secrets) {
+            Ok(Some(p)) => Scrub::Patterns(p),
+            Ok(None) => Scrub::Nothing,
+            Err(_) => Scrub::Unavailable,
+        };
         CompiledPolicy {
             mode: policy.mode,
             exact,
@@ -195,6 +219,7 @@ impl CompiledPolicy {
             transforms: policy.transforms.clone(),
             allow_cidrs: policy.allow_cidrs.clone(),
             fallback,
+            scrub,
         }
     }
 
@@ -259,6 +284,11 @@ impl CompiledPolicy {
     /// The transform an [`NameVerdict::Intercept`] refers to.
     pub fn transform(&self, index: usize) -> Option<&Transform> {
         self.transforms.get(index)
+    }
+
+    /// What intercepted responses are scrubbed of.
+    pub fn scrub(&self) -> &Scrub {
+        &self.scrub
     }
 
     /// The masked `allow_cidrs`.

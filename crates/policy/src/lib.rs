@@ -22,7 +22,7 @@ mod wire;
 pub mod fuzzing;
 
 pub use addr::{AddrVerdict, AddressClass, classify, embedded_v4};
-pub use compiled::{CompiledPolicy, DenyReason, NameVerdict, Rule};
+pub use compiled::{CompiledPolicy, DenyReason, NameVerdict, Rule, Scrub};
 pub use error::{FieldError, ValidationErrors};
 pub use name::{
     CanonicalName, DomainPattern, MAX_LABEL_LEN, MAX_NAME_LEN, MAX_RAW_LEN, NameError,

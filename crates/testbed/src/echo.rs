@@ -134,6 +134,10 @@ pub(crate) async fn handle(
                 return Ok(resp);
             }
             "/ws" => return Ok(websocket(&conn, req)),
+            "/reflect" => {
+                let query = req.uri().query().unwrap_or("");
+                return Ok(crate::reflect::response(req.headers(), query));
+            }
             _ => {}
         }
     }
@@ -180,6 +184,17 @@ fn echo_json(
             vals.push(serde_json::Value::String(v.clone()));
         }
     }
+    // Digests let a test in a sandbox check an injected secret without the secret itself: the
+    // firewall scrubs the echoed value, never its digest.
+    let mut digests = serde_json::Map::new();
+    for (n, v) in headers {
+        if let serde_json::Value::Array(vals) = digests
+            .entry(n.clone())
+            .or_insert_with(|| serde_json::Value::Array(Vec::new()))
+        {
+            vals.push(serde_json::Value::String(sha256_hex(v.as_bytes())));
+        }
+    }
     serde_json::json!({
         "server": conn.role.server,
         "method": method.as_str(),
@@ -191,11 +206,20 @@ fn echo_json(
         "version": version_str(version),
         "headers": headers.iter().map(|(n, v)| [n, v]).collect::<Vec<_>>(),
         "header_map": map,
+        "header_sha256": digests,
         "body_len": len,
         "body_sha256": sha,
         "peer": conn.peer.to_string(),
         "local": conn.local.to_string(),
     })
+}
+
+/// SHA-256 of `data`, lower-case hex.
+pub fn sha256_hex(data: &[u8]) -> String {
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Reads the whole body without keeping it: its length and SHA-256 (hex).

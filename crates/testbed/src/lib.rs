@@ -15,12 +15,13 @@ mod echo;
 mod http;
 mod log;
 mod netns;
+mod reflect;
 mod servers;
 mod tcp;
 mod world;
 
 pub use dns::DnsZone;
-pub use echo::{pattern, pattern_byte};
+pub use echo::{pattern, pattern_byte, sha256_hex};
 pub use log::{DnsQuery, Kind, LogEntry, ServerLog, Transport};
 pub use netns::{Netns, cleanup_stale};
 pub use world::{SandboxLike, World};

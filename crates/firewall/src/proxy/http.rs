@@ -339,7 +339,8 @@ impl Session {
             &rule,
             "request forwarded",
         );
-        ev.name = Some(host);
+        ev.name = Some(host.clone());
+        let ev_info = info.clone();
         ev.http = Some(info);
         conn.record(ev);
 
@@ -352,7 +353,24 @@ impl Session {
             return Response::from_parts(rparts, empty());
         }
         strip_hop_by_hop(&mut rparts.headers, false);
-        Response::from_parts(rparts, rbody.boxed())
+        if transform.is_none() {
+            // Only a transform domain was ever sent a secret; nothing else can echo one.
+            return Response::from_parts(rparts, rbody.map_err(Into::into).boxed());
+        }
+        match super::scrub::response(conn, &policy, &mut rparts, rbody, ev_info) {
+            Ok(body) => Response::from_parts(rparts, body),
+            Err(reason) => {
+                let mut ev =
+                    conn.event(EventKind::Http, EventVerdict::Deny, "scrub", reason.clone());
+                ev.name = Some(host);
+                conn.record(ev);
+                text(
+                    StatusCode::BAD_GATEWAY,
+                    format!("palisade: the response cannot be inspected: {reason}\n"),
+                    true,
+                )
+            }
+        }
     }
 
     async fn resolve(&self, name: &palisade_policy::CanonicalName) -> Result<IpAddr, String> {

@@ -11,6 +11,7 @@ mod peek;
 pub mod plan;
 mod relay;
 mod rewrite;
+mod scrub;
 mod upstream;
 
 use std::io;

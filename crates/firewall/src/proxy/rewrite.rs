@@ -14,7 +14,8 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::{Frame, Incoming, SizeHint};
 use palisade_policy::Transform;
 
-pub(super) type Body = BoxBody<Bytes, hyper::Error>;
+/// What the proxy answers the sandbox with: the upstream's (possibly scrubbed) body or its own.
+pub(super) type Body = BoxBody<Bytes, super::scrub::BoxError>;
 
 /// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1), plus the proxy's own.
 pub(super) const HOP_BY_HOP: &[&str] = &[

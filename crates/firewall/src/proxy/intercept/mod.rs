@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -26,7 +25,7 @@ use super::rewrite::{
     Body, BodyFailure, ClientBody, apply_transform, empty, innermost, is_websocket,
     splice_upgrades, strip_hop_by_hop, text,
 };
-use super::{Conn, upstream};
+use super::{Conn, scrub, upstream};
 use crate::events::{EventKind, EventVerdict, HttpInfo};
 
 /// How long a client may take to send a request head.
@@ -347,6 +346,7 @@ impl Session {
             "request forwarded",
         );
         ev.name = Some(info.host.clone());
+        let ev_info = info.clone();
         ev.http = Some(info);
         conn.record(ev);
         if rparts.status == StatusCode::SWITCHING_PROTOCOLS && websocket {
@@ -361,7 +361,21 @@ impl Session {
             return Response::from_parts(rparts, empty());
         }
         strip_hop_by_hop(&mut rparts.headers, false);
-        Response::from_parts(rparts, rbody.boxed())
+        match scrub::response(conn, &policy, &mut rparts, rbody, ev_info) {
+            Ok(body) => Response::from_parts(rparts, body),
+            Err(reason) => {
+                // Fail closed: a response the firewall cannot scrub never reaches the sandbox.
+                let mut ev =
+                    conn.event(EventKind::Http, EventVerdict::Deny, "scrub", reason.clone());
+                ev.name = Some(self.sni.as_str().to_owned());
+                conn.record(ev);
+                text(
+                    StatusCode::BAD_GATEWAY,
+                    format!("palisade: the response cannot be inspected: {reason}\n"),
+                    true,
+                )
+            }
+        }
     }
 }
 
