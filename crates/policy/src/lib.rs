@@ -12,6 +12,7 @@ mod addr;
 mod compiled;
 mod error;
 mod headers;
+mod http_rules;
 mod name;
 mod policy;
 mod secret;
@@ -24,6 +25,7 @@ pub mod fuzzing;
 pub use addr::{AddrVerdict, AddressClass, classify, embedded_v4};
 pub use compiled::{CompiledPolicy, DenyReason, NameVerdict, Rule, Scrub};
 pub use error::{FieldError, ValidationErrors};
+pub use http_rules::{HttpAction, HttpDecision, HttpRule, HttpRuleSpec};
 pub use name::{
     CanonicalName, DomainPattern, MAX_LABEL_LEN, MAX_NAME_LEN, MAX_RAW_LEN, NameError,
     PatternError, canonicalize,

@@ -6,6 +6,7 @@ use ipnet::IpNet;
 
 use crate::compiled::CompiledPolicy;
 use crate::error::ValidationErrors;
+use crate::http_rules::{HttpDecision, HttpRule};
 use crate::name::DomainPattern;
 use crate::secret::{REDACTED, SecretValue};
 use crate::wire::{Mode, NetworkPolicySpec, TransformSpec};
@@ -27,6 +28,7 @@ pub struct Transform {
     pub(crate) pattern: DomainPattern,
     pub(crate) inject: Vec<(String, SecretValue)>,
     pub(crate) strip: Vec<String>,
+    pub(crate) http_rules: Vec<HttpRule>,
 }
 
 impl Transform {
@@ -43,6 +45,16 @@ impl Transform {
     /// Lowercase names of headers to remove (applied before `inject`).
     pub fn strip(&self) -> &[String] {
         &self.strip
+    }
+
+    /// The L7 rules, in order (empty: every request is allowed).
+    pub fn http_rules(&self) -> &[HttpRule] {
+        &self.http_rules
+    }
+
+    /// What the L7 rules say about a request (`path`: the target's path, no query).
+    pub fn decide_request(&self, method: &str, path: &str) -> HttpDecision {
+        crate::http_rules::decide(&self.http_rules, method, path)
     }
 
     fn to_spec(&self, redact: bool) -> TransformSpec {
@@ -65,6 +77,8 @@ impl Transform {
             domain: self.pattern.to_string(),
             inject_headers,
             strip_headers: (!self.strip.is_empty()).then(|| self.strip.clone()),
+            http_rules: (!self.http_rules.is_empty())
+                .then(|| self.http_rules.iter().map(HttpRule::to_spec).collect()),
         }
     }
 }

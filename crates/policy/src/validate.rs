@@ -7,6 +7,7 @@ use ipnet::IpNet;
 
 use crate::error::{Errors, ValidationErrors};
 use crate::headers;
+use crate::http_rules::{HttpRule, HttpRuleSpec};
 use crate::name::DomainPattern;
 use crate::policy::{Policy, Transform};
 use crate::secret::SecretValue;
@@ -29,6 +30,8 @@ pub struct Limits {
     pub max_header_name_len: usize,
     /// Bytes in an injected value.
     pub max_header_value_len: usize,
+    /// `http_rules` entries per transform.
+    pub max_http_rules: usize,
 }
 
 impl Limits {
@@ -41,6 +44,7 @@ impl Limits {
         max_strip_headers: 32,
         max_header_name_len: 256,
         max_header_value_len: 8192,
+        max_http_rules: 64,
     };
 }
 
@@ -254,12 +258,45 @@ fn parse_transforms(raw: &[TransformSpec], limits: &Limits, errs: &mut Errors) -
             limits,
             errs,
         );
+        let http_rules = parse_http_rules(
+            &at,
+            t.http_rules.as_deref().unwrap_or_default(),
+            limits,
+            errs,
+        );
         if let Some(pattern) = pattern {
             out.push(Transform {
                 pattern,
                 inject,
                 strip,
+                http_rules,
             });
+        }
+    }
+    out
+}
+
+fn parse_http_rules(
+    at: &str,
+    raw: &[HttpRuleSpec],
+    limits: &Limits,
+    errs: &mut Errors,
+) -> Vec<HttpRule> {
+    check_count_at(
+        &format!("{at}.http_rules"),
+        raw.len(),
+        limits.max_http_rules,
+        errs,
+    );
+    let mut out = Vec::new();
+    for (i, spec) in raw.iter().enumerate() {
+        match HttpRule::parse(spec) {
+            Ok(r) => out.push(r),
+            Err(problems) => {
+                for (field, message) in problems {
+                    errs.push(format!("{at}.http_rules[{i}].{field}"), message);
+                }
+            }
         }
     }
     out

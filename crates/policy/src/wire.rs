@@ -7,6 +7,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{FieldError, ValidationErrors};
+use crate::http_rules::HttpRuleSpec;
 
 /// What a sandbox may reach when no rule says otherwise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -101,6 +102,9 @@ pub struct TransformSpec {
     /// Headers removed from every request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strip_headers: Option<Vec<String>>,
+    /// Beyond Leap0: which requests may go upstream, by method and path (first match wins).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_rules: Option<Vec<HttpRuleSpec>>,
 }
 
 impl fmt::Debug for TransformSpec {
@@ -110,6 +114,7 @@ impl fmt::Debug for TransformSpec {
             .field("domain", &self.domain)
             .field("inject_headers", &inject.map(|names| (names, "[REDACTED]")))
             .field("strip_headers", &self.strip_headers)
+            .field("http_rules", &self.http_rules)
             .finish()
     }
 }
@@ -211,6 +216,8 @@ struct TransformFields {
     inject_headers: Option<BTreeMap<String, String>>,
     #[serde(default)]
     strip_headers: Option<Vec<String>>,
+    #[serde(default)]
+    http_rules: Option<Vec<HttpRuleSpec>>,
 }
 
 struct ObjectOnly<T>(std::marker::PhantomData<T>);
@@ -246,6 +253,7 @@ impl<'de> Deserialize<'de> for TransformSpec {
             domain: f.domain,
             inject_headers: f.inject_headers,
             strip_headers: f.strip_headers,
+            http_rules: f.http_rules,
         })
     }
 }

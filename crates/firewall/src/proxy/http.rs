@@ -23,8 +23,8 @@ use super::framing::{FramingGuard, Verdicts};
 use super::peek::Rewind;
 use super::plan::{Plan, plan_named, plan_nameless};
 use super::rewrite::{
-    Body, BodyFailure, ClientBody, apply_transform, empty, is_websocket, splice_upgrades,
-    strip_hop_by_hop, text,
+    Body, BodyFailure, ClientBody, apply_transform, check_http_rules, empty, is_websocket,
+    splice_upgrades, strip_hop_by_hop, text,
 };
 use crate::events::{EventKind, EventVerdict, HttpInfo};
 
@@ -267,6 +267,14 @@ impl Session {
                 }
             }
         };
+
+        // The transform's L7 rules, after the authority and policy checks.
+        if let Some(t) = transform.and_then(|i| policy.transform(i))
+            && let Err(r) = check_http_rules(t, req.method().as_str(), req.uri().path())
+        {
+            let body = format!("palisade: {}\n", r.reason);
+            return deny(&mut info, r.status, &r.rule, r.reason, body);
+        }
 
         // Rewrite for the upstream hop.
         let websocket = is_websocket(req.headers());

@@ -460,3 +460,37 @@ fn custom_without_rules_is_valid_and_allows_nothing() {
     assert!(Policy::allow_all().compile().allows_any_name());
     assert!(!Policy::deny_all().compile().allows_any_name());
 }
+
+#[test]
+fn http_rules_are_checked_with_field_paths_and_round_trip() {
+    let json = r#"{"mode":"custom","transforms":[{"domain":"api.test","http_rules":[
+        {"action":"allow","method":"GET","path":"/v1/models"},
+        {"action":"permit","path":"/x"},
+        {"action":"deny","method":"GE T","path":"v1/*x"}]}]}"#;
+    let errs = palisade_policy::Policy::from_json(json.as_bytes()).unwrap_err();
+    let fields: Vec<&str> = errs.0.iter().map(|e| e.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        [
+            "network_policy.transforms[0].http_rules[1].action",
+            "network_policy.transforms[0].http_rules[2].method",
+            "network_policy.transforms[0].http_rules[2].path",
+        ],
+        "{errs:?}"
+    );
+    let json = r#"{"mode":"custom","transforms":[{"domain":"api.test","http_rules":[
+        {"action":"allow","method":"*","path":"/v1/%6dodels/**"},
+        {"action":"deny","path":"/"}]}]}"#;
+    let policy = palisade_policy::Policy::from_json(json.as_bytes()).unwrap();
+    let spec = policy.to_spec();
+    let rules = spec.transforms.as_ref().unwrap()[0]
+        .http_rules
+        .as_ref()
+        .unwrap();
+    assert_eq!(rules[0].path, "/v1/models/**");
+    assert_eq!(rules[0].method, None);
+    assert_eq!(spec.validate().unwrap(), policy);
+    let unknown = r#"{"mode":"custom","transforms":[{"domain":"api.test","http_rules":[
+        {"action":"allow","path":"/","extra":1}]}]}"#;
+    assert!(palisade_policy::Policy::from_json(unknown.as_bytes()).is_err());
+}

@@ -22,8 +22,8 @@ use super::http::request_authority;
 use super::peek::Rewind;
 use super::plan::{Plan, plan_name};
 use super::rewrite::{
-    Body, BodyFailure, ClientBody, apply_transform, empty, innermost, is_websocket,
-    splice_upgrades, strip_hop_by_hop, text,
+    Body, BodyFailure, ClientBody, apply_transform, check_http_rules, empty, innermost,
+    is_websocket, splice_upgrades, strip_hop_by_hop, text,
 };
 use super::{Conn, scrub, upstream};
 use crate::events::{EventKind, EventVerdict, HttpInfo};
@@ -214,6 +214,11 @@ pub(crate) fn prepare<B>(
         ),
         None => "domain".to_owned(),
     };
+    // The transform's L7 rules, after the authority and policy checks.
+    if let Some(t) = transform.and_then(|i| policy.transform(i)) {
+        check_http_rules(t, req.method().as_str(), req.uri().path())
+            .map_err(|r| refuse(r.status, &r.rule, r.reason))?;
+    }
     let websocket = is_websocket(req.headers());
     let (mut parts, body) = req.into_parts();
     let path = parts
