@@ -6,6 +6,7 @@ here: the verbatim examples prove the API accepts them (and redacts secrets); th
 proven on the testbed's own names (alpha.test, beta.test: the good server; evil.test: the
 attacker) with the same shapes."""
 
+import hashlib
 import json
 
 from leap0 import Leap0Client, NetworkPolicyMode
@@ -165,7 +166,11 @@ def test_transform_injects_and_strips(client, cleanup):
         "https://alpha.test/",
     )
     assert code == 0, out
-    assert SECRET in out, out
+    # The upstream got the secret (the echo's digest of the header says so); the sandbox only
+    # ever sees the marker, since responses from a transform domain are scrubbed.
+    assert hashlib.sha256(SECRET.encode()).hexdigest() in out, out
+    assert SECRET not in out, out
+    assert "[REDACTED]" in out, out
     assert "leak-me" not in out
     assert "Bearer wrong" not in out
     code, env = sh(sb, "env; cat /etc/resolv.conf")

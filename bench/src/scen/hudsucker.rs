@@ -183,7 +183,7 @@ impl Row {
     }
 }
 
-/// The Authorization values the upstream saw for one request on this path.
+/// The digests of the Authorization values the upstream saw for one request on this path.
 fn seen_authorization(bed: &IBed, row: &Row, hud: &Hud) -> Result<Vec<String>> {
     // Through hudsucker the client trusts only the sandbox CA: the leaf must be hudsucker's.
     let (ca, proxy) = match row.via {
@@ -197,7 +197,8 @@ fn seen_authorization(bed: &IBed, row: &Row, hud: &Hud) -> Result<Vec<String>> {
         .with_context(|| format!("{}: one request", row.name))?;
     let json: serde_json::Value =
         serde_json::from_str(&body).with_context(|| format!("{}: echo JSON: {body}", row.name))?;
-    Ok(json["header_map"]["authorization"]
+    // Digests: Palisade scrubs the injected value from the echo the client reads.
+    Ok(json["header_sha256"]["authorization"]
         .as_array()
         .map(|a| {
             a.iter()
@@ -231,7 +232,7 @@ pub(crate) fn run(bed: &IBed, reps: usize, deadline: Instant) -> Result<Vec<Comp
             Via::Palisade | Via::Hud => SECRET,
         };
         let seen = seen_authorization(bed, row, &hud)?;
-        if seen != [want] {
+        if seen != [palisade_testbed::sha256_hex(want.as_bytes())] {
             bail!("{}: upstream saw Authorization {seen:?}", row.name);
         }
     }

@@ -92,7 +92,7 @@ fn label(p: &Peer) -> String {
     }
 }
 
-/// The Authorization values the upstream saw for one request on this path.
+/// The digests of the Authorization values the upstream saw for one request on this path.
 fn seen_authorization(bed: &IBed, c: &mut Config<'_>) -> Result<Vec<String>> {
     c.route(bed)?;
     let ca = bed.path("clients-ca.pem").display().to_string();
@@ -105,7 +105,8 @@ fn seen_authorization(bed: &IBed, c: &mut Config<'_>) -> Result<Vec<String>> {
     .with_context(|| format!("{}: one request", c.name))?;
     let json: serde_json::Value =
         serde_json::from_str(&body).with_context(|| format!("{}: echo JSON: {body}", c.name))?;
-    Ok(json["header_map"]["authorization"]
+    // Digests: Palisade scrubs the injected value from the echo the client reads.
+    Ok(json["header_sha256"]["authorization"]
         .as_array()
         .map(|a| {
             a.iter()
@@ -147,7 +148,7 @@ pub(crate) fn run(bed: &IBed, reps: usize, deadline: Instant) -> Result<Vec<Comp
             Via::Palisade | Via::Peer(_) => SECRET,
         };
         match seen_authorization(bed, &mut c) {
-            Ok(seen) if seen == [want] => checked.push(c),
+            Ok(seen) if seen == [palisade_testbed::sha256_hex(want.as_bytes())] => checked.push(c),
             Ok(seen) => {
                 if matches!(c.via, Via::Direct | Via::Palisade) {
                     bail!("{}: upstream saw Authorization {seen:?}", c.name);

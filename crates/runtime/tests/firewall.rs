@@ -656,10 +656,18 @@ fn transform_injects_the_secret_that_never_enters_the_sandbox() {
     let echo: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(echo["server"], "good", "{echo}");
     assert_eq!(echo["sni"], "api.example.test", "{echo}");
+    // The upstream got the secret (its digest says so); the sandbox sees only the marker.
     let headers = &echo["header_map"];
     assert_eq!(
+        echo["header_sha256"]["authorization"],
+        serde_json::json!([palisade_testbed::sha256_hex(
+            format!("Bearer {secret}").as_bytes()
+        )]),
+        "{echo}"
+    );
+    assert_eq!(
         headers["authorization"],
-        serde_json::json!([format!("Bearer {secret}")]),
+        serde_json::json!(["[REDACTED]"]),
         "{echo}"
     );
     assert!(headers.get("x-debug").is_none(), "{echo}");
@@ -674,9 +682,14 @@ fn transform_injects_the_secret_that_never_enters_the_sandbox() {
     let r = sb.sh(r#"python3 -c '
 import json, urllib.request
 body = urllib.request.urlopen("https://api.example.test/py", timeout=5).read()
-print(json.loads(body)["header_map"]["authorization"][0])
+print(json.loads(body)["header_sha256"]["authorization"][0])
 '"#);
-    assert_eq!(r.stdout.trim(), format!("Bearer {secret}"), "{}", show(&r));
+    assert_eq!(
+        r.stdout.trim(),
+        palisade_testbed::sha256_hex(format!("Bearer {secret}").as_bytes()),
+        "{}",
+        show(&r)
+    );
 
     // A passthrough name is not intercepted: only the upstream's own CA verifies it, and no
     // header is added there.
