@@ -1030,3 +1030,60 @@ fn http_rules_allow_and_deny_by_method_and_path() {
     assert!(events.iter().any(|e| e.rule == "http-rule:0"), "{events:?}");
     assert!(events.iter().any(|e| e.rule == "http-rules"), "{events:?}");
 }
+
+/// Issue 15, placeholders: the sandbox holds a `pl-secret-…` token; towards the transform's
+/// domain the firewall replaces it with the secret in the headers the placeholder names (and
+/// nowhere else in the request); towards any other domain it is just a string.
+#[test]
+fn placeholders_become_the_secret_only_towards_their_domain() {
+    const PL: &str = "pl-secret-0123456789abcdef0123";
+    const REAL: &str = "sk-real-PLACEHOLDER-7c1e";
+    let bed = Bed::new();
+    let sb = isandbox(
+        &bed,
+        &format!(
+            r#"{{"mode": "custom", "allow_domains": ["alpha.test"],
+            "transforms": [{{"domain": "api.example.test",
+                "placeholders": [{{"placeholder": "{PL}", "value": "{REAL}",
+                                   "headers": ["Authorization", "X-Api-Key"]}}]}}]}}"#
+        ),
+    );
+    let out = sb.sh(&format!(
+        "TOKEN={PL}; curl -sS --max-time 10 -H \"Authorization: Bearer $TOKEN\" \
+         -H \"X-Api-Key: $TOKEN\" -H \"X-Other: $TOKEN\" 'https://api.example.test/pl?t='$TOKEN"
+    ));
+    let v = echo(&out);
+    let sha = |s: &str| vec![palisade_testbed::sha256_hex(s.as_bytes())];
+    assert_eq!(
+        seen_sha(&v, "authorization"),
+        sha(&format!("Bearer {REAL}")),
+        "{v}"
+    );
+    assert_eq!(seen_sha(&v, "x-api-key"), sha(REAL), "{v}");
+    // A header it does not name, and the query string, keep the token.
+    assert_eq!(seen(&v, "x-other"), vec![PL.to_owned()], "{v}");
+    assert!(v["query"].as_str().unwrap_or_default().contains(PL), "{v}");
+    assert!(
+        !v.to_string().contains(REAL),
+        "the secret reached the sandbox: {v}"
+    );
+    // Another domain gets the token as sent, never the secret.
+    let out = sb.sh(&format!(
+        "curl -sS --max-time 10 -H 'Authorization: Bearer {PL}' http://alpha.test/other"
+    ));
+    let v = echo(&out);
+    assert_eq!(
+        seen(&v, "authorization"),
+        vec![format!("Bearer {PL}")],
+        "{v}"
+    );
+    let log = upstream_log(&bed);
+    assert_eq!(
+        log.matches(REAL).count(),
+        2,
+        "the secret went only to api.example.test: {log}"
+    );
+    // The value never shows in the data plane's debug output either.
+    let dbg = format!("{:?}", bed.fw.registry().by_id(&sb.id).map(|e| e.policy()));
+    assert!(!dbg.contains(REAL), "{dbg}");
+}

@@ -202,10 +202,12 @@ impl CompiledPolicy {
                 reason: DenyReason::NotAllowed,
             },
         };
-        let secrets = policy
-            .transforms
-            .iter()
-            .flat_map(|t| t.inject.iter().map(|(_, v)| v.expose().as_bytes()));
+        let secrets = policy.transforms.iter().flat_map(|t| {
+            t.inject
+                .iter()
+                .map(|(_, v)| v.expose().as_bytes())
+                .chain(t.placeholders.iter().map(|p| p.value.expose().as_bytes()))
+        });
         let scrub = match Patterns::new(secrets) {
             Ok(Some(p)) => Scrub::Patterns(p),
             Ok(None) => Scrub::Nothing,

@@ -14,6 +14,7 @@ mod error;
 mod headers;
 mod http_rules;
 mod name;
+mod placeholder;
 mod policy;
 mod secret;
 mod validate;
@@ -30,6 +31,7 @@ pub use name::{
     CanonicalName, DomainPattern, MAX_LABEL_LEN, MAX_NAME_LEN, MAX_RAW_LEN, NameError,
     PatternError, canonicalize,
 };
+pub use placeholder::{PLACEHOLDER_PREFIX, Placeholder, PlaceholderSpec};
 pub use policy::{Policy, Transform};
 pub use secret::{REDACTED, SecretValue};
 pub use validate::Limits;

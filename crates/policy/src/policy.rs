@@ -8,6 +8,7 @@ use crate::compiled::CompiledPolicy;
 use crate::error::ValidationErrors;
 use crate::http_rules::{HttpDecision, HttpRule};
 use crate::name::DomainPattern;
+use crate::placeholder::Placeholder;
 use crate::secret::{REDACTED, SecretValue};
 use crate::wire::{Mode, NetworkPolicySpec, TransformSpec};
 
@@ -29,6 +30,7 @@ pub struct Transform {
     pub(crate) inject: Vec<(String, SecretValue)>,
     pub(crate) strip: Vec<String>,
     pub(crate) http_rules: Vec<HttpRule>,
+    pub(crate) placeholders: Vec<Placeholder>,
 }
 
 impl Transform {
@@ -45,6 +47,12 @@ impl Transform {
     /// Lowercase names of headers to remove (applied before `inject`).
     pub fn strip(&self) -> &[String] {
         &self.strip
+    }
+
+    /// Placeholders replaced by their secret in the headers they name (after strip, before
+    /// inject).
+    pub fn placeholders(&self) -> &[Placeholder] {
+        &self.placeholders
     }
 
     /// The L7 rules, in order (empty: every request is allowed).
@@ -77,6 +85,12 @@ impl Transform {
             domain: self.pattern.to_string(),
             inject_headers,
             strip_headers: (!self.strip.is_empty()).then(|| self.strip.clone()),
+            placeholders: (!self.placeholders.is_empty()).then(|| {
+                self.placeholders
+                    .iter()
+                    .map(|p| p.to_spec(redact))
+                    .collect()
+            }),
             http_rules: (!self.http_rules.is_empty())
                 .then(|| self.http_rules.iter().map(HttpRule::to_spec).collect()),
         }

@@ -9,6 +9,7 @@ use crate::error::{Errors, ValidationErrors};
 use crate::headers;
 use crate::http_rules::{HttpRule, HttpRuleSpec};
 use crate::name::DomainPattern;
+use crate::placeholder::{self, Placeholder, PlaceholderSpec};
 use crate::policy::{Policy, Transform};
 use crate::secret::SecretValue;
 use crate::wire::{Mode, NetworkPolicySpec, ROOT, TransformSpec};
@@ -264,12 +265,70 @@ fn parse_transforms(raw: &[TransformSpec], limits: &Limits, errs: &mut Errors) -
             limits,
             errs,
         );
+        let placeholders = parse_placeholders(
+            &at,
+            t.placeholders.as_deref().unwrap_or_default(),
+            limits,
+            errs,
+        );
         if let Some(pattern) = pattern {
             out.push(Transform {
                 pattern,
                 inject,
                 strip,
                 http_rules,
+                placeholders,
+            });
+        }
+    }
+    out
+}
+
+fn parse_placeholders(
+    at: &str,
+    raw: &[PlaceholderSpec],
+    limits: &Limits,
+    errs: &mut Errors,
+) -> Vec<Placeholder> {
+    check_count_at(&format!("{at}.placeholders"), raw.len(), 8, errs);
+    let mut out: Vec<Placeholder> = Vec::new();
+    for (i, p) in raw.iter().enumerate() {
+        let field = format!("{at}.placeholders[{i}]");
+        let mut ok = true;
+        if let Err(msg) = placeholder::check_token(&p.placeholder) {
+            errs.push(format!("{field}.placeholder"), msg);
+            ok = false;
+        } else if out.iter().any(|q| q.token == p.placeholder) {
+            errs.push(format!("{field}.placeholder"), "is given twice".to_owned());
+            ok = false;
+        }
+        if let Err(msg) = headers::check_value(&p.value, limits.max_header_value_len) {
+            errs.push(format!("{field}.value"), msg);
+            ok = false;
+        }
+        if p.headers.is_empty() {
+            errs.push(format!("{field}.headers"), "names no header".to_owned());
+            ok = false;
+        }
+        let mut names = Vec::new();
+        for (k, name) in p.headers.iter().enumerate() {
+            match check_header_name(name, limits) {
+                Ok(lower) if !names.contains(&lower) => names.push(lower),
+                Ok(_) => {}
+                Err(msg) => {
+                    errs.push(
+                        format!("{field}.headers[{k}]"),
+                        format!("{} {msg}", quote(name)),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        if ok {
+            out.push(Placeholder {
+                token: p.placeholder.clone(),
+                value: SecretValue::new(p.value.clone()),
+                headers: names,
             });
         }
     }

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{FieldError, ValidationErrors};
 use crate::http_rules::HttpRuleSpec;
+use crate::placeholder::PlaceholderSpec;
 
 /// What a sandbox may reach when no rule says otherwise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -105,6 +106,9 @@ pub struct TransformSpec {
     /// Beyond Leap0: which requests may go upstream, by method and path (first match wins).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_rules: Option<Vec<HttpRuleSpec>>,
+    /// Beyond Leap0: tokens the sandbox may hold, replaced by the secret in the named headers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placeholders: Option<Vec<PlaceholderSpec>>,
 }
 
 impl fmt::Debug for TransformSpec {
@@ -115,6 +119,7 @@ impl fmt::Debug for TransformSpec {
             .field("inject_headers", &inject.map(|names| (names, "[REDACTED]")))
             .field("strip_headers", &self.strip_headers)
             .field("http_rules", &self.http_rules)
+            .field("placeholders", &self.placeholders)
             .finish()
     }
 }
@@ -218,6 +223,8 @@ struct TransformFields {
     strip_headers: Option<Vec<String>>,
     #[serde(default)]
     http_rules: Option<Vec<HttpRuleSpec>>,
+    #[serde(default)]
+    placeholders: Option<Vec<PlaceholderSpec>>,
 }
 
 struct ObjectOnly<T>(std::marker::PhantomData<T>);
@@ -254,6 +261,7 @@ impl<'de> Deserialize<'de> for TransformSpec {
             inject_headers: f.inject_headers,
             strip_headers: f.strip_headers,
             http_rules: f.http_rules,
+            placeholders: f.placeholders,
         })
     }
 }

@@ -109,8 +109,8 @@ pub(super) fn check_http_rules(t: &Transform, method: &str, path: &str) -> Resul
     }
 }
 
-/// Strips, then injects, replacing whatever the client sent. Returns the header names touched
-/// (never values) for the event.
+/// Strips, then replaces placeholders, then injects (replacing whatever the client sent).
+/// Returns the header names touched (never values) for the event.
 pub(super) fn apply_transform(
     headers: &mut HeaderMap,
     t: &Transform,
@@ -120,6 +120,37 @@ pub(super) fn apply_transform(
     for name in t.strip() {
         if headers.remove(name.as_str()).is_some() {
             stripped.push(name.clone());
+        }
+    }
+    // Placeholders the sandbox holds become the secret, only in the headers they name and only
+    // here, on a request to their transform's domain.
+    for p in t.placeholders() {
+        for name in p.headers() {
+            let Ok(n) = HeaderName::from_bytes(name.as_bytes()) else {
+                continue;
+            };
+            let values: Vec<HeaderValue> = headers.get_all(&n).iter().cloned().collect();
+            if !values
+                .iter()
+                .any(|v| contains(v.as_bytes(), p.token().as_bytes()))
+            {
+                continue;
+            }
+            headers.remove(&n);
+            for v in values {
+                let replaced = replace_all(
+                    v.as_bytes(),
+                    p.token().as_bytes(),
+                    p.value().expose().as_bytes(),
+                );
+                if let Ok(mut v) = HeaderValue::from_bytes(&replaced) {
+                    v.set_sensitive(true);
+                    headers.append(n.clone(), v);
+                }
+            }
+            if !injected.contains(name) {
+                injected.push(name.clone());
+            }
         }
     }
     for (name, value) in t.inject() {
@@ -134,6 +165,25 @@ pub(super) fn apply_transform(
         injected.push(name.clone());
     }
     (stripped, injected)
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
+}
+
+fn replace_all(hay: &[u8], needle: &[u8], with: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(hay.len() + with.len());
+    let mut i = 0;
+    while i < hay.len() {
+        if hay[i..].starts_with(needle) {
+            out.extend_from_slice(with);
+            i += needle.len();
+        } else {
+            out.push(hay[i]);
+            i += 1;
+        }
+    }
+    out
 }
 
 pub(super) fn empty() -> Body {

@@ -76,7 +76,7 @@ proptest! {
             allow_domains: Some(domains.clone()),
             allow_cidrs: None,
             transforms: Some(transforms.iter().map(|d| TransformSpec {
-                domain: d.clone(), inject_headers: None, strip_headers: None, http_rules: None,
+                domain: d.clone(), inject_headers: None, strip_headers: None, http_rules: None, placeholders: None,
             }).collect()),
         };
         let policy = spec.validate().map_err(|e| TestCaseError::fail(e.to_string()))?;

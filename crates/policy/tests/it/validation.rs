@@ -494,3 +494,37 @@ fn http_rules_are_checked_with_field_paths_and_round_trip() {
         {"action":"allow","path":"/","extra":1}]}]}"#;
     assert!(palisade_policy::Policy::from_json(unknown.as_bytes()).is_err());
 }
+
+#[test]
+fn placeholders_are_checked_redacted_and_round_trip() {
+    let json = r#"{"mode":"custom","transforms":[{"domain":"api.test","placeholders":[
+        {"placeholder":"pl-secret-0123456789abcdef","value":"sk-real","headers":["Authorization"]},
+        {"placeholder":"short","value":"x\ny","headers":[]},
+        {"placeholder":"pl-secret-0123456789abcdef","value":"v","headers":["Host"]}]}]}"#;
+    let errs = palisade_policy::Policy::from_json(json.as_bytes()).unwrap_err();
+    let fields: Vec<&str> = errs.0.iter().map(|e| e.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        [
+            "network_policy.transforms[0].placeholders[1].placeholder",
+            "network_policy.transforms[0].placeholders[1].value",
+            "network_policy.transforms[0].placeholders[1].headers",
+            "network_policy.transforms[0].placeholders[2].placeholder",
+            "network_policy.transforms[0].placeholders[2].headers[0]",
+        ],
+        "{errs:?}"
+    );
+    assert!(!format!("{errs:?}").contains("sk-real"));
+    let json = r#"{"mode":"custom","transforms":[{"domain":"api.test","placeholders":[
+        {"placeholder":"pl-secret-0123456789abcdef","value":"sk-real-1","headers":["X-Key","x-key"]}]}]}"#;
+    let policy = palisade_policy::Policy::from_json(json.as_bytes()).unwrap();
+    let p = &policy.transforms()[0].placeholders()[0];
+    assert_eq!(p.headers(), ["x-key"]);
+    assert_eq!(policy.to_spec().validate().unwrap(), policy);
+    let shown = policy.redacted_spec().to_json();
+    assert!(
+        !shown.contains("sk-real-1") && shown.contains("pl-secret-0123456789abcdef"),
+        "{shown}"
+    );
+    assert!(!format!("{policy:?}").contains("sk-real-1"));
+}
