@@ -119,8 +119,9 @@ else:
 print("\n".join("%.1f" % x for x in out))
 "#;
 
-/// (p50, p99) in µs of `mode` probes from `ns` for `secs`.
-fn probe(ns: &str, mode: &str, secs: u32) -> Result<(f64, f64, usize)> {
+/// (p50, p99) in µs of `mode` probes from `ns` for `secs`, the probes made and those lost
+/// (timed out: 2 s for DNS, 5 s for HTTP).
+fn probe(ns: &str, mode: &str, secs: u32) -> Result<(f64, f64, usize, usize)> {
     let out = in_ns(ns, secs + 15, "python3")
         .args(["-c", PROBE])
         .env("SECS", secs.to_string())
@@ -139,7 +140,8 @@ fn probe(ns: &str, mode: &str, secs: u32) -> Result<(f64, f64, usize)> {
         );
     }
     let n = v.len();
-    Ok((percentile(&mut v, 0.5), percentile(&mut v, 0.99), n))
+    let lost = v.iter().filter(|x| **x >= 2e6).count();
+    Ok((percentile(&mut v, 0.5), percentile(&mut v, 0.99), n, lost))
 }
 
 pub(crate) fn run(bed: &IBed, reps: usize, deadline: Instant) -> Result<Vec<Comparison>> {
@@ -162,12 +164,15 @@ pub(crate) fn run(bed: &IBed, reps: usize, deadline: Instant) -> Result<Vec<Comp
         ("http", "11b. HTTP latency p99 beside a noisy neighbour"),
     ] {
         let mut p50 = Vec::new();
+        let mut lost = [(0usize, 0usize); 2];
         let samples = interleave(2, reps, deadline, |i, warm| {
             let secs = if warm { 1 } else { SECS };
             let _n = noise(i, secs)?;
-            let (m, p99, n) = probe(&quiet, mode, secs)?;
+            let (m, p99, n, l) = probe(&quiet, mode, secs)?;
             if !warm {
                 p50.push((i, m));
+                lost[i].0 += l;
+                lost[i].1 += n;
             }
             tracing::info!(mode, config = i, p50 = m, p99, n, "noisy");
             Ok(Sample {
@@ -193,9 +198,13 @@ pub(crate) fn run(bed: &IBed, reps: usize, deadline: Instant) -> Result<Vec<Comp
             notes: vec![format!(
                 "one {mode} probe at a time from the quiet sandbox, {PACE_MS} ms apart, {SECS} s \
                  per run, the neighbour on the same client CPU; p50 alone {:.0} µs, beside the \
-                 neighbour {:.0} µs",
+                 neighbour {:.0} µs; lost (timed out) {} of {} alone, {} of {} beside it",
                 median(0),
-                median(1)
+                median(1),
+                lost[0].0,
+                lost[0].1,
+                lost[1].0,
+                lost[1].1
             )],
         });
     }
