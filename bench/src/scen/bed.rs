@@ -202,6 +202,14 @@ impl IBed {
         self.nat.redirect(port)
     }
 
+    /// A second sandbox under the same policy (its own address, rules and CA), removed on
+    /// drop: the noisy neighbour of `noisy.rs`.
+    pub(crate) fn neighbour(&self) -> Result<ISandbox> {
+        let mut pool = AddressPool::new(Ipv4Net::new(addrs::SANDBOX_POOL_V4, 20)?)?;
+        pool.reserve(self.sandbox.net.addrs)?;
+        ISandbox::new(&self.world, &self._fw, &mut pool)
+    }
+
     /// Upstream TCP connections the `good` server accepted so far.
     pub(crate) fn upstream_accepts(&self) -> usize {
         self.world

@@ -86,7 +86,7 @@ fn dnsperf(
     Ok(p)
 }
 
-fn percentile(v: &mut [f64], q: f64) -> f64 {
+pub(super) fn percentile(v: &mut [f64], q: f64) -> f64 {
     if v.is_empty() {
         return f64::NAN;
     }

@@ -8,6 +8,7 @@ mod h2;
 mod hudsucker;
 mod intercept;
 mod load;
+mod noisy;
 mod peers;
 mod sandbox;
 mod splice;
@@ -90,6 +91,10 @@ pub(crate) fn run(only: &[String], reps: usize) -> Result<Vec<Comparison>> {
     if want("splice") {
         let r = bed::IBed::new().and_then(|bed| splice::run(&bed, reps, deadline));
         out.extend(report_err("splice", r));
+    }
+    if want("noisy") {
+        let r = bed::IBed::new().and_then(|bed| noisy::run(&bed, reps, deadline));
+        out.extend(report_err("noisy", r));
     }
     if want("sandbox") {
         out.extend(report_err("sandbox", sandbox::run(deadline)));

@@ -12,6 +12,7 @@
 mod client;
 mod commands;
 mod config;
+mod preflight;
 mod serve;
 
 use std::path::PathBuf;

@@ -18,14 +18,21 @@ use crate::config::Config;
 pub(crate) async fn run(mut config: Config) -> anyhow::Result<()> {
     config.fill_resolvers()?;
     let data_dir = config.server.data_dir.clone();
-    let store = Store::open(&data_dir)
-        .await
-        .with_context(|| format!("opening the store in {}", data_dir.display()))?;
+    let runtime_cfg = RuntimeConfig::new(data_dir.join("runtime"));
+    // Before anything is touched: a daemon in the wrong place must change nothing.
+    crate::preflight::check(&runtime_cfg.runc)?;
+    let _claim = crate::preflight::claim_data_dir(&data_dir)?;
+    let store = Store::open(&data_dir).await.map_err(|e| {
+        let what = e
+            .storage_fault()
+            .map(|f| format!(" ({f})"))
+            .unwrap_or_default();
+        anyhow::anyhow!(e).context(format!("opening the store in {}{what}", data_dir.display()))
+    })?;
     let firewall = Firewall::start(&config.firewall)
         .await
         .context("starting the firewall")?;
-    let runtime =
-        Arc::new(Runtime::new(RuntimeConfig::new(data_dir.join("runtime"))).context("runtime")?);
+    let runtime = Arc::new(Runtime::new(runtime_cfg).context("runtime")?);
     let (sink, _writer) = EventWriter::spawn(store.clone(), EventWriterConfig::default());
     let ports = FirewallPorts {
         proxy: firewall.proxy_addr().port(),

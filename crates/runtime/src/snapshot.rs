@@ -112,7 +112,15 @@ pub(crate) fn write(
         b.append_data(&mut h, MANIFEST, json.as_slice()).at(&tmp)?;
         walk(&mut b, upper, Path::new(""), &mut Counts::default())?;
         let enc = b.into_inner().at(&tmp)?;
-        enc.finish().at(&tmp)?.flush().at(&tmp)?;
+        let file = enc
+            .finish()
+            .at(&tmp)?
+            .into_inner()
+            .map_err(std::io::IntoInnerError::into_error)
+            .at(&tmp)?;
+        // On disk before it takes the snapshot's name: a crash never leaves a truncated
+        // archive under it.
+        file.sync_all().at(&tmp)?;
         std::fs::rename(&tmp, dest).at(dest)
     })();
     if result.is_err() {

@@ -99,7 +99,14 @@ impl From<palisade_store::StoreError> for ApiError {
         match e {
             S::NotFound(what) => ApiError::NotFound(what),
             S::Conflict(what) => ApiError::Conflict(format!("{what} already exists")),
-            other => ApiError::internal(other),
+            other => match other.storage_fault() {
+                // Said plainly (503, retry later); the detail still goes to the log.
+                Some(fault) => {
+                    tracing::error!(error = %other, "store unavailable");
+                    ApiError::Unavailable(format!("{fault}; try again later"))
+                }
+                None => ApiError::internal(other),
+            },
         }
     }
 }

@@ -76,6 +76,74 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
+/// A fault of the disk under the store rather than of the request or the code: the caller can
+/// say so plainly (and try again later) instead of answering an opaque internal error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageFault {
+    /// Another process holds the database's lock past the busy timeout.
+    Locked,
+    /// The database or its directory cannot be written (read-only file system or file).
+    ReadOnly,
+    /// The file system is full.
+    Full,
+}
+
+impl std::fmt::Display for StorageFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StorageFault::Locked => "the store is locked by another process",
+            StorageFault::ReadOnly => "the store is read-only",
+            StorageFault::Full => "the disk under the store is full",
+        })
+    }
+}
+
+fn io_fault(e: &std::io::Error) -> Option<StorageFault> {
+    match e.raw_os_error() {
+        Some(nix_codes::EROFS | nix_codes::EACCES | nix_codes::EPERM) => {
+            Some(StorageFault::ReadOnly)
+        }
+        Some(nix_codes::ENOSPC | nix_codes::EDQUOT) => Some(StorageFault::Full),
+        _ => None,
+    }
+}
+
+/// errno values (Linux), without a libc dependency in a crate that makes no system calls.
+mod nix_codes {
+    pub(super) const EPERM: i32 = 1;
+    pub(super) const EACCES: i32 = 13;
+    pub(super) const ENOSPC: i32 = 28;
+    pub(super) const EROFS: i32 = 30;
+    pub(super) const EDQUOT: i32 = 122;
+}
+
+impl StoreError {
+    /// The storage fault behind this error, if it is one.
+    pub fn storage_fault(&self) -> Option<StorageFault> {
+        let db = match self {
+            StoreError::Db(e) => e,
+            StoreError::Migrate(sqlx::migrate::MigrateError::Execute(e)) => e,
+            StoreError::Io { source, .. } => return io_fault(source),
+            _ => return None,
+        };
+        match db {
+            sqlx::Error::Database(d) => {
+                // SQLite result codes; the extended code's low byte is the primary one.
+                let code: i64 = d.code()?.parse().ok()?;
+                match code & 0xff {
+                    5 | 6 => Some(StorageFault::Locked), // SQLITE_BUSY, SQLITE_LOCKED
+                    8 => Some(StorageFault::ReadOnly),   // SQLITE_READONLY
+                    13 => Some(StorageFault::Full),      // SQLITE_FULL
+                    14 => Some(StorageFault::ReadOnly),  // SQLITE_CANTOPEN
+                    _ => None,
+                }
+            }
+            sqlx::Error::Io(e) => io_fault(e),
+            _ => None,
+        }
+    }
+}
+
 /// Map a unique-constraint violation to `Conflict(what)`, anything else to `Db`.
 pub(crate) fn conflict_or_db(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |e| match &e {
@@ -197,6 +265,46 @@ pub(crate) mod testutil {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A second connection to the store's database with these options.
+    async fn raw(store: &Store, read_only: bool) -> SqlitePool {
+        let o = SqliteConnectOptions::from_str("sqlite:")
+            .unwrap()
+            .filename(store.data_dir().join(DB_FILE))
+            .read_only(read_only)
+            .busy_timeout(Duration::from_millis(50));
+        SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(o)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn locked_and_read_only_databases_are_storage_faults() {
+        let (_d, s) = testutil::store().await;
+        let insert = "INSERT INTO orgs (id, name, created_at) VALUES ('x', 'x', 0)";
+        let ro = raw(&s, true).await;
+        let e = StoreError::from(sqlx::query(insert).execute(&ro).await.unwrap_err());
+        assert_eq!(e.storage_fault(), Some(StorageFault::ReadOnly), "{e:?}");
+        // Another process holding the write lock past the busy timeout.
+        let holder = raw(&s, false).await;
+        let mut tx = holder.begin_with("BEGIN EXCLUSIVE").await.unwrap();
+        sqlx::query("CREATE TABLE hold (x)")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        let other = raw(&s, false).await;
+        let e = StoreError::from(sqlx::query(insert).execute(&other).await.unwrap_err());
+        assert_eq!(e.storage_fault(), Some(StorageFault::Locked), "{e:?}");
+        tx.rollback().await.unwrap();
+        assert_eq!(StoreError::NotFound("sandbox").storage_fault(), None);
+        let full = StoreError::Io {
+            path: "/x".into(),
+            source: std::io::Error::from_raw_os_error(28),
+        };
+        assert_eq!(full.storage_fault(), Some(StorageFault::Full));
+    }
 
     #[tokio::test]
     async fn migrations_apply_fresh_and_are_idempotent() {

@@ -36,6 +36,8 @@ pub fn bin() -> &'static str {
 
 /// A world, a data directory with its config, and (while started) the daemon.
 pub struct Bed {
+    /// A tmpfs mounted on the data directory, unmounted last.
+    mount: Option<PathBuf>,
     daemon: Option<Child>,
     /// Keys to clean up with (the first is [`Bed::key`]'s).
     keys: Vec<String>,
@@ -72,8 +74,34 @@ impl Bed {
     /// A world and a config (`extra` is appended to its `[server]` section), with one key for
     /// organisation `org`. The daemon is not started yet.
     pub fn new(org: &str, extra_server: &str) -> Bed {
+        Bed::build(org, extra_server, None)
+    }
+
+    /// [`Bed::new`] with the data directory on its own tmpfs of `mib` MiB (a disk that fills).
+    pub fn on_small_disk(org: &str, mib: u32) -> Bed {
+        Bed::build(org, "", Some(mib))
+    }
+
+    fn build(org: &str, extra_server: &str, tmpfs_mib: Option<u32>) -> Bed {
         let world = World::new().unwrap();
         let data = tempfile::tempdir().unwrap();
+        let mount = tmpfs_mib.map(|mib| {
+            let dir = data.path().join("data");
+            std::fs::create_dir(&dir).unwrap();
+            let st = Command::new("mount")
+                .args([
+                    "-t",
+                    "tmpfs",
+                    "-o",
+                    &format!("size={mib}m,mode=700"),
+                    "tmpfs",
+                ])
+                .arg(&dir)
+                .status()
+                .unwrap();
+            assert!(st.success(), "mount tmpfs");
+            dir
+        });
         let config = data.path().join("palisade.toml");
         std::fs::write(
             &config,
@@ -87,6 +115,7 @@ impl Bed {
         )
         .unwrap();
         let mut bed = Bed {
+            mount,
             daemon: None,
             keys: Vec::new(),
             key: String::new(),
@@ -149,6 +178,55 @@ impl Bed {
         });
         rx.recv_timeout(Duration::from_secs(90))
             .expect("daemon did not start");
+    }
+
+    /// `palisade serve` on this config started under `ip netns exec` in the world's firewall
+    /// namespace (a mount namespace with /sys remounted, no cgroup mounts), bounded at 60 s:
+    /// (exit status, stderr). The daemon must refuse to start there.
+    pub fn serve_under_ip_netns_exec(&self) -> (std::process::ExitStatus, String) {
+        let name = self.world.fw.name().to_owned();
+        let out = Command::new("timeout")
+            .args([
+                "-s",
+                "KILL",
+                "60",
+                "ip",
+                "netns",
+                "exec",
+                &name,
+                bin(),
+                "serve",
+                "--config",
+            ])
+            .arg(&self.config)
+            .output()
+            .unwrap();
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// `palisade serve` on this config, run to its exit (bounded at 60 s), for a daemon that
+    /// must refuse to start: (exit status, stderr).
+    pub fn serve_refused(&self) -> (std::process::ExitStatus, String) {
+        let out = Command::new("timeout")
+            .args(["-s", "KILL", "60", "nsenter"])
+            .arg(format!("--net={}", self.world.fw.path().display()))
+            .arg(bin())
+            .args(["serve", "--config"])
+            .arg(&self.config)
+            .output()
+            .unwrap();
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// The daemon's pid (while started).
+    pub fn daemon_pid(&self) -> u32 {
+        self.daemon.as_ref().expect("daemon not running").id()
     }
 
     /// SIGKILL: no shutdown code runs (nsenter without --pid execs, so this is the daemon).
@@ -327,6 +405,9 @@ impl Drop for Bed {
         if let Some(mut child) = self.daemon.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        if let Some(dir) = self.mount.take() {
+            let _ = Command::new("umount").arg("-l").arg(&dir).status();
         }
     }
 }

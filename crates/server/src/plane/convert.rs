@@ -89,6 +89,28 @@ pub(super) fn runtime_err(e: RuntimeError) -> ApiError {
         RuntimeError::TemplateInUse(..) => ApiError::Conflict("template is in use".into()),
         RuntimeError::BadArchive(m) => ApiError::field("uri", m),
         RuntimeError::State { .. } => ApiError::Conflict(e.to_string()),
+        RuntimeError::Io { ref source, .. } if disk_full(source) => {
+            tracing::error!(error = %e, "host disk full");
+            ApiError::Unavailable(
+                "the host's data disk is full: nothing was written (an archive begun is removed); \
+                 free space and try again"
+                    .into(),
+            )
+        }
         other => ApiError::internal(other),
     }
+}
+
+/// ENOSPC or EDQUOT, however deep in the error's sources (tar and zstd wrap their writer's).
+fn disk_full(e: &std::io::Error) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && matches!(io.raw_os_error(), Some(28 | 122))
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    e.to_string().contains("No space left on device")
 }
