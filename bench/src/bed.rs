@@ -172,6 +172,7 @@ impl Sandbox {
                 id: &id,
                 host_netns: Some(world.fw.name()),
                 addrs,
+                owner_userns: None,
             },
         )
         .context("sandbox network")?;

@@ -265,6 +265,7 @@ impl ISandbox {
                 id: &id,
                 host_netns: Some(world.fw.name()),
                 addrs,
+                owner_userns: None,
             },
         )
         .context("sandbox network")?;

@@ -20,6 +20,11 @@ pub(crate) struct ServerSection {
     pub default_quota: Option<i64>,
     /// How often sandbox deadlines are checked, in seconds.
     pub sweep_interval_s: u64,
+    /// First host uid/gid of the sandboxes' user namespace ranges (65536 ids each); the ids
+    /// from here on must belong to no one on the host.
+    pub sandbox_first_host_id: u32,
+    /// How many id ranges (sandboxes at once on this host).
+    pub sandbox_id_ranges: u32,
 }
 
 impl Default for ServerSection {
@@ -30,6 +35,8 @@ impl Default for ServerSection {
             data_dir: PathBuf::from("/var/lib/palisade"),
             default_quota: None,
             sweep_interval_s: 5,
+            sandbox_first_host_id: palisade_runtime::UsernsConfig::default().first_host_id,
+            sandbox_id_ranges: palisade_runtime::UsernsConfig::default().slots,
         }
     }
 }

@@ -18,7 +18,11 @@ use crate::config::Config;
 pub(crate) async fn run(mut config: Config) -> anyhow::Result<()> {
     config.fill_resolvers()?;
     let data_dir = config.server.data_dir.clone();
-    let runtime_cfg = RuntimeConfig::new(data_dir.join("runtime"));
+    let mut runtime_cfg = RuntimeConfig::new(data_dir.join("runtime"));
+    runtime_cfg.userns = Some(palisade_runtime::UsernsConfig {
+        first_host_id: config.server.sandbox_first_host_id,
+        slots: config.server.sandbox_id_ranges,
+    });
     // Before anything is touched: a daemon in the wrong place must change nothing.
     crate::preflight::check(&runtime_cfg.runc)?;
     let _claim = crate::preflight::claim_data_dir(&data_dir)?;

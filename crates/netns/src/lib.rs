@@ -28,6 +28,6 @@ pub use pool::{AddressPool, DEFAULT_POOL, SandboxAddrs};
 pub use reconcile::remove_stale_sandbox_nets;
 pub use sandbox::{
     HOST_IF_PREFIX, NETNS_ETC_DIR, NETNS_PREFIX, NETNS_RUN_DIR, SANDBOX_IF, SandboxNet,
-    SandboxNetSpec, create_sandbox_net, exec_in, host_if_name, list_sandbox_netns, netns_name,
-    remove_sandbox_net, resolv_conf_path, validate_id, validate_netns_name,
+    SandboxNetSpec, add_netns, create_sandbox_net, exec_in, host_if_name, list_sandbox_netns,
+    netns_name, remove_sandbox_net, resolv_conf_path, validate_id, validate_netns_name,
 };

@@ -25,7 +25,28 @@ pub struct SandboxNetSpec<'a> {
     pub host_netns: Option<&'a str>,
     /// Addresses from the [`crate::AddressPool`].
     pub addrs: SandboxAddrs,
+    /// The sandbox's user namespace (a pinned nsfs file, from `palisade-runtime`), to own the
+    /// network namespace; `None` leaves it to the host's. The sandbox runtime must be able to
+    /// enter both from inside the sandbox's user namespace.
+    pub owner_userns: Option<&'a std::path::Path>,
 }
+
+/// Makes namespace `$1` owned by the user namespace pinned at `$2`: a waiting process enters
+/// that user namespace, then a new network namespace, which `ip netns attach` pins by name.
+const NETNS_IN_USERNS: &str = r#"set -u
+nsenter --user="$2" -- unshare --net -- sleep 30 </dev/null >/dev/null 2>&1 &
+pid=$!
+own=$(readlink /proc/self/ns/net)
+i=0
+while [ "$(readlink /proc/$pid/ns/net 2>/dev/null || true)" = "$own" ]; do
+  i=$((i+1))
+  if [ $i -gt 1000 ] || ! kill -0 $pid 2>/dev/null; then kill $pid 2>/dev/null; exit 1; fi
+  sleep 0.005
+done
+ip netns attach "$1" $pid
+rc=$?
+kill $pid
+exit $rc"#;
 
 /// A sandbox network as built.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,7 +161,7 @@ pub fn create_sandbox_net(
     if list_netns(p)?.contains(&net.netns) {
         return Err(NetnsError::AlreadyExists(net.netns));
     }
-    p.run("ip", &["netns", "add", &net.netns], None)?;
+    add_netns(p, &net.netns, spec.owner_userns)?;
     match build(p, &net) {
         Ok(()) => {
             tracing::info!(id = %net.id, host = %net.addrs.host, sandbox = %net.addrs.sandbox, "sandbox network created");
@@ -155,6 +176,26 @@ pub fn create_sandbox_net(
     }
 }
 
+/// Makes the named network namespace (`ip netns add`), owned by the user namespace pinned at
+/// `owner_userns` when given.
+pub fn add_netns(
+    p: &dyn Platform,
+    name: &str,
+    owner_userns: Option<&std::path::Path>,
+) -> Result<(), NetnsError> {
+    validate_netns_name(name)?;
+    match owner_userns {
+        None => p.run("ip", &["netns", "add", name], None)?,
+        Some(userns) => {
+            let userns = userns
+                .to_str()
+                .ok_or_else(|| NetnsError::InvalidNetnsName(userns.display().to_string()))?;
+            p.run("sh", &["-c", NETNS_IN_USERNS, "sh", name, userns], None)?
+        }
+    };
+    Ok(())
+}
+
 fn build(p: &dyn Platform, net: &SandboxNet) -> Result<(), NetnsError> {
     let ns = net.netns.as_str();
     let host_ns = net.host_netns.as_deref();
@@ -162,7 +203,9 @@ fn build(p: &dyn Platform, net: &SandboxNet) -> Result<(), NetnsError> {
     let sandbox_cidr = format!("{}/{}", net.addrs.sandbox, net.addrs.prefix_len);
     let host_addr = net.addrs.host.to_string();
 
-    // IPv6 off before eth0 exists, so it never gets even a link-local address.
+    // IPv6 off before eth0 exists, so it never gets even a link-local address. ICMP echo
+    // through datagram sockets for every group: `ping` works without CAP_NET_RAW, which the
+    // sandbox does not hold (the firewall still decides where ICMP may go).
     exec_in(
         p,
         Some(ns),
@@ -171,6 +214,7 @@ fn build(p: &dyn Platform, net: &SandboxNet) -> Result<(), NetnsError> {
             "-qw",
             "net.ipv6.conf.all.disable_ipv6=1",
             "net.ipv6.conf.default.disable_ipv6=1",
+            "net.ipv4.ping_group_range=0 2147483647",
         ],
         None,
     )?;
@@ -319,6 +363,7 @@ mod tests {
             id: "ab12",
             host_netns,
             addrs: addrs(),
+            owner_userns: None,
         }
     }
 
@@ -352,7 +397,7 @@ mod tests {
             [
                 "ip netns list",
                 "ip netns add pls-ab12",
-                "ip netns exec pls-ab12 sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1",
+                "ip netns exec pls-ab12 sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1 net.ipv4.ping_group_range=0 2147483647",
                 "ip -n pls-ab12 link set lo up",
                 "ip -n pt-1-fw link add plh-ab12 type veth peer name eth0 netns pls-ab12",
                 "ip netns exec pt-1-fw sysctl -qw net.ipv6.conf.plh-ab12.disable_ipv6=1 net.ipv4.conf.plh-ab12.route_localnet=0 net.ipv4.ip_forward=1",

@@ -86,6 +86,7 @@ fn sandbox_net_is_built_as_specified_and_removed_without_trace() {
             id: &a.id,
             host_netns: Some(&w.host),
             addrs: a.addrs,
+            owner_userns: None,
         },
     );
     assert!(
@@ -123,6 +124,7 @@ fn failed_create_leaves_nothing_behind() {
                 sandbox: Ipv4Addr::new(100, 96, 0, 2),
                 prefix_len: 30,
             },
+            owner_userns: None,
         },
     );
     let err = r.unwrap_err();

@@ -8,11 +8,17 @@
 //! Platform effects (mounts, runc) sit behind [`Platform`]; [`FakePlatform`] records them so
 //! the logic and the generated `config.json` are tested without root.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
+mod backend;
 mod debian;
 mod error;
 mod exec;
+#[expect(
+    unsafe_code,
+    reason = "mount_setattr(2) and its siblings have no safe wrapper"
+)]
+mod idmap;
 mod names;
 mod oci;
 mod platform;
@@ -23,7 +29,9 @@ mod spec;
 mod templates;
 mod trust;
 mod types;
+mod userns;
 
+pub use backend::SandboxRuntime;
 pub use error::{Result, RuntimeError};
 pub use names::{DEBIAN_TEMPLATE, HOST_TEMPLATE};
 pub use platform::{FakePlatform, HostPlatform, OverlayMount, Platform};
@@ -33,3 +41,4 @@ pub use types::{
     DEFAULT_OUTPUT_CAP, ExecRequest, ExecResult, RuntimeConfig, Sandbox, SandboxSpec, SandboxState,
     SnapshotManifest, TRUNCATION_MARKER, TemplateInfo, TemplateProgress,
 };
+pub use userns::{IDS_PER_SANDBOX, UsernsConfig};

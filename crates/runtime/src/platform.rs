@@ -45,6 +45,12 @@ pub trait Platform: fmt::Debug + Send + Sync + 'static {
     ) -> impl Future<Output = std::io::Result<Output>> + Send;
     /// Starts `runc exec` with these arguments, stdout and stderr piped, stdin closed.
     fn spawn_exec(&self, args: Vec<OsString>) -> std::io::Result<tokio::process::Child>;
+    /// Makes a user namespace mapping ids `0..size` to host ids `base..base+size`, pinned at
+    /// `ns_file` (created) by a bind mount.
+    fn create_userns(&self, ns_file: &Path, base: u32, size: u32) -> std::io::Result<()>;
+    /// Mounts the mount at `source`, read-only and shifted into the user namespace at
+    /// `userns`, on `target`.
+    fn idmapped_bind(&self, source: &Path, target: &Path, userns: &Path) -> std::io::Result<()>;
 }
 
 /// The real host: nix mounts and the runc binary.
@@ -233,6 +239,14 @@ impl Platform for HostPlatform {
     fn spawn_exec(&self, args: Vec<OsString>) -> std::io::Result<tokio::process::Child> {
         self.command(args).spawn()
     }
+
+    fn create_userns(&self, ns_file: &Path, base: u32, size: u32) -> std::io::Result<()> {
+        crate::idmap::create_userns(ns_file, base, size)
+    }
+
+    fn idmapped_bind(&self, source: &Path, target: &Path, userns: &Path) -> std::io::Result<()> {
+        crate::idmap::idmapped_bind(source, target, userns)
+    }
 }
 
 /// A recording fake: mounts and runc calls are logged, not performed. `runc exec` runs the
@@ -336,6 +350,28 @@ impl Platform for FakePlatform {
 
     async fn runc_detached(&self, args: Vec<OsString>, _log: &Path) -> std::io::Result<Output> {
         self.runc(args).await
+    }
+
+    fn create_userns(&self, ns_file: &Path, base: u32, size: u32) -> std::io::Result<()> {
+        self.record(format!("userns {} 0:{base}:{size}", ns_file.display()));
+        std::fs::write(ns_file, b"")?;
+        if let Ok(mut v) = self.mounted.lock() {
+            v.push(ns_file.to_path_buf());
+        }
+        Ok(())
+    }
+
+    fn idmapped_bind(&self, source: &Path, target: &Path, userns: &Path) -> std::io::Result<()> {
+        self.record(format!(
+            "idmap {} on {} by {}",
+            source.display(),
+            target.display(),
+            userns.display()
+        ));
+        if let Ok(mut v) = self.mounted.lock() {
+            v.push(target.to_path_buf());
+        }
+        Ok(())
     }
 
     fn spawn_exec(&self, args: Vec<OsString>) -> std::io::Result<tokio::process::Child> {

@@ -17,6 +17,7 @@ use crate::types::{
     ExecRequest, ExecResult, RuntimeConfig, Sandbox, SandboxSpec, SandboxState, validate_env,
     validate_hostname, validate_id,
 };
+use crate::userns::{Slots, Userns};
 use crate::{exec, snapshot};
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -52,6 +53,8 @@ pub struct Runtime<P: Platform = HostPlatform> {
     templates: Templates,
     sandboxes: PathBuf,
     seq: AtomicU64,
+    /// User namespace ranges (`None` when the configuration turns them off).
+    slots: Option<Slots>,
 }
 
 impl Runtime<HostPlatform> {
@@ -102,6 +105,20 @@ fn os(s: &str) -> OsString {
     OsString::from(s)
 }
 
+/// Writes a file only root can read (a sandbox's spec holds its environment).
+fn write_private(p: &Path, data: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(p)
+        .at(p)?;
+    f.write_all(data).at(p)
+}
+
 impl<P: Platform> Runtime<P> {
     /// The runtime with the given platform (tests pass a `FakePlatform`).
     pub fn with_platform(mut cfg: RuntimeConfig, platform: P) -> Result<Self> {
@@ -110,10 +127,15 @@ impl<P: Platform> Runtime<P> {
         for sub in ["templates", "sandboxes", "runc"] {
             let p = data.join(sub);
             std::fs::create_dir_all(&p).at(&p)?;
-            // Sandbox configs hold the caller's environment (possibly secrets): root only.
-            if sub != "templates" {
-                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700)).at(&p)?;
-            }
+            // Sandbox configs hold the caller's environment (possibly secrets): root only. With
+            // user namespaces, a sandbox's root must still reach its own bundle by name
+            // (traverse, never list); the secrets are in 0600 files.
+            let mode = match (sub, cfg.userns.is_some()) {
+                ("templates", _) => continue,
+                ("sandboxes", true) => 0o711,
+                _ => 0o700,
+            };
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).at(&p)?;
         }
         if cfg.cgroup_parent.is_empty()
             || !cfg
@@ -131,12 +153,17 @@ impl<P: Platform> Runtime<P> {
             cfg.nofile_limit = cfg.nofile_limit.min(hard);
         }
         let templates = Templates::new(data.join("templates"), cfg.apt_dir.clone());
+        let slots = cfg
+            .userns
+            .map(|u| Slots::recover(u, data.join("userns")))
+            .transpose()?;
         Ok(Self {
             templates,
             sandboxes: data.join("sandboxes"),
             cfg,
             platform,
             seq: AtomicU64::new(0),
+            slots,
         })
     }
 
@@ -200,9 +227,13 @@ impl<P: Platform> Runtime<P> {
             }
             Err(e) => return Err(RuntimeError::io(&dir, e)),
         }
-        let result = self
-            .start(&spec, &dir, hostname, pids, template, archive)
-            .await;
+        let result = match self.userns_for_create(&spec).await {
+            Ok(userns) => {
+                self.start(&spec, &dir, hostname, pids, template, archive, userns)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
         if let Err(e) = result {
             self.teardown(&spec.id).await;
             return Err(e);
@@ -210,6 +241,7 @@ impl<P: Platform> Runtime<P> {
         self.get(&spec.id).await
     }
 
+    #[expect(clippy::too_many_arguments, reason = "one private step of create")]
     async fn start(
         &self,
         spec: &SandboxSpec,
@@ -218,6 +250,7 @@ impl<P: Platform> Runtime<P> {
         pids: i64,
         template: crate::templates::Resolved,
         archive: Option<&Path>,
+        userns: Option<Userns>,
     ) -> Result<()> {
         let record = Record {
             id: spec.id.clone(),
@@ -237,10 +270,22 @@ impl<P: Platform> Runtime<P> {
         }
         if let Some(a) = archive {
             let (a, u) = (a.to_path_buf(), upper.clone());
-            tokio::task::spawn_blocking(move || snapshot::unpack(&a, &u))
-                .await
-                .map_err(|e| RuntimeError::Spec(e.to_string()))??;
+            let base = userns.as_ref().map(|u| u.base);
+            tokio::task::spawn_blocking(move || {
+                snapshot::unpack(&a, &u)?;
+                // The archive holds ids as the sandbox saw them; this sandbox's are elsewhere.
+                match base {
+                    Some(b) => crate::userns::shift_tree(&u, b),
+                    None => Ok(()),
+                }
+            })
+            .await
+            .map_err(|e| RuntimeError::Spec(e.to_string()))??;
         }
+        let lower = match &userns {
+            Some(u) => self.idmapped_lower(dir, &template.rootfs, u, &upper, &work)?,
+            None => template.rootfs.clone(),
+        };
         // Resolver, hostname and hosts live beside the sandbox and are bind-mounted read-only,
         // so a restored archive's symlinks can never redirect these writes.
         let resolv = match spec.dns_server {
@@ -267,7 +312,7 @@ impl<P: Platform> Runtime<P> {
             ));
         }
         let mount = OverlayMount {
-            lower: template.rootfs.clone(),
+            lower,
             upper,
             work,
             target: rootfs.clone(),
@@ -327,9 +372,11 @@ impl<P: Platform> Runtime<P> {
             nofile: self.cfg.nofile_limit,
             etc_files,
             masked,
+            userns: userns.map(|u| (u.ns_file, u.base)),
+            net_raw: spec.net_raw,
         };
         let config = spec::render(&spec::build(&input)?)?;
-        std::fs::write(dir.join("config.json"), config).at(dir)?;
+        write_private(&dir.join("config.json"), config.as_bytes())?;
 
         let args = vec![
             os("run"),
@@ -481,7 +528,9 @@ impl<P: Platform> Runtime<P> {
     /// removes the network namespace and firewall chain it made.
     pub async fn delete(&self, id: &str) -> Result<()> {
         validate_id(id)?;
-        let known = self.dir(id).exists() || self.runc_list().await?.iter().any(|s| s.id == id);
+        let known = self.dir(id).exists()
+            || self.has_userns(id)
+            || self.runc_list().await?.iter().any(|s| s.id == id);
         if !known {
             return Err(RuntimeError::NotFound(id.to_owned()));
         }
@@ -510,16 +559,22 @@ impl<P: Platform> Runtime<P> {
                 .unmount(&rootfs)
                 .map_err(|e| RuntimeError::io(&rootfs, e))?;
         }
-        if self.platform.is_mounted(&rootfs) {
-            // Never recurse into a live merged root.
-            return Err(RuntimeError::io(
-                &rootfs,
-                std::io::Error::other("still mounted"),
-            ));
+        let lower = dir.join("lower");
+        if self.platform.is_mounted(&lower) {
+            self.platform
+                .unmount(&lower)
+                .map_err(|e| RuntimeError::io(&lower, e))?;
+        }
+        for m in [&rootfs, &lower] {
+            if self.platform.is_mounted(m) {
+                // Never recurse into a live merged root or a template (the host's root).
+                return Err(RuntimeError::io(m, std::io::Error::other("still mounted")));
+            }
         }
         if dir.exists() {
             std::fs::remove_dir_all(&dir).at(&dir)?;
         }
+        self.release_userns(id)?;
         match runc_err {
             Some(message) => Err(RuntimeError::Runc {
                 op: "delete",
@@ -563,3 +618,5 @@ mod template_ops;
 #[cfg(test)]
 #[path = "runtime_tests.rs"]
 mod tests;
+#[path = "runtime_userns.rs"]
+mod userns_ops;

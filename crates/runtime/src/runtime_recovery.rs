@@ -30,12 +30,23 @@ impl<P: Platform> Runtime<P> {
                     self.teardown_checked(&id).await?;
                 } else {
                     let p = e.path();
-                    if self.platform.is_mounted(&p.join("rootfs")) {
-                        self.platform.unmount(&p.join("rootfs")).at(&p)?;
+                    for m in [p.join("rootfs"), p.join("lower")] {
+                        if self.platform.is_mounted(&m) {
+                            self.platform.unmount(&m).at(&p)?;
+                        }
                     }
                     std::fs::remove_dir_all(&p).at(&p)?;
                 }
                 removed.push(id);
+            }
+        }
+        // Namespaces prepared for sandboxes that never came to be.
+        for id in self.userns_ids() {
+            if !known.contains(&id) && validate_id(&id).is_ok() {
+                self.release_userns(&id)?;
+                if !removed.contains(&id) {
+                    removed.push(id);
+                }
             }
         }
         self.templates.clean_staging();
@@ -67,7 +78,8 @@ impl<P: Platform> Runtime<P> {
             archive_bytes: 0,
         };
         let (upper, d) = (self.dir(id).join("upper"), dest.to_path_buf());
-        let res = tokio::task::spawn_blocking(move || snapshot::write(&upper, &d, manifest))
+        let base = self.host_id_base(id);
+        let res = tokio::task::spawn_blocking(move || snapshot::write(&upper, &d, manifest, base))
             .await
             .map_err(|e| RuntimeError::Spec(e.to_string()));
         if freeze {

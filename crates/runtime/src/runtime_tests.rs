@@ -4,10 +4,12 @@ use super::*;
 use crate::platform::FakePlatform;
 use crate::types::TemplateProgress;
 
+/// Without user namespaces: the calls stay few and no test needs root for a chown.
 fn fake() -> (tempfile::TempDir, Runtime<FakePlatform>) {
     let dir = tempfile::tempdir().unwrap();
-    let rt =
-        Runtime::with_platform(RuntimeConfig::new(dir.path()), FakePlatform::default()).unwrap();
+    let mut cfg = RuntimeConfig::new(dir.path());
+    cfg.userns = None;
+    let rt = Runtime::with_platform(cfg, FakePlatform::default()).unwrap();
     (dir, rt)
 }
 
@@ -157,4 +159,91 @@ fn futures_are_send() {
     send(&rt.delete("x"));
     let mut progress = |_p: TemplateProgress| {};
     send(&rt.ensure_template("system/host", &mut progress));
+}
+
+fn fake_userns(dir: &Path) -> Runtime<FakePlatform> {
+    let mut cfg = RuntimeConfig::new(dir);
+    cfg.userns = Some(crate::UsernsConfig {
+        first_host_id: 1 << 20,
+        slots: 2,
+    });
+    Runtime::with_platform(cfg, FakePlatform::default()).unwrap()
+}
+
+#[tokio::test]
+async fn each_sandbox_gets_its_own_id_range_and_gives_it_back() {
+    if !nix::unistd::geteuid().is_root() {
+        return; // the upper directory is chowned to the range
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().canonicalize().unwrap();
+    let rt = fake_userns(&data);
+    rt.create(spec("u1")).await.unwrap();
+    let (sdir, ns) = (data.join("sandboxes/u1"), data.join("userns/u1/ns"));
+    let calls = rt.platform().calls();
+    assert_eq!(calls[0], format!("userns {} 0:1048576:65536", ns.display()));
+    assert_eq!(
+        calls[1],
+        format!(
+            "idmap / on {} by {}",
+            sdir.join("lower").display(),
+            ns.display()
+        )
+    );
+    assert!(calls[2].starts_with(&format!(
+        "mount overlay lowerdir={},",
+        sdir.join("lower").display()
+    )));
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(sdir.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg.pointer("/linux/uidMappings/0/hostID").unwrap(), 1 << 20);
+    assert_eq!(cfg.pointer("/linux/gidMappings/0/size").unwrap(), 65_536);
+    let nss = cfg.pointer("/linux/namespaces").unwrap().to_string();
+    assert!(
+        nss.contains(&format!("\"path\":\"{}\"", ns.display())),
+        "{nss}"
+    );
+    let mode = std::fs::metadata(sdir.join("config.json"))
+        .unwrap()
+        .permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+    assert_eq!(rt.host_id_base("u1"), Some(1 << 20));
+
+    // A network namespace made outside the sandbox's user namespace is refused; one made
+    // after prepare_userns is taken, with the next range.
+    let netns = data.join("fake-netns");
+    std::fs::write(&netns, b"").unwrap();
+    let mut s = spec("u2");
+    s.netns_path = Some(netns.clone());
+    assert!(matches!(
+        rt.create(s.clone()).await,
+        Err(RuntimeError::Invalid(_))
+    ));
+    assert!(!data.join("sandboxes/u2").exists());
+    assert!(rt.prepare_userns("u2").await.unwrap().is_some());
+    rt.create(s).await.unwrap();
+    assert_eq!(rt.host_id_base("u2"), Some((1 << 20) + 65_536));
+    assert!(rt.prepare_userns("u3").await.is_err(), "two slots only");
+
+    // A restarted runtime knows both ranges are taken.
+    let rt2 = fake_userns(&data);
+    assert!(rt2.prepare_userns("u3").await.is_err());
+
+    rt.delete("u1").await.unwrap();
+    let calls = rt.platform().calls();
+    assert!(calls.contains(&format!("umount {}", sdir.join("lower").display())));
+    assert!(calls.contains(&format!("umount {}", ns.display())));
+    assert!(!data.join("userns/u1").exists());
+    assert!(rt.prepare_userns("u3").await.is_ok());
+    assert_eq!(rt.host_id_base("u3"), Some(1 << 20));
+    // A prepared namespace whose sandbox never came is removed by delete, and by reconcile.
+    rt.delete("u3").await.unwrap();
+    assert!(!data.join("userns/u3").exists());
+    rt.prepare_userns("u4").await.unwrap();
+    let r = rt.reconcile(&["u2".to_owned()]).await.unwrap();
+    assert_eq!(r.removed, ["u4"]);
+    assert!(data.join("userns/u2").exists());
 }

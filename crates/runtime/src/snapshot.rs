@@ -29,7 +29,21 @@ struct Counts {
     bytes: u64,
 }
 
-fn walk(b: &mut tar::Builder<impl Write>, root: &Path, rel: &Path, c: &mut Counts) -> Result<()> {
+/// Ids as the sandbox sees them: the archive is portable to a sandbox with another range.
+fn inside_ids(h: &mut tar::Header, meta: &std::fs::Metadata, base: Option<u32>) {
+    if let Some(base) = base {
+        h.set_uid(u64::from(crate::userns::to_inside(meta.uid(), base)));
+        h.set_gid(u64::from(crate::userns::to_inside(meta.gid(), base)));
+    }
+}
+
+fn walk(
+    b: &mut tar::Builder<impl Write>,
+    root: &Path,
+    rel: &Path,
+    c: &mut Counts,
+    base: Option<u32>,
+) -> Result<()> {
     let full = root.join(rel);
     let mut names: Vec<_> = std::fs::read_dir(&full)
         .at(&full)?
@@ -50,6 +64,7 @@ fn walk(b: &mut tar::Builder<impl Write>, root: &Path, rel: &Path, c: &mut Count
             }
             let mut h = tar::Header::new_gnu();
             h.set_metadata(&meta);
+            inside_ids(&mut h, &meta, base);
             h.set_entry_type(tar::EntryType::Char);
             h.set_size(0);
             h.set_device_major(0).at(&path)?;
@@ -70,9 +85,20 @@ fn walk(b: &mut tar::Builder<impl Write>, root: &Path, rel: &Path, c: &mut Count
             if ft.is_file() {
                 c.bytes += meta.len();
             }
-            b.append_path_with_name(&path, &arname).at(&path)?;
-            if ft.is_dir() {
-                walk(b, root, &rel, c)?;
+            let mut h = tar::Header::new_gnu();
+            h.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
+            inside_ids(&mut h, &meta, base);
+            if ft.is_symlink() {
+                let target = std::fs::read_link(&path).at(&path)?;
+                h.set_size(0);
+                b.append_link(&mut h, &arname, &target).at(&path)?;
+            } else if ft.is_dir() {
+                h.set_size(0);
+                b.append_data(&mut h, &arname, std::io::empty()).at(&path)?;
+                walk(b, root, &rel, c, base)?;
+            } else {
+                let f = File::open(&path).at(&path)?;
+                b.append_data(&mut h, &arname, f).at(&path)?;
             }
         }
     }
@@ -80,10 +106,12 @@ fn walk(b: &mut tar::Builder<impl Write>, root: &Path, rel: &Path, c: &mut Count
 }
 
 /// Writes the archive of `upper` to `dest` (via a temporary file renamed at the end).
+/// `base` is the first host id of the sandbox's user namespace range, if it has one.
 pub(crate) fn write(
     upper: &Path,
     dest: &Path,
     mut manifest: SnapshotManifest,
+    base: Option<u32>,
 ) -> Result<SnapshotManifest> {
     // Count first so the manifest, which comes first in the archive, is complete.
     let mut counts = Counts::default();
@@ -92,6 +120,7 @@ pub(crate) fn write(
         upper,
         Path::new(""),
         &mut counts,
+        base,
     )?;
     manifest.entries = counts.entries;
     manifest.upper_bytes = counts.bytes;
@@ -110,7 +139,7 @@ pub(crate) fn write(
         h.set_size(json.len() as u64);
         h.set_mode(0o644);
         b.append_data(&mut h, MANIFEST, json.as_slice()).at(&tmp)?;
-        walk(&mut b, upper, Path::new(""), &mut Counts::default())?;
+        walk(&mut b, upper, Path::new(""), &mut Counts::default(), base)?;
         let enc = b.into_inner().at(&tmp)?;
         let file = enc
             .finish()
@@ -304,7 +333,7 @@ mod tests {
         std::fs::write(upper.join("root/sub/f.txt"), b"hello").unwrap();
         std::os::unix::fs::symlink("/etc/passwd", upper.join("root/link")).unwrap();
         let dest = dir.path().join("snap.tar.zst");
-        let m = write(&upper, &dest, manifest()).unwrap();
+        let m = write(&upper, &dest, manifest(), None).unwrap();
         assert_eq!((m.entries, m.upper_bytes), (4, 5));
         assert!(m.archive_bytes > 0);
         let inner = read_manifest(&dest).unwrap();

@@ -5,11 +5,11 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 
 use oci_spec::runtime::{
-    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder,
-    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, Mount,
-    MountBuilder, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec,
-    SpecBuilder, get_default_maskedpaths, get_default_mounts, get_default_namespaces,
-    get_default_readonly_paths,
+    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroupBuilder,
+    LinuxIdMappingBuilder, LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType,
+    LinuxPidsBuilder, LinuxResourcesBuilder, Mount, MountBuilder, PosixRlimitBuilder,
+    PosixRlimitType, ProcessBuilder, RootBuilder, Spec, SpecBuilder, get_default_maskedpaths,
+    get_default_mounts, get_default_namespaces, get_default_readonly_paths,
 };
 
 use crate::error::{Result, RuntimeError};
@@ -41,11 +41,19 @@ pub(crate) struct SpecInput {
     pub etc_files: Vec<(PathBuf, &'static str)>,
     /// Extra host paths to hide (the data directory, when the template can see it).
     pub masked: Vec<String>,
+    /// The sandbox's user namespace (pinned nsfs file) and the first host id of its range.
+    pub userns: Option<(PathBuf, u32)>,
+    /// Add `CAP_NET_RAW` to [`CAPS`].
+    pub net_raw: bool,
 }
 
-/// Docker's default capability set without `NET_ADMIN`/`SYS_ADMIN`: root inside can own files
-/// and bind low ports but cannot touch routes, interfaces, firewall rules or mounts.
-const CAPS: [Capability; 14] = [
+/// The container engines' default capability set less `NET_RAW`: root inside can own files and
+/// bind low ports but cannot touch routes, interfaces, firewall rules or mounts, nor open raw
+/// or packet sockets (crafted packets, a large kernel surface). `NET_RAW` is added only when
+/// the policy lets ICMP out (`allow_cidrs`): a `ping` with that file capability fails to
+/// start without it (ping binaries without it use ICMP datagram sockets, which the sandbox's
+/// namespace allows through `net.ipv4.ping_group_range`).
+const CAPS: [Capability; 13] = [
     Capability::AuditWrite,
     Capability::Chown,
     Capability::DacOverride,
@@ -54,7 +62,6 @@ const CAPS: [Capability; 14] = [
     Capability::Kill,
     Capability::Mknod,
     Capability::NetBindService,
-    Capability::NetRaw,
     Capability::Setfcap,
     Capability::Setgid,
     Capability::Setpcap,
@@ -82,7 +89,10 @@ fn bind(source: PathBuf, dest: &str, ro: bool) -> Result<Mount> {
 
 /// Builds the spec.
 pub(crate) fn build(input: &SpecInput) -> Result<Spec> {
-    let caps: HashSet<Capability> = CAPS.into_iter().collect();
+    let mut caps: HashSet<Capability> = CAPS.into_iter().collect();
+    if input.net_raw {
+        caps.insert(Capability::NetRaw);
+    }
     let capabilities = LinuxCapabilitiesBuilder::default()
         .bounding(caps.clone())
         .effective(caps.clone())
@@ -127,13 +137,42 @@ pub(crate) fn build(input: &SpecInput) -> Result<Spec> {
         net = net.path(p.clone());
     }
     namespaces.push(net.build().map_err(spec_err)?);
+    let mut id_maps = Vec::new();
+    if let Some((path, base)) = &input.userns {
+        // runc joins the namespace made beforehand (it owns the network namespace, so runc
+        // exec can enter both); the maps repeat its mapping for runc's own bookkeeping.
+        namespaces.push(
+            LinuxNamespaceBuilder::default()
+                .typ(LinuxNamespaceType::User)
+                .path(path.clone())
+                .build()
+                .map_err(spec_err)?,
+        );
+        id_maps.push(
+            LinuxIdMappingBuilder::default()
+                .container_id(0u32)
+                .host_id(*base)
+                .size(crate::userns::IDS_PER_SANDBOX)
+                .build()
+                .map_err(spec_err)?,
+        );
+    }
 
-    let mut resources = LinuxResourcesBuilder::default().pids(
-        LinuxPidsBuilder::default()
-            .limit(input.pids_limit)
-            .build()
-            .map_err(spec_err)?,
-    );
+    // Every device denied first (runc then allows its standard nodes): with CAP_MKNOD, a node
+    // made for a host disk must still be unusable.
+    let deny_devices = LinuxDeviceCgroupBuilder::default()
+        .allow(false)
+        .access("rwm")
+        .build()
+        .map_err(spec_err)?;
+    let mut resources = LinuxResourcesBuilder::default()
+        .devices(vec![deny_devices])
+        .pids(
+            LinuxPidsBuilder::default()
+                .limit(input.pids_limit)
+                .build()
+                .map_err(spec_err)?,
+        );
     if let Some(mib) = input.memory_mib {
         let bytes = i64::try_from(mib.saturating_mul(1024 * 1024))
             .map_err(|_| RuntimeError::Invalid("memory limit too large".into()))?;
@@ -157,16 +196,21 @@ pub(crate) fn build(input: &SpecInput) -> Result<Spec> {
     }
 
     let mut masked = get_default_maskedpaths();
+    // Beyond oci-spec's defaults, as the engines mask them: power readings (the Platypus
+    // side channel).
+    masked.push("/sys/devices/virtual/powercap".to_owned());
     masked.extend(input.masked.iter().cloned());
-    let linux = LinuxBuilder::default()
+    let mut linux = LinuxBuilder::default()
         .namespaces(namespaces)
         .cgroups_path(PathBuf::from(&input.cgroups_path))
         .resources(resources.build().map_err(spec_err)?)
         .masked_paths(masked)
         .readonly_paths(get_default_readonly_paths())
-        .seccomp(crate::seccomp::profile()?)
-        .build()
-        .map_err(spec_err)?;
+        .seccomp(crate::seccomp::profile()?);
+    if !id_maps.is_empty() {
+        linux = linux.uid_mappings(id_maps.clone()).gid_mappings(id_maps);
+    }
+    let linux = linux.build().map_err(spec_err)?;
 
     SpecBuilder::default()
         .version("1.0.2")
@@ -253,6 +297,8 @@ mod tests {
                 "/etc/resolv.conf",
             )],
             masked: vec!["/data".into()],
+            userns: Some(("/data/userns/sbx-1/ns".into(), 0x7000_0000)),
+            net_raw: false,
         }
     }
 
@@ -296,6 +342,7 @@ mod tests {
             .unwrap()
             .to_string();
         for forbidden in [
+            "CAP_NET_RAW",
             "CAP_NET_ADMIN",
             "CAP_SYS_ADMIN",
             "CAP_SYS_MODULE",
@@ -315,6 +362,18 @@ mod tests {
                 .to_string()
                 .contains("\"/data\"")
         );
+    }
+
+    #[test]
+    fn net_raw_only_when_asked() {
+        let mut i = input();
+        i.net_raw = true;
+        let v = serde_json::to_value(build(&i).unwrap()).unwrap();
+        let caps = v
+            .pointer("/process/capabilities/bounding")
+            .unwrap()
+            .to_string();
+        assert!(caps.contains("CAP_NET_RAW"), "{caps}");
     }
 
     #[test]

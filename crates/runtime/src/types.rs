@@ -37,6 +37,9 @@ pub struct RuntimeConfig {
     pub default_exec_timeout: Duration,
     /// APT configuration directory read for the Debian mirror (`sources.list`, `sources.list.d`).
     pub apt_dir: PathBuf,
+    /// Host id ranges for the sandboxes' user namespaces; `None` runs sandboxes as host root
+    /// (weaker; for hosts without user namespaces or idmapped mounts).
+    pub userns: Option<crate::userns::UsernsConfig>,
 }
 
 impl RuntimeConfig {
@@ -53,6 +56,7 @@ impl RuntimeConfig {
             output_cap: DEFAULT_OUTPUT_CAP,
             default_exec_timeout: Duration::from_secs(600),
             apt_dir: PathBuf::from("/etc/apt"),
+            userns: Some(crate::userns::UsernsConfig::default()),
         }
     }
 }
@@ -81,6 +85,11 @@ pub struct SandboxSpec {
     pub dns_server: Option<Ipv4Addr>,
     /// The sandbox CA certificate (PEM) to trust inside.
     pub ca_pem: Option<String>,
+    /// Grant `CAP_NET_RAW` (raw and packet sockets): only for a policy that lets ICMP out to
+    /// some `allow_cidrs`, because the distributions' `ping` carries that file capability
+    /// and cannot even start without it.
+    #[serde(default)]
+    pub net_raw: bool,
 }
 
 /// A command to run in a sandbox.
@@ -120,6 +129,7 @@ impl std::fmt::Debug for SandboxSpec {
             .field("netns_path", &self.netns_path)
             .field("dns_server", &self.dns_server)
             .field("ca_pem", &self.ca_pem.as_ref().map(|_| "<certificate>"))
+            .field("net_raw", &self.net_raw)
             .finish()
     }
 }

@@ -100,14 +100,25 @@ fn scrub(data: &Path, keep_templates: bool) {
                 .args(["delete", "--force"])
                 .arg(&id)
                 .output();
+            for m in ["rootfs", "lower"] {
+                let _ = Command::new("umount")
+                    .arg("-l")
+                    .arg(e.path().join(m))
+                    .output();
+            }
+        }
+    }
+    if let Ok(rd) = std::fs::read_dir(data.join("userns")) {
+        for e in rd.flatten() {
             let _ = Command::new("umount")
                 .arg("-l")
-                .arg(e.path().join("rootfs"))
+                .arg(e.path().join("ns"))
                 .output();
         }
     }
     if keep_templates {
         let _ = std::fs::remove_dir_all(data.join("sandboxes"));
+        let _ = std::fs::remove_dir_all(data.join("userns"));
     } else {
         let _ = std::fs::remove_dir_all(data);
     }
@@ -124,14 +135,11 @@ impl Drop for World {
 struct Netns(String);
 
 impl Netns {
-    fn new() -> Self {
+    /// Owned by the user namespace pinned at `userns` (the sandbox's), as the control plane
+    /// makes them.
+    fn new(userns: Option<&Path>) -> Self {
         let name = uniq("pt-rt-");
-        let ok = Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "ip netns add {name}");
+        palisade_netns::add_netns(&palisade_netns::RealPlatform, &name, userns).unwrap();
         Netns(name)
     }
     fn path(&self) -> PathBuf {
@@ -182,9 +190,10 @@ async fn assert_gone(w: &World, id: &str) {
 async fn host_template_lifecycle_exec_pause_delete() {
     require_root!();
     let w = World::new();
-    let ns = Netns::new();
     let ca = palisade_ca::SandboxCa::generate("lifecycle").unwrap();
     let mut spec = w.spec(HOST_TEMPLATE);
+    let userns = w.rt.prepare_userns(&spec.id).await.unwrap();
+    let ns = Netns::new(userns.as_deref());
     spec.hostname = Some("box-one".into());
     spec.netns_path = Some(ns.path());
     spec.dns_server = Some("100.96.0.1".parse().unwrap());
@@ -470,7 +479,8 @@ async fn snapshot_and_restore_keep_files_and_deletions() {
     let w = World::new();
     let a = w.rt.create(w.spec(HOST_TEMPLATE)).await.unwrap().id;
     w.ok(&a, "mkdir -p /root/work && echo kept > /root/work/data.txt && ln -s data.txt /root/work/link \
-              && rm /etc/debian_version && rm -rf /etc/apt && mkdir /etc/apt && echo only > /etc/apt/new").await;
+              && rm /etc/debian_version && rm -rf /etc/apt && mkdir /etc/apt && echo only > /etc/apt/new \
+              && touch /root/work/owned && chown 1234:4321 /root/work/owned && chmod 4750 /root/work/owned").await;
     let dest = w.data.join("snap.tar.zst");
     let m = w.rt.snapshot(&a, &dest).await.unwrap();
     assert_eq!(m.template, HOST_TEMPLATE);
@@ -500,6 +510,27 @@ async fn snapshot_and_restore_keep_files_and_deletions() {
         "whiteout lost"
     );
     assert_ne!(w.sh(&b, "cat /root/work/later.txt").await.exit_code, 0);
+    // Ownership as the sandbox saw it survives, in the new sandbox's own id range.
+    assert_eq!(
+        w.ok(
+            &b,
+            "stat -c '%u:%g %a' /root/work/owned /root/work/data.txt"
+        )
+        .await,
+        "1234:4321 4750\n0:0 644\n"
+    );
+    if let Some(base) = w.rt.host_id_base(&b) {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(
+            w.data
+                .join("sandboxes")
+                .join(&b)
+                .join("upper/root/work/owned"),
+        )
+        .unwrap();
+        assert_eq!((m.uid(), m.gid()), (base + 1234, base + 4321));
+        assert_ne!(Some(base), w.rt.host_id_base(&a));
+    }
     // Garbage is a clear error and leaves nothing behind.
     let junk = w.data.join("junk.tar.zst");
     std::fs::write(&junk, b"not a snapshot").unwrap();
@@ -755,10 +786,16 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 async fn measure_create_to_first_exec_and_exec_round_trip() {
     require_root!();
     let w = World::new();
+    // The same without user namespaces, interleaved, for the cost of the boundary (printed,
+    // never asserted: timing belongs to bench/).
+    let mut cfg = RuntimeConfig::new(w.data.join("no-userns"));
+    cfg.userns = None;
+    let plain = Runtime::new(cfg).unwrap();
     let mut create = Vec::new();
     let mut create_only = Vec::new();
+    let mut plain_create = Vec::new();
     let mut ids = Vec::new();
-    for _ in 0..50 {
+    for _ in 0..30 {
         let spec = w.spec(HOST_TEMPLATE);
         let t = Instant::now();
         let id = w.rt.create(spec).await.unwrap().id;
@@ -766,6 +803,19 @@ async fn measure_create_to_first_exec_and_exec_round_trip() {
         w.ok(&id, "true").await;
         create.push(t.elapsed());
         ids.push(id);
+        let spec = w.spec(HOST_TEMPLATE);
+        let t = Instant::now();
+        let id = plain.create(spec).await.unwrap().id;
+        let r = plain.exec(
+            &id,
+            ExecRequest {
+                command: "true".into(),
+                ..Default::default()
+            },
+        );
+        assert_eq!(r.await.unwrap().exit_code, 0);
+        plain_create.push(t.elapsed());
+        plain.delete(&id).await.unwrap();
     }
     let mut execs = Vec::new();
     for _ in 0..100 {
@@ -782,6 +832,7 @@ async fn measure_create_to_first_exec_and_exec_round_trip() {
     for (name, v) in [
         ("create (runc run returned)", &mut create_only),
         ("create->first exec", &mut create),
+        ("create->first exec, no user namespace", &mut plain_create),
         ("exec round trip", &mut execs),
         ("delete", &mut deletes),
     ] {
@@ -794,6 +845,10 @@ async fn measure_create_to_first_exec_and_exec_round_trip() {
             v[v.len() - 1]
         );
     }
+    eprintln!(
+        "user namespace cost: p50 ratio {:.2}",
+        percentile(&create, 0.5).as_secs_f64() / percentile(&plain_create, 0.5).as_secs_f64()
+    );
 }
 
 /// A failed Debian build (mirror refusing connections, on loopback) is a clear error, leaves

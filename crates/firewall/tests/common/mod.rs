@@ -93,6 +93,7 @@ impl Bed {
                 id: &id,
                 host_netns: Some(self.world.fw.name()),
                 addrs,
+                owner_userns: None,
             },
         )
         .expect("sandbox net");

@@ -126,6 +126,7 @@ impl World {
                 id: &id,
                 host_netns: Some(&self.host),
                 addrs,
+                owner_userns: None,
             },
         )
         .unwrap()

@@ -21,7 +21,7 @@ use ipnet::Ipv4Net;
 use palisade_firewall::{EventLog, Registry};
 use palisade_netns::AddressPool;
 use palisade_netns::nft::FirewallPorts;
-use palisade_runtime::Runtime;
+use palisade_runtime::SandboxRuntime;
 use palisade_store::{EventSink, Store};
 
 use crate::error::ApiError;
@@ -49,7 +49,7 @@ pub struct PlaneConfig {
 /// See the module doc.
 pub struct Plane {
     store: Store,
-    runtime: Arc<Runtime>,
+    runtime: Arc<dyn SandboxRuntime>,
     registry: Arc<Registry>,
     events: Arc<EventLog>,
     sink: EventSink,
@@ -71,7 +71,7 @@ impl std::fmt::Debug for Plane {
 #[derive(Debug)]
 pub struct PlaneParts {
     pub store: Store,
-    pub runtime: Arc<Runtime>,
+    pub runtime: Arc<dyn SandboxRuntime>,
     pub registry: Arc<Registry>,
     pub events: Arc<EventLog>,
     pub sink: EventSink,

@@ -53,10 +53,13 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl Plane {
+    /// The sandbox's network namespace, made inside its user namespace (`userns`, from the
+    /// runtime) when it has one.
     pub(super) async fn net_create(
         &self,
         id: &str,
         addrs: SandboxAddrs,
+        userns: Option<std::path::PathBuf>,
     ) -> Result<SandboxNet, ApiError> {
         let host = self.cfg.host_netns.clone();
         let id = id.to_owned();
@@ -67,6 +70,7 @@ impl Plane {
                     id: &id,
                     host_netns: host.as_deref(),
                     addrs,
+                    owner_userns: userns.as_deref(),
                 },
             )
         })

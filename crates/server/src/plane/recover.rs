@@ -34,7 +34,7 @@ impl Plane {
         let known: Vec<String> = recs.iter().map(|r| r.id.clone()).collect();
         let rec_report = self
             .runtime
-            .reconcile(&known)
+            .recover(&known)
             .await
             .map_err(ApiError::internal)?;
         report.orphans = rec_report.removed;

@@ -117,7 +117,9 @@ impl Plane {
     ) -> Result<(), ApiError> {
         let (full, redacted) = policy_json(&l.policy)?;
         let version = self.store.add_policy_version(id, &full, &redacted).await?;
-        let net = self.net_create(id, addrs).await?;
+        // The user namespace first: the network namespace is made inside it.
+        let userns = self.runtime.prepare_userns(id).await.map_err(runtime_err)?;
+        let net = self.net_create(id, addrs, userns).await?;
         self.apply_rules(rules(id, addrs, &l.policy)).await?;
         let owned = id.to_owned();
         let ca = tokio::task::spawn_blocking(move || SandboxCa::generate(&owned))
@@ -153,6 +155,8 @@ impl Plane {
             netns_path: Some(net.netns_path.clone()),
             dns_server: Some(addrs.host),
             ca_pem: Some(cert),
+            // ICMP can go out only to allow_cidrs; without any, no raw sockets at all.
+            net_raw: !l.policy.allow_cidrs().is_empty(),
             ..SandboxSpec::default()
         };
         let created = match &l.archive {

@@ -1,0 +1,125 @@
+//! The runtime's user namespaces: made before the sandbox's network namespace (which must
+//! belong to it, so that `runc exec` can enter both), used by the spec and the idmapped lower
+//! layer, removed with the sandbox.
+
+use std::path::{Path, PathBuf};
+
+use super::Runtime;
+use crate::error::{IoContext, Result, RuntimeError};
+use crate::platform::Platform;
+use crate::types::{SandboxSpec, validate_id};
+use crate::userns::{IDS_PER_SANDBOX, Userns};
+
+impl<P: Platform> Runtime<P> {
+    /// Makes the sandbox's user namespace ahead of [`Runtime::create`] and returns its pinned
+    /// file, or `None` when user namespaces are off. A caller that makes the network namespace
+    /// itself makes it inside this one (`palisade-netns`'s `owner_userns`); `create` then
+    /// joins both. Idempotent; [`Runtime::delete`] removes it, also when `create` never ran.
+    pub async fn prepare_userns(&self, id: &str) -> Result<Option<PathBuf>> {
+        validate_id(id)?;
+        let Some(slots) = &self.slots else {
+            return Ok(None);
+        };
+        if let Some(u) = slots.get(id)
+            && self.platform.is_mounted(&u.ns_file)
+        {
+            return Ok(Some(u.ns_file));
+        }
+        let home = slots.home(id);
+        std::fs::create_dir_all(&home).at(&home)?;
+        let slot = slots.allocate()?;
+        let ns_file = home.join("ns");
+        let made = std::fs::write(home.join("slot"), slot.to_string())
+            .at(&home)
+            .and_then(|()| {
+                self.platform
+                    .create_userns(&ns_file, slots.base(slot), IDS_PER_SANDBOX)
+                    .map_err(|e| RuntimeError::io(&ns_file, e))
+            });
+        if let Err(e) = made {
+            let _ = std::fs::remove_dir_all(&home);
+            slots.release(slot);
+            return Err(e);
+        }
+        Ok(Some(ns_file))
+    }
+
+    /// The namespace `create` uses: the prepared one, or one made now when runc makes the
+    /// network namespace too. A network namespace made outside any prepared namespace belongs
+    /// to the host's, which `runc exec` (1.1) could not enter from the sandbox's: refused.
+    pub(super) async fn userns_for_create(&self, spec: &SandboxSpec) -> Result<Option<Userns>> {
+        let Some(slots) = &self.slots else {
+            return Ok(None);
+        };
+        if let Some(u) = slots.get(&spec.id) {
+            return Ok(Some(u));
+        }
+        if spec.netns_path.is_some() {
+            return Err(RuntimeError::Invalid(format!(
+                "sandbox {}: its network namespace must be made inside its user namespace \
+                 (Runtime::prepare_userns first)",
+                spec.id
+            )));
+        }
+        self.prepare_userns(&spec.id).await?;
+        Ok(slots.get(&spec.id))
+    }
+
+    /// The first host id of the sandbox's range, if it has one.
+    pub fn host_id_base(&self, id: &str) -> Option<u32> {
+        self.slots.as_ref()?.get(id).map(|u| u.base)
+    }
+
+    pub(super) fn has_userns(&self, id: &str) -> bool {
+        self.slots.as_ref().is_some_and(|s| s.home(id).exists())
+    }
+
+    /// The template seen through the sandbox's ids (`<dir>/lower`), and the writable layers
+    /// owned by its root, so overlayfs' view is the sandbox's own.
+    pub(super) fn idmapped_lower(
+        &self,
+        dir: &Path,
+        template: &Path,
+        u: &Userns,
+        upper: &Path,
+        work: &Path,
+    ) -> Result<PathBuf> {
+        for d in [upper, work] {
+            std::os::unix::fs::chown(d, Some(u.base), Some(u.base)).at(d)?;
+        }
+        let lower = dir.join("lower");
+        std::fs::create_dir(&lower).at(&lower)?;
+        self.platform
+            .idmapped_bind(template, &lower, &u.ns_file)
+            .map_err(|e| RuntimeError::io(&lower, e))?;
+        Ok(lower)
+    }
+
+    /// Unpins the namespace and frees its range. Idempotent.
+    pub(super) fn release_userns(&self, id: &str) -> Result<()> {
+        let Some(slots) = &self.slots else {
+            return Ok(());
+        };
+        let home = slots.home(id);
+        if !home.exists() {
+            return Ok(());
+        }
+        let ns_file = home.join("ns");
+        if self.platform.is_mounted(&ns_file) {
+            self.platform
+                .unmount(&ns_file)
+                .map_err(|e| RuntimeError::io(&ns_file, e))?;
+        }
+        let slot = crate::userns::read_slot(&home);
+        std::fs::remove_dir_all(&home).at(&home)?;
+        if let Some(s) = slot {
+            slots.release(s);
+        }
+        Ok(())
+    }
+
+    /// Ids with a user namespace directory (for reconcile).
+    pub(super) fn userns_ids(&self) -> Vec<String> {
+        self.slots.as_ref().map(|s| s.ids()).unwrap_or_default()
+    }
+}
