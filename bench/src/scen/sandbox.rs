@@ -1,7 +1,8 @@
 //! Scenario 9: sandbox create → first exec on the host template (`system/host`), through
 //! palisade-runtime's API, against bare runc running the very bundle the runtime wrote (its
 //! config.json and merged root): `runc run -d` then `runc exec /bin/true`. 50 of each,
-//! interleaved; runs in the host mount namespace (the runtime needs the host's cgroups).
+//! interleaved; runs in the host mount namespace (the runtime needs the host's cgroups). The
+//! runtime is also measured with user namespaces off (issue 16: the boundary's cost).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -22,7 +23,7 @@ struct Data {
 
 impl Drop for Data {
     fn drop(&mut self) {
-        for root in ["runc", "bare-runc"] {
+        for root in ["runc", "bare-runc", "plain/runc"] {
             let root = self.dir.join(root);
             if let Ok(rd) = std::fs::read_dir(&root) {
                 for e in rd.flatten() {
@@ -35,11 +36,35 @@ impl Drop for Data {
                 }
             }
         }
-        if let Ok(rd) = std::fs::read_dir(self.dir.join("sandboxes")) {
+        for sub in ["sandboxes", "plain/sandboxes"] {
+            if let Ok(rd) = std::fs::read_dir(self.dir.join(sub)) {
+                for e in rd.flatten() {
+                    for m in ["rootfs", "lower"] {
+                        let _ = Command::new("umount")
+                            .arg("-l")
+                            .arg(e.path().join(m))
+                            .output();
+                    }
+                    // Where the sandbox's root reached its bundle (`/run/palisade/sandboxes-*/<id>`).
+                    for r in std::fs::read_dir("/run/palisade")
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                    {
+                        let at = r.path().join(e.file_name());
+                        if at.exists() {
+                            let _ = Command::new("umount").arg("-l").arg(&at).output();
+                            let _ = std::fs::remove_dir(&at);
+                        }
+                    }
+                }
+            }
+        }
+        if let Ok(rd) = std::fs::read_dir(self.dir.join("userns")) {
             for e in rd.flatten() {
                 let _ = Command::new("umount")
                     .arg("-l")
-                    .arg(e.path().join("rootfs"))
+                    .arg(e.path().join("ns"))
                     .output();
             }
         }
@@ -76,6 +101,9 @@ pub(crate) fn run(deadline: Instant) -> Result<Vec<Comparison>> {
         .enable_all()
         .build()?;
     let rt = Runtime::new(RuntimeConfig::new(&data.dir)).context("palisade runtime")?;
+    let mut plain_cfg = RuntimeConfig::new(data.dir.join("plain"));
+    plain_cfg.userns = None;
+    let plain = Runtime::new(plain_cfg).context("palisade runtime without user namespaces")?;
     let spec = |id: String| SandboxSpec {
         id,
         template: HOST_TEMPLATE.into(),
@@ -97,6 +125,7 @@ pub(crate) fn run(deadline: Instant) -> Result<Vec<Comparison>> {
     let bare_root = data.dir.join("bare-runc");
     std::fs::create_dir_all(&bare_root)?;
     let (mut ours, mut bare, mut creates) = (Vec::new(), Vec::new(), Vec::new());
+    let mut plain_ms = Vec::new();
     for i in 0..=COUNT {
         if Instant::now() > deadline {
             bail!("ran out of time after {i} sandboxes");
@@ -113,6 +142,16 @@ pub(crate) fn run(deadline: Instant) -> Result<Vec<Comparison>> {
             bail!("first exec exited {}: {}", r.exit_code, r.stderr);
         }
         tokio.block_on(rt.delete(&id))?;
+        // The same without a user namespace (host root inside, the template as it is).
+        let pid = format!("bp{}n{i}", std::process::id());
+        let p0 = Instant::now();
+        tokio.block_on(plain.create(spec(pid.clone())))?;
+        let r = tokio.block_on(plain.exec(&pid, first.clone()))?;
+        let p2 = p0.elapsed();
+        if r.exit_code != 0 {
+            bail!("first exec without user namespace exited {}", r.exit_code);
+        }
+        tokio.block_on(plain.delete(&pid))?;
         // Bare runc: the same bundle, run detached, then one exec.
         let bid = format!("bbb{}n{i}", std::process::id());
         let dir = data.dir.join(format!("bare-{i}"));
@@ -131,6 +170,7 @@ pub(crate) fn run(deadline: Instant) -> Result<Vec<Comparison>> {
         if !warm {
             ours.push(t2.as_secs_f64() * 1e3);
             creates.push(t1.as_secs_f64() * 1e3);
+            plain_ms.push(p2.as_secs_f64() * 1e3);
             bare.push(b2.as_secs_f64() * 1e3);
         }
     }
@@ -153,12 +193,17 @@ pub(crate) fn run(deadline: Instant) -> Result<Vec<Comparison>> {
     let names = vec![
         "bare runc run -d + runc exec /bin/true (same bundle)".to_owned(),
         "palisade-runtime create + exec `true` (host template)".to_owned(),
+        "the same without user namespaces".to_owned(),
     ];
     Ok(vec![Comparison {
         scenario: format!("9. sandbox create → first exec, {COUNT} sandboxes each"),
         unit: "ms".into(),
         goal: "p50 and p99 against bare runc".into(),
-        rows: rows(&names, &[as_samples(&bare), as_samples(&ours)], ""),
+        rows: rows(
+            &names,
+            &[as_samples(&bare), as_samples(&ours), as_samples(&plain_ms)],
+            "",
+        ),
         notes: vec![
             format!(
                 "p50 / p99: bare runc {:.1} / {:.1} ms; Palisade {:.1} / {:.1} ms (create alone \
@@ -169,6 +214,13 @@ pub(crate) fn run(deadline: Instant) -> Result<Vec<Comparison>> {
                 pct(&ours, 0.99),
                 pct(&creates, 0.5),
                 pct(&creates, 0.99)
+            ),
+            format!(
+                "user namespaces (own id range, idmapped template, netns inside it) cost \
+                 {:.2}x at p50: {:.1} ms against {:.1} ms without",
+                pct(&ours, 0.5) / pct(&plain_ms, 0.5),
+                pct(&ours, 0.5),
+                pct(&plain_ms, 0.5)
             ),
             "sequential, one after another, interleaved (Palisade i, bare i); each deleted \
              before the next (delete not timed); the host's load from parallel builds is in \

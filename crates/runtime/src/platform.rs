@@ -51,6 +51,8 @@ pub trait Platform: fmt::Debug + Send + Sync + 'static {
     /// Mounts the mount at `source`, read-only and shifted into the user namespace at
     /// `userns`, on `target`.
     fn idmapped_bind(&self, source: &Path, target: &Path, userns: &Path) -> std::io::Result<()>;
+    /// Bind-mounts `source` and every mount below it on `target`.
+    fn rbind(&self, source: &Path, target: &Path) -> std::io::Result<()>;
 }
 
 /// The real host: nix mounts and the runc binary.
@@ -247,6 +249,17 @@ impl Platform for HostPlatform {
     fn idmapped_bind(&self, source: &Path, target: &Path, userns: &Path) -> std::io::Result<()> {
         crate::idmap::idmapped_bind(source, target, userns)
     }
+
+    fn rbind(&self, source: &Path, target: &Path) -> std::io::Result<()> {
+        nix::mount::mount(
+            Some(source),
+            target,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(std::io::Error::from)
+    }
 }
 
 /// A recording fake: mounts and runc calls are logged, not performed. `runc exec` runs the
@@ -367,6 +380,18 @@ impl Platform for FakePlatform {
             source.display(),
             target.display(),
             userns.display()
+        ));
+        if let Ok(mut v) = self.mounted.lock() {
+            v.push(target.to_path_buf());
+        }
+        Ok(())
+    }
+
+    fn rbind(&self, source: &Path, target: &Path) -> std::io::Result<()> {
+        self.record(format!(
+            "rbind {} on {}",
+            source.display(),
+            target.display()
         ));
         if let Ok(mut v) = self.mounted.lock() {
             v.push(target.to_path_buf());

@@ -55,6 +55,8 @@ pub struct Runtime<P: Platform = HostPlatform> {
     seq: AtomicU64,
     /// User namespace ranges (`None` when the configuration turns them off).
     slots: Option<Slots>,
+    /// Where a sandbox's root reaches its bundle (see `runtime_userns.rs`).
+    reach: PathBuf,
 }
 
 impl Runtime<HostPlatform> {
@@ -127,15 +129,10 @@ impl<P: Platform> Runtime<P> {
         for sub in ["templates", "sandboxes", "runc"] {
             let p = data.join(sub);
             std::fs::create_dir_all(&p).at(&p)?;
-            // Sandbox configs hold the caller's environment (possibly secrets): root only. With
-            // user namespaces, a sandbox's root must still reach its own bundle by name
-            // (traverse, never list); the secrets are in 0600 files.
-            let mode = match (sub, cfg.userns.is_some()) {
-                ("templates", _) => continue,
-                ("sandboxes", true) => 0o711,
-                _ => 0o700,
-            };
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).at(&p)?;
+            // Sandbox configs hold the caller's environment (possibly secrets): root only.
+            if sub != "templates" {
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700)).at(&p)?;
+            }
         }
         if cfg.cgroup_parent.is_empty()
             || !cfg
@@ -164,6 +161,7 @@ impl<P: Platform> Runtime<P> {
             platform,
             seq: AtomicU64::new(0),
             slots,
+            reach: crate::userns::reach_dir(&data),
         })
     }
 
@@ -353,11 +351,20 @@ impl<P: Platform> Runtime<P> {
 
         let mut masked = Vec::new();
         if template.is_host {
-            // The host root shows the data directory (templates, other sandboxes, runc state).
-            if let Some(d) = self.cfg.data_dir.to_str() {
-                masked.push(d.to_owned());
+            // The host root shows the data directory (templates, other sandboxes, runc state)
+            // and the directory through which sandboxes reach their bundles.
+            for d in [&self.cfg.data_dir, &self.reach] {
+                if let Some(d) = d.to_str() {
+                    masked.push(d.to_owned());
+                }
             }
         }
+        // With a user namespace, runc sets the root up as the sandbox's root, which cannot
+        // traverse a private data directory: it reaches the bundle through `reach`.
+        let (rootfs, etc_files) = match &userns {
+            Some(u) => self.reach_bundle(&spec.id, dir, u, etc_files)?,
+            None => (rootfs, etc_files),
+        };
         let input = SpecInput {
             rootfs,
             hostname,
@@ -554,6 +561,7 @@ impl<P: Platform> Runtime<P> {
             .map_err(|e| RuntimeError::io(&cgroup, e))?;
         let dir = self.dir(id);
         let rootfs = dir.join("rootfs");
+        self.unreach_bundle(id)?;
         if self.platform.is_mounted(&rootfs) {
             self.platform
                 .unmount(&rootfs)

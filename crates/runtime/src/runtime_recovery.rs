@@ -40,6 +40,11 @@ impl<P: Platform> Runtime<P> {
                 removed.push(id);
             }
         }
+        for id in self.reach_ids() {
+            if !known.contains(&id) && validate_id(&id).is_ok() {
+                self.unreach_bundle(&id)?;
+            }
+        }
         // Namespaces prepared for sandboxes that never came to be.
         for id in self.userns_ids() {
             if !known.contains(&id) && validate_id(&id).is_ok() {

@@ -246,4 +246,14 @@ async fn each_sandbox_gets_its_own_id_range_and_gives_it_back() {
     let r = rt.reconcile(&["u2".to_owned()]).await.unwrap();
     assert_eq!(r.removed, ["u4"]);
     assert!(data.join("userns/u2").exists());
+    // The bundle was reached through the run directory, which delete empties again.
+    let reach = crate::userns::reach_dir(&data).join("u2");
+    assert!(reach.is_dir());
+    assert!(rt.platform().calls().contains(&format!(
+        "rbind {} on {}",
+        data.join("sandboxes/u2").display(),
+        reach.display()
+    )));
+    rt.delete("u2").await.unwrap();
+    assert!(!reach.exists());
 }

@@ -95,6 +95,77 @@ impl<P: Platform> Runtime<P> {
         Ok(lower)
     }
 
+    /// Makes the sandbox directory reachable to the sandbox's root: the host's data directory
+    /// is private (0700, the store lives there), so runc, which sets the root file system up
+    /// as the sandbox's root, could not even look its bundle up. The directory (0710, group
+    /// of the sandbox's root) with its mounts is bind-mounted at `<reach>/<id>`, below
+    /// directories anyone may traverse and only root may list. Returns the root file system
+    /// and `/etc` files as seen there.
+    pub(super) fn reach_bundle(
+        &self,
+        id: &str,
+        dir: &Path,
+        u: &Userns,
+        etc_files: Vec<(PathBuf, &'static str)>,
+    ) -> Result<(PathBuf, Vec<(PathBuf, &'static str)>)> {
+        use std::os::unix::fs::PermissionsExt;
+        let at = self.reach.join(id);
+        // A delete of the last sandbox removes `reach` itself: try again if it went away.
+        let mut tries = 0;
+        loop {
+            for d in [self.reach.parent().unwrap_or(&self.reach), &self.reach] {
+                std::fs::create_dir_all(d).at(d)?;
+                std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o711)).at(d)?;
+            }
+            match std::fs::create_dir(&at) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < 3 => tries += 1,
+                r => break r.at(&at)?,
+            }
+        }
+        std::os::unix::fs::chown(dir, Some(0), Some(u.base)).at(dir)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o710)).at(dir)?;
+        self.platform
+            .rbind(dir, &at)
+            .map_err(|e| RuntimeError::io(&at, e))?;
+        let etc = etc_files
+            .into_iter()
+            .map(|(p, dest)| {
+                let rel = p.strip_prefix(dir).map(Path::to_path_buf).unwrap_or(p);
+                (at.join(rel), dest)
+            })
+            .collect();
+        Ok((at.join("rootfs"), etc))
+    }
+
+    /// Removes `<reach>/<id>`; idempotent. Never recursive: the mount below is the bundle.
+    pub(super) fn unreach_bundle(&self, id: &str) -> Result<()> {
+        let at = self.reach.join(id);
+        if self.platform.is_mounted(&at) {
+            self.platform
+                .unmount(&at)
+                .map_err(|e| RuntimeError::io(&at, e))?;
+        }
+        match std::fs::remove_dir(&at) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(RuntimeError::io(&at, e)),
+        }
+        // Empty once the last sandbox is gone (fails while others are there: fine).
+        let _ = std::fs::remove_dir(&self.reach);
+        Ok(())
+    }
+
+    /// Ids with an entry in the reach directory (for reconcile).
+    pub(super) fn reach_ids(&self) -> Vec<String> {
+        std::fs::read_dir(&self.reach)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Unpins the namespace and frees its range. Idempotent.
     pub(super) fn release_userns(&self, id: &str) -> Result<()> {
         let Some(slots) = &self.slots else {

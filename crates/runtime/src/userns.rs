@@ -140,6 +140,15 @@ impl Slots {
     }
 }
 
+/// The directory through which sandboxes with a user namespace reach their bundles: under
+/// `/run/palisade` (traversable by anyone, listable by root), one per data directory so that
+/// several runtimes on a host never meet.
+pub(crate) fn reach_dir(data: &Path) -> PathBuf {
+    use sha2::Digest;
+    let h = sha2::Sha256::digest(data.as_os_str().as_encoded_bytes());
+    PathBuf::from("/run/palisade").join(format!("sandboxes-{}", &hex::encode(h)[..12]))
+}
+
 pub(crate) fn read_slot(home: &Path) -> Option<u32> {
     std::fs::read_to_string(home.join("slot"))
         .ok()?

@@ -56,6 +56,10 @@ impl World {
     }
 
     fn at(data: PathBuf) -> Self {
+        // Private, as the daemon's data directory is: sandboxes' roots never traverse it.
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::set_permissions(&data, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .unwrap();
         let rt = Runtime::new(RuntimeConfig::new(&data)).unwrap();
         World {
             rt: Arc::new(rt),
@@ -105,6 +109,18 @@ fn scrub(data: &Path, keep_templates: bool) {
                     .arg("-l")
                     .arg(e.path().join(m))
                     .output();
+            }
+            // Where the sandbox's root reached its bundle (`/run/palisade/sandboxes-*/<id>`).
+            for r in std::fs::read_dir("/run/palisade")
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let at = r.path().join(e.file_name());
+                if at.exists() {
+                    let _ = Command::new("umount").arg("-l").arg(&at).output();
+                    let _ = std::fs::remove_dir(&at);
+                }
             }
         }
     }

@@ -390,8 +390,24 @@ impl Bed {
         ids.dedup();
         for id in ids {
             let _ = self.runc().args(["delete", "--force", &id]).output();
-            let rootfs = sandboxes.join(&id).join("rootfs");
-            let _ = Command::new("umount").arg("-l").arg(&rootfs).output();
+            // The runtime's mounts: reach point, merged root, idmapped template, user namespace.
+            for r in std::fs::read_dir("/run/palisade")
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let at = r.path().join(&id);
+                if at.exists() {
+                    let _ = Command::new("umount").arg("-l").arg(&at).output();
+                    let _ = std::fs::remove_dir(&at);
+                }
+            }
+            for m in ["rootfs", "lower"] {
+                let p = sandboxes.join(&id).join(m);
+                let _ = Command::new("umount").arg("-l").arg(&p).output();
+            }
+            let ns = self.data_dir().join("runtime/userns").join(&id).join("ns");
+            let _ = Command::new("umount").arg("-l").arg(&ns).output();
             let _ = Command::new("ip")
                 .args(["netns", "delete", &format!("pls-{id}")])
                 .output();

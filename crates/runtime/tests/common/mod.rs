@@ -65,6 +65,18 @@ pub(crate) fn scrub(data: &Path) {
                     .arg(e.path().join(m))
                     .output();
             }
+            // Where the sandbox's root reached its bundle (`/run/palisade/sandboxes-*/<id>`).
+            for r in std::fs::read_dir("/run/palisade")
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let at = r.path().join(e.file_name());
+                if at.exists() {
+                    let _ = Command::new("umount").arg("-l").arg(&at).output();
+                    let _ = std::fs::remove_dir(&at);
+                }
+            }
         }
     }
     if let Ok(rd) = std::fs::read_dir(data.join("userns")) {
@@ -131,6 +143,11 @@ impl Bed {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));
+        // Private, as the daemon's data directory is (the store lives there): sandboxes'
+        // roots must not need to traverse it.
+        std::fs::create_dir(&data).unwrap();
+        std::fs::set_permissions(&data, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .unwrap();
         let runtime = Runtime::new(RuntimeConfig::new(&data)).unwrap();
         let host_rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
