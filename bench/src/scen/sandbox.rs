@@ -55,6 +55,8 @@ impl Drop for Data {
                         if at.exists() {
                             let _ = Command::new("umount").arg("-l").arg(&at).output();
                             let _ = std::fs::remove_dir(&at);
+                            // Its runtime's directory too, once empty (a runtime making a sandbox retries).
+                            let _ = std::fs::remove_dir(r.path());
                         }
                     }
                 }

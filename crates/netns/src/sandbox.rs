@@ -417,6 +417,26 @@ mod tests {
     }
 
     #[test]
+    fn namespace_made_inside_the_given_user_namespace() {
+        let p = RecordingPlatform::new();
+        let mut s = spec(None);
+        let userns = std::path::PathBuf::from("/data/userns/ab12/ns");
+        s.owner_userns = Some(&userns);
+        create_sandbox_net(&p, &s).unwrap();
+        let calls = p.calls();
+        // Not `ip netns add`: a process in the user namespace unshares the network one, which
+        // `ip netns attach` pins under the same name.
+        assert!(!p.lines().contains(&"ip netns add pls-ab12".to_owned()));
+        let make = calls.iter().find(|c| c.program == "sh").unwrap();
+        assert_eq!(make.args[0], "-c");
+        assert!(make.args[1].contains("nsenter --user=\"$2\" -- unshare --net"));
+        assert!(make.args[1].contains("ip netns attach \"$1\" $pid"));
+        assert_eq!(make.args[2..], ["sh", "pls-ab12", "/data/userns/ab12/ns"]);
+        // The rest is as for any sandbox.
+        assert!(p.lines().contains(&"ip -n pls-ab12 link set eth0 up".to_owned()));
+    }
+
+    #[test]
     fn create_in_real_host_namespace_uses_no_netns_flags_for_host_side() {
         let p = RecordingPlatform::new();
         create_sandbox_net(&p, &spec(None)).unwrap();

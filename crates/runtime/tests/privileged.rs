@@ -120,6 +120,8 @@ fn scrub(data: &Path, keep_templates: bool) {
                 if at.exists() {
                     let _ = Command::new("umount").arg("-l").arg(&at).output();
                     let _ = std::fs::remove_dir(&at);
+                    // Its runtime's directory too, once empty (a runtime making a sandbox retries).
+                    let _ = std::fs::remove_dir(r.path());
                 }
             }
         }

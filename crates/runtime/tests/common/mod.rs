@@ -75,6 +75,8 @@ pub(crate) fn scrub(data: &Path) {
                 if at.exists() {
                     let _ = Command::new("umount").arg("-l").arg(&at).output();
                     let _ = std::fs::remove_dir(&at);
+                    // Its runtime's directory too, once empty (a runtime making a sandbox retries).
+                    let _ = std::fs::remove_dir(r.path());
                 }
             }
         }
