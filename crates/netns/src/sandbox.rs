@@ -433,7 +433,10 @@ mod tests {
         assert!(make.args[1].contains("ip netns attach \"$1\" $pid"));
         assert_eq!(make.args[2..], ["sh", "pls-ab12", "/data/userns/ab12/ns"]);
         // The rest is as for any sandbox.
-        assert!(p.lines().contains(&"ip -n pls-ab12 link set eth0 up".to_owned()));
+        assert!(
+            p.lines()
+                .contains(&"ip -n pls-ab12 link set eth0 up".to_owned())
+        );
     }
 
     #[test]

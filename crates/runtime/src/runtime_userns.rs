@@ -27,7 +27,11 @@ impl<P: Platform> Runtime<P> {
         }
         let home = slots.home(id);
         std::fs::create_dir_all(&home).at(&home)?;
-        let slot = slots.allocate()?;
+        // A namespace lost with its pin (a host reboot) is made again in the range it had.
+        let slot = match crate::userns::read_slot(&home) {
+            Some(s) => s,
+            None => slots.allocate()?,
+        };
         let ns_file = home.join("ns");
         let made = std::fs::write(home.join("slot"), slot.to_string())
             .at(&home)
