@@ -8,6 +8,7 @@ use std::time::Duration;
 use ipnet::Ipv4Net;
 use serde::Deserialize;
 
+use crate::dns::DnsLimits;
 use crate::resolve::ResolverConfig;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -23,6 +24,8 @@ pub struct FirewallConfig {
     /// PEM files of roots trusted for upstream TLS, beside the system roots.
     pub extra_roots: Vec<PathBuf>,
     pub limits: Limits,
+    /// Bounds of the filtering DNS server (`[firewall.dns]`), per sandbox and in total.
+    pub dns: DnsLimits,
 }
 
 impl Default for FirewallConfig {
@@ -34,6 +37,7 @@ impl Default for FirewallConfig {
             resolver: ResolverConfig::default(),
             extra_roots: Vec::new(),
             limits: Limits::default(),
+            dns: DnsLimits::default(),
         }
     }
 }

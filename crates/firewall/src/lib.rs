@@ -24,6 +24,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 
 pub use config::{FirewallConfig, Limits};
+pub use dns::DnsLimits;
 pub use events::{EgressEvent, EventLog};
 pub use registry::Registry;
 
@@ -90,13 +91,12 @@ impl Firewall {
                 source,
             })?;
         let view: Arc<dyn dns::DnsView> = registry.clone();
-        let dns =
-            dns::DnsServer::bind(config.dns_listen, view, resolver, dns::DnsLimits::default())
-                .await
-                .map_err(|source| FirewallError::DnsBind {
-                    addr: config.dns_listen,
-                    source,
-                })?;
+        let dns = dns::DnsServer::bind(config.dns_listen, view, resolver, config.dns.clone())
+            .await
+            .map_err(|source| FirewallError::DnsBind {
+                addr: config.dns_listen,
+                source,
+            })?;
         let (dns_udp, dns_tcp) = (dns.udp_addr(), dns.tcp_addr());
         let tasks = vec![
             local_task,

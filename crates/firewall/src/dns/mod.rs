@@ -10,11 +10,13 @@
 //!   and no upstream query. The sandbox is IPv4-only, and not relaying other types keeps what a
 //!   sandbox can learn or carry out through DNS to addresses of allowed names.
 //!
-//! Each query yields one egress event.
+//! Each query yields one egress event. A source over its query rate (`rate`) has its queries
+//! dropped (UDP) or refused (TCP) before they are parsed, with one event a second counting them.
 
 mod answer;
 mod limits;
 mod query;
+mod rate;
 mod server;
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -39,5 +41,7 @@ pub trait DnsView: Send + Sync + 'static {
     fn events(&self) -> &EventLog;
 }
 
+#[cfg(test)]
+mod flood_tests;
 #[cfg(test)]
 mod tests;

@@ -143,6 +143,54 @@ impl Responder {
         reply.encode(limit)
     }
 
+    /// Records that `dropped` queries from `origin.src` went over its rate since the last
+    /// report: one deny event (and one warning) for all of them, not one per query.
+    pub(crate) fn report_over_rate(&self, origin: Origin, dropped: u64) {
+        let sandbox = self
+            .view
+            .policy_for(origin.src)
+            .map(|(id, _)| id.to_string())
+            .unwrap_or_default();
+        let what = match origin.transport {
+            Transport::Udp => "dropped",
+            Transport::Tcp => "refused",
+        };
+        let reason = format!(
+            "{dropped} quer{} over the limit of {}/s (burst {}) {what}",
+            if dropped == 1 { "y" } else { "ies" },
+            self.limits.queries_per_second_per_source,
+            self.limits.query_burst_per_source
+        );
+        tracing::warn!(%sandbox, src = %origin.src, %reason, "DNS query rate limit");
+        let mut event = EgressEvent::new(sandbox, EventKind::Dns, EventVerdict::Deny);
+        event.dst = Some(origin.server);
+        event.rule = "dns-rate-limit".into();
+        event.reason = reason;
+        self.view.events().record(event);
+    }
+
+    /// REFUSED for a query over its source's rate (TCP), built from the header and question
+    /// alone; `None` when the packet is not a query.
+    pub(crate) fn refuse(&self, packet: &[u8]) -> Option<Vec<u8>> {
+        let header = Header::read(&mut BinDecoder::new(packet)).ok()?;
+        if header.metadata.message_type != MessageType::Query {
+            return None;
+        }
+        let req = Message::from_vec(packet).ok();
+        let query = req.as_ref().and_then(|m| match m.queries.as_slice() {
+            [q] => Some(q),
+            _ => None,
+        });
+        let reply = Reply::new(
+            &header.metadata,
+            query,
+            None,
+            self.limits.max_udp_payload,
+            ResponseCode::Refused,
+        );
+        reply.encode(usize::from(u16::MAX))
+    }
+
     /// The decision for a well-formed message from a known sandbox.
     async fn decide(&self, req: &Message, policy: &CompiledPolicy, src: IpAddr) -> (Reply, Note) {
         let edns = req.edns.as_ref();

@@ -80,7 +80,7 @@ impl Plane {
         for (rec, addrs) in &live {
             let p = self.store.live_policy(&rec.id).await?;
             let policy = full_policy(p.full.expose())?;
-            all_rules.push(rules(&rec.id, *addrs, &policy));
+            all_rules.push(rules(&rec.id, *addrs, &policy, self.cfg.dns_limit));
             policies.push((p.version, policy));
         }
         self.apply_full(all_rules).await?;
