@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use palisade_runtime::{HOST_TEMPLATE, Runtime, TemplateProgress};
+use palisade_runtime::{HOST_TEMPLATE, Runtime, RuntimeError, TemplateProgress};
 use palisade_store::now_ms;
 
 use crate::control::{BuildState, BuildStatus};
@@ -109,7 +109,11 @@ impl Builds {
                 Err(e) => {
                     tracing::warn!(template = %name, error = %e, "template build failed");
                     s.state = BuildState::Failed;
-                    s.error = Some(e.to_string());
+                    // The cause alone: the state already says the build failed.
+                    s.error = Some(match e {
+                        RuntimeError::TemplateBuild(cause) => cause,
+                        other => other.to_string(),
+                    });
                 }
             }
         });
