@@ -57,8 +57,13 @@ impl Plane {
     /// build stands; a template never built on this host starts building in the background.
     pub(super) fn require_template(&self, t: &TemplateRecord) -> Result<(), ApiError> {
         let name = runtime_name(t);
+        if name != DEBIAN_TEMPLATE {
+            // The host template is always there; imported ones are built when created (one
+            // missing on disk is the runtime's `not found`, as before).
+            return Ok(());
+        }
         let mut status = self.builds.status(&self.runtime, &name);
-        if status.state == BuildState::Absent && name == DEBIAN_TEMPLATE {
+        if status.state == BuildState::Absent {
             status = self.builds.start(&self.runtime, &name);
         }
         match status.state {
