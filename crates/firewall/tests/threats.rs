@@ -408,15 +408,20 @@ fn t16_udp_quic_and_icmp_only_to_allow_cidrs() {
 }
 
 #[test]
-fn t17_nameless_protocols_need_a_cidr_or_a_dns_binding() {
+fn t17_nameless_protocols_need_a_cidr_or_a_name_binding() {
     let bed = Bed::new();
     let sb = bed.sandbox(&custom(&["tcp.test"]));
     // Straight to the address, with no DNS answer behind it: denied.
     let out = sb.sh(&format!("printf 'direct' | nc -N -w 2 {} 7", addrs::TCP_V4));
     assert!(stdout(&out).is_empty(), "{}", show(&out));
-    // After the firewall's DNS served that address for an allowed name: allowed (DNS-bound).
+    // Through the address the firewall's DNS answered for the allowed name (a synthetic one,
+    // mapped back to the name): allowed.
     let out = sb.sh("printf 'bound' | nc -N -w 2 tcp.test 7");
     assert_eq!(stdout(&out), "bound", "{}", show(&out));
+    // The real address stays closed after the name was resolved (issue 11.4: it was open).
+    let out = sb.sh(&format!("printf 'real' | nc -N -w 2 {} 7", addrs::TCP_V4));
+    assert!(stdout(&out).is_empty(), "{}", show(&out));
+    assert_eq!(bed.world.log().bytes_received("tcp"), b"bound");
     // A server-speaks-first protocol works too.
     let out = sb.sh("timeout 3 nc -w 2 tcp.test 22 </dev/null");
     assert!(
