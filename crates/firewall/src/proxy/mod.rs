@@ -184,7 +184,10 @@ impl Conn {
 
     fn deny(&self, stream: TcpStream, name: Option<&str>, rule: &str, reason: impl Into<String>) {
         let mut e = self.event(EventKind::Tcp, EventVerdict::Deny, rule, reason);
-        e.name = name.map(str::to_owned);
+        // Without a name sent, a synthetic destination still says which name was meant.
+        e.name = name
+            .or(self.synthetic.as_ref().map(CanonicalName::as_str))
+            .map(str::to_owned);
         self.record(e);
         reset(stream);
     }
@@ -498,13 +501,7 @@ async fn tunnel(
                 (upstream, recheck, rule, name)
             }
             Err(reason) => {
-                let name = conn.synthetic.as_ref().map(|n| n.as_str().to_owned());
-                conn.deny(
-                    stream,
-                    name.as_deref().or(sent_name.as_deref()),
-                    &rule,
-                    reason,
-                );
+                conn.deny(stream, sent_name.as_deref(), &rule, reason);
                 return;
             }
         },
