@@ -194,3 +194,51 @@ fn synthetic_addresses_are_per_sandbox_and_unknown_ones_go_nowhere() {
     let out = cidr.sh("printf 'udp-echo' | nc -u -w 1 tcp.test 7");
     assert_eq!(stdout(&out), "udp-echo", "{}", show(&out));
 }
+
+#[test]
+fn an_open_tunnel_through_a_synthetic_address_closes_when_the_name_is_removed() {
+    use std::io::{BufRead, BufReader, Write};
+    let bed = Bed::new();
+    let sb = bed.sandbox(ONLY_A);
+    let script = r#"
+import socket, sys
+s = socket.create_connection(("shared-a.test", 7), timeout=10)
+print(s.getpeername()[0], flush=True)
+s.sendall(b"before"); print(s.recv(100).decode(), flush=True)
+sys.stdin.readline()
+try:
+    s.sendall(b"after")
+    print("got", s.recv(100), flush=True)
+except OSError as e:
+    print("closed", type(e).__name__, flush=True)
+"#;
+    let mut child = std::process::Command::new("timeout")
+        .args(["-s", "KILL", "20", "ip", "netns", "exec", &sb.net.netns])
+        .args(["python3", "-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let peer: Ipv4Addr = lines.next().unwrap().unwrap().parse().unwrap();
+    assert!(synthetic_range().contains(&peer), "{peer}");
+    assert_eq!(lines.next().unwrap().unwrap(), "before");
+    // The tunnel is open; the policy stops allowing its name.
+    sb.set_policy(r#"{"mode":"custom","allow_domains":["alpha.test"]}"#, 2);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let _ = child.wait();
+    assert!(
+        rest.iter()
+            .any(|l| l.starts_with("closed") || l == "got b''"),
+        "{rest:?}"
+    );
+    assert_eq!(bed.world.log().bytes_received("shared-echo"), b"before");
+    let events = bed.fw.events().recent(Some(&sb.id), 50);
+    assert!(
+        events.iter().any(|e| e.reason.contains("new policy denies")
+            && e.name.as_deref() == Some("shared-a.test")),
+        "{events:?}"
+    );
+}
