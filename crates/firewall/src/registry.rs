@@ -296,10 +296,14 @@ impl DnsView for Registry {
         // allow-all lets name-less protocols reach any public address, so a synthetic address
         // would bind nothing; addresses all inside allow_cidrs are reachable as they are (UDP
         // included, which a synthetic address would lose).
-        let bind = matches!(policy.mode(), Mode::Custom)
-            && !resolved
-                .iter()
-                .all(|ip| policy.check_addr(IpAddr::V4(*ip)).in_allow_cidrs);
+        // A real address inside the synthetic range would be taken for a synthetic one, so such
+        // a name is always answered with a synthetic address of its own.
+        let collides = resolved.iter().any(|ip| self.is_synthetic(*ip));
+        let bind = collides
+            || matches!(policy.mode(), Mode::Custom)
+                && !resolved
+                    .iter()
+                    .all(|ip| policy.check_addr(IpAddr::V4(*ip)).in_allow_cidrs);
         if !bind {
             return Ok(resolved.to_vec());
         }
@@ -349,6 +353,14 @@ mod tests {
 
         let (reg, src) = registry_with(r#"{"mode":"allow-all"}"#);
         assert_eq!(reg.answer_addrs(src, &a, &real).unwrap(), real);
+        // A real address inside the synthetic range is never handed out as it is.
+        let (reg, src) = registry_with(r#"{"mode":"allow-all","allow_cidrs":["198.18.0.0/15"]}"#);
+        let inside = [Ipv4Addr::new(198, 18, 0, 1)];
+        let told = reg.answer_addrs(src, &a, &inside).unwrap();
+        assert_eq!(
+            reg.by_addr(src).unwrap().synthetic_name(told[0]),
+            Some(a.clone())
+        );
         let (reg, src) = registry_with(
             r#"{"mode":"custom","allow_domains":["shared-a.test"],"allow_cidrs":["203.0.113.0/24"]}"#,
         );
