@@ -30,6 +30,12 @@ pub(crate) async fn run(mut config: Config, prepare: Option<String>) -> anyhow::
             .unwrap_or_default();
         anyhow::anyhow!(e).context(format!("opening the store in {}{what}", data_dir.display()))
     })?;
+    // Synthetic-address mappings live beside the store, so a restart finds them.
+    config
+        .firewall
+        .synthetic
+        .state_dir
+        .get_or_insert_with(|| data_dir.join("synthetic"));
     let firewall = Firewall::start(&config.firewall)
         .await
         .context("starting the firewall")?;

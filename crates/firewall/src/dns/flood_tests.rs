@@ -31,7 +31,14 @@ impl DnsView for View {
     fn policy_for(&self, src: IpAddr) -> Option<(Arc<str>, Arc<CompiledPolicy>)> {
         self.policies.get(&src).cloned()
     }
-    fn record_answer(&self, _: IpAddr, _: &CanonicalName, _: &[Ipv4Addr], _: Duration) {}
+    fn answer_addrs(
+        &self,
+        _: IpAddr,
+        _: &CanonicalName,
+        resolved: &[Ipv4Addr],
+    ) -> Result<Vec<Ipv4Addr>, String> {
+        Ok(resolved.to_vec())
+    }
     fn events(&self) -> &EventLog {
         &self.events
     }

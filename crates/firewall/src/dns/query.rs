@@ -293,11 +293,22 @@ impl Responder {
         };
         let (kept, refused) = filter_addrs(policy, &resolved.addrs);
         let mut r = reply(Some(query), ResponseCode::NoError);
+        let mut told = String::new();
         if kept.is_empty() {
             r.negative_soa(resolved.ttl.min(self.limits.negative_ttl));
         } else {
-            r.answer_a(&kept, resolved.ttl);
-            self.view.record_answer(src, &name, &kept, resolved.ttl);
+            match self.view.answer_addrs(src, &name, &kept) {
+                Ok(addrs) => {
+                    if addrs != kept {
+                        told = format!(" as {}", join(&addrs));
+                    }
+                    r.answer_a(&addrs, resolved.ttl);
+                }
+                Err(why) => {
+                    let note = Note::allow(canon, rule, format!("no address to answer: {why}"));
+                    return (reply(Some(query), ResponseCode::ServFail), note);
+                }
+            }
         }
         let note = match (kept.is_empty(), refused.is_empty()) {
             (true, false) => Note::deny(
@@ -305,11 +316,15 @@ impl Responder {
                 "address-class",
                 format!("resolves only to refused addresses: {}", refused.join(", ")),
             ),
-            (_, true) => Note::allow(canon, rule, format!("{} address(es)", kept.len())),
+            (_, true) => Note::allow(canon, rule, format!("{} address(es){told}", kept.len())),
             (false, false) => Note::allow(
                 canon,
                 rule,
-                format!("{} address(es); dropped {}", kept.len(), refused.join(", ")),
+                format!(
+                    "{} address(es){told}; dropped {}",
+                    kept.len(),
+                    refused.join(", ")
+                ),
             ),
         };
         (r, note)
@@ -330,6 +345,14 @@ fn filter_addrs(policy: &CompiledPolicy, addrs: &[Ipv4Addr]) -> (Vec<Ipv4Addr>, 
         }
     }
     (kept, refused)
+}
+
+fn join(addrs: &[Ipv4Addr]) -> String {
+    addrs
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[derive(Debug)]

@@ -88,6 +88,13 @@ impl Plane {
             self.restore_entry(rec, *addrs, version, &policy).await?;
             report.recovered.push(rec.id.clone());
         }
+        // Each restored sandbox found its synthetic addresses in its journal (the registry
+        // replays it on registration), so addresses its resolver cached before the crash still
+        // lead to the same names. Journals of sandboxes that are gone go.
+        let ids: Vec<&str> = report.recovered.iter().map(String::as_str).collect();
+        for id in self.registry.remove_stale_synthetic(&ids) {
+            tracing::info!(sandbox = %id, "synthetic address journal of a gone sandbox removed");
+        }
         Ok(report)
     }
 
