@@ -68,7 +68,7 @@ pub(crate) fn run(only: &[String], reps: usize) -> Result<Vec<Comparison>> {
     let deadline = Instant::now() + LIMIT;
     let mut out = Vec::new();
     if want("intercept") || want("h2") || want("dns") || want("hudsucker") {
-        let bed = bed::IBed::new()?;
+        let bed = bed::IBed::new(false)?;
         if want("intercept") {
             out.extend(report_err(
                 "intercept",
@@ -89,11 +89,11 @@ pub(crate) fn run(only: &[String], reps: usize) -> Result<Vec<Comparison>> {
         }
     }
     if want("splice") {
-        let r = bed::IBed::new().and_then(|bed| splice::run(&bed, reps, deadline));
+        let r = bed::IBed::new(false).and_then(|bed| splice::run(&bed, reps, deadline));
         out.extend(report_err("splice", r));
     }
     if want("noisy") {
-        let r = bed::IBed::new().and_then(|bed| noisy::run(&bed, reps, deadline));
+        let r = bed::IBed::new(true).and_then(|bed| noisy::run(&bed, reps, deadline));
         out.extend(report_err("noisy", r));
     }
     if want("sandbox") {

@@ -25,6 +25,9 @@ pub(crate) struct ServerSection {
     pub sandbox_first_host_id: u32,
     /// How many id ranges (sandboxes at once on this host).
     pub sandbox_id_ranges: u32,
+    /// The Debian mirror the `system/debian:bookworm` template is built from (unset: the
+    /// mirror of the host's own APT sources).
+    pub debian_mirror: Option<String>,
 }
 
 impl Default for ServerSection {
@@ -37,6 +40,7 @@ impl Default for ServerSection {
             sweep_interval_s: 5,
             sandbox_first_host_id: palisade_runtime::UsernsConfig::default().first_host_id,
             sandbox_id_ranges: palisade_runtime::UsernsConfig::default().slots,
+            debian_mirror: None,
         }
     }
 }
@@ -108,6 +112,8 @@ mod tests {
         let c = Config::from_toml(include_str!("../../../config/palisade.example.toml")).unwrap();
         assert_eq!(c.server.listen.port(), 8080);
         assert!(c.server.admin.ip().is_loopback());
+        assert_eq!(c.firewall.dns.queries_per_second_per_source, 500);
+        assert_eq!(c.firewall.dns.query_burst_per_source, 2000);
     }
 
     #[test]

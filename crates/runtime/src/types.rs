@@ -40,6 +40,8 @@ pub struct RuntimeConfig {
     /// Host id ranges for the sandboxes' user namespaces; `None` runs sandboxes as host root
     /// (weaker; for hosts without user namespaces or idmapped mounts).
     pub userns: Option<crate::userns::UsernsConfig>,
+    /// The Debian mirror the Debian template is built from; `None`: the one `apt_dir` names.
+    pub debian_mirror: Option<String>,
 }
 
 impl RuntimeConfig {
@@ -57,6 +59,7 @@ impl RuntimeConfig {
             default_exec_timeout: Duration::from_secs(600),
             apt_dir: PathBuf::from("/etc/apt"),
             userns: Some(crate::userns::UsernsConfig::default()),
+            debian_mirror: None,
         }
     }
 }
