@@ -424,6 +424,52 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_budget_cuts_the_tunnel_before_the_batch_that_would_pass_it() {
+        for splice in [true, false] {
+            let policy = palisade_policy::Policy::from_json(
+                br#"{"mode":"allow-all","budgets":{"sandbox":{"sent_bytes":100000,"window_secs":60}}}"#,
+            )
+            .unwrap();
+            let meters = crate::budget::Meters::empty().update(policy.budgets());
+            let tally = meters.tally(None).unwrap();
+            let (mut client, client_side) = pair().await;
+            let (upstream_side, mut server) = pair().await;
+            let pool = BufferPool::new(16 * 1024, splice);
+            let relay = relay(
+                client_side,
+                upstream_side,
+                &pool,
+                Duration::from_secs(30),
+                std::future::pending(),
+                Some(&tally),
+            );
+            let ends = async {
+                let send = async {
+                    let _ = client.write_all(&vec![7u8; 1_000_000]).await;
+                };
+                let receive = async {
+                    let mut got = Vec::new();
+                    let _ = server.read_to_end(&mut got).await;
+                    got.len()
+                };
+                tokio::join!(send, receive).1
+            };
+            let (stats, got) = tokio::join!(relay, ends);
+            assert_eq!(stats.end, RelayEnd::Budget, "splice {splice}");
+            assert!(
+                got <= 100_000,
+                "splice {splice}: {got} bytes passed a 100 kB budget"
+            );
+            assert!(
+                got >= 100_000 - 16 * 1024,
+                "splice {splice}: only {got} bytes"
+            );
+            assert_eq!(stats.up, got as u64);
+            assert!(tally.cut_reason().is_some());
+        }
+    }
+
+    #[tokio::test]
     async fn idle_tunnel_ends_at_the_idle_timeout() {
         let (_client, client_side) = pair().await;
         let (upstream_side, _server) = pair().await;
