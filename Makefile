@@ -61,6 +61,8 @@ test: deps check
 
 # The API key made on first run is kept in the data directory (0600) and printed each time.
 PALISADE_DATA_DIR ?= /var/lib/palisade
+# The template `make run` builds before it serves (the API's default template).
+PALISADE_TEMPLATE ?= system/debian:bookworm
 run: deps
 	cargo build --release --locked -p palisade
 	@data="$(PALISADE_DATA_DIR)"; keyfile="$$data/cli-api-key"; \
@@ -73,7 +75,7 @@ run: deps
 	echo "Palisade is starting. In another shell:"; \
 	echo "  export LEAP0_BASE_URL=http://127.0.0.1:8080"; \
 	echo "  export LEAP0_API_KEY=$$(cat "$$keyfile")"; \
-	exec ./target/release/palisade serve --data-dir "$$data"
+	exec ./target/release/palisade serve --data-dir "$$data" --prepare-template "$(PALISADE_TEMPLATE)"
 
 fuzz:
 	./tools/fuzz-smoke

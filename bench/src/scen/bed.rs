@@ -48,6 +48,8 @@ fn policy_json() -> String {
 /// firewall and its runtime, then the world.
 #[derive(Debug)]
 pub(crate) struct IBed {
+    /// The kernel's ceiling on each sandbox's DNS queries, as `palisade serve` sets it.
+    dns_limit: Option<nft::DnsPacketLimit>,
     nat: NatTable,
     _hosts: Vec<HostsFile>,
     pub(crate) sandbox: ISandbox,
@@ -69,7 +71,10 @@ pub(crate) struct ISandbox {
 }
 
 impl IBed {
-    pub(crate) fn new() -> Result<IBed> {
+    /// `dns_rate_limit`: keep the per-sandbox DNS query rate of the default configuration.
+    /// Scenario 6 measures the resolver's own throughput from one sandbox, which that limit
+    /// (500/s by default) would cap, so it runs without it; scenario 11 (noisy) keeps it.
+    pub(crate) fn new(dns_rate_limit: bool) -> Result<IBed> {
         let world = World::new().context("testbed world")?;
         let dir = tempfile::Builder::new()
             .prefix("palisade-benchb-")
@@ -83,6 +88,14 @@ impl IBed {
         };
         config.resolver.upstreams = vec![SocketAddr::from((addrs::DNS_V4, 53))];
         config.resolver.timeout = Duration::from_secs(1);
+        if !dns_rate_limit {
+            config.dns.queries_per_second_per_source = 0;
+        }
+        // As `palisade serve` does: twice the resolver's rate and burst.
+        let dns_limit = dns_rate_limit.then(|| nft::DnsPacketLimit {
+            per_second: config.dns.queries_per_second_per_source * 2,
+            burst: config.dns.query_burst_per_source * 2,
+        });
         let fw = rt
             .block_on(rt.spawn(async move { Firewall::start(&config).await }))
             .context("firewall start task")?
@@ -99,7 +112,7 @@ impl IBed {
         )
         .context("base nftables rules")?;
         let mut pool = AddressPool::new(pool_net)?;
-        let sandbox = ISandbox::new(&world, &fw, &mut pool)?;
+        let sandbox = ISandbox::new(&world, &fw, &mut pool, dns_limit)?;
         let direct = world.sandbox_like().context("direct namespace")?;
         let nat = NatTable::new(world.fw.name(), direct.addr)?;
         let hosts = vec![
@@ -107,6 +120,7 @@ impl IBed {
             HostsFile::new(direct.netns.name())?,
         ];
         let bed = IBed {
+            dns_limit,
             nat,
             _hosts: hosts,
             sandbox,
@@ -207,7 +221,7 @@ impl IBed {
     pub(crate) fn neighbour(&self) -> Result<ISandbox> {
         let mut pool = AddressPool::new(Ipv4Net::new(addrs::SANDBOX_POOL_V4, 20)?)?;
         pool.reserve(self.sandbox.net.addrs)?;
-        ISandbox::new(&self.world, &self._fw, &mut pool)
+        ISandbox::new(&self.world, &self._fw, &mut pool, self.dns_limit)
     }
 
     /// Upstream TCP connections the `good` server accepted so far.
@@ -251,7 +265,12 @@ pub(crate) fn run_ok(cmd: &mut std::process::Command, what: &str) -> Result<std:
 }
 
 impl ISandbox {
-    fn new(world: &World, fw: &Firewall, pool: &mut AddressPool) -> Result<Self> {
+    fn new(
+        world: &World,
+        fw: &Firewall,
+        pool: &mut AddressPool,
+        dns_limit: Option<nft::DnsPacketLimit>,
+    ) -> Result<Self> {
         let spec: NetworkPolicySpec = serde_json::from_str(&policy_json()).context("policy")?;
         let policy = spec
             .validate()
@@ -286,7 +305,10 @@ impl ISandbox {
         nft::apply(
             &RealPlatform,
             Some(&sandbox.fw_netns),
-            &nft::render_sandbox(&SandboxRules::for_net(&sandbox.net, cidrs)),
+            &nft::render_sandbox(&SandboxRules {
+                dns_limit,
+                ..SandboxRules::for_net(&sandbox.net, cidrs)
+            }),
         )
         .context("sandbox nftables rules")?;
         sandbox

@@ -71,7 +71,7 @@ pub(crate) fn run(only: &[String], reps: usize) -> Result<Vec<Comparison>> {
     // `scrub` (4f, issue 15) is part of `intercept`; named alone it runs without the peers.
     let scrub_alone = !want("intercept") && only.iter().any(|o| o == "scrub");
     if want("intercept") || want("h2") || want("dns") || want("hudsucker") || scrub_alone {
-        let bed = bed::IBed::new()?;
+        let bed = bed::IBed::new(false)?;
         if scrub_alone {
             out.extend(report_err(
                 "scrub",
@@ -98,11 +98,11 @@ pub(crate) fn run(only: &[String], reps: usize) -> Result<Vec<Comparison>> {
         }
     }
     if want("splice") {
-        let r = bed::IBed::new().and_then(|bed| splice::run(&bed, reps, deadline));
+        let r = bed::IBed::new(false).and_then(|bed| splice::run(&bed, reps, deadline));
         out.extend(report_err("splice", r));
     }
     if want("noisy") {
-        let r = bed::IBed::new().and_then(|bed| noisy::run(&bed, reps, deadline));
+        let r = bed::IBed::new(true).and_then(|bed| noisy::run(&bed, reps, deadline));
         out.extend(report_err("noisy", r));
     }
     if want("sandbox") {

@@ -20,6 +20,9 @@ pub(crate) struct ServerSection {
     pub default_quota: Option<i64>,
     /// How often sandbox deadlines are checked, in seconds.
     pub sweep_interval_s: u64,
+    /// The Debian mirror the `system/debian:bookworm` template is built from (unset: the
+    /// mirror of the host's own APT sources).
+    pub debian_mirror: Option<String>,
 }
 
 impl Default for ServerSection {
@@ -30,6 +33,7 @@ impl Default for ServerSection {
             data_dir: PathBuf::from("/var/lib/palisade"),
             default_quota: None,
             sweep_interval_s: 5,
+            debian_mirror: None,
         }
     }
 }
@@ -101,6 +105,8 @@ mod tests {
         let c = Config::from_toml(include_str!("../../../config/palisade.example.toml")).unwrap();
         assert_eq!(c.server.listen.port(), 8080);
         assert!(c.server.admin.ip().is_loopback());
+        assert_eq!(c.firewall.dns.queries_per_second_per_source, 500);
+        assert_eq!(c.firewall.dns.query_burst_per_source, 2000);
     }
 
     #[test]

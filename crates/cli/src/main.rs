@@ -14,6 +14,7 @@ mod commands;
 mod config;
 mod preflight;
 mod serve;
+mod template_cmd;
 
 use std::path::PathBuf;
 
@@ -46,6 +47,10 @@ enum Cmd {
         admin: Option<std::net::SocketAddr>,
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Build this template before serving (progress on stderr). A failed build is reported
+        /// and the daemon serves anyway: creates on the template then answer 503 with the cause.
+        #[arg(long)]
+        prepare_template: Option<String>,
     },
     /// API keys.
     Keys {
@@ -76,6 +81,11 @@ enum Cmd {
     Snapshot {
         #[command(subcommand)]
         cmd: commands::SnapshotCmd,
+    },
+    /// Templates: build (or retry a failed build) with a progress bar, list with build state.
+    Template {
+        #[command(subcommand)]
+        cmd: template_cmd::TemplateCmd,
     },
 }
 
@@ -110,6 +120,7 @@ fn main() -> anyhow::Result<()> {
                 listen,
                 admin,
                 data_dir,
+                prepare_template,
             } => {
                 let mut c = config::Config::load(config.as_deref())?;
                 if let Some(l) = listen {
@@ -121,7 +132,7 @@ fn main() -> anyhow::Result<()> {
                 if let Some(d) = data_dir {
                     c.server.data_dir = d;
                 }
-                serve::run(c).await
+                serve::run(c, prepare_template).await
             }
             Cmd::Keys {
                 cmd:
@@ -149,6 +160,7 @@ fn main() -> anyhow::Result<()> {
                 verdict,
             } => commands::events(&id, follow, verdict, cli.json).await,
             Cmd::Snapshot { cmd } => commands::snapshot(cmd, cli.json).await,
+            Cmd::Template { cmd } => template_cmd::run(cmd, cli.json).await,
         }
     })
 }

@@ -15,10 +15,11 @@ use palisade_store::{EventWriter, EventWriterConfig, Store};
 
 use crate::config::Config;
 
-pub(crate) async fn run(mut config: Config) -> anyhow::Result<()> {
+pub(crate) async fn run(mut config: Config, prepare: Option<String>) -> anyhow::Result<()> {
     config.fill_resolvers()?;
     let data_dir = config.server.data_dir.clone();
-    let runtime_cfg = RuntimeConfig::new(data_dir.join("runtime"));
+    let mut runtime_cfg = RuntimeConfig::new(data_dir.join("runtime"));
+    runtime_cfg.debian_mirror = config.server.debian_mirror.clone();
     // Before anything is touched: a daemon in the wrong place must change nothing.
     crate::preflight::check(&runtime_cfg.runc)?;
     let _claim = crate::preflight::claim_data_dir(&data_dir)?;
@@ -29,6 +30,12 @@ pub(crate) async fn run(mut config: Config) -> anyhow::Result<()> {
             .unwrap_or_default();
         anyhow::anyhow!(e).context(format!("opening the store in {}{what}", data_dir.display()))
     })?;
+    // Synthetic-address mappings live beside the store, so a restart finds them.
+    config
+        .firewall
+        .synthetic
+        .state_dir
+        .get_or_insert_with(|| data_dir.join("synthetic"));
     let firewall = Firewall::start(&config.firewall)
         .await
         .context("starting the firewall")?;
@@ -53,6 +60,7 @@ pub(crate) async fn run(mut config: Config) -> anyhow::Result<()> {
             pool: config.firewall.address_pool,
             default_quota: config.server.default_quota,
             disk_mib: 10_240,
+            dns_limit: dns_packet_limit(&config.firewall.dns),
         },
     )
     .await
@@ -71,6 +79,9 @@ pub(crate) async fn run(mut config: Config) -> anyhow::Result<()> {
         Arc::clone(&plane),
         Duration::from_secs(config.server.sweep_interval_s.max(1)),
     );
+    if let Some(name) = prepare {
+        prepare_template(&plane, &name).await;
+    }
     let metrics = Arc::new(Metrics::default());
     let api = api_router(plane, Arc::clone(&metrics));
     let admin = admin_router(metrics);
@@ -91,6 +102,38 @@ pub(crate) async fn run(mut config: Config) -> anyhow::Result<()> {
     }
     drop(firewall);
     Ok(())
+}
+
+/// The kernel's ceiling on a sandbox's DNS queries: twice the resolver's own rate and burst, so
+/// the resolver still sees (and reports) a flood while the kernel keeps its receive queue from
+/// filling; none when the resolver's limit is off.
+fn dns_packet_limit(
+    dns: &palisade_firewall::DnsLimits,
+) -> Option<palisade_netns::nft::DnsPacketLimit> {
+    (dns.queries_per_second_per_source > 0).then(|| palisade_netns::nft::DnsPacketLimit {
+        per_second: dns.queries_per_second_per_source.saturating_mul(2),
+        burst: dns.query_burst_per_source.max(1).saturating_mul(2),
+    })
+}
+
+/// Builds `name` before serving, with a progress bar; a failure is said and serving goes on
+/// (creates on it then answer 503 with the cause; `palisade template build` retries).
+async fn prepare_template(plane: &Plane, name: &str) {
+    let pb = crate::template_cmd::bar(name);
+    let status = plane
+        .prepare_template(name, |s| {
+            crate::template_cmd::show(&pb, s.state.as_str(), s.progress.as_deref());
+        })
+        .await;
+    pb.finish_and_clear();
+    match status.error {
+        None => eprintln!("palisade: template {name} is {}", status.state.as_str()),
+        Some(e) => eprintln!(
+            "palisade: template {name} could not be built: {e}\n\
+             palisade: serving anyway; creates on {name} answer 503 with this cause until \
+             `palisade template build {name}` succeeds"
+        ),
+    }
 }
 
 /// `palisade keys create --org NAME`: the key is printed once and never stored in clear.

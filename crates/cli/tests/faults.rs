@@ -1,6 +1,6 @@
-//! Issue 11.5, storage faults against the real daemon: a full disk during a snapshot, a store
-//! locked by another process, a read-only data directory. Each gives a clear error and loses
-//! nothing already stored.
+//! Issue 11.5, storage faults against the real daemon: a full disk during a snapshot or a
+//! template build, a store locked by another process, a read-only data directory. Each gives a
+//! clear error and loses nothing already stored.
 
 #![allow(
     clippy::unwrap_used,
@@ -98,6 +98,99 @@ fn full_disk_during_a_snapshot_is_a_clear_error_and_loses_nothing() {
     let restored = r.json()["id"].as_str().unwrap().to_owned();
     let (code, out) = bed.exec(&restored, "cat /root/kept; test ! -e /root/big");
     assert_eq!((code, out.trim()), (0, "kept"));
+}
+
+/// A `docker save` style archive at `dir/name.tar` whose one layer holds `/etc/marker` (saying
+/// `name`) and `/blob`, `blob_bytes` of random data the disk cannot compress.
+fn image_archive(dir: &std::path::Path, name: &str, blob_bytes: u64) -> std::path::PathBuf {
+    let work = dir.join(format!("{name}-work"));
+    std::fs::create_dir_all(work.join("layer/etc")).unwrap();
+    std::fs::write(work.join("layer/etc/marker"), name).unwrap();
+    let script = format!(
+        "set -e; cd {work:?}; head -c {blob_bytes} /dev/urandom > layer/blob; \
+         tar -C layer -cf layer.tar etc blob; echo '{{\"config\":{{\"Env\":[\"A=1\"]}}}}' > config.json; \
+         echo '[{{\"Config\":\"config.json\",\"Layers\":[\"layer.tar\"]}}]' > manifest.json; \
+         tar -cf ../{name}.tar manifest.json config.json layer.tar"
+    );
+    let st = Command::new("sh").args(["-c", &script]).status().unwrap();
+    assert!(st.success(), "{script}");
+    dir.join(format!("{name}.tar"))
+}
+
+#[test]
+fn full_disk_during_a_template_build_is_a_clear_error_and_loses_nothing() {
+    let mut bed = Bed::on_small_disk("fullt", 64);
+    bed.start();
+    // Stored before the fault: a template and a snapshot.
+    let archives = bed.data.path().to_owned();
+    let small = image_archive(&archives, "small", 64 * 1024);
+    let body = format!(
+        r#"{{"name":"small-img","uri":"oci-archive:{}"}}"#,
+        small.display()
+    );
+    let r = bed.api("POST", "/v1/template", &body);
+    assert_eq!(r.status, 201, "{r:?}");
+    assert_eq!(r.json()["build_state"], "ready", "{r:?}");
+    let id = bed.create(r#"{"template_name":"system/host"}"#);
+    let r = bed.api(
+        "POST",
+        &format!("/v1/sandbox/{id}/snapshot/create"),
+        r#"{"name":"kept"}"#,
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+    let templates_dir = bed.data_dir().join("runtime/templates");
+    let before = bed.api("GET", "/v1/templates", "").json()["items"].clone();
+    let snaps = snapshot_archives(&bed);
+
+    // An image of 16 MiB onto a disk with 2 MiB left.
+    let big = image_archive(&archives, "big", 16 << 20);
+    let filler = bed.data_dir().join("filler");
+    let room = free_bytes(&bed.data_dir()).saturating_sub(2 << 20);
+    let st = Command::new("fallocate")
+        .args(["-l", &room.to_string()])
+        .arg(&filler)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let body = format!(
+        r#"{{"name":"big-img","uri":"oci-archive:{}"}}"#,
+        big.display()
+    );
+    let r = bed.api("POST", "/v1/template", &body);
+    assert_eq!(r.status, 503, "{r:?}");
+    let msg = r.json()["message"].as_str().unwrap_or("").to_owned();
+    assert!(msg.contains("disk is full"), "{msg}");
+
+    // Nothing half-built stays, the template list and the snapshots are as they were.
+    let leftovers: Vec<String> = std::fs::read_dir(&templates_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".staging"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    let after = bed.api("GET", "/v1/templates", "").json()["items"].clone();
+    assert_eq!(after, before);
+    assert_eq!(snapshot_archives(&bed), snaps);
+    // The template stored before still holds its files.
+    let marker = std::fs::read_dir(&templates_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("rootfs/etc/marker"))
+        .find(|p| p.exists())
+        .unwrap();
+    assert_eq!(std::fs::read_to_string(marker).unwrap(), "small");
+
+    // With room again, the same import succeeds and the snapshot restores.
+    std::fs::remove_file(&filler).unwrap();
+    let r = bed.api("POST", "/v1/template", &body);
+    assert_eq!(r.status, 201, "{r:?}");
+    let r = bed.api(
+        "POST",
+        "/v1/snapshot/restore",
+        r#"{"snapshot_name":"kept","auto_pause":false}"#,
+    );
+    assert_eq!(r.status, 201, "{r:?}");
 }
 
 #[test]

@@ -8,6 +8,7 @@ use std::time::Duration;
 use ipnet::Ipv4Net;
 use serde::Deserialize;
 
+use crate::dns::DnsLimits;
 use crate::resolve::ResolverConfig;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -23,6 +24,9 @@ pub struct FirewallConfig {
     /// PEM files of roots trusted for upstream TLS, beside the system roots.
     pub extra_roots: Vec<PathBuf>,
     pub limits: Limits,
+    /// Bounds of the filtering DNS server (`[firewall.dns]`), per sandbox and in total.
+    pub dns: DnsLimits,
+    pub synthetic: SyntheticConfig,
 }
 
 impl Default for FirewallConfig {
@@ -34,6 +38,34 @@ impl Default for FirewallConfig {
             resolver: ResolverConfig::default(),
             extra_roots: Vec::new(),
             limits: Limits::default(),
+            dns: DnsLimits::default(),
+            synthetic: SyntheticConfig::default(),
+        }
+    }
+}
+
+/// Per-sandbox synthetic addresses, which bind name-less protocols to a name (`custom` mode).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyntheticConfig {
+    /// Where the addresses come from. It must not be a range the sandboxes need to reach
+    /// directly: a connection into it is never dialled as such.
+    pub range: Ipv4Net,
+    /// Names per sandbox with an address at once; beyond that, addresses unused for 15 minutes
+    /// are reused.
+    pub max_names_per_sandbox: usize,
+    /// Where each sandbox's mappings are journaled, so they survive a restart; `palisade
+    /// serve` uses `<data_dir>/synthetic` when unset. Unset elsewhere: kept in memory only.
+    pub state_dir: Option<PathBuf>,
+}
+
+impl Default for SyntheticConfig {
+    fn default() -> Self {
+        Self {
+            // RFC 2544 benchmarking: never routed on the internet.
+            range: Ipv4Net::new(Ipv4Addr::new(198, 18, 0, 0), 15).unwrap_or_default(),
+            max_names_per_sandbox: 4096,
+            state_dir: None,
         }
     }
 }
@@ -130,6 +162,22 @@ impl FirewallConfig {
                 "limits.relay_buffer_bytes must be between 4096 and 16777216".into(),
             ));
         }
+        let syn = &self.synthetic;
+        if syn.range.prefix_len() > 24 || syn.range.prefix_len() < 8 {
+            return Err(ConfigError::Invalid(
+                "synthetic.range must be between a /8 and a /24".into(),
+            ));
+        }
+        if syn.range.contains(&self.address_pool) || self.address_pool.contains(&syn.range) {
+            return Err(ConfigError::Invalid(
+                "synthetic.range must not overlap address_pool".into(),
+            ));
+        }
+        if syn.max_names_per_sandbox == 0 {
+            return Err(ConfigError::Invalid(
+                "synthetic.max_names_per_sandbox must be at least 1".into(),
+            ));
+        }
         if self.address_pool.prefix_len() > 29 {
             return Err(ConfigError::Invalid(
                 "address_pool must hold at least two /30 blocks (a prefix of /29 or shorter)"
@@ -156,6 +204,16 @@ mod tests {
         assert!(FirewallConfig::from_toml("proxy_lisen = \"0.0.0.0:1\"").is_err());
         let e = FirewallConfig::from_toml("[limits]\npeek_max_bytes = 1").unwrap_err();
         assert!(e.to_string().contains("peek_max_bytes"), "{e}");
+    }
+
+    #[test]
+    fn synthetic_range_is_checked() {
+        let c = FirewallConfig::from_toml("").unwrap();
+        assert_eq!(c.synthetic.range.to_string(), "198.18.0.0/15");
+        let e = FirewallConfig::from_toml("[synthetic]\nrange = \"100.96.0.0/12\"").unwrap_err();
+        assert!(e.to_string().contains("overlap"), "{e}");
+        let e = FirewallConfig::from_toml("[synthetic]\nrange = \"198.18.0.0/30\"").unwrap_err();
+        assert!(e.to_string().contains("synthetic.range"), "{e}");
     }
 
     #[test]

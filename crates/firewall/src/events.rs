@@ -56,7 +56,7 @@ pub struct EgressEvent {
     pub name: Option<String>,
     pub verdict: EventVerdict,
     /// The rule that decided (`allow-all`, `deny-all`, `domain:*.example.com`, `cidr:10.0.0.0/24`,
-    /// `dns-bound`, `default`).
+    /// `dns-bound`, `dns-rate-limit`, `default`).
     pub rule: String,
     /// Why, in a few words a person understands.
     pub reason: String,

@@ -17,6 +17,7 @@ pub mod fuzzing;
 pub mod proxy;
 pub mod registry;
 pub mod resolve;
+pub mod synthetic;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 
 pub use config::{FirewallConfig, Limits};
+pub use dns::DnsLimits;
 pub use events::{EgressEvent, EventLog};
 pub use registry::Registry;
 
@@ -45,6 +47,11 @@ pub enum FirewallError {
     },
     #[error("upstream resolver: {0}")]
     Resolver(String),
+    #[error("cannot create the synthetic address journal directory {path}: {source}")]
+    SyntheticDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("upstream TLS: {0}")]
     UpstreamTls(#[from] proxy::TlsConfigError),
 }
@@ -64,7 +71,13 @@ impl Firewall {
     /// (and network namespace) the data plane lives in.
     pub async fn start(config: &FirewallConfig) -> Result<Self, FirewallError> {
         let events = Arc::new(EventLog::new(EVENT_RING));
-        let registry = Arc::new(Registry::new(events));
+        if let Some(dir) = &config.synthetic.state_dir {
+            create_private_dir(dir).map_err(|source| FirewallError::SyntheticDir {
+                path: dir.clone(),
+                source,
+            })?;
+        }
+        let registry = Arc::new(Registry::with_synthetic(events, config.synthetic.clone()));
         let resolver = Arc::new(
             resolve::UpstreamResolver::new(&config.resolver)
                 .map_err(|e| FirewallError::Resolver(e.to_string()))?,
@@ -91,13 +104,12 @@ impl Firewall {
                 source,
             })?;
         let view: Arc<dyn dns::DnsView> = registry.clone();
-        let dns =
-            dns::DnsServer::bind(config.dns_listen, view, resolver, dns::DnsLimits::default())
-                .await
-                .map_err(|source| FirewallError::DnsBind {
-                    addr: config.dns_listen,
-                    source,
-                })?;
+        let dns = dns::DnsServer::bind(config.dns_listen, view, resolver, config.dns.clone())
+            .await
+            .map_err(|source| FirewallError::DnsBind {
+                addr: config.dns_listen,
+                source,
+            })?;
         let (dns_udp, dns_tcp) = (dns.udp_addr(), dns.tcp_addr());
         let tasks = vec![
             local_task,
@@ -133,6 +145,15 @@ impl Firewall {
     pub fn dns_tcp_addr(&self) -> SocketAddr {
         self.dns_tcp
     }
+}
+
+/// The journals name the sandboxes' allowed names: readable by root only.
+fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }
 
 impl Drop for Firewall {

@@ -8,19 +8,18 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
+use ipnet::Ipv4Net;
 use palisade_ca::SandboxCa;
-use palisade_policy::{CanonicalName, CompiledPolicy};
+use palisade_policy::{CanonicalName, CompiledPolicy, Mode};
 use tokio::sync::watch;
 
 use crate::budget::{Meters, Tally};
+use crate::config::SyntheticConfig;
 use crate::dns::DnsView;
 use crate::events::EventLog;
-
-/// How many DNS answers a sandbox's binding table keeps; the oldest expire first.
-const MAX_DNS_BINDINGS: usize = 4096;
+use crate::synthetic::{SynthTable, SyntheticError, journal_path};
 
 /// One sandbox as the data plane sees it.
 #[derive(Debug)]
@@ -31,7 +30,8 @@ pub struct SandboxEntry {
     /// Byte budget meters, rebuilt from the old ones on a policy update so counts carry over.
     meters: ArcSwap<Meters>,
     version: watch::Sender<u64>,
-    bindings: Mutex<HashMap<Ipv4Addr, Binding>>,
+    /// Synthetic addresses handed to this sandbox for allowed names (see `synthetic`).
+    synthetic: Mutex<SynthTable>,
     connections: AtomicUsize,
     /// The sandbox's CA, for interception of transform domains; none means such connections
     /// are refused (fail closed) rather than passed through without their transform.
@@ -40,12 +40,6 @@ pub struct SandboxEntry {
     tls: Mutex<Option<(Arc<SandboxCa>, Arc<rustls::ServerConfig>)>>,
     /// The pooled upstream client of intercepted requests.
     pub(crate) upstream: std::sync::OnceLock<crate::proxy::UpstreamClient>,
-}
-
-#[derive(Debug, Clone)]
-struct Binding {
-    name: CanonicalName,
-    expires: Instant,
 }
 
 impl SandboxEntry {
@@ -94,35 +88,21 @@ impl SandboxEntry {
         self.version.subscribe()
     }
 
-    /// The allowed name this sandbox was told `addr` for, while that answer's TTL lasts.
-    pub fn dns_binding(&self, addr: Ipv4Addr) -> Option<CanonicalName> {
-        let bindings = self.bindings.lock().unwrap_or_else(|p| p.into_inner());
-        bindings
-            .get(&addr)
-            .filter(|b| b.expires > Instant::now())
-            .map(|b| b.name.clone())
+    /// The name a synthetic address stands for in this sandbox, if it was handed out.
+    pub fn synthetic_name(&self, addr: Ipv4Addr) -> Option<CanonicalName> {
+        self.synthetic
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .name_of(addr)
     }
 
-    fn bind(&self, name: &CanonicalName, addrs: &[Ipv4Addr], ttl: Duration) {
-        let now = Instant::now();
-        // A short grace period: clients connect right after the answer, and round TTLs down.
-        let expires = now + ttl.max(Duration::from_secs(5)) + Duration::from_secs(5);
-        let mut bindings = self.bindings.lock().unwrap_or_else(|p| p.into_inner());
-        if bindings.len() + addrs.len() > MAX_DNS_BINDINGS {
-            bindings.retain(|_, b| b.expires > now);
-        }
-        for addr in addrs {
-            if bindings.len() >= MAX_DNS_BINDINGS && !bindings.contains_key(addr) {
-                break;
-            }
-            bindings.insert(
-                *addr,
-                Binding {
-                    name: name.clone(),
-                    expires,
-                },
-            );
-        }
+    /// The synthetic address that stands for `name` in this sandbox, handed out (and
+    /// journaled) now if it has none yet.
+    pub fn synthetic_addr(&self, name: &CanonicalName) -> Result<Ipv4Addr, SyntheticError> {
+        self.synthetic
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .addr_for(name)
     }
 
     /// Counts a connection against the sandbox's cap; `None` when the cap is reached.
@@ -177,13 +157,39 @@ impl Drop for ConnectionSlot {
 pub struct Registry {
     by_addr: RwLock<HashMap<Ipv4Addr, Arc<SandboxEntry>>>,
     events: Arc<EventLog>,
+    synthetic: SyntheticConfig,
 }
 
 impl Registry {
+    /// A registry with the default synthetic range and no journal.
     pub fn new(events: Arc<EventLog>) -> Self {
+        Self::with_synthetic(events, SyntheticConfig::default())
+    }
+
+    pub fn with_synthetic(events: Arc<EventLog>, synthetic: SyntheticConfig) -> Self {
         Self {
             by_addr: RwLock::new(HashMap::new()),
             events,
+            synthetic,
+        }
+    }
+
+    /// The range synthetic addresses come from.
+    pub fn synthetic_range(&self) -> Ipv4Net {
+        self.synthetic.range
+    }
+
+    /// Whether `ip` lies in the synthetic range.
+    pub fn is_synthetic(&self, ip: Ipv4Addr) -> bool {
+        self.synthetic.range.contains(&ip)
+    }
+
+    /// Removes the journals of sandboxes not in `live` (deleted while the daemon was down);
+    /// returns their ids.
+    pub fn remove_stale_synthetic(&self, live: &[&str]) -> Vec<String> {
+        match &self.synthetic.state_dir {
+            Some(dir) => crate::synthetic::remove_stale_journals(dir, live),
+            None => Vec::new(),
         }
     }
 
@@ -215,7 +221,15 @@ impl Registry {
             policy: ArcSwap::from_pointee(policy),
             meters: ArcSwap::from_pointee(meters),
             version: tx,
-            bindings: Mutex::new(HashMap::new()),
+            // A sandbox registered again after a restart finds its mappings in the journal.
+            synthetic: Mutex::new(SynthTable::new(
+                self.synthetic.range,
+                self.synthetic.max_names_per_sandbox,
+                self.synthetic
+                    .state_dir
+                    .as_deref()
+                    .and_then(|dir| journal_path(dir, id)),
+            )),
             connections: AtomicUsize::new(0),
             ca: ArcSwapOption::empty(),
             tls: Mutex::new(None),
@@ -263,6 +277,11 @@ impl Registry {
             .policy
             .store(Arc::new(palisade_policy::Policy::deny_all().compile()));
         entry.version.send_modify(|v| *v = v.wrapping_add(1));
+        entry
+            .synthetic
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .discard();
         Some(entry)
     }
 
@@ -293,13 +312,87 @@ impl DnsView for Registry {
         self.by_addr(src).map(|e| (Arc::clone(&e.id), e.policy()))
     }
 
-    fn record_answer(&self, src: IpAddr, name: &CanonicalName, addrs: &[Ipv4Addr], ttl: Duration) {
-        if let Some(entry) = self.by_addr(src) {
-            entry.bind(name, addrs, ttl);
+    fn answer_addrs(
+        &self,
+        src: IpAddr,
+        name: &CanonicalName,
+        resolved: &[Ipv4Addr],
+    ) -> Result<Vec<Ipv4Addr>, String> {
+        let Some(entry) = self.by_addr(src) else {
+            return Err("not a sandbox".into());
+        };
+        let policy = entry.policy();
+        // allow-all lets name-less protocols reach any public address, so a synthetic address
+        // would bind nothing; addresses all inside allow_cidrs are reachable as they are (UDP
+        // included, which a synthetic address would lose).
+        // A real address inside the synthetic range would be taken for a synthetic one, so such
+        // a name is always answered with a synthetic address of its own.
+        let collides = resolved.iter().any(|ip| self.is_synthetic(*ip));
+        let bind = collides
+            || matches!(policy.mode(), Mode::Custom)
+                && !resolved
+                    .iter()
+                    .all(|ip| policy.check_addr(IpAddr::V4(*ip)).in_allow_cidrs);
+        if !bind {
+            return Ok(resolved.to_vec());
         }
+        entry
+            .synthetic_addr(name)
+            .map(|addr| vec![addr])
+            .map_err(|e| e.to_string())
     }
 
     fn events(&self) -> &EventLog {
         &self.events
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry_with(json: &str) -> (Registry, IpAddr) {
+        let reg = Registry::new(Arc::new(EventLog::new(16)));
+        let policy = palisade_policy::Policy::from_json(json.as_bytes()).unwrap();
+        let addr = Ipv4Addr::new(100, 96, 0, 2);
+        reg.upsert("sb", addr, policy.compile(), 1);
+        (reg, IpAddr::V4(addr))
+    }
+
+    #[test]
+    fn custom_names_get_synthetic_addresses_and_other_modes_real_ones() {
+        let real = [Ipv4Addr::new(203, 0, 113, 80)];
+        let a: CanonicalName = "shared-a.test".parse().unwrap();
+        let b: CanonicalName = "shared-b.test".parse().unwrap();
+        let (reg, src) =
+            registry_with(r#"{"mode":"custom","allow_domains":["shared-a.test","shared-b.test"]}"#);
+        let told_a = reg.answer_addrs(src, &a, &real).unwrap();
+        let told_b = reg.answer_addrs(src, &b, &real).unwrap();
+        assert_eq!(told_a.len(), 1);
+        assert!(reg.is_synthetic(told_a[0]), "{told_a:?}");
+        // One address per name, even when the names share their real address.
+        assert_ne!(told_a, told_b);
+        assert_eq!(reg.answer_addrs(src, &a, &real).unwrap(), told_a);
+        let entry = reg.by_addr(src).unwrap();
+        assert_eq!(entry.synthetic_name(told_a[0]), Some(a.clone()));
+        assert_eq!(entry.synthetic_name(told_b[0]), Some(b));
+        // Forgotten with the sandbox.
+        reg.remove("sb");
+        assert_eq!(entry.synthetic_name(told_a[0]), None);
+
+        let (reg, src) = registry_with(r#"{"mode":"allow-all"}"#);
+        assert_eq!(reg.answer_addrs(src, &a, &real).unwrap(), real);
+        // A real address inside the synthetic range is never handed out as it is.
+        let (reg, src) = registry_with(r#"{"mode":"allow-all","allow_cidrs":["198.18.0.0/15"]}"#);
+        let inside = [Ipv4Addr::new(198, 18, 0, 1)];
+        let told = reg.answer_addrs(src, &a, &inside).unwrap();
+        assert_eq!(
+            reg.by_addr(src).unwrap().synthetic_name(told[0]),
+            Some(a.clone())
+        );
+        let (reg, src) = registry_with(
+            r#"{"mode":"custom","allow_domains":["shared-a.test"],"allow_cidrs":["203.0.113.0/24"]}"#,
+        );
+        assert_eq!(reg.answer_addrs(src, &a, &real).unwrap(), real);
     }
 }

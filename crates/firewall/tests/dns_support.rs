@@ -287,13 +287,12 @@ pub(crate) async fn write_framed(stream: &mut TcpStream, msg: &[u8]) -> std::io:
 
 // ---------------------------------------------------------------- view
 
-/// A recorded `record_answer` call.
+/// A recorded `answer_addrs` call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Told {
     pub(crate) src: IpAddr,
     pub(crate) name: String,
     pub(crate) addrs: Vec<Ipv4Addr>,
-    pub(crate) ttl: Duration,
 }
 
 /// A sandbox id and its policy.
@@ -341,13 +340,18 @@ impl DnsView for TestView {
         self.policies.lock().unwrap().get(&src).cloned()
     }
 
-    fn record_answer(&self, src: IpAddr, name: &CanonicalName, addrs: &[Ipv4Addr], ttl: Duration) {
+    fn answer_addrs(
+        &self,
+        src: IpAddr,
+        name: &CanonicalName,
+        resolved: &[Ipv4Addr],
+    ) -> Result<Vec<Ipv4Addr>, String> {
         self.told.lock().unwrap().push(Told {
             src,
             name: name.as_str().to_owned(),
-            addrs: addrs.to_vec(),
-            ttl,
+            addrs: resolved.to_vec(),
         });
+        Ok(resolved.to_vec())
     }
 
     fn events(&self) -> &EventLog {

@@ -350,14 +350,17 @@ fn t14_denied_names_never_reach_the_upstream_resolver() {
 fn t15_other_resolvers_and_dot_are_not_reachable() {
     let bed = Bed::new();
     let sb = bed.sandbox(&custom(&["alpha.test"]));
-    // Port 53 anywhere is the firewall's resolver.
+    // Port 53 anywhere is the firewall's resolver: the answer is the sandbox's synthetic
+    // address for the name (issue 11.4), which only the firewall hands out.
     let out = sb.sh(&format!(
         "dig @{} +short +tries=1 +time=2 alpha.test A",
         addrs::ATTACKER_V4
     ));
-    assert_eq!(
-        stdout(&out).trim(),
-        addrs::GOOD_V4.to_string(),
+    let answer: std::net::Ipv4Addr = stdout(&out).trim().parse().expect("one address");
+    assert!(
+        palisade_firewall::config::SyntheticConfig::default()
+            .range
+            .contains(&answer),
         "{}",
         show(&out)
     );
@@ -408,15 +411,20 @@ fn t16_udp_quic_and_icmp_only_to_allow_cidrs() {
 }
 
 #[test]
-fn t17_nameless_protocols_need_a_cidr_or_a_dns_binding() {
+fn t17_nameless_protocols_need_a_cidr_or_a_name_binding() {
     let bed = Bed::new();
     let sb = bed.sandbox(&custom(&["tcp.test"]));
     // Straight to the address, with no DNS answer behind it: denied.
     let out = sb.sh(&format!("printf 'direct' | nc -N -w 2 {} 7", addrs::TCP_V4));
     assert!(stdout(&out).is_empty(), "{}", show(&out));
-    // After the firewall's DNS served that address for an allowed name: allowed (DNS-bound).
+    // Through the address the firewall's DNS answered for the allowed name (a synthetic one,
+    // mapped back to the name): allowed.
     let out = sb.sh("printf 'bound' | nc -N -w 2 tcp.test 7");
     assert_eq!(stdout(&out), "bound", "{}", show(&out));
+    // The real address stays closed after the name was resolved (issue 11.4: it was open).
+    let out = sb.sh(&format!("printf 'real' | nc -N -w 2 {} 7", addrs::TCP_V4));
+    assert!(stdout(&out).is_empty(), "{}", show(&out));
+    assert_eq!(bed.world.log().bytes_received("tcp"), b"bound");
     // A server-speaks-first protocol works too.
     let out = sb.sh("timeout 3 nc -w 2 tcp.test 22 </dev/null");
     assert!(

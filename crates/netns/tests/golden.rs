@@ -12,7 +12,8 @@ use std::path::PathBuf;
 
 use palisade_netns::SandboxAddrs;
 use palisade_netns::nft::{
-    FirewallPorts, SandboxRules, render_base, render_full, render_remove_sandbox, render_sandbox,
+    DnsPacketLimit, FirewallPorts, SandboxRules, render_base, render_full, render_remove_sandbox,
+    render_sandbox,
 };
 
 pub fn ports() -> FirewallPorts {
@@ -32,6 +33,7 @@ pub fn deny_all() -> SandboxRules {
             prefix_len: 30,
         },
         allow_cidrs_v4: vec![],
+        dns_limit: None,
     }
 }
 
@@ -49,6 +51,10 @@ pub fn with_cidrs() -> SandboxRules {
             "10.0.0.0/24".parse().unwrap(),
             "203.0.113.7/32".parse().unwrap(),
         ],
+        dns_limit: Some(DnsPacketLimit {
+            per_second: 1_000,
+            burst: 4_000,
+        }),
     }
 }
 

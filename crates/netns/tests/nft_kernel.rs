@@ -32,10 +32,16 @@ fn nft_accepts_every_rendered_script_and_reapplies_idempotently() {
             prefix_len: 30,
         },
         allow_cidrs_v4: vec![],
+        dns_limit: None,
     };
     let mut b = a.clone();
     b.id = "cidr2".into();
     b.host_if = "plh-cidr2".into();
+    // The kernel takes the DNS ceiling's rule too.
+    b.dns_limit = Some(palisade_netns::nft::DnsPacketLimit {
+        per_second: 1_000,
+        burst: 4_000,
+    });
     b.allow_cidrs_v4 = vec![
         "198.51.100.0/24".parse().unwrap(),
         "0.0.0.0/0".parse().unwrap(),

@@ -176,12 +176,34 @@ pub(crate) async fn debootstrap(
         .map_err(|e| RuntimeError::TemplateBuild(e.to_string()))?;
     if !status.success() {
         let t: Vec<String> = tail.into_iter().collect();
-        return Err(RuntimeError::TemplateBuild(format!(
-            "debootstrap {status}: {}",
-            t.join(" | ")
+        return Err(RuntimeError::TemplateBuild(explain_failure(
+            mirror,
+            &status.to_string(),
+            &t,
         )));
     }
     Ok(())
+}
+
+/// The cause of a failed debootstrap in words a user acts on: an unreachable mirror is named as
+/// such (debootstrap's own last lines follow, for the detail).
+fn explain_failure(mirror: &str, status: &str, tail: &[String]) -> String {
+    let text = tail.join(" | ");
+    let unreachable = [
+        "Failed getting release file",
+        "Couldn't download",
+        "Connection refused",
+        "unable to resolve host",
+        "Network is unreachable",
+        "timed out",
+    ]
+    .iter()
+    .any(|m| text.contains(m));
+    if unreachable {
+        format!("the Debian mirror {mirror} cannot be reached (debootstrap {status}: {text})")
+    } else {
+        format!("debootstrap {status}: {text}")
+    }
 }
 
 #[cfg(test)]
@@ -214,6 +236,25 @@ mod tests {
             "http://list.test/debian"
         );
         assert!(mirror_from_apt(dir.path(), "trixie").is_err());
+    }
+
+    #[test]
+    fn an_unreachable_mirror_is_named() {
+        let tail = vec![
+            "E: Failed getting release file http://127.0.0.1:9/debian/dists/bookworm/Release"
+                .to_owned(),
+        ];
+        let why = explain_failure("http://127.0.0.1:9/debian", "exit status: 1", &tail);
+        assert!(
+            why.starts_with("the Debian mirror http://127.0.0.1:9/debian cannot be reached"),
+            "{why}"
+        );
+        let other = explain_failure(
+            "http://m/debian",
+            "exit status: 1",
+            &["E: no space".to_owned()],
+        );
+        assert!(other.starts_with("debootstrap exit status: 1"), "{other}");
     }
 
     #[test]

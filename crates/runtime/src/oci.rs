@@ -15,6 +15,20 @@ fn bad(msg: impl Into<String>) -> RuntimeError {
     RuntimeError::BadArchive(msg.into())
 }
 
+/// An unpacking error: the archive's fault, unless the host's disk was full (or over quota),
+/// which the caller must hear as a host fault and not as a bad archive.
+fn unpack_err(dest: &Path, what: String, e: std::io::Error) -> RuntimeError {
+    let full = matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    ) || e.to_string().contains("No space left on device");
+    if full {
+        RuntimeError::io(dest, e)
+    } else {
+        bad(format!("{what}: {e}"))
+    }
+}
+
 /// Opens a possibly compressed tar stream (gzip or zstd by magic bytes).
 fn open_tar(path: &Path) -> Result<tar::Archive<Box<dyn Read>>> {
     let mut f = File::open(path).at(path)?;
@@ -242,11 +256,12 @@ pub(crate) fn apply_layer(layer: &Path, rootfs: &Path) -> Result<()> {
             remove_any(&dest)?;
         }
         entry.unpack_in(rootfs).map_err(|e| {
-            bad(format!(
-                "unpacking {}: {e}: {:?}",
+            let what = format!(
+                "unpacking {} ({:?})",
                 rel.display(),
                 std::error::Error::source(&e)
-            ))
+            );
+            unpack_err(rootfs, what, e)
         })?;
     }
     Ok(())
@@ -260,7 +275,7 @@ pub(crate) fn import(archive: &Path, scratch: &Path, rootfs: &Path) -> Result<Ve
     ar.set_preserve_permissions(false);
     ar.set_preserve_ownerships(false);
     ar.unpack(scratch)
-        .map_err(|e| bad(format!("{}: {e}", archive.display())))?;
+        .map_err(|e| unpack_err(scratch, archive.display().to_string(), e))?;
     let (layers, env) = layers(scratch)?;
     for l in &layers {
         apply_layer(l, rootfs)?;

@@ -130,7 +130,11 @@ impl<P: Platform> Runtime<P> {
         if let Some(hard) = own_nofile_hard() {
             cfg.nofile_limit = cfg.nofile_limit.min(hard);
         }
-        let templates = Templates::new(data.join("templates"), cfg.apt_dir.clone());
+        let templates = Templates::new(
+            data.join("templates"),
+            cfg.apt_dir.clone(),
+            cfg.debian_mirror.clone(),
+        );
         Ok(Self {
             templates,
             sandboxes: data.join("sandboxes"),

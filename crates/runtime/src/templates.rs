@@ -32,6 +32,8 @@ struct TemplateMeta {
 pub(crate) struct Templates {
     dir: PathBuf,
     apt_dir: PathBuf,
+    /// Overrides the mirror of `apt_dir`.
+    debian_mirror: Option<String>,
     build_lock: tokio::sync::Mutex<()>,
 }
 
@@ -45,10 +47,11 @@ pub(crate) struct Resolved {
 }
 
 impl Templates {
-    pub(crate) fn new(dir: PathBuf, apt_dir: PathBuf) -> Self {
+    pub(crate) fn new(dir: PathBuf, apt_dir: PathBuf, debian_mirror: Option<String>) -> Self {
         Self {
             dir,
             apt_dir,
+            debian_mirror,
             build_lock: tokio::sync::Mutex::new(()),
         }
     }
@@ -191,7 +194,10 @@ impl Templates {
         if name != DEBIAN_TEMPLATE {
             return Err(RuntimeError::TemplateNotFound(name.to_owned()));
         }
-        let mirror = debian::mirror_from_apt(&self.apt_dir, debian::SUITE)?;
+        let mirror = match &self.debian_mirror {
+            Some(m) => m.clone(),
+            None => debian::mirror_from_apt(&self.apt_dir, debian::SUITE)?,
+        };
         let source = format!("debootstrap {} {mirror}", debian::SUITE);
         let info = self
             .build(name, source, async |staging: &Path| {

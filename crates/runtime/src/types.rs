@@ -37,6 +37,8 @@ pub struct RuntimeConfig {
     pub default_exec_timeout: Duration,
     /// APT configuration directory read for the Debian mirror (`sources.list`, `sources.list.d`).
     pub apt_dir: PathBuf,
+    /// The Debian mirror the Debian template is built from; `None`: the one `apt_dir` names.
+    pub debian_mirror: Option<String>,
 }
 
 impl RuntimeConfig {
@@ -53,6 +55,7 @@ impl RuntimeConfig {
             output_cap: DEFAULT_OUTPUT_CAP,
             default_exec_timeout: Duration::from_secs(600),
             apt_dir: PathBuf::from("/etc/apt"),
+            debian_mirror: None,
         }
     }
 }

@@ -156,6 +156,47 @@ pub struct TemplateInfo {
     pub image_config: Option<serde_json::Value>,
     pub is_system: bool,
     pub created_at_ms: i64,
+    /// Whether sandboxes can be made from it now, and how its last build went.
+    pub build: BuildStatus,
+}
+
+/// Where a template's build stands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum BuildState {
+    /// Built: sandboxes can be made from it.
+    #[default]
+    Ready,
+    /// A build is running.
+    Building,
+    /// The last build failed (`BuildStatus::error` says why); it is retried only on request.
+    Failed,
+    /// Never built on this host yet (the first create or a build request starts it).
+    Absent,
+}
+
+impl BuildState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BuildState::Ready => "ready",
+            BuildState::Building => "building",
+            BuildState::Failed => "failed",
+            BuildState::Absent => "absent",
+        }
+    }
+}
+
+/// A template's build state and what its last build said.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BuildStatus {
+    pub state: BuildState,
+    /// Why the last build failed.
+    pub error: Option<String>,
+    pub started_at_ms: Option<i64>,
+    pub finished_at_ms: Option<i64>,
+    /// The builder's latest progress line (debootstrap's `I: Retrieving ...`).
+    pub progress: Option<String>,
+    /// Progress lines so far in the running (or last) build.
+    pub progress_lines: u64,
 }
 
 /// The live policy of a sandbox (redacted) and its version.
@@ -225,6 +266,9 @@ pub trait ControlPlane: Send + Sync + 'static {
     async fn list_templates(&self, org: &OrgId) -> Result<Vec<TemplateInfo>, ApiError>;
     async fn rename_template(&self, org: &OrgId, id: &str, name: String) -> Result<(), ApiError>;
     async fn delete_template(&self, org: &OrgId, id: &str) -> Result<(), ApiError>;
+    /// Starts building a template that is not ready (one build at a time: a build already
+    /// running is joined, not doubled) and returns at once with its state.
+    async fn build_template(&self, org: &OrgId, id: &str) -> Result<TemplateInfo, ApiError>;
 
     /// Replace the policy; returns only once the data plane enforces it.
     async fn update_network_policy(

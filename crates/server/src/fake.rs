@@ -30,6 +30,7 @@ pub enum Call {
     ListTemplates(OrgId),
     RenameTemplate(OrgId, String, String),
     DeleteTemplate(OrgId, String),
+    BuildTemplate(OrgId, String),
     UpdatePolicy(OrgId, String, Policy),
     GetPolicy(OrgId, String),
     ListEvents(OrgId, String, EventFilter),
@@ -128,6 +129,7 @@ impl FakeControlPlane {
                         image_config: None,
                         is_system: true,
                         created_at_ms: 1_700_000_000_000,
+                        build: crate::control::BuildStatus::default(),
                     },
                 ),
             );
@@ -418,6 +420,7 @@ impl ControlPlane for FakeControlPlane {
             image_config: None,
             is_system: false,
             created_at_ms: now,
+            build: crate::control::BuildStatus::default(),
         };
         s.templates.insert(id, (Some(org.clone()), info.clone()));
         Ok(info)
@@ -462,6 +465,15 @@ impl ControlPlane for FakeControlPlane {
                 s.templates.remove(id);
                 Ok(())
             }
+            _ => Err(ApiError::NotFound("template")),
+        }
+    }
+
+    async fn build_template(&self, org: &OrgId, id: &str) -> Result<TemplateInfo, ApiError> {
+        let s = self.record(Call::BuildTemplate(org.clone(), id.to_owned()))?;
+        match s.templates.get(id) {
+            Some((None, t)) => Ok(t.clone()),
+            Some((Some(o), t)) if o == org => Ok(t.clone()),
             _ => Err(ApiError::NotFound("template")),
         }
     }

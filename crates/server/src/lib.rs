@@ -62,6 +62,7 @@ pub fn api_router(cp: Arc<dyn ControlPlane>, metrics: Arc<Metrics>) -> Router {
             "/v1/template/{id}",
             patch(templates::rename).delete(templates::delete),
         )
+        .route("/v1/template/{id}/build", post(templates::build))
         .route_layer(middleware::from_fn_with_state(
             cp.clone(),
             auth::require_key,

@@ -519,6 +519,17 @@ pub struct TemplateResponse {
     pub image_config: Option<serde_json::Value>,
     pub is_system: bool,
     pub created_at: String,
+    /// `ready` | `building` | `failed` | `absent` (never built on this host). Sandboxes are made
+    /// only from a ready template; a create on another answers 503 saying why.
+    pub build_state: String,
+    /// Why the last build failed (with `failed`).
+    pub build_error: Option<String>,
+    pub build_started_at: Option<String>,
+    pub build_finished_at: Option<String>,
+    /// The builder's latest progress line while building.
+    pub build_progress: Option<String>,
+    /// Progress lines so far in the running or last build.
+    pub build_progress_lines: u64,
 }
 
 impl From<TemplateInfo> for TemplateResponse {
@@ -530,6 +541,12 @@ impl From<TemplateInfo> for TemplateResponse {
             image_config: t.image_config,
             is_system: t.is_system,
             created_at: rfc3339(t.created_at_ms),
+            build_state: t.build.state.as_str().to_owned(),
+            build_error: t.build.error,
+            build_started_at: t.build.started_at_ms.map(rfc3339),
+            build_finished_at: t.build.finished_at_ms.map(rfc3339),
+            build_progress: t.build.progress,
+            build_progress_lines: t.build.progress_lines,
         }
     }
 }

@@ -16,6 +16,7 @@ use crate::routes::{network, sandboxes, snapshots, templates};
         snapshots::create, snapshots::pause, snapshots::list, snapshots::delete, snapshots::restore,
         snapshots::resume,
         templates::create, templates::list, templates::rename, templates::delete,
+        templates::build,
         network::put_policy, network::get_policy, network::events,
     ),
     components(schemas(

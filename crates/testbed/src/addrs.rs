@@ -30,6 +30,13 @@ pub const ATTACKER_V4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 11);
 pub const ECHO_V4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 20);
 /// TCP echo (7), UDP echo (7), TCP sink (9), SSH-like banner (22).
 pub const TCP_V4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 30);
+/// A shared host (virtual hosting, a CDN): `shared-a.test` and `shared-b.test` both resolve
+/// here. HTTPS on 443 and HTTP on 80 for both names (server `shared`), a TCP echo on 7 (server
+/// `shared-echo`, shared-a's service) and an SSH-like banner on 22 (server `shared-ssh`,
+/// shared-b's service); every one logs what it receives.
+pub const SHARED_V4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 80);
+/// The names served by [`SHARED_V4`].
+pub const SHARED_NAMES: [&str; 2] = ["shared-a.test", "shared-b.test"];
 /// Authoritative DNS for `test.`, UDP and TCP 53.
 pub const DNS_V4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 53);
 /// A "private" HTTP host on 80.

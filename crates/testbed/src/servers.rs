@@ -23,6 +23,11 @@ const GOOD: HttpRole = HttpRole {
     extras: true,
     log_bodies: false,
 };
+const SHARED: HttpRole = HttpRole {
+    server: "shared",
+    extras: true,
+    log_bodies: false,
+};
 const ATTACKER: HttpRole = HttpRole {
     server: "attacker",
     extras: false,
@@ -56,6 +61,7 @@ async fn udp(ip: impl Into<IpAddr>, port: u16) -> Result<UdpSocket> {
 pub(crate) fn start(rt: &Runtime, ca: &Arc<TestCa>, zone: &DnsZone, log: &ServerLog) -> Result<()> {
     let good_tls = tls_config(SniResolver::new(Arc::clone(ca), &GOOD_NAMES)?)?;
     let attacker_tls = tls_config(SniResolver::new(Arc::clone(ca), &ATTACKER_NAMES)?)?;
+    let shared_tls = tls_config(SniResolver::new(Arc::clone(ca), &SHARED_NAMES)?)?;
     let (zone, log) = (zone.clone(), log.clone());
     let (tx, rx) = std::sync::mpsc::channel();
     rt.spawn(async move {
@@ -97,6 +103,25 @@ pub(crate) fn start(rt: &Runtime, ca: &Arc<TestCa>, zone: &DnsZone, log: &Server
             tokio::spawn(serve_http(
                 tcp(ECHO_V4, 80).await?,
                 plain("echo"),
+                log.clone(),
+            ));
+            tokio::spawn(serve_https(
+                tcp(SHARED_V4, 443).await?,
+                SHARED,
+                shared_tls,
+                log.clone(),
+            ));
+            tokio::spawn(serve_http(tcp(SHARED_V4, 80).await?, SHARED, log.clone()));
+            tokio::spawn(serve_tcp(
+                tcp(SHARED_V4, 7).await?,
+                "shared-echo",
+                TcpRole::Echo,
+                log.clone(),
+            ));
+            tokio::spawn(serve_tcp(
+                tcp(SHARED_V4, 22).await?,
+                "shared-ssh",
+                TcpRole::Banner(SSH_BANNER),
                 log.clone(),
             ));
             tokio::spawn(serve_tcp(

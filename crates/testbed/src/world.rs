@@ -264,6 +264,7 @@ fn link(fw: &Netns, net: &Netns) -> Result<()> {
         DNS_V4,
         PRIVATE_V4,
         METADATA_V4,
+        SHARED_V4,
     ] {
         net.ip(["addr", "add", &format!("{a}/32"), "dev", "lo"])?;
     }
@@ -312,6 +313,9 @@ fn default_zone(dns: &DnsZone) {
         dns.set_a(name, &[GOOD_V4]);
     }
     dns.set_a("evil.test", &[ATTACKER_V4]);
+    for name in SHARED_NAMES {
+        dns.set_a(name, &[SHARED_V4]);
+    }
     dns.set_a("echo.test", &[ECHO_V4]);
     dns.set_a("tcp.test", &[TCP_V4]);
     dns.set_a("private.test", &[PRIVATE_V4]);

@@ -154,6 +154,11 @@ impl Bed {
 
     /// `palisade serve` on this config; returns once it announces it is serving.
     pub fn start(&mut self) {
+        self.start_with(&[]);
+    }
+
+    /// [`Bed::start`] with more `palisade serve` arguments.
+    pub fn start_with(&mut self, extra: &[&str]) {
         assert!(self.daemon.is_none(), "daemon already running");
         // nsenter joins only the network namespace: `ip netns exec` would also give the daemon
         // a mount namespace with /sys remounted, where runc finds no cgroup mounts.
@@ -162,6 +167,7 @@ impl Bed {
             .arg(bin())
             .args(["serve", "--config"])
             .arg(&self.config)
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

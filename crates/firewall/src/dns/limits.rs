@@ -28,6 +28,13 @@ pub struct DnsLimits {
     pub max_inflight_per_source: usize,
     /// Queries being answered at once, all sources together.
     pub max_inflight: usize,
+    /// Queries one source (sandbox) may send per second, sustained; past it (and the burst)
+    /// UDP queries are dropped unread and TCP ones answered REFUSED, with one event a second
+    /// counting them. It keeps a flooding sandbox from taking the server from the others.
+    /// 0 turns the limit off.
+    pub queries_per_second_per_source: u32,
+    /// Queries one source may send at once above that rate (the bucket's size).
+    pub query_burst_per_source: u32,
     /// The longest one query may take, upstream included, before it is answered SERVFAIL.
     #[serde(with = "humantime_serde")]
     pub query_timeout: Duration,
@@ -46,6 +53,8 @@ impl Default for DnsLimits {
             tcp_idle_timeout: Duration::from_secs(10),
             max_inflight_per_source: 64,
             max_inflight: 2048,
+            queries_per_second_per_source: 500,
+            query_burst_per_source: 2_000,
             query_timeout: Duration::from_secs(5),
             negative_ttl: Duration::from_secs(5),
         }

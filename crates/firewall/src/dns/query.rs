@@ -143,6 +143,54 @@ impl Responder {
         reply.encode(limit)
     }
 
+    /// Records that `dropped` queries from `origin.src` went over its rate since the last
+    /// report: one deny event (and one warning) for all of them, not one per query.
+    pub(crate) fn report_over_rate(&self, origin: Origin, dropped: u64) {
+        let sandbox = self
+            .view
+            .policy_for(origin.src)
+            .map(|(id, _)| id.to_string())
+            .unwrap_or_default();
+        let what = match origin.transport {
+            Transport::Udp => "dropped",
+            Transport::Tcp => "refused",
+        };
+        let reason = format!(
+            "{dropped} quer{} over the limit of {}/s (burst {}) {what}",
+            if dropped == 1 { "y" } else { "ies" },
+            self.limits.queries_per_second_per_source,
+            self.limits.query_burst_per_source
+        );
+        tracing::warn!(%sandbox, src = %origin.src, %reason, "DNS query rate limit");
+        let mut event = EgressEvent::new(sandbox, EventKind::Dns, EventVerdict::Deny);
+        event.dst = Some(origin.server);
+        event.rule = "dns-rate-limit".into();
+        event.reason = reason;
+        self.view.events().record(event);
+    }
+
+    /// REFUSED for a query over its source's rate (TCP), built from the header and question
+    /// alone; `None` when the packet is not a query.
+    pub(crate) fn refuse(&self, packet: &[u8]) -> Option<Vec<u8>> {
+        let header = Header::read(&mut BinDecoder::new(packet)).ok()?;
+        if header.metadata.message_type != MessageType::Query {
+            return None;
+        }
+        let req = Message::from_vec(packet).ok();
+        let query = req.as_ref().and_then(|m| match m.queries.as_slice() {
+            [q] => Some(q),
+            _ => None,
+        });
+        let reply = Reply::new(
+            &header.metadata,
+            query,
+            None,
+            self.limits.max_udp_payload,
+            ResponseCode::Refused,
+        );
+        reply.encode(usize::from(u16::MAX))
+    }
+
     /// The decision for a well-formed message from a known sandbox.
     async fn decide(&self, req: &Message, policy: &CompiledPolicy, src: IpAddr) -> (Reply, Note) {
         let edns = req.edns.as_ref();
@@ -245,11 +293,22 @@ impl Responder {
         };
         let (kept, refused) = filter_addrs(policy, &resolved.addrs);
         let mut r = reply(Some(query), ResponseCode::NoError);
+        let mut told = String::new();
         if kept.is_empty() {
             r.negative_soa(resolved.ttl.min(self.limits.negative_ttl));
         } else {
-            r.answer_a(&kept, resolved.ttl);
-            self.view.record_answer(src, &name, &kept, resolved.ttl);
+            match self.view.answer_addrs(src, &name, &kept) {
+                Ok(addrs) => {
+                    if addrs != kept {
+                        told = format!(" as {}", join(&addrs));
+                    }
+                    r.answer_a(&addrs, resolved.ttl);
+                }
+                Err(why) => {
+                    let note = Note::allow(canon, rule, format!("no address to answer: {why}"));
+                    return (reply(Some(query), ResponseCode::ServFail), note);
+                }
+            }
         }
         let note = match (kept.is_empty(), refused.is_empty()) {
             (true, false) => Note::deny(
@@ -257,11 +316,15 @@ impl Responder {
                 "address-class",
                 format!("resolves only to refused addresses: {}", refused.join(", ")),
             ),
-            (_, true) => Note::allow(canon, rule, format!("{} address(es)", kept.len())),
+            (_, true) => Note::allow(canon, rule, format!("{} address(es){told}", kept.len())),
             (false, false) => Note::allow(
                 canon,
                 rule,
-                format!("{} address(es); dropped {}", kept.len(), refused.join(", ")),
+                format!(
+                    "{} address(es){told}; dropped {}",
+                    kept.len(),
+                    refused.join(", ")
+                ),
             ),
         };
         (r, note)
@@ -282,6 +345,14 @@ fn filter_addrs(policy: &CompiledPolicy, addrs: &[Ipv4Addr]) -> (Vec<Ipv4Addr>, 
         }
     }
     (kept, refused)
+}
+
+fn join(addrs: &[Ipv4Addr]) -> String {
+    addrs
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[derive(Debug)]

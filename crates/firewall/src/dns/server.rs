@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -16,6 +16,7 @@ use tracing::Instrument;
 use super::DnsView;
 use super::limits::{DnsLimits, SlotGuard, Slots};
 use super::query::{Origin, Responder, Transport};
+use super::rate::{Rates, Take};
 use crate::resolve::UpstreamResolver;
 
 /// The filtering DNS server, bound but not yet serving.
@@ -39,6 +40,7 @@ impl DnsServer {
         limits: DnsLimits,
     ) -> io::Result<DnsServer> {
         let (udp, tcp) = bind_pair(addr).await?;
+        grow_recv_buffer(&udp);
         Ok(DnsServer {
             udp_addr: udp.local_addr()?,
             tcp_addr: tcp.local_addr()?,
@@ -64,13 +66,19 @@ impl DnsServer {
     pub async fn run(self) {
         let limits = &self.responder.limits;
         let queries = Slots::new(limits.max_inflight_per_source, limits.max_inflight);
+        // One bucket per source for UDP and TCP together.
+        let rates = Rates::new(
+            limits.queries_per_second_per_source,
+            limits.query_burst_per_source,
+        );
         let udp = serve_udp(
             Arc::new(self.udp),
             self.udp_addr,
             Arc::clone(&self.responder),
             queries.clone(),
+            rates.clone(),
         );
-        let tcp = serve_tcp(self.tcp, self.tcp_addr, self.responder, queries);
+        let tcp = serve_tcp(self.tcp, self.tcp_addr, self.responder, queries, rates);
         tokio::join!(udp, tcp);
     }
 
@@ -104,6 +112,21 @@ async fn bind_pair(addr: SocketAddr) -> io::Result<(UdpSocket, TcpListener)> {
     Ok((UdpSocket::bind(addr).await?, TcpListener::bind(addr).await?))
 }
 
+/// Receive queue of the UDP socket, in bytes (about 4,000 queries). Every sandbox's queries
+/// wait in this one queue, so it must absorb a burst while the loop drops what is over a
+/// source's rate (the kernel's per-sandbox limit, in nftables, keeps a flood out of it).
+const UDP_RECV_BUFFER: usize = 4 << 20;
+
+/// As root `SO_RCVBUFFORCE` passes the system's `rmem_max` (212992 by default); otherwise the
+/// buffer is capped there.
+fn grow_recv_buffer(udp: &UdpSocket) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    if let Err(e) = setsockopt(udp, sockopt::RcvBufForce, &UDP_RECV_BUFFER) {
+        tracing::debug!(error = %e, "SO_RCVBUFFORCE refused; the DNS receive queue stays smaller");
+        let _ = socket2::SockRef::from(udp).set_recv_buffer_size(UDP_RECV_BUFFER);
+    }
+}
+
 /// An IPv4 client seen through a dual-stack socket is the IPv4 address, for the view.
 fn client_ip(peer: SocketAddr) -> IpAddr {
     peer.ip().to_canonical()
@@ -114,6 +137,7 @@ async fn serve_udp(
     server: SocketAddr,
     responder: Arc<Responder>,
     slots: Slots,
+    rates: Rates,
 ) {
     let mut tasks = JoinSet::new();
     // The largest datagram: a longer one would be cut, then fail to parse.
@@ -129,16 +153,25 @@ async fn serve_udp(
             }
         };
         let src = client_ip(peer);
-        let Some(slot) = slots.try_acquire(src) else {
-            tracing::debug!(%src, "DNS query dropped: too many in flight");
-            continue;
-        };
-        let packet = buf.get(..len).unwrap_or_default().to_vec();
         let origin = Origin {
             src,
             server,
             transport: Transport::Udp,
         };
+        // First, before the packet is even parsed: a source over its rate costs this lookup
+        // and nothing else, so its flood cannot outrun this loop and fill the socket's receive
+        // queue, where the other sandboxes' queries wait.
+        if let Take::Over { report } = rates.take(src, Instant::now()) {
+            if let Some(dropped) = report {
+                responder.report_over_rate(origin, dropped);
+            }
+            continue;
+        }
+        let Some(slot) = slots.try_acquire(src) else {
+            tracing::debug!(%src, "DNS query dropped: too many in flight");
+            continue;
+        };
+        let packet = buf.get(..len).unwrap_or_default().to_vec();
         let task_responder = Arc::clone(&responder);
         let span = tracing::debug_span!("dns", %src, transport = "udp");
         let mut answer = Box::pin(
@@ -190,6 +223,7 @@ async fn serve_tcp(
     server: SocketAddr,
     responder: Arc<Responder>,
     queries: Slots,
+    rates: Rates,
 ) {
     let limits = &responder.limits;
     let conns = Slots::new(
@@ -225,6 +259,7 @@ async fn serve_tcp(
                 origin,
                 Arc::clone(&responder),
                 queries.clone(),
+                rates.clone(),
                 conn_slot,
             )
             .instrument(span),
@@ -239,6 +274,7 @@ async fn serve_conn(
     origin: Origin,
     responder: Arc<Responder>,
     queries: Slots,
+    rates: Rates,
     _conn_slot: SlotGuard,
 ) {
     let idle = responder.limits.tcp_idle_timeout;
@@ -265,11 +301,19 @@ async fn serve_conn(
         ) {
             return;
         }
-        let Some(_slot) = queries.try_acquire(origin.src) else {
-            tracing::debug!("DNS TCP query over the in-flight limit, closed");
-            return;
+        let response = if let Take::Over { report } = rates.take(origin.src, Instant::now()) {
+            if let Some(dropped) = report {
+                responder.report_over_rate(origin, dropped);
+            }
+            responder.refuse(&packet)
+        } else {
+            let Some(_slot) = queries.try_acquire(origin.src) else {
+                tracing::debug!("DNS TCP query over the in-flight limit, closed");
+                return;
+            };
+            responder.respond(&packet, origin).await
         };
-        let Some(response) = responder.respond(&packet, origin).await else {
+        let Some(response) = response else {
             return;
         };
         let Ok(rlen) = u16::try_from(response.len()) else {

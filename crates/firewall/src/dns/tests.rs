@@ -30,8 +30,14 @@ impl DnsView for View {
     fn policy_for(&self, src: IpAddr) -> Option<(Arc<str>, Arc<CompiledPolicy>)> {
         self.policies.get(&src).cloned()
     }
-    fn record_answer(&self, _: IpAddr, name: &CanonicalName, _: &[Ipv4Addr], _: Duration) {
+    fn answer_addrs(
+        &self,
+        _: IpAddr,
+        name: &CanonicalName,
+        resolved: &[Ipv4Addr],
+    ) -> Result<Vec<Ipv4Addr>, String> {
         self.told.lock().unwrap().push(name.as_str().to_owned());
+        Ok(resolved.to_vec())
     }
     fn events(&self) -> &EventLog {
         &self.events

@@ -230,8 +230,7 @@ impl Session {
         let plan = match canonicalize(host.as_bytes()) {
             Ok(name) => plan_named(&policy, &name, orig),
             Err(_) if host.parse::<IpAddr>().is_ok() || host.starts_with('[') => {
-                let bound = conn.entry.dns_binding(*orig.ip());
-                plan_nameless(&policy, orig, bound.as_ref(), "HTTP")
+                plan_nameless(&policy, orig, conn.synthetic.as_ref(), "HTTP")
             }
             Err(e) if matches!(policy.mode(), Mode::AllowAll) => {
                 tracing::debug!(error = %e, "unusable Host on allow-all; address rules apply");
@@ -255,22 +254,14 @@ impl Session {
                     return deny(&mut info, StatusCode::FORBIDDEN, &rule, reason, body);
                 }
             },
-            Plan::DialAddr { rule } => {
-                let ip = IpAddr::V4(*orig.ip());
-                match super::plan::check_dial_addr(&policy, ip, conn.shared.is_own(ip)) {
-                    Ok(()) => (ip, rule, None),
-                    Err(r) => {
-                        let body = format!("palisade: the sandbox network policy denies {host}\n");
-                        return deny(
-                            &mut info,
-                            StatusCode::FORBIDDEN,
-                            "address",
-                            format!("{ip}: {r}"),
-                            body,
-                        );
-                    }
+            // The original destination: the address, or the name a synthetic one stands for.
+            Plan::DialAddr { rule } => match conn.orig_target().await {
+                Ok(ip) => (ip, rule, None),
+                Err(reason) => {
+                    let body = format!("palisade: the sandbox network policy denies {host}\n");
+                    return deny(&mut info, StatusCode::FORBIDDEN, "address", reason, body);
                 }
-            }
+            },
         };
 
         // Byte budgets: from here on the connection counts against this host's domain budget;

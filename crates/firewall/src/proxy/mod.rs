@@ -34,7 +34,7 @@ use crate::resolve::UpstreamResolver;
 
 pub use local::LocalAddrs;
 use peek::{Peeked, peek};
-use plan::{Plan, Recheck, check_dial_addr, plan_nameless, plan_tls};
+use plan::{Plan, Recheck, check_dial_addr, plan_name, plan_nameless, plan_tls};
 use relay::{BufferPool, RelayEnd, relay};
 pub(crate) use upstream::UpstreamClient;
 pub use upstream::{TlsConfigError, upstream_tls_config};
@@ -158,6 +158,9 @@ pub(crate) struct Conn {
     shared: Arc<Shared>,
     entry: Arc<SandboxEntry>,
     orig: SocketAddrV4,
+    /// The name the original destination stands for, when it is one of the sandbox's
+    /// synthetic addresses: "the original destination" is then where that name resolves.
+    synthetic: Option<CanonicalName>,
     started: Instant,
 }
 
@@ -183,7 +186,10 @@ impl Conn {
 
     fn deny(&self, stream: TcpStream, name: Option<&str>, rule: &str, reason: impl Into<String>) {
         let mut e = self.event(EventKind::Tcp, EventVerdict::Deny, rule, reason);
-        e.name = name.map(str::to_owned);
+        // Without a name sent, a synthetic destination still says which name was meant.
+        e.name = name
+            .or(self.synthetic.as_ref().map(CanonicalName::as_str))
+            .map(str::to_owned);
         self.record(e);
         reset(stream);
     }
@@ -263,12 +269,55 @@ impl Conn {
         Ok(allowed)
     }
 
-    /// Connects to the original destination after the address checks.
-    async fn dial_orig(&self) -> Result<TcpStream, String> {
-        let ip = IpAddr::V4(*self.orig.ip());
-        check_dial_addr(&self.entry.policy(), ip, self.shared.is_own(ip))
-            .map_err(|r| format!("{ip}: {r}"))?;
-        self.connect(SocketAddr::V4(self.orig)).await
+    /// Connects to the original destination after the address checks. A synthetic address is
+    /// never dialled itself: it stands for a name, which must still be allowed, and the name's
+    /// own addresses are dialled (the class of each checked as for any name).
+    async fn dial_orig(&self) -> Result<(TcpStream, Recheck), String> {
+        let Some(name) = &self.synthetic else {
+            let ip = IpAddr::V4(*self.orig.ip());
+            check_dial_addr(&self.entry.policy(), ip, self.shared.is_own(ip))
+                .map_err(|r| format!("{ip}: {r}"))?;
+            let stream = self.connect(SocketAddr::V4(self.orig)).await?;
+            return Ok((stream, Recheck::Addr { orig: self.orig }));
+        };
+        self.check_synthetic(name)?;
+        let (stream, ip) = self.dial_name(name).await?;
+        Ok((
+            stream,
+            Recheck::Name {
+                name: name.clone(),
+                ip,
+            },
+        ))
+    }
+
+    /// Refuses a synthetic address whose name the live policy no longer allows.
+    fn check_synthetic(&self, name: &CanonicalName) -> Result<(), String> {
+        match plan_name(&self.entry.policy(), name) {
+            Plan::Deny { reason, .. } => Err(format!(
+                "{}: the sandbox's address for {}, which the policy does not allow ({reason})",
+                self.orig.ip(),
+                name.as_str()
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Where the original destination is for HTTP on this connection: the original address,
+    /// or for a synthetic one an address of the name it stands for.
+    async fn orig_target(&self) -> Result<IpAddr, String> {
+        let Some(name) = &self.synthetic else {
+            let ip = IpAddr::V4(*self.orig.ip());
+            check_dial_addr(&self.entry.policy(), ip, self.shared.is_own(ip))
+                .map_err(|r| format!("{ip}: {r}"))?;
+            return Ok(ip);
+        };
+        self.check_synthetic(name)?;
+        let allowed = self.resolve_allowed(name).await?;
+        allowed
+            .first()
+            .copied()
+            .ok_or_else(|| format!("{} has no IPv4 address", name.as_str()))
     }
 
     async fn connect(&self, addr: SocketAddr) -> Result<TcpStream, String> {
@@ -296,7 +345,7 @@ impl Conn {
             }
             let ip = match &recheck {
                 Recheck::Name { ip, .. } => *ip,
-                Recheck::Addr { orig, .. } => IpAddr::V4(*orig.ip()),
+                Recheck::Addr { orig } => IpAddr::V4(*orig.ip()),
             };
             if !recheck.still_allowed(&self.entry.policy(), self.shared.is_own(ip)) {
                 return;
@@ -319,10 +368,14 @@ async fn handle(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) {
             return;
         }
     };
+    let is_synthetic = shared.registry.is_synthetic(*orig.ip());
     let conn = Conn {
         shared: Arc::clone(&shared),
         entry: Arc::clone(&entry),
         orig,
+        synthetic: is_synthetic
+            .then(|| entry.synthetic_name(*orig.ip()))
+            .flatten(),
         started: Instant::now(),
     };
     let Some(_slot) = entry.try_acquire_connection(shared.limits.max_connections_per_sandbox)
@@ -337,10 +390,18 @@ async fn handle(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) {
     };
     let span = tracing::info_span!("conn", sandbox = %entry.id(), dst = %orig);
     async move {
+        if is_synthetic && conn.synthetic.is_none() {
+            // Never dialled as such, whatever allow_cidrs says: it means nothing outside.
+            let reason = format!(
+                "{} is in the synthetic range but was never handed to this sandbox",
+                orig.ip()
+            );
+            conn.deny(stream, None, "synthetic", reason);
+            return;
+        }
         let _ = stream.set_nodelay(true);
         let policy = entry.policy();
-        let bound = entry.dns_binding(*orig.ip());
-        let nameless = plan_nameless(&policy, orig, bound.as_ref(), "connection");
+        let nameless = plan_nameless(&policy, orig, conn.synthetic.as_ref(), "connection");
         let quiet = (!matches!(nameless, Plan::Deny { .. })).then_some(SERVER_FIRST_WAIT);
         let mut buf = Vec::new();
         let limits = &shared.limits;
@@ -368,12 +429,10 @@ async fn handle(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) {
                     .sni
                     .as_deref()
                     .map(|s| String::from_utf8_lossy(s).into_owned());
-                tunnel(conn, stream, buf, plan, bound, name).await;
+                tunnel(conn, stream, buf, plan, name).await;
             }
             Ok(Peeked::Http) => http::serve_plain(conn, stream, buf).await,
-            Ok(Peeked::Unknown | Peeked::Quiet) => {
-                tunnel(conn, stream, buf, nameless, bound, None).await
-            }
+            Ok(Peeked::Unknown | Peeked::Quiet) => tunnel(conn, stream, buf, nameless, None).await,
             Ok(Peeked::Closed) => {}
             // Bytes that claim to be an HTTP request but break its syntax or framing (threat
             // 19: CL+TE, bare LF, ...) get a 400 that says why; a broken ClientHello a reset.
@@ -411,11 +470,10 @@ async fn tunnel(
     stream: TcpStream,
     prefix: Vec<u8>,
     plan: Plan,
-    bound: Option<CanonicalName>,
     sent_name: Option<String>,
 ) {
     // Byte budgets: a spent one refuses the tunnel before anything is dialled.
-    let tally = tunnel_tally(&conn, &plan, bound.as_ref());
+    let tally = tunnel_tally(&conn, &plan);
     if let Some(cut) = tally.as_deref().and_then(Tally::exhausted) {
         conn.deny(stream, sent_name.as_deref(), &cut.rule, cut.reason);
         return;
@@ -441,25 +499,14 @@ async fn tunnel(
             }
         },
         Plan::DialAddr { rule } => match conn.dial_orig().await {
-            Ok(upstream) => {
-                let bound_name = if rule.starts_with("dns-bound:") {
-                    bound
-                } else {
-                    None
-                };
-                let name = bound_name
+            Ok((upstream, recheck)) => {
+                // Through a synthetic address the name is the destination, whatever was sent.
+                let name = conn
+                    .synthetic
                     .as_ref()
                     .map(|n| n.as_str().to_owned())
                     .or(sent_name);
-                (
-                    upstream,
-                    Recheck::Addr {
-                        orig: conn.orig,
-                        bound_name,
-                    },
-                    rule,
-                    name,
-                )
+                (upstream, recheck, rule, name)
             }
             Err(reason) => {
                 conn.deny(stream, sent_name.as_deref(), &rule, reason);
@@ -526,12 +573,12 @@ async fn tunnel(
 }
 
 /// The byte-budget tally of a tunnel: the sandbox's budget, and the domain budget of the name it
-/// was allowed for (the SNI, or the name a DNS-bound address was served for).
-fn tunnel_tally(conn: &Conn, plan: &Plan, bound: Option<&CanonicalName>) -> Option<Arc<Tally>> {
+/// was allowed for (the SNI, or the name a synthetic address stands for).
+fn tunnel_tally(conn: &Conn, plan: &Plan) -> Option<Arc<Tally>> {
     let name = match plan {
         Plan::DialName { name, .. } => Some(name),
-        Plan::DialAddr { rule } if rule.starts_with("dns-bound:") => bound,
-        _ => None,
+        Plan::DialAddr { .. } => conn.synthetic.as_ref(),
+        Plan::Deny { .. } => None,
     };
     conn.entry.tally(name)
 }

@@ -83,17 +83,33 @@ pub fn plan_name(policy: &CompiledPolicy, name: &CanonicalName) -> Plan {
     }
 }
 
-/// Decides on a connection that carries no usable name: allowed when the original destination
-/// is inside `allow_cidrs`, or in custom mode when the firewall's DNS just served that address to
-/// this sandbox for a name that is still allowed, or in allow-all mode for a non-internal
-/// address. `bound_name` is that DNS binding, if any.
+/// Decides on a connection that carries no usable name. `synthetic` is the name the original
+/// destination stands for when it is one of the sandbox's synthetic addresses: then that name
+/// alone decides, in every mode (the address is the name; `DialAddr` dials where it resolves).
+/// Otherwise the connection is allowed when the destination is inside `allow_cidrs`, or in
+/// allow-all mode for a non-internal address; a real address in custom mode is refused, so a
+/// shared address never opens services of names the policy does not allow.
 pub fn plan_nameless(
     policy: &CompiledPolicy,
     orig: SocketAddrV4,
-    bound_name: Option<&CanonicalName>,
+    synthetic: Option<&CanonicalName>,
     what: &str,
 ) -> Plan {
     let ip = IpAddr::V4(*orig.ip());
+    if let Some(name) = synthetic {
+        return match policy.decide_name(name) {
+            NameVerdict::Deny { rule, .. } => Plan::deny(
+                rule.to_string(),
+                format!(
+                    "{what} to {ip}, the sandbox's address for {name}, which the policy does not allow",
+                    name = name.as_str()
+                ),
+            ),
+            _ => Plan::DialAddr {
+                rule: format!("dns-bound:{}", name.as_str()),
+            },
+        };
+    }
     let addr = policy.check_addr(ip);
     if addr.in_allow_cidrs {
         return Plan::DialAddr {
@@ -105,26 +121,13 @@ pub fn plan_nameless(
         Mode::AllowAll => Plan::DialAddr {
             rule: "allow-all".into(),
         },
-        Mode::Custom => match bound_name {
-            Some(name) => match policy.decide_name(name) {
-                NameVerdict::Deny { .. } => Plan::deny(
-                    "default",
-                    format!(
-                        "{what} to {ip}, served by DNS for {name} which the policy no longer allows",
-                        name = name.as_str()
-                    ),
-                ),
-                _ => Plan::DialAddr {
-                    rule: format!("dns-bound:{}", name.as_str()),
-                },
-            },
-            None => Plan::deny(
-                "default",
-                format!(
-                    "{what} to {ip} is outside allow_cidrs and was not served by the sandbox's DNS"
-                ),
+        Mode::Custom => Plan::deny(
+            "default",
+            format!(
+                "{what} to {ip} is outside allow_cidrs; without a name, an allowed name is \
+                 reached only through the address the sandbox's DNS answered for it"
             ),
-        },
+        ),
     }
 }
 
@@ -194,11 +197,8 @@ fn plan_unnamed_tls(policy: &CompiledPolicy, orig: SocketAddrV4, what: &str) -> 
 pub enum Recheck {
     /// Dialled by name to `ip`.
     Name { name: CanonicalName, ip: IpAddr },
-    /// Dialled to the original address under an address rule (`dns-bound` names the binding).
-    Addr {
-        orig: SocketAddrV4,
-        bound_name: Option<CanonicalName>,
-    },
+    /// Dialled to the original address under an address rule.
+    Addr { orig: SocketAddrV4 },
 }
 
 impl Recheck {
@@ -208,9 +208,9 @@ impl Recheck {
                 !matches!(plan_name(policy, name), Plan::Deny { .. })
                     && check_dial_addr(policy, *ip, is_own).is_ok()
             }
-            Recheck::Addr { orig, bound_name } => {
+            Recheck::Addr { orig } => {
                 !matches!(
-                    plan_nameless(policy, *orig, bound_name.as_ref(), "connection"),
+                    plan_nameless(policy, *orig, None, "connection"),
                     Plan::Deny { .. }
                 ) && check_dial_addr(policy, IpAddr::V4(*orig.ip()), is_own).is_ok()
             }

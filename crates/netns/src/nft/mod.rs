@@ -41,6 +41,20 @@ pub struct SandboxRules {
     pub addrs: SandboxAddrs,
     /// Destinations UDP and ICMP may reach (TCP always goes to the proxy).
     pub allow_cidrs_v4: Vec<Ipv4Net>,
+    /// Ceiling on the sandbox's UDP DNS queries; `None`: no ceiling.
+    pub dns_limit: Option<DnsPacketLimit>,
+}
+
+/// A per-sandbox ceiling on UDP packets to port 53, enforced in the sandbox's raw-prerouting
+/// chain, before conntrack: a flood past it is dropped by the kernel and never reaches the
+/// resolver's socket, whose one receive queue every sandbox's queries share (a sender faster
+/// than the resolver's receive loop would otherwise fill it and the others' queries be lost).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DnsPacketLimit {
+    /// Packets per second, sustained (at least 1).
+    pub per_second: u32,
+    /// Packets at once above that rate (at least 1).
+    pub burst: u32,
 }
 
 impl SandboxRules {
@@ -51,6 +65,7 @@ impl SandboxRules {
             host_if: net.host_if.clone(),
             addrs: net.addrs,
             allow_cidrs_v4,
+            dns_limit: None,
         }
     }
 }

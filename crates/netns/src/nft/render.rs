@@ -190,7 +190,19 @@ pub fn render_sandbox(r: &SandboxRules) -> String {
     let _ = writeln!(s, "flush chain {TABLE} {pre}\nflush chain {TABLE} {fwd}");
     let _ = writeln!(
         s,
-        "table inet palisade {{\n\tchain {pre} {{\n\t\tmeta nfproto ipv6 drop\n\t\tip saddr {} accept\n\t\tdrop comment \"spoofed source\"\n\t}}",
+        "table inet palisade {{\n\tchain {pre} {{\n\t\tmeta nfproto ipv6 drop"
+    );
+    if let Some(l) = r.dns_limit {
+        let _ = writeln!(
+            s,
+            "\t\tudp dport 53 limit rate over {}/second burst {} packets counter drop comment \"DNS past the sandbox's rate\"",
+            l.per_second.max(1),
+            l.burst.max(1)
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\t\tip saddr {} accept\n\t\tdrop comment \"spoofed source\"\n\t}}",
         r.addrs.sandbox
     );
     let _ = writeln!(s, "\tchain {fwd} {{");

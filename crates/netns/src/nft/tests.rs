@@ -20,6 +20,7 @@ fn rules(id: &str, cidrs: &[&str]) -> SandboxRules {
             prefix_len: 30,
         },
         allow_cidrs_v4: cidrs.iter().map(|c| c.parse().unwrap()).collect(),
+        dns_limit: None,
     }
 }
 

@@ -76,6 +76,7 @@ pub(super) fn template_info(r: &TemplateRecord) -> TemplateInfo {
             .and_then(|c| serde_json::from_str(c).ok()),
         is_system: r.is_system(),
         created_at_ms: r.created_at,
+        build: crate::control::BuildStatus::default(),
     }
 }
 

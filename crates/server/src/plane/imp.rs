@@ -6,7 +6,6 @@ use palisade_policy::Policy;
 use palisade_store::{EgressEventRecord, SandboxQuery};
 
 use super::Plane;
-use super::convert::template_info;
 use super::sandboxes::Launch;
 use crate::control::*;
 use crate::error::ApiError;
@@ -131,7 +130,7 @@ impl ControlPlane for Plane {
             .list_templates(&org.0)
             .await?
             .iter()
-            .map(template_info)
+            .map(|t| self.template_view(t))
             .collect())
     }
 
@@ -141,6 +140,10 @@ impl ControlPlane for Plane {
 
     async fn delete_template(&self, org: &OrgId, id: &str) -> Result<(), ApiError> {
         Plane::delete_template(self, org, id).await
+    }
+
+    async fn build_template(&self, org: &OrgId, id: &str) -> Result<TemplateInfo, ApiError> {
+        Plane::build_template(self, org, id).await
     }
 
     async fn update_network_policy(

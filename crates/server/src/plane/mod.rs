@@ -3,6 +3,7 @@
 //! registry enforces their policies. Every change goes store → kernel → data plane, and a policy
 //! version is marked applied only once the data plane enforces it.
 
+mod builds;
 mod convert;
 mod events;
 mod imp;
@@ -44,6 +45,8 @@ pub struct PlaneConfig {
     pub default_quota: Option<i64>,
     /// Disk size reported for sandboxes (the overlay is not size-limited yet).
     pub disk_mib: u32,
+    /// The kernel's ceiling on each sandbox's DNS queries (see `DnsPacketLimit`); `None`: none.
+    pub dns_limit: Option<palisade_netns::nft::DnsPacketLimit>,
 }
 
 /// See the module doc.
@@ -55,6 +58,7 @@ pub struct Plane {
     sink: EventSink,
     pool: Mutex<AddressPool>,
     locks: locks::SandboxLocks,
+    builds: builds::Builds,
     cfg: PlaneConfig,
 }
 
@@ -90,6 +94,7 @@ impl Plane {
             sink: parts.sink,
             pool: Mutex::new(pool),
             locks: locks::SandboxLocks::default(),
+            builds: builds::Builds::default(),
             cfg,
         });
         plane.seed_system_templates().await?;

@@ -4,7 +4,7 @@
 use std::net::Ipv4Addr;
 
 use ipnet::{IpNet, Ipv4Net};
-use palisade_netns::nft::{self, SandboxRules};
+use palisade_netns::nft::{self, DnsPacketLimit, SandboxRules};
 use palisade_netns::{RealPlatform, SandboxAddrs, SandboxNet, SandboxNetSpec};
 use palisade_policy::Policy;
 
@@ -34,12 +34,18 @@ pub(super) fn addrs_of(sandbox: &str) -> Option<SandboxAddrs> {
     })
 }
 
-pub(super) fn rules(id: &str, addrs: SandboxAddrs, policy: &Policy) -> SandboxRules {
+pub(super) fn rules(
+    id: &str,
+    addrs: SandboxAddrs,
+    policy: &Policy,
+    dns_limit: Option<DnsPacketLimit>,
+) -> SandboxRules {
     SandboxRules {
         id: id.to_owned(),
         host_if: palisade_netns::host_if_name(id),
         addrs,
         allow_cidrs_v4: cidrs_v4(policy),
+        dns_limit,
     }
 }
 
@@ -134,7 +140,7 @@ mod tests {
             cidrs_v4(&p),
             vec!["10.0.0.0/24".parse::<Ipv4Net>().unwrap()]
         );
-        let r = rules("abc123", addrs_of("100.96.0.2").unwrap(), &p);
+        let r = rules("abc123", addrs_of("100.96.0.2").unwrap(), &p, None);
         assert_eq!(r.host_if, "plh-abc123");
     }
 }

@@ -80,13 +80,20 @@ impl Plane {
         for (rec, addrs) in &live {
             let p = self.store.live_policy(&rec.id).await?;
             let policy = full_policy(p.full.expose())?;
-            all_rules.push(rules(&rec.id, *addrs, &policy));
+            all_rules.push(rules(&rec.id, *addrs, &policy, self.cfg.dns_limit));
             policies.push((p.version, policy));
         }
         self.apply_full(all_rules).await?;
         for ((rec, addrs), (version, policy)) in live.iter().zip(policies) {
             self.restore_entry(rec, *addrs, version, &policy).await?;
             report.recovered.push(rec.id.clone());
+        }
+        // Each restored sandbox found its synthetic addresses in its journal (the registry
+        // replays it on registration), so addresses its resolver cached before the crash still
+        // lead to the same names. Journals of sandboxes that are gone go.
+        let ids: Vec<&str> = report.recovered.iter().map(String::as_str).collect();
+        for id in self.registry.remove_stale_synthetic(&ids) {
+            tracing::info!(sandbox = %id, "synthetic address journal of a gone sandbox removed");
         }
         Ok(report)
     }

@@ -66,6 +66,10 @@ impl Plane {
     pub(super) async fn launch(&self, org: &OrgId, l: Launch) -> Result<SandboxInfo, ApiError> {
         // Count and insert under the organisation's lock, so concurrent creates cannot all
         // pass the check before any of them is counted. (Sandbox ids are hex: no collision.)
+        if l.archive.is_none() {
+            // Before anything is taken: a template still building or failed answers at once.
+            self.require_template(&l.template)?;
+        }
         let quota_guard = self.locks.lock(&format!("org/{}", org.0)).await;
         self.check_quota(org).await?;
         let id = sandbox_id();
@@ -118,7 +122,8 @@ impl Plane {
         let (full, redacted) = policy_json(&l.policy)?;
         let version = self.store.add_policy_version(id, &full, &redacted).await?;
         let net = self.net_create(id, addrs).await?;
-        self.apply_rules(rules(id, addrs, &l.policy)).await?;
+        self.apply_rules(rules(id, addrs, &l.policy, self.cfg.dns_limit))
+            .await?;
         let owned = id.to_owned();
         let ca = tokio::task::spawn_blocking(move || SandboxCa::generate(&owned))
             .await
@@ -134,7 +139,6 @@ impl Plane {
         );
         self.registry.set_ca(id, Arc::new(ca));
         let template = runtime_name(&l.template);
-        self.ensure_runtime_template(&template).await?;
         let spec = SandboxSpec {
             id: id.to_owned(),
             template: if l.archive.is_some() {
@@ -334,7 +338,8 @@ impl Plane {
             .ok_or_else(|| ApiError::Conflict(format!("sandbox is {}", rec.state)))?;
         let (full, redacted) = policy_json(&policy)?;
         let version = self.store.add_policy_version(id, &full, &redacted).await?;
-        self.apply_rules(rules(id, addrs, &policy)).await?;
+        self.apply_rules(rules(id, addrs, &policy, self.cfg.dns_limit))
+            .await?;
         let v = u64::try_from(version).unwrap_or(0);
         if !self.registry.update_policy(id, policy.compile(), v) {
             self.registry.upsert(id, addrs.sandbox, policy.compile(), v);

@@ -4,12 +4,13 @@
 
 use std::path::PathBuf;
 
-use palisade_runtime::{DEBIAN_TEMPLATE, HOST_TEMPLATE, TemplateProgress};
+use palisade_runtime::{DEBIAN_TEMPLATE, HOST_TEMPLATE};
 use palisade_store::{NewTemplate, StoreError, TemplateRecord};
 
 use super::Plane;
+use super::builds::not_ready;
 use super::convert::{runtime_err, template_info};
-use crate::control::{CreateTemplate, OrgId, TemplateInfo};
+use crate::control::{BuildState, CreateTemplate, OrgId, TemplateInfo};
 use crate::error::ApiError;
 
 const SYSTEM: [(&str, &str); 2] = [
@@ -52,17 +53,63 @@ impl Plane {
         Ok(())
     }
 
-    /// Builds a built-in template on first use (the Debian one takes minutes).
-    pub(super) async fn ensure_runtime_template(&self, name: &str) -> Result<(), ApiError> {
-        if name == DEBIAN_TEMPLATE || name == HOST_TEMPLATE {
-            let mut progress =
-                |p: TemplateProgress| tracing::info!(template = %name, ?p, "template build");
-            self.runtime
-                .ensure_template(name, &mut progress)
-                .await
-                .map_err(runtime_err)?;
+    /// Ok when sandboxes can be made from `t` now. Otherwise a 503 at once, saying where its
+    /// build stands; a template never built on this host starts building in the background.
+    pub(super) fn require_template(&self, t: &TemplateRecord) -> Result<(), ApiError> {
+        let name = runtime_name(t);
+        if name != DEBIAN_TEMPLATE {
+            // The host template is always there; imported ones are built when created (one
+            // missing on disk is the runtime's `not found`, as before).
+            return Ok(());
         }
-        Ok(())
+        let mut status = self.builds.status(&self.runtime, &name);
+        if status.state == BuildState::Absent {
+            status = self.builds.start(&self.runtime, &name);
+        }
+        match status.state {
+            BuildState::Ready => Ok(()),
+            _ => Err(not_ready(&t.name, &t.id, &status)),
+        }
+    }
+
+    /// The API's view of a template: the stored record and its build state.
+    pub(super) fn template_view(&self, t: &TemplateRecord) -> TemplateInfo {
+        let mut info = template_info(t);
+        info.build = self.builds.status(&self.runtime, &runtime_name(t));
+        info
+    }
+
+    /// Starts a build of a template that is not ready (joins a running one); at once.
+    pub(super) async fn build_template(
+        &self,
+        org: &OrgId,
+        id: &str,
+    ) -> Result<TemplateInfo, ApiError> {
+        let rec = self.store.get_template(&org.0, id).await?;
+        let name = runtime_name(&rec);
+        if name != DEBIAN_TEMPLATE && name != HOST_TEMPLATE {
+            // Imported templates are built when they are created; there is nothing to redo.
+            return Ok(self.template_view(&rec));
+        }
+        self.builds.start(&self.runtime, &name);
+        Ok(self.template_view(&rec))
+    }
+
+    /// Builds `name` (a system template name) and waits for the result, reporting the build's
+    /// state to `watch` as it goes: for `palisade serve --prepare-template`, before serving.
+    pub async fn prepare_template(
+        &self,
+        name: &str,
+        mut watch: impl FnMut(&crate::control::BuildStatus),
+    ) -> crate::control::BuildStatus {
+        let mut status = self.builds.start(&self.runtime, name);
+        while status.state == BuildState::Building {
+            watch(&status);
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            status = self.builds.status(&self.runtime, name);
+        }
+        watch(&status);
+        status
     }
 
     pub(super) async fn template_by_name(
@@ -130,7 +177,7 @@ impl Plane {
                 .await?;
         }
         let rec = self.store.get_template(&org.0, &id).await?;
-        Ok(template_info(&rec))
+        Ok(self.template_view(&rec))
     }
 
     pub(super) async fn delete_template(&self, org: &OrgId, id: &str) -> Result<(), ApiError> {

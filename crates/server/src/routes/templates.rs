@@ -1,4 +1,4 @@
-//! Templates: create, list, rename, delete.
+//! Templates: create, list, rename, delete, build.
 
 use axum::extract::Path;
 use axum::http::StatusCode;
@@ -57,4 +57,16 @@ pub(crate) async fn delete(
 ) -> Result<StatusCode, ApiError> {
     cp.delete_template(&org, &id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/v1/template/{id}/build", tag = "templates", params(("id" = String, Path)),
+    responses((status = 202, body = TemplateResponse, description = "build started, joined, or already ready: see build_state"),
+        (status = 404, body = ErrorBody)))]
+pub(crate) async fn build(
+    cp: Cp,
+    Extension(org): Extension<OrgId>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<TemplateResponse>), ApiError> {
+    let template = cp.build_template(&org, &id).await?;
+    Ok((StatusCode::ACCEPTED, Json(template.into())))
 }
