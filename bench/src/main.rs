@@ -58,7 +58,7 @@ struct Args {
     conn_secs: f64,
     /// Run only these scenarios (comma-separated): `core` (bulk, connections, TLS, with the
     /// tunnel peers), `tunnel` (8 flows, round trip), `idle` (scenario 8), `splice` (3b, Squid
-    /// peek+splice), and intercept, hudsucker (4e), h2, dns, sandbox (issue 7's 4, 5, 6, 9), noisy (issue 11:
+    /// peek+splice), and intercept (with scrub, 4f, also alone), hudsucker (4e), h2, dns, sandbox (issue 7's 4, 5, 6, 9), noisy (issue 11:
     /// a sandbox's latency beside one at its connection cap flooding DNS).
     /// Default: all.
     #[arg(long, value_delimiter = ',')]

@@ -322,6 +322,23 @@ impl ISandbox {
     }
 }
 
+impl ISandbox {
+    /// Replaces the sandbox's policy live (same rules: the policies swapped in have no CIDRs).
+    pub(crate) fn set_policy(&self, json: &str, version: u64) -> Result<()> {
+        let spec: NetworkPolicySpec = serde_json::from_str(json).context("policy")?;
+        let policy = spec
+            .validate()
+            .map_err(|e| anyhow!("invalid policy: {e:?}"))?;
+        if !self
+            .registry
+            .update_policy(&self.net.id, policy.compile(), version)
+        {
+            bail!("the registry does not know the sandbox");
+        }
+        Ok(())
+    }
+}
+
 impl Drop for ISandbox {
     fn drop(&mut self) {
         self.registry.remove(&self.net.id);

@@ -219,6 +219,10 @@ pub(crate) fn run(bed: &IBed, reps: usize, deadline: Instant) -> Result<Vec<Comp
             .notes
             .push(format!("new-connection runs failed: {e:#}")),
     }
+    match super::scrub_cost::run(bed, reps, deadline) {
+        Ok(c) => out.push(c),
+        Err(e) => out[0].notes.push(format!("scrub cost not measured: {e:#}")),
+    }
     bed.redirect_https(None)?;
     Ok(out)
 }

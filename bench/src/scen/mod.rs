@@ -11,6 +11,7 @@ mod load;
 mod noisy;
 mod peers;
 mod sandbox;
+mod scrub_cost;
 mod splice;
 
 use std::fmt::Write as _;
@@ -67,8 +68,16 @@ pub(crate) fn run(only: &[String], reps: usize) -> Result<Vec<Comparison>> {
     let want = |n: &str| only.is_empty() || only.iter().any(|o| o == n || o == "all");
     let deadline = Instant::now() + LIMIT;
     let mut out = Vec::new();
-    if want("intercept") || want("h2") || want("dns") || want("hudsucker") {
+    // `scrub` (4f, issue 15) is part of `intercept`; named alone it runs without the peers.
+    let scrub_alone = !want("intercept") && only.iter().any(|o| o == "scrub");
+    if want("intercept") || want("h2") || want("dns") || want("hudsucker") || scrub_alone {
         let bed = bed::IBed::new(false)?;
+        if scrub_alone {
+            out.extend(report_err(
+                "scrub",
+                scrub_cost::run(&bed, reps, deadline).map(|c| vec![c]),
+            ));
+        }
         if want("intercept") {
             out.extend(report_err(
                 "intercept",

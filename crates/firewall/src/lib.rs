@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+mod budget;
 pub mod config;
 pub mod dns;
 pub mod events;

@@ -15,6 +15,7 @@ use palisade_ca::SandboxCa;
 use palisade_policy::{CanonicalName, CompiledPolicy, Mode};
 use tokio::sync::watch;
 
+use crate::budget::{Meters, Tally};
 use crate::config::SyntheticConfig;
 use crate::dns::DnsView;
 use crate::events::EventLog;
@@ -26,6 +27,8 @@ pub struct SandboxEntry {
     id: Arc<str>,
     addr: Ipv4Addr,
     policy: ArcSwap<CompiledPolicy>,
+    /// Byte budget meters, rebuilt from the old ones on a policy update so counts carry over.
+    meters: ArcSwap<Meters>,
     version: watch::Sender<u64>,
     /// Synthetic addresses handed to this sandbox for allowed names (see `synthetic`).
     synthetic: Mutex<SynthTable>,
@@ -54,6 +57,30 @@ impl SandboxEntry {
 
     pub fn version(&self) -> u64 {
         *self.version.borrow()
+    }
+
+    /// The byte-budget tally of a connection to `name` (or to no name); `None` when no budget
+    /// covers it.
+    pub(crate) fn tally(&self, name: Option<&CanonicalName>) -> Option<Arc<Tally>> {
+        self.meters.load().tally(name)
+    }
+
+    /// A tally for plain HTTP, whose domain meter is chosen per request; `None` without budgets.
+    pub(crate) fn switchable_tally(&self) -> Option<Arc<Tally>> {
+        self.meters.load().switchable_tally()
+    }
+
+    /// The meter of `name`'s domain budget, if any.
+    pub(crate) fn domain_meter(&self, name: &CanonicalName) -> Option<Arc<crate::budget::Meter>> {
+        self.meters.load().domain(name)
+    }
+
+    /// Installs a policy: its budgets first (keeping the counts of budgets it keeps), so a
+    /// connection that sees the new policy also sees its budgets.
+    fn install(&self, policy: CompiledPolicy) {
+        let meters = self.meters.load().update(policy.budgets());
+        self.meters.store(Arc::new(meters));
+        self.policy.store(Arc::new(policy));
     }
 
     /// A receiver that changes whenever the policy is replaced.
@@ -182,15 +209,17 @@ impl Registry {
         if let Some(existing) = map.get(&addr)
             && &*existing.id == id
         {
-            existing.policy.store(Arc::new(policy));
+            existing.install(policy);
             existing.version.send_replace(version);
             return Arc::clone(existing);
         }
         let (tx, _) = watch::channel(version);
+        let meters = Meters::empty().update(policy.budgets());
         let entry = Arc::new(SandboxEntry {
             id: Arc::from(id),
             addr,
             policy: ArcSwap::from_pointee(policy),
+            meters: ArcSwap::from_pointee(meters),
             version: tx,
             // A sandbox registered again after a restart finds its mappings in the journal.
             synthetic: Mutex::new(SynthTable::new(
@@ -223,7 +252,7 @@ impl Registry {
         let Some(entry) = map.values().find(|e| &*e.id == id) else {
             return false;
         };
-        entry.policy.store(Arc::new(policy));
+        entry.install(policy);
         entry.version.send_replace(version);
         true
     }

@@ -1022,6 +1022,64 @@ fn http_rules_allow_and_deny_by_method_and_path() {
     assert_eq!(c, "403", "{body}");
     let (c, _) = code("http://api.example.test/v1/models");
     assert_eq!(c, "200");
+    // The same rules for python3 (HTTP/1.1) and node (HTTP/2, its http2 module).
+    let out = sb.python(
+        "rules",
+        r#"
+import urllib.request, urllib.error
+for method, path in [("GET", "/v1/models"), ("DELETE", "/v1/models"), ("GET", "/admin/py")]:
+    try:
+        r = urllib.request.urlopen(urllib.request.Request(
+            "https://api.example.test" + path, method=method), timeout=10)
+        print(r.status)
+    except urllib.error.HTTPError as e:
+        print(e.code, e.read().decode().strip())
+"#,
+    );
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", show(&out));
+    assert_eq!(lines[0], "200", "{text}");
+    assert!(
+        lines[1].starts_with("403 ") && lines[1].contains("http_rules[0]"),
+        "{text}"
+    );
+    assert!(
+        lines[2].starts_with("403 ") && lines[2].contains("matches no allow rule"),
+        "{text}"
+    );
+    let out = sb.sh(r#"node -e '
+const http2 = require("http2");
+const c = http2.connect("https://api.example.test");
+const req = (m, p) => new Promise((ok, fail) => {
+  const s = c.request({":method": m, ":path": p});
+  let st, b = "";
+  s.on("response", h => st = h[":status"]);
+  s.setEncoding("utf8");
+  s.on("data", d => b += d);
+  s.on("end", () => ok(st + " " + b.trim()));
+  s.on("error", fail);
+  s.end();
+});
+(async () => {
+  for (const [m, p] of [["GET", "/v1/models"], ["DELETE", "/v1/models"], ["GET", "/admin/node"]])
+    console.log(await req(m, p));
+  c.close();
+})().catch(e => { console.error(e); process.exit(1); });
+'"#);
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", show(&out));
+    assert!(lines[0].starts_with("200 "), "{text}");
+    assert!(
+        lines[1].starts_with("403 ") && lines[1].contains("http_rules[0]"),
+        "{text}"
+    );
+    assert!(
+        lines[2].starts_with("403 ") && lines[2].contains("matches no allow rule"),
+        "{text}"
+    );
+
     let log = upstream_log(&bed);
     for path in ["/admin", "DELETE", "/encoded", "/dots"] {
         assert!(!log.contains(path), "{path} reached the upstream: {log}");
@@ -1077,11 +1135,57 @@ fn placeholders_become_the_secret_only_towards_their_domain() {
         vec![format!("Bearer {PL}")],
         "{v}"
     );
+    // python3 and node, as SDKs would send the token: replaced towards the domain only.
+    let out = sb.python(
+        "pl",
+        &format!(
+            r#"
+import urllib.request
+for url in ["https://api.example.test/pl-py", "http://alpha.test/other-py"]:
+    req = urllib.request.Request(url, headers={{"Authorization": "Bearer {PL}", "X-Api-Key": "{PL}"}})
+    print(urllib.request.urlopen(req, timeout=10).read().decode())
+"#
+        ),
+    );
+    let node = sb.sh(&format!(
+        r#"node -e 'Promise.all(["https://api.example.test/pl-node", "http://alpha.test/other-node"].map(u => fetch(u, {{headers: {{authorization: "Bearer {PL}", "x-api-key": "{PL}"}}}}).then(r => r.text()))).then(t => console.log(t.join("\n"))).catch(e => {{ console.error(e); process.exit(1) }})'"#
+    ));
+    for (who, out) in [("python3", &out), ("node", &node)] {
+        let text = stdout(out);
+        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 2, "{who}: {}", show(out));
+        assert!(
+            !text.contains(REAL),
+            "{who}: the secret reached the sandbox: {text}"
+        );
+        let towards: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+        assert_eq!(
+            seen_sha(&towards, "authorization"),
+            sha(&format!("Bearer {REAL}")),
+            "{who}: {towards}"
+        );
+        assert_eq!(
+            seen_sha(&towards, "x-api-key"),
+            sha(REAL),
+            "{who}: {towards}"
+        );
+        let elsewhere: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
+        assert_eq!(
+            seen(&elsewhere, "x-api-key"),
+            vec![PL.to_owned()],
+            "{who}: {elsewhere}"
+        );
+        assert_eq!(
+            seen(&elsewhere, "authorization"),
+            vec![format!("Bearer {PL}")],
+            "{who}: {elsewhere}"
+        );
+    }
     let log = upstream_log(&bed);
     assert_eq!(
         log.matches(REAL).count(),
-        2,
-        "the secret went only to api.example.test: {log}"
+        6,
+        "the secret went only to api.example.test (curl, python3, node): {log}"
     );
     // The value never shows in the data plane's debug output either.
     let dbg = format!("{:?}", bed.fw.registry().by_id(&sb.id).map(|e| e.policy()));

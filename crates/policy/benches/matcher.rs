@@ -23,6 +23,7 @@ fn policy(rules: usize) -> (CompiledPolicy, Vec<DomainPattern>) {
         allow_domains: Some(domains),
         allow_cidrs: None,
         transforms: None,
+        budgets: None,
     };
     let limits = Limits {
         max_domains: usize::MAX,

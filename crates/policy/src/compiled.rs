@@ -16,6 +16,7 @@ use ipnet::IpNet;
 use palisade_scrub::Patterns;
 
 use crate::addr::{AddrVerdict, classify};
+use crate::budget::Budgets;
 use crate::name::{CanonicalName, DomainPattern};
 use crate::policy::{Policy, Transform};
 use crate::wire::Mode;
@@ -137,6 +138,7 @@ pub struct CompiledPolicy {
     allow_cidrs: Vec<IpNet>,
     fallback: NameVerdict,
     scrub: Scrub,
+    budgets: Budgets,
 }
 
 /// What intercepted responses are scrubbed of: every form of every injected value, compiled once
@@ -222,7 +224,13 @@ impl CompiledPolicy {
             allow_cidrs: policy.allow_cidrs.clone(),
             fallback,
             scrub,
+            budgets: policy.budgets.clone(),
         }
+    }
+
+    /// The byte budgets the data plane enforces (empty: no limit).
+    pub fn budgets(&self) -> &Budgets {
+        &self.budgets
     }
 
     /// The mode.

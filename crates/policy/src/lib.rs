@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 mod addr;
+mod budget;
 mod compiled;
 mod error;
 mod headers;
@@ -24,6 +25,10 @@ mod wire;
 pub mod fuzzing;
 
 pub use addr::{AddrVerdict, AddressClass, classify, embedded_v4};
+pub use budget::{
+    Budgets, BudgetsSpec, ByteBudget, ByteBudgetSpec, DomainBudgetSpec, MAX_DOMAIN_BUDGETS,
+    MAX_WINDOW_SECS,
+};
 pub use compiled::{CompiledPolicy, DenyReason, NameVerdict, Rule, Scrub};
 pub use error::{FieldError, ValidationErrors};
 pub use http_rules::{HttpAction, HttpDecision, HttpRule, HttpRuleSpec};

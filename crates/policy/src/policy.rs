@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use ipnet::IpNet;
 
+use crate::budget::Budgets;
 use crate::compiled::CompiledPolicy;
 use crate::error::ValidationErrors;
 use crate::http_rules::{HttpDecision, HttpRule};
@@ -21,6 +22,7 @@ pub struct Policy {
     pub(crate) allow_domains: Vec<DomainPattern>,
     pub(crate) allow_cidrs: Vec<IpNet>,
     pub(crate) transforms: Vec<Transform>,
+    pub(crate) budgets: Budgets,
 }
 
 /// Header rewriting for one domain pattern; connections to it are intercepted.
@@ -111,6 +113,7 @@ impl Policy {
             allow_domains: Vec::new(),
             allow_cidrs: Vec::new(),
             transforms: Vec::new(),
+            budgets: Budgets::default(),
         }
     }
 
@@ -148,6 +151,11 @@ impl Policy {
         &self.transforms
     }
 
+    /// The byte budgets (empty: no limit).
+    pub fn budgets(&self) -> &Budgets {
+        &self.budgets
+    }
+
     /// The normalised policy as wire JSON, secrets included (for sealing in the store).
     /// Validating it gives back an equal `Policy`.
     pub fn to_spec(&self) -> NetworkPolicySpec {
@@ -169,6 +177,7 @@ impl Policy {
             allow_domains: some(self.allow_domains.iter().map(ToString::to_string).collect()),
             allow_cidrs: some(self.allow_cidrs.iter().map(ToString::to_string).collect()),
             transforms: some(self.transforms.iter().map(|t| t.to_spec(redact)).collect()),
+            budgets: self.budgets.to_spec(),
         }
     }
 

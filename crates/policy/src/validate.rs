@@ -86,6 +86,7 @@ impl NetworkPolicySpec {
         let allow_domains = parse_domains(domains, &mut errs);
         let allow_cidrs = parse_cidrs(cidrs, &mut errs);
         let transforms = parse_transforms(transforms, limits, &mut errs);
+        let budgets = crate::budget::parse(self.budgets.as_ref(), &mut errs);
 
         if errs.is_empty() {
             Ok(Policy {
@@ -93,6 +94,7 @@ impl NetworkPolicySpec {
                 allow_domains,
                 allow_cidrs,
                 transforms,
+                budgets,
             })
         } else {
             Err(errs.finish())

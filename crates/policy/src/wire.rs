@@ -6,6 +6,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::budget::BudgetsSpec;
 use crate::error::{FieldError, ValidationErrors};
 use crate::http_rules::HttpRuleSpec;
 use crate::placeholder::PlaceholderSpec;
@@ -78,6 +79,9 @@ pub struct NetworkPolicySpec {
     /// Header rewriting for intercepted domains.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transforms: Option<Vec<TransformSpec>>,
+    /// Beyond Leap0: bytes the sandbox may send and receive per window, in all and per domain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budgets: Option<BudgetsSpec>,
 }
 
 impl Default for NetworkPolicySpec {
@@ -88,6 +92,7 @@ impl Default for NetworkPolicySpec {
             allow_domains: None,
             allow_cidrs: None,
             transforms: None,
+            budgets: None,
         }
     }
 }
@@ -190,6 +195,17 @@ fn describe_json_error(e: &serde_json::Error) -> String {
                     }
                     None => "has the wrong type".to_owned(),
                 }
+            } else if msg.starts_with("invalid value") {
+                // "invalid value: integer `-1`, expected u64": the value is the client's, the
+                // expectation ours.
+                match msg
+                    .rsplit_once(", expected ")
+                    .map(|(_, s)| s.split(" at line ").next())
+                {
+                    Some(Some("u64")) => "must be a whole number, 0 or more".to_owned(),
+                    Some(Some(exp)) => format!("has an invalid value: expected {exp}"),
+                    _ => "has an invalid value".to_owned(),
+                }
             } else {
                 format!("is not valid here ({at})")
             }
@@ -211,6 +227,8 @@ struct SpecFields {
     allow_cidrs: Option<Vec<String>>,
     #[serde(default)]
     transforms: Option<Vec<TransformSpec>>,
+    #[serde(default)]
+    budgets: Option<BudgetsSpec>,
 }
 
 #[derive(Deserialize)]
@@ -249,6 +267,7 @@ impl<'de> Deserialize<'de> for NetworkPolicySpec {
             allow_domains: f.allow_domains,
             allow_cidrs: f.allow_cidrs,
             transforms: f.transforms,
+            budgets: f.budgets,
         })
     }
 }

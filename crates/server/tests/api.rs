@@ -882,3 +882,131 @@ async fn metrics_on_admin_router() {
     );
     assert!(!text.contains("abc"));
 }
+
+/// Byte budgets (issue 15) go through the API like every policy field: validated with field
+/// paths on create and on the live update, returned by GET, kept with snapshots, changed by PUT.
+#[tokio::test]
+async fn budgets_round_trip_through_create_get_put_and_snapshots() {
+    let (fake, app) = app();
+    let budgets = json!({
+        "sandbox": {"sent_bytes": 1000000, "received_bytes": 5000000, "window_secs": 3600},
+        "domains": [{"domain": "API.openai.com", "sent_bytes": 100000, "window_secs": 60}]
+    });
+    let policy = json!({"mode": "custom", "allow_domains": ["api.openai.com"], "budgets": budgets});
+    let (s, sb, t) = call(
+        &app,
+        "POST",
+        "/v1/sandbox",
+        Some(KEY_A),
+        Some(json!({"network_policy": policy})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{t}");
+    let id = sb["id"].as_str().unwrap().to_owned();
+    let mut want = budgets.clone();
+    want["domains"][0]["domain"] = json!("api.openai.com");
+    assert_eq!(sb["network_policy"]["budgets"], want, "{t}");
+    let full = fake.full_policy(&id).unwrap();
+    assert_eq!(
+        full.budgets
+            .as_ref()
+            .and_then(|b| b.sandbox.as_ref())
+            .and_then(|b| b.sent_bytes),
+        Some(1000000)
+    );
+    let (_, got, t) = call(
+        &app,
+        "GET",
+        &format!("/v1/sandbox/{id}/network-policy"),
+        Some(KEY_A),
+        None,
+    )
+    .await;
+    assert_eq!(got["network_policy"]["budgets"], want, "{t}");
+    // A snapshot keeps them; a restore without a policy gets them back.
+    let (_, snap, t) = call(
+        &app,
+        "POST",
+        &format!("/v1/sandbox/{id}/snapshot/create"),
+        Some(KEY_A),
+        Some(json!({"name": "with-budget"})),
+    )
+    .await;
+    assert_eq!(snap["network_policy"]["budgets"], want, "{t}");
+    let (s, restored, t) = call(
+        &app,
+        "POST",
+        "/v1/snapshot/restore",
+        Some(KEY_A),
+        Some(json!({"snapshot_name": "with-budget", "timeout": 60})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{t}");
+    let rid = restored["id"].as_str().unwrap();
+    assert_eq!(
+        fake.full_policy(rid).unwrap().budgets,
+        full.budgets,
+        "restore keeps the budgets"
+    );
+    // The live update changes them, and refuses a bad one with the field's path.
+    let changed =
+        json!({"mode": "custom", "budgets": {"sandbox": {"received_bytes": 7, "window_secs": 1}}});
+    let (s, p, t) = call(
+        &app,
+        "PUT",
+        &format!("/v1/sandbox/{id}/network-policy"),
+        Some(KEY_A),
+        Some(changed.clone()),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{t}");
+    assert_eq!(p["network_policy"]["budgets"], changed["budgets"], "{t}");
+    for (bad, field) in [
+        (
+            json!({"sandbox": {"sent_bytes": -5, "window_secs": 60}}),
+            "network_policy.budgets.sandbox.sent_bytes",
+        ),
+        (
+            json!({"sandbox": {"sent_bytes": 0, "window_secs": 60}}),
+            "network_policy.budgets.sandbox.sent_bytes",
+        ),
+        (
+            json!({"sandbox": {"sent_bytes": 5}}),
+            "network_policy.budgets.sandbox.window_secs",
+        ),
+        (
+            json!({"domains": [{"domain": "a.test", "sent_bytes": 5, "window_secs": 9, "x": 1}]}),
+            "network_policy.budgets.domains[0].x",
+        ),
+    ] {
+        for (method, path, body) in [
+            (
+                "POST",
+                "/v1/sandbox".to_owned(),
+                json!({"network_policy": {"mode": "custom", "budgets": bad}}),
+            ),
+            (
+                "PUT",
+                format!("/v1/sandbox/{id}/network-policy"),
+                json!({"mode": "custom", "budgets": bad}),
+            ),
+        ] {
+            let (s, e, t) = call(&app, method, &path, Some(KEY_A), Some(body)).await;
+            assert_eq!(s, StatusCode::BAD_REQUEST, "{method} {bad}: {t}");
+            assert_error_shape(&e);
+            assert_eq!(first_field(&e), field, "{method} {bad}: {t}");
+        }
+    }
+    let (_, got, _) = call(
+        &app,
+        "GET",
+        &format!("/v1/sandbox/{id}/network-policy"),
+        Some(KEY_A),
+        None,
+    )
+    .await;
+    assert_eq!(
+        got["network_policy"]["budgets"], changed["budgets"],
+        "a refused update changes nothing"
+    );
+}

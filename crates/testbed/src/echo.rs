@@ -147,6 +147,16 @@ pub(crate) async fn handle(
     let uri = req.uri().to_string();
     let query = req.uri().query().map(str::to_owned);
     let (len, sha) = drain_body(&conn, req.into_body()).await;
+    if conn.role.extras && path == "/upload" {
+        // Logged before answering: a cut upload never gets its answer to the client.
+        conn.log.push(
+            conn.role.server,
+            conn.local,
+            conn.peer,
+            Kind::BodyEnd,
+            format!("{len} bytes"),
+        );
+    }
     let body = if conn.role.extras && path == "/upload" {
         serde_json::json!({ "server": conn.role.server, "len": len, "sha256": sha })
     } else {

@@ -25,6 +25,8 @@ pub enum Kind {
     DnsQuery,
     /// A UDP datagram arrived; `data` holds it.
     Udp,
+    /// An `/upload` body ended, whole or cut off; `detail` is `<n> bytes` (what arrived).
+    BodyEnd,
 }
 
 impl Kind {
@@ -37,6 +39,7 @@ impl Kind {
             Kind::Bytes => "bytes",
             Kind::DnsQuery => "dns-query",
             Kind::Udp => "udp",
+            Kind::BodyEnd => "body-end",
         }
     }
 }
@@ -192,6 +195,16 @@ impl ServerLog {
         }
         inner.data_bytes += entry.data.len();
         inner.entries.push(entry);
+    }
+
+    /// The lengths of every `/upload` body the server received, whole or cut off, in order.
+    pub fn upload_lengths(&self, server: &str) -> Vec<u64> {
+        self.lock()
+            .entries
+            .iter()
+            .filter(|e| e.server == server && e.kind == Kind::BodyEnd)
+            .filter_map(|e| e.detail.split(' ').next()?.parse().ok())
+            .collect()
     }
 
     /// A snapshot of every entry, oldest first.

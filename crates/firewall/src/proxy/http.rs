@@ -26,6 +26,7 @@ use super::rewrite::{
     Body, BodyFailure, ClientBody, apply_transform, check_http_rules, empty, is_websocket,
     splice_upgrades, strip_hop_by_hop, text,
 };
+use crate::budget::{Metered, Tally};
 use crate::events::{EventKind, EventVerdict, HttpInfo};
 
 /// How long a client may take to send a request head.
@@ -43,34 +44,38 @@ struct Session {
     conn: Conn,
     upstream: Mutex<Option<Upstream>>,
     verdicts: Arc<Verdicts>,
+    tally: Option<Arc<Tally>>,
 }
 
 pub(crate) async fn serve_plain(conn: Conn, stream: TcpStream, prefix: Vec<u8>) {
     let verdicts = Arc::new(Verdicts::default());
+    // Byte budgets: the sandbox's from the first byte, a domain's from the request to it on.
+    let tally = conn.entry.switchable_tally();
     let io = TokioIo::new(FramingGuard::new(
-        Rewind::new(prefix, stream),
+        Metered::new(Rewind::new(prefix, stream), tally.clone()),
         Arc::clone(&verdicts),
     ));
     let session = Arc::new(Session {
-        conn,
+        conn: conn.clone(),
         upstream: Mutex::new(None),
         verdicts,
+        tally: tally.clone(),
     });
     let service = service_fn(move |req| {
         let session = Arc::clone(&session);
         async move { Ok::<_, Infallible>(session.handle(req).await) }
     });
-    let result = server_http1::Builder::new()
+    let serve = server_http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .max_buf_size(MAX_HEAD_BYTES)
         .half_close(true)
         .serve_connection(io, service)
-        .with_upgrades()
-        .await;
-    if let Err(e) = result {
+        .with_upgrades();
+    if let Err(e) = super::budgeted::serve(serve, tally.as_deref()).await {
         tracing::debug!(error = %e, "plain HTTP connection ended with an error");
     }
+    super::budgeted::record_cut(&conn, tally.as_deref(), None);
 }
 
 /// The authority a request names: its Host header, or the absolute-form target's authority
@@ -258,6 +263,25 @@ impl Session {
                 }
             },
         };
+
+        // Byte budgets: from here on the connection counts against this host's domain budget;
+        // a spent budget answers 403 naming it.
+        if let Some(tally) = &self.tally {
+            let meter = canonicalize(host.as_bytes())
+                .ok()
+                .and_then(|n| conn.entry.domain_meter(&n));
+            tally.set_domain(meter);
+            if let Some(cut) = tally.exhausted() {
+                let body = format!("palisade: {}\n", cut.reason);
+                return deny(
+                    &mut info,
+                    StatusCode::FORBIDDEN,
+                    &cut.rule,
+                    cut.reason,
+                    body,
+                );
+            }
+        }
 
         // The transform's L7 rules, after the authority and policy checks.
         if let Some(t) = transform.and_then(|i| policy.transform(i))

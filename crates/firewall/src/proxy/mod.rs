@@ -3,6 +3,7 @@
 //! at the first bytes for a name, asks the compiled policy, and then tunnels, serves HTTP per
 //! request, or refuses.
 
+mod budgeted;
 mod framing;
 mod http;
 mod intercept;
@@ -25,6 +26,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use crate::budget::{Dir, Tally};
 use crate::config::Limits;
 use crate::events::{EgressEvent, EventKind, EventVerdict};
 use crate::registry::{Registry, SandboxEntry};
@@ -470,6 +472,12 @@ async fn tunnel(
     plan: Plan,
     sent_name: Option<String>,
 ) {
+    // Byte budgets: a spent one refuses the tunnel before anything is dialled.
+    let tally = tunnel_tally(&conn, &plan);
+    if let Some(cut) = tally.as_deref().and_then(Tally::exhausted) {
+        conn.deny(stream, sent_name.as_deref(), &cut.rule, cut.reason);
+        return;
+    }
     let (dialled, recheck, rule, name) = match plan {
         Plan::Deny { rule, reason } => {
             conn.deny(stream, sent_name.as_deref(), &rule, reason);
@@ -507,6 +515,13 @@ async fn tunnel(
         },
     };
     let mut upstream = dialled;
+    if let Some(cut) = tally
+        .as_deref()
+        .and_then(|t| t.charge(Dir::Sent, prefix.len()).err())
+    {
+        conn.deny(stream, name.as_deref(), &cut.rule, cut.reason);
+        return;
+    }
     if !prefix.is_empty()
         && let Err(e) = upstream.write_all(&prefix).await
     {
@@ -531,6 +546,7 @@ async fn tunnel(
         &conn.shared.pool,
         conn.shared.limits.idle_timeout(),
         conn.revoked(recheck),
+        tally.as_deref(),
     )
     .await;
     let reason = match stats.end {
@@ -538,10 +554,31 @@ async fn tunnel(
         RelayEnd::Idle => "tunnel idle timeout",
         RelayEnd::Revoked => "tunnel closed: the new policy denies it",
         RelayEnd::Error => "tunnel ended with a socket error",
+        RelayEnd::Budget => "tunnel closed: a byte budget is spent",
     };
-    let mut ev = conn.event(EventKind::Tcp, EventVerdict::Allow, &rule, reason);
+    let cut = tally.as_deref().and_then(Tally::cut_reason);
+    let mut ev = match cut.filter(|_| stats.end == RelayEnd::Budget) {
+        Some(cut) => conn.event(
+            EventKind::Tcp,
+            EventVerdict::Deny,
+            &cut.rule,
+            format!("tunnel closed: {}", cut.reason),
+        ),
+        None => conn.event(EventKind::Tcp, EventVerdict::Allow, &rule, reason),
+    };
     ev.name = name;
     ev.bytes_up = stats.up + prefix_len;
     ev.bytes_down = stats.down;
     conn.record(ev);
+}
+
+/// The byte-budget tally of a tunnel: the sandbox's budget, and the domain budget of the name it
+/// was allowed for (the SNI, or the name a synthetic address stands for).
+fn tunnel_tally(conn: &Conn, plan: &Plan) -> Option<Arc<Tally>> {
+    let name = match plan {
+        Plan::DialName { name, .. } => Some(name),
+        Plan::DialAddr { .. } => conn.synthetic.as_ref(),
+        Plan::Deny { .. } => None,
+    };
+    conn.entry.tally(name)
 }

@@ -14,6 +14,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use nix::fcntl::{FcntlArg, OFlag, SpliceFFlags, fcntl, splice};
+
+use crate::budget::{Dir, Tally};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -110,6 +112,8 @@ pub(super) enum RelayEnd {
     Revoked,
     /// A socket error on either side.
     Error,
+    /// A byte budget ran out (the tally says which).
+    Budget,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -120,22 +124,34 @@ pub(super) struct RelayStats {
 }
 
 /// Relays between `client` and `upstream` until both directions are closed, the tunnel is idle
-/// for `idle`, or `revoked` completes.
+/// for `idle`, `revoked` completes, or a byte budget of `tally` runs out (each batch is charged
+/// before it is forwarded; the batch that would pass the budget is not).
 pub(super) async fn relay(
     client: TcpStream,
     upstream: TcpStream,
     pool: &BufferPool,
     idle: Duration,
     revoked: impl std::future::Future<Output = ()>,
+    tally: Option<&Tally>,
 ) -> RelayStats {
     let up_bytes = AtomicU64::new(0);
     let down_bytes = AtomicU64::new(0);
     let activity = Activity::new();
+    let up = Counter {
+        bytes: &up_bytes,
+        tally,
+        dir: Dir::Sent,
+    };
+    let down = Counter {
+        bytes: &down_bytes,
+        tally,
+        dir: Dir::Received,
+    };
 
     let both = async {
         let (a, b) = tokio::join!(
-            pump(&client, &upstream, pool, &up_bytes, &activity),
-            pump(&upstream, &client, pool, &down_bytes, &activity),
+            pump(&client, &upstream, pool, &up, &activity),
+            pump(&upstream, &client, pool, &down, &activity),
         );
         if a.is_err() || b.is_err() {
             RelayEnd::Error
@@ -152,15 +168,49 @@ pub(super) async fn relay(
             tokio::time::sleep_until(deadline).await;
         }
     };
-    let end = tokio::select! {
+    let spent = async {
+        match tally {
+            Some(t) => {
+                t.closed().await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    let mut end = tokio::select! {
         end = both => end,
         () = idle_watch => RelayEnd::Idle,
         () = revoked => RelayEnd::Revoked,
+        () = spent => RelayEnd::Budget,
     };
+    if tally.is_some_and(|t| t.cut_reason().is_some()) {
+        end = RelayEnd::Budget;
+    }
     RelayStats {
         up: up_bytes.load(Ordering::Relaxed),
         down: down_bytes.load(Ordering::Relaxed),
         end,
+    }
+}
+
+/// One direction's byte count (for the event) and budget.
+struct Counter<'a> {
+    bytes: &'a AtomicU64,
+    tally: Option<&'a Tally>,
+    dir: Dir,
+}
+
+impl Counter<'_> {
+    /// Charges a batch before it is forwarded; an error when a budget ran out.
+    fn charge(&self, n: usize) -> io::Result<()> {
+        if let Some(t) = self.tally {
+            t.charge(self.dir, n)
+                .map_err(|cut| io::Error::new(io::ErrorKind::ConnectionAborted, cut))?;
+        }
+        Ok(())
+    }
+
+    fn add(&self, n: usize) {
+        self.bytes.fetch_add(n as u64, Ordering::Relaxed);
     }
 }
 
@@ -169,7 +219,7 @@ async fn pump(
     from: &TcpStream,
     to: &TcpStream,
     pool: &BufferPool,
-    counter: &AtomicU64,
+    counter: &Counter<'_>,
     activity: &Activity,
 ) -> io::Result<()> {
     loop {
@@ -203,7 +253,7 @@ async fn drain_splice(
     to: &TcpStream,
     pipe: &Pipe,
     chunk: usize,
-    counter: &AtomicU64,
+    counter: &Counter<'_>,
     activity: &Activity,
 ) -> io::Result<bool> {
     let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
@@ -218,6 +268,8 @@ async fn drain_splice(
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
             Err(e) => return Err(e),
         };
+        // Past the budget: the bytes stay in the pipe, which the caller then drops.
+        counter.charge(n)?;
         let mut left = n;
         while left > 0 {
             to.writable().await?;
@@ -231,7 +283,7 @@ async fn drain_splice(
                 Err(e) => return Err(e),
             }
         }
-        counter.fetch_add(n as u64, Ordering::Relaxed);
+        counter.add(n);
         activity.touch();
     }
 }
@@ -242,13 +294,14 @@ async fn drain_copy(
     from: &TcpStream,
     to: &TcpStream,
     buf: &mut [u8],
-    counter: &AtomicU64,
+    counter: &Counter<'_>,
     activity: &Activity,
 ) -> io::Result<bool> {
     loop {
         match from.try_read(buf) {
             Ok(0) => return Ok(true),
             Ok(n) => {
+                counter.charge(n)?;
                 let mut sent = 0;
                 while let Some(rest) = buf.get(sent..n).filter(|r| !r.is_empty()) {
                     to.writable().await?;
@@ -259,7 +312,7 @@ async fn drain_copy(
                         Err(e) => return Err(e),
                     }
                 }
-                counter.fetch_add(n as u64, Ordering::Relaxed);
+                counter.add(n);
                 activity.touch();
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
@@ -319,6 +372,7 @@ mod tests {
             &pool,
             Duration::from_secs(30),
             std::future::pending(),
+            None,
         );
         let ends = async {
             let (mut cr, mut cw) = client.split();
@@ -370,6 +424,52 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_budget_cuts_the_tunnel_before_the_batch_that_would_pass_it() {
+        for splice in [true, false] {
+            let policy = palisade_policy::Policy::from_json(
+                br#"{"mode":"allow-all","budgets":{"sandbox":{"sent_bytes":100000,"window_secs":60}}}"#,
+            )
+            .unwrap();
+            let meters = crate::budget::Meters::empty().update(policy.budgets());
+            let tally = meters.tally(None).unwrap();
+            let (mut client, client_side) = pair().await;
+            let (upstream_side, mut server) = pair().await;
+            let pool = BufferPool::new(16 * 1024, splice);
+            let relay = relay(
+                client_side,
+                upstream_side,
+                &pool,
+                Duration::from_secs(30),
+                std::future::pending(),
+                Some(&tally),
+            );
+            let ends = async {
+                let send = async {
+                    let _ = client.write_all(&vec![7u8; 1_000_000]).await;
+                };
+                let receive = async {
+                    let mut got = Vec::new();
+                    let _ = server.read_to_end(&mut got).await;
+                    got.len()
+                };
+                tokio::join!(send, receive).1
+            };
+            let (stats, got) = tokio::join!(relay, ends);
+            assert_eq!(stats.end, RelayEnd::Budget, "splice {splice}");
+            assert!(
+                got <= 100_000,
+                "splice {splice}: {got} bytes passed a 100 kB budget"
+            );
+            assert!(
+                got >= 100_000 - 16 * 1024,
+                "splice {splice}: only {got} bytes"
+            );
+            assert_eq!(stats.up, got as u64);
+            assert!(tally.cut_reason().is_some());
+        }
+    }
+
+    #[tokio::test]
     async fn idle_tunnel_ends_at_the_idle_timeout() {
         let (_client, client_side) = pair().await;
         let (upstream_side, _server) = pair().await;
@@ -381,6 +481,7 @@ mod tests {
             &pool,
             Duration::from_secs(5),
             std::future::pending(),
+            None,
         )
         .await;
         assert_eq!(stats.end, RelayEnd::Idle);

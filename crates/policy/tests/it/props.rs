@@ -78,6 +78,7 @@ proptest! {
             transforms: Some(transforms.iter().map(|d| TransformSpec {
                 domain: d.clone(), inject_headers: None, strip_headers: None, http_rules: None, placeholders: None,
             }).collect()),
+            budgets: None,
         };
         let policy = spec.validate().map_err(|e| TestCaseError::fail(e.to_string()))?;
         let again = policy.to_spec().validate();

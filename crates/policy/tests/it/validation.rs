@@ -528,3 +528,149 @@ fn placeholders_are_checked_redacted_and_round_trip() {
     );
     assert!(!format!("{policy:?}").contains("sk-real-1"));
 }
+
+#[test]
+fn budgets_are_checked_with_field_paths() {
+    // Each bad budget → (field, part of the message). Table: negative, zero, missing window,
+    // no limit at all, window too long, unknown fields, bad or repeated domains, wrong types.
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            r#"{"sandbox":{"sent_bytes":-1,"window_secs":60}}"#,
+            "network_policy.budgets.sandbox.sent_bytes",
+            "whole number",
+        ),
+        (
+            r#"{"sandbox":{"sent_bytes":0,"window_secs":60}}"#,
+            "network_policy.budgets.sandbox.sent_bytes",
+            "at least 1 byte",
+        ),
+        (
+            r#"{"sandbox":{"received_bytes":0,"window_secs":60}}"#,
+            "network_policy.budgets.sandbox.received_bytes",
+            "at least 1 byte",
+        ),
+        (
+            r#"{"sandbox":{"sent_bytes":10}}"#,
+            "network_policy.budgets.sandbox.window_secs",
+            "is required",
+        ),
+        (
+            r#"{"sandbox":{"window_secs":60}}"#,
+            "network_policy.budgets.sandbox",
+            "sets no limit",
+        ),
+        (
+            r#"{"sandbox":{"sent_bytes":10,"window_secs":0}}"#,
+            "network_policy.budgets.sandbox.window_secs",
+            "must be 1 to",
+        ),
+        (
+            r#"{"sandbox":{"sent_bytes":10,"window_secs":2592001}}"#,
+            "network_policy.budgets.sandbox.window_secs",
+            "must be 1 to",
+        ),
+        (
+            r#"{"sandbox":{"sent_bytes":1.5,"window_secs":60}}"#,
+            "network_policy.budgets.sandbox.sent_bytes",
+            "wrong type",
+        ),
+        (
+            r#"{"sandbox":{"sent_bytes":"10","window_secs":60}}"#,
+            "network_policy.budgets.sandbox.sent_bytes",
+            "wrong type",
+        ),
+        (
+            r#"{"sandbox":{"sent_bytes":10,"window_secs":60,"burst":5}}"#,
+            "network_policy.budgets.sandbox.burst",
+            "unknown field `burst`",
+        ),
+        (
+            r#"{"total":{}}"#,
+            "network_policy.budgets.total",
+            "unknown field `total`",
+        ),
+        (
+            r#"{"domains":[{"domain":"api.test","sent_bytes":5,"window_secs":9,"rate":1}]}"#,
+            "network_policy.budgets.domains[0].rate",
+            "unknown field `rate`",
+        ),
+        (
+            r#"{"domains":[{"domain":"api.test","sent_bytes":5,"window_secs":-9}]}"#,
+            "network_policy.budgets.domains[0].window_secs",
+            "whole number",
+        ),
+        (
+            r#"{"domains":[{"domain":"api.test","received_bytes":5}]}"#,
+            "network_policy.budgets.domains[0].window_secs",
+            "is required",
+        ),
+        (
+            r#"{"domains":[{"domain":"*.com","sent_bytes":5,"window_secs":9}]}"#,
+            "network_policy.budgets.domains[0].domain",
+            "too broad",
+        ),
+        (
+            r#"{"domains":[{"sent_bytes":5,"window_secs":9}]}"#,
+            "network_policy.budgets.domains[0]",
+            "missing field `domain`",
+        ),
+        (
+            r#"{"domains":[{"domain":"A.test","sent_bytes":5,"window_secs":9},{"domain":"a.test.","sent_bytes":6,"window_secs":9}]}"#,
+            "network_policy.budgets.domains[1].domain",
+            "already has a budget (domains[0])",
+        ),
+        (
+            r#"{"domains":[{"domain":"api.test","window_secs":9}]}"#,
+            "network_policy.budgets.domains[0]",
+            "sets no limit",
+        ),
+    ];
+    for (budgets, field, says) in cases {
+        let json = format!(r#"{{"mode":"custom","budgets":{budgets}}}"#);
+        let (f, msg) = one(&json);
+        assert_eq!(f, *field, "{json}: {msg}");
+        assert!(msg.contains(says), "{json}: {f}: {msg}");
+    }
+    // Too many domain budgets.
+    let many: Vec<String> = (0..51)
+        .map(|i| format!(r#"{{"domain":"d{i}.test","sent_bytes":1,"window_secs":1}}"#))
+        .collect();
+    let json = format!(
+        r#"{{"mode":"custom","budgets":{{"domains":[{}]}}}}"#,
+        many.join(",")
+    );
+    assert_eq!(one(&json).0, "network_policy.budgets.domains");
+}
+
+#[test]
+fn budgets_round_trip_and_pick_the_most_specific_domain() {
+    let json = r#"{"mode":"allow-all","budgets":{
+        "sandbox":{"sent_bytes":1000,"received_bytes":2000,"window_secs":60},
+        "domains":[{"domain":"*.Example.test","sent_bytes":10,"window_secs":1},
+                   {"domain":"api.example.test.","received_bytes":20,"window_secs":3600},
+                   {"domain":"*.b.example.test","sent_bytes":30,"window_secs":5}]}}"#;
+    let p = policy(json);
+    let spec = p.to_spec();
+    let shown = spec.to_json();
+    assert!(
+        shown.contains(r#""budgets":{"sandbox":{"sent_bytes":1000,"received_bytes":2000,"window_secs":60},"domains":[{"domain":"*.example.test","sent_bytes":10,"window_secs":1},{"domain":"api.example.test","received_bytes":20,"window_secs":3600}"#),
+        "{shown}"
+    );
+    assert_eq!(spec.validate(), Ok(p.clone()));
+    assert_eq!(p.redacted_spec(), spec, "budgets hold no secret");
+    let b = p.compile().budgets().clone();
+    assert_eq!(b.sandbox().and_then(|s| s.sent()), Some(1000));
+    let pick = |n: &str| b.domain_for(&palisade_policy::canonicalize(n.as_bytes()).unwrap());
+    assert_eq!(pick("api.example.test"), Some(1));
+    assert_eq!(pick("x.b.example.test"), Some(2));
+    assert_eq!(pick("other.example.test"), Some(0));
+    assert_eq!(pick("example.test"), None);
+    assert_eq!(pick("alpha.test"), None);
+    // No budgets: nothing in the JSON.
+    assert!(
+        !policy(r#"{"mode":"custom"}"#)
+            .to_spec()
+            .to_json()
+            .contains("budgets")
+    );
+}

@@ -26,6 +26,7 @@ use super::rewrite::{
     is_websocket, splice_upgrades, strip_hop_by_hop, text,
 };
 use super::{Conn, scrub, upstream};
+use crate::budget::{Metered, Tally};
 use crate::events::{EventKind, EventVerdict, HttpInfo};
 
 /// How long a client may take to send a request head.
@@ -46,8 +47,11 @@ pub(crate) async fn serve_intercepted(
         );
         return;
     };
+    // Everything the sandbox sends and receives on the connection counts against its byte
+    // budgets, TLS records included.
+    let tally = conn.entry.tally(Some(&sni));
     let acceptor = tokio_rustls::TlsAcceptor::from(server_config);
-    let handshake = acceptor.accept(Rewind::new(prefix, stream));
+    let handshake = acceptor.accept(Metered::new(Rewind::new(prefix, stream), tally.clone()));
     let tls = match tokio::time::timeout(conn.shared.limits.peek_timeout(), handshake).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
@@ -81,10 +85,11 @@ pub(crate) async fn serve_intercepted(
     let verdicts = Arc::new(Verdicts::default());
     let io = FramingGuard::new(tls, Arc::clone(&verdicts));
     let session = Arc::new(Session {
-        conn,
-        sni,
+        conn: conn.clone(),
+        sni: sni.clone(),
         client,
         verdicts,
+        tally: tally.clone(),
     });
     let service = service_fn(move |req| {
         let session = Arc::clone(&session);
@@ -104,12 +109,11 @@ pub(crate) async fn serve_intercepted(
         .max_header_list_size(64 * 1024)
         .initial_stream_window_size(1 << 20)
         .initial_connection_window_size(4 << 20);
-    if let Err(e) = builder
-        .serve_connection_with_upgrades(TokioIo::new(io), service)
-        .await
-    {
+    let serve = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    if let Err(e) = super::budgeted::serve(serve, tally.as_deref()).await {
         tracing::debug!(error = %e, "intercepted connection ended with an error");
     }
+    super::budgeted::record_cut(&conn, tally.as_deref(), Some(sni.as_str()));
 }
 
 struct Session {
@@ -117,6 +121,7 @@ struct Session {
     sni: CanonicalName,
     client: upstream::UpstreamClient,
     verdicts: Arc<Verdicts>,
+    tally: Option<Arc<Tally>>,
 }
 
 /// Why a request on an intercepted connection is answered by the proxy itself.
@@ -277,14 +282,18 @@ impl Session {
         let websocket = is_websocket(req.headers());
         let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
         let policy = conn.entry.policy();
-        let (upstream_req, rule) = match prepare(
-            req,
-            framing,
-            &self.sni,
-            conn.orig.port(),
-            &policy,
-            &mut info,
-        ) {
+        let prepared = match self.tally.as_deref().and_then(Tally::exhausted) {
+            Some(cut) => Err(refuse(StatusCode::FORBIDDEN, &cut.rule, cut.reason)),
+            None => prepare(
+                req,
+                framing,
+                &self.sni,
+                conn.orig.port(),
+                &policy,
+                &mut info,
+            ),
+        };
+        let (upstream_req, rule) = match prepared {
             Ok(ok) => ok,
             Err(r) => {
                 info.status = r.status.as_u16();
