@@ -232,7 +232,7 @@ fn console_in_a_real_browser() {
                     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                     "--no-first-run", "--disable-background-networking",
                     "--disable-component-update", "--disable-sync", "--no-proxy-server",
-                    "--disable-dev-shm-usage", "--window-size=1280,1000",
+                    "--disable-dev-shm-usage", "--window-size=1280,1200",
                     format!("--user-data-dir={}", profile.display()),
                 ]
             }
@@ -276,8 +276,8 @@ fn console_in_a_real_browser() {
     step(&rt, &driver, "sign in and list", async move {
         let input = cc.find(Locator::Id("login-key")).await?;
         input.clear().await?;
-        input.send_keys(&key).await?;
-        cc.find(Locator::Id("login-submit")).await?.click().await?;
+        // Enter in the field submits: the form works from the keyboard alone.
+        input.send_keys(&format!("{key}\u{E007}")).await?;
         until(&cc, "the sandbox in the list",
             "return [...document.querySelectorAll('#sandboxes-table a')].some((a) => a.innerText === arguments[0]);",
             vec![json!(sid)]).await?;
@@ -370,6 +370,20 @@ fn console_in_a_real_browser() {
     // Filters: by verdict, then by name.
     let (cc, dir) = (c.clone(), out.clone());
     let (only_denied, only_alpha) = step(&rt, &driver, "filters", async move {
+        // Keyboard: Tab moves from the verdict filter to the name filter, with a visible focus.
+        cc.execute("document.getElementById('filter-verdict').focus()", vec![])
+            .await?;
+        cc.active_element().await?.send_keys("\u{E004}").await?;
+        let focus = cc
+            .execute(
+                "const a = document.activeElement; \
+                 return [a.id, getComputedStyle(a).outlineStyle, getComputedStyle(a).outlineWidth];",
+                vec![],
+            )
+            .await?;
+        if focus != json!(["filter-name", "solid", "3px"]) {
+            bail!("focus after Tab: {focus}");
+        }
         cc.find(Locator::Id("filter-verdict"))
             .await?
             .select_by_value("deny")

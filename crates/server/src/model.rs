@@ -460,7 +460,10 @@ impl From<SandboxInfo> for SandboxListItem {
             state_change_time: rfc3339(s.state_changed_at_ms),
             timeout_at: s.deadline_at_ms.map(unix_secs),
             created_at: rfc3339(s.created_at_ms),
-            policy_mode: s.network_policy.as_ref().map(|p| p.mode.as_str().to_owned()),
+            policy_mode: s
+                .network_policy
+                .as_ref()
+                .map(|p| p.mode.as_str().to_owned()),
         }
     }
 }

@@ -43,7 +43,10 @@ async fn page_and_assets_carry_the_strict_headers() {
         ("/console/icon.svg", "image/svg+xml"),
     ] {
         let (s, h, body) = get(path).await;
-        assert_eq!((s, h["content-type"].to_str().unwrap()), (StatusCode::OK, ty));
+        assert_eq!(
+            (s, h["content-type"].to_str().unwrap()),
+            (StatusCode::OK, ty)
+        );
         assert_strict(&h);
         assert!(!body.is_empty());
     }
@@ -83,7 +86,13 @@ fn no_inline_script_or_style_and_no_third_party_origin() {
     }
     assert!(!lower.contains("<style"), "inline <style>");
     assert!(!lower.contains(" style="), "style attribute");
-    for handler in [" onclick=", " onload=", " onerror=", " onsubmit=", "javascript:"] {
+    for handler in [
+        " onclick=",
+        " onload=",
+        " onerror=",
+        " onsubmit=",
+        "javascript:",
+    ] {
         assert!(!lower.contains(handler), "{handler}");
     }
     let mut files = vec![("index.html", html)];
@@ -94,7 +103,8 @@ fn no_inline_script_or_style_and_no_third_party_origin() {
         for origin in ["http://", "https://", "//cdn", "@import"] {
             // The SVG namespace is an identifier, never fetched.
             let n = text.matches(origin).count()
-                - text.matches("http://www.w3.org/2000/svg").count() * usize::from(origin == "http://");
+                - text.matches("http://www.w3.org/2000/svg").count()
+                    * usize::from(origin == "http://");
             assert_eq!(n, 0, "{name} mentions {origin}");
         }
     }

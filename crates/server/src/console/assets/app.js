@@ -318,6 +318,8 @@ function eventKey(e) {
 }
 
 function destination(e) {
+  // A DNS event's address is the firewall's own resolver, which tells a person nothing.
+  if (e.protocol === 'dns') return 'DNS query';
   if (!e.dst_addr) return '';
   return e.dst_addr.includes(':') ? `[${e.dst_addr}]:${e.dst_port ?? ''}` : `${e.dst_addr}:${e.dst_port ?? ''}`;
 }
