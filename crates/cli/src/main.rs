@@ -77,6 +77,8 @@ enum Cmd {
         #[command(subcommand)]
         cmd: commands::SnapshotCmd,
     },
+    /// The web console's address (after checking the daemon accepts the key).
+    Console,
 }
 
 #[derive(Debug, Subcommand)]
@@ -149,6 +151,7 @@ fn main() -> anyhow::Result<()> {
                 verdict,
             } => commands::events(&id, follow, verdict, cli.json).await,
             Cmd::Snapshot { cmd } => commands::snapshot(cmd, cli.json).await,
+            Cmd::Console => commands::console(cli.json).await,
         }
     })
 }

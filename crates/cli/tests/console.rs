@@ -207,6 +207,28 @@ fn console_in_a_real_browser() {
     assert!(head.contains("x-content-type-options: nosniff"), "{head}");
     assert!(head.contains("referrer-policy: no-referrer"), "{head}");
 
+    // `palisade console` checks the key against the daemon, then says where to go.
+    let cli = |key: &str| {
+        bed.world
+            .fw
+            .command(common::bin())
+            .arg("console")
+            .env("LEAP0_BASE_URL", common::API)
+            .env("LEAP0_API_KEY", key)
+            .output()
+            .unwrap()
+    };
+    let ok = cli(&bed.key);
+    let said = String::from_utf8_lossy(&ok.stdout);
+    assert!(ok.status.success() && said.contains(CONSOLE), "{said}");
+    assert!(!said.contains(&bed.key), "the key was printed");
+    let refused = cli("pl_not-a-key");
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("did not accept LEAP0_API_KEY"),
+        "{refused:?}"
+    );
+
     let driver = Driver::start(&bed);
     let rt = bed.world.fw.runtime().unwrap();
     let out = screenshots();
