@@ -6,9 +6,11 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 # Debian packages the daemon and the tests drive for real: runc containers, nftables,
-# network namespaces, and the clients the tests run inside sandboxes.
+# network namespaces, the clients the tests run inside sandboxes, and the headless browser
+# (with its WebDriver) that tests the web console.
 APT_PACKAGES := nftables runc iproute2 tini catatonit curl openssl ca-certificates \
-	dnsutils netcat-openbsd socat procps nodejs git iputils-ping debootstrap python3
+	dnsutils netcat-openbsd socat procps nodejs git iputils-ping debootstrap python3 \
+	chromium chromium-driver
 # The SDK versions the compatibility tests run against (see tests/compat/).
 LEAP0_VERSIONS := 0.6.1 0.8.0
 STAMP := target/.stamps

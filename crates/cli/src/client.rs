@@ -32,6 +32,11 @@ impl Api {
         })
     }
 
+    /// The API's base URL, without a trailing slash.
+    pub(crate) fn base(&self) -> &str {
+        &self.base
+    }
+
     fn request(
         &self,
         method: http::Method,

@@ -283,3 +283,20 @@ pub(crate) async fn snapshot(cmd: SnapshotCmd, json: bool) -> anyhow::Result<()>
     }
     Ok(())
 }
+
+/// Where the web console is, once the daemon has accepted the key (so the person is told now,
+/// not at the sign-in form, when the key or the address is wrong). The key is not printed.
+pub(crate) async fn console(json: bool) -> anyhow::Result<()> {
+    let api = Api::from_env()?;
+    api.call(Method::GET, "/v1/sandboxes?page-size=1", None)
+        .await
+        .context("the daemon did not accept LEAP0_API_KEY")?;
+    let url = format!("{}/console/", api.base());
+    if json {
+        println!("{}", json!({ "url": url }));
+    } else {
+        println!("{url}");
+        println!("Open it in a browser and sign in with the key in LEAP0_API_KEY.");
+    }
+    Ok(())
+}

@@ -87,6 +87,8 @@ enum Cmd {
         #[command(subcommand)]
         cmd: template_cmd::TemplateCmd,
     },
+    /// The web console's address (after checking the daemon accepts the key).
+    Console,
 }
 
 #[derive(Debug, Subcommand)]
@@ -161,6 +163,7 @@ fn main() -> anyhow::Result<()> {
             } => commands::events(&id, follow, verdict, cli.json).await,
             Cmd::Snapshot { cmd } => commands::snapshot(cmd, cli.json).await,
             Cmd::Template { cmd } => template_cmd::run(cmd, cli.json).await,
+            Cmd::Console => commands::console(cli.json).await,
         }
     })
 }

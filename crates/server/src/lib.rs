@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 mod auth;
+pub mod console;
 pub mod control;
 pub mod error;
 mod extract;
@@ -30,7 +31,8 @@ pub use metrics::{Metrics, admin_router};
 
 use routes::{network, sandboxes, snapshots, templates};
 
-/// The public API router. `metrics` counts every request by route.
+/// The public API router, with the web console under `/console/`. `metrics` counts every
+/// request by route.
 pub fn api_router(cp: Arc<dyn ControlPlane>, metrics: Arc<Metrics>) -> Router {
     let authed = Router::new()
         .route("/v1/sandbox", post(sandboxes::create))
@@ -70,6 +72,7 @@ pub fn api_router(cp: Arc<dyn ControlPlane>, metrics: Arc<Metrics>) -> Router {
         .with_state(cp);
     Router::new()
         .route("/openapi.json", get(|| async { Json(openapi::document()) }))
+        .merge(console::router())
         .merge(authed)
         .fallback(|| async { ApiError::NotFound("route") })
         .layer(DefaultBodyLimit::max(extract::MAX_BODY))

@@ -446,6 +446,8 @@ pub struct SandboxListItem {
     /// Unix seconds when the timeout fires, if it is armed.
     pub timeout_at: Option<i64>,
     pub created_at: String,
+    /// Beyond Leap0: the policy mode (`allow-all`, `deny-all`, `custom`), for lists and the console.
+    pub policy_mode: Option<String>,
 }
 
 impl From<SandboxInfo> for SandboxListItem {
@@ -458,6 +460,10 @@ impl From<SandboxInfo> for SandboxListItem {
             state_change_time: rfc3339(s.state_changed_at_ms),
             timeout_at: s.deadline_at_ms.map(unix_secs),
             created_at: rfc3339(s.created_at_ms),
+            policy_mode: s
+                .network_policy
+                .as_ref()
+                .map(|p| p.mode.as_str().to_owned()),
         }
     }
 }

@@ -332,7 +332,8 @@ async fn auth_headers_and_401() {
             "{header}"
         );
     }
-    // Every route but /openapi.json needs a key, whatever the method.
+    // Every API route but /openapi.json needs a key, whatever the method (the console's
+    // static files under /console/ are public; the data they show comes from these routes).
     for (m, p) in [
         ("POST", "/v1/sandbox"),
         ("DELETE", "/v1/sandbox/x/"),

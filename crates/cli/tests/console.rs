@@ -1,0 +1,494 @@
+//! The web console in a real browser: Debian's headless Chromium driven through chromedriver
+//! (WebDriver, `fantoccini`), both run inside the testbed's firewall namespace where
+//! `palisade serve` listens, so every byte stays on that namespace's loopback.
+//!
+//! What a person sees is asserted: a wrong key is refused with a clear message; the right key
+//! lists the sandbox the test made; its page shows the policy with `[REDACTED]` and no secret in
+//! the DOM; the live egress log gains a row when curl runs inside the sandbox (one allowed, one
+//! denied with its explanation) and filters by verdict and name. Screenshots of each view go to
+//! `$CARGO_TARGET_TMPDIR/console/`.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a harness that cannot build its world is a failed test"
+)]
+
+mod common;
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use common::Bed;
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+
+const SECRET: &str = "Bearer sk-console-7e3a91c4";
+const PLACEHOLDER_SECRET: &str = "sk-console-ph-55aa0f";
+const DRIVER_PORT: u16 = 9515;
+/// Every browser step is bounded; a hang is a failure, not a stuck test.
+const STEP: Duration = Duration::from_secs(60);
+const WAIT: Duration = Duration::from_secs(30);
+const CONSOLE: &str = "http://127.0.0.1:8080/console/";
+
+/// chromedriver (and the Chromium it starts) in the world's firewall namespace, in a process
+/// group of its own so that dropping it ends every browser process it made, and nothing else.
+struct Driver {
+    child: Child,
+    log: PathBuf,
+    profile: tempfile::TempDir,
+}
+
+impl Driver {
+    fn start(bed: &Bed) -> Driver {
+        use std::os::unix::process::CommandExt;
+        for tool in ["/usr/bin/chromedriver", "/usr/bin/chromium"] {
+            assert!(
+                Path::new(tool).exists(),
+                "{tool} missing: run `make apt` (Debian packages chromium, chromium-driver)"
+            );
+        }
+        let profile = tempfile::tempdir().unwrap();
+        let log = profile.path().join("chromedriver.log");
+        let child = bed
+            .world
+            .fw
+            .command("chromedriver")
+            .arg(format!("--port={DRIVER_PORT}"))
+            .arg(format!("--log-path={}", log.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        Driver {
+            child,
+            log,
+            profile,
+        }
+    }
+
+    fn user_data_dir(&self) -> PathBuf {
+        self.profile.path().join("profile")
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let start = text.len().saturating_sub(4000);
+        text.get(start..).unwrap_or("").to_owned()
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs one browser step on the namespace runtime (its sockets live in the firewall namespace),
+/// bounded by [`STEP`].
+fn step<T: Send + 'static>(
+    rt: &tokio::runtime::Runtime,
+    driver: &Driver,
+    what: &str,
+    f: impl Future<Output = anyhow::Result<T>> + Send + 'static,
+) -> T {
+    match rt.block_on(rt.spawn(async move { tokio::time::timeout(STEP, f).await })) {
+        Ok(Ok(Ok(v))) => v,
+        Ok(Ok(Err(e))) => panic!("{what}: {e:#}\nchromedriver log:\n{}", driver.log_tail()),
+        Ok(Err(_)) => panic!("{what}: no answer within {STEP:?}"),
+        Err(e) => panic!("{what}: {e}"),
+    }
+}
+
+/// Polls `script` (returning a boolean) until it is true, bounded by [`WAIT`].
+async fn until(c: &Client, what: &str, script: &str, args: Vec<Value>) -> anyhow::Result<()> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let v = c.execute(script, args.clone()).await?;
+        if v.as_bool() == Some(true) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            let seen = c
+                .execute("return document.body.innerText", vec![])
+                .await
+                .unwrap_or_default();
+            bail!("timed out waiting for {what}; the page shows:\n{seen}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn text_of(c: &Client, css: &str) -> anyhow::Result<String> {
+    let v = c
+        .execute(
+            "const e = document.querySelector(arguments[0]); return e ? e.innerText : '';",
+            vec![json!(css)],
+        )
+        .await?;
+    Ok(v.as_str().unwrap_or("").to_owned())
+}
+
+/// The visible rows of the egress log, as a person reads them.
+async fn log_rows(c: &Client) -> anyhow::Result<Vec<String>> {
+    let v = c
+        .execute(
+            "return [...document.querySelectorAll('#log-table tbody tr')]
+               .filter((r) => !r.hidden).map((r) => r.innerText);",
+            vec![],
+        )
+        .await?;
+    Ok(serde_json::from_value(v)?)
+}
+
+async fn shoot(c: &Client, dir: &Path, name: &str) -> anyhow::Result<()> {
+    let png = c.screenshot().await?;
+    std::fs::write(dir.join(name), png).with_context(|| format!("writing {name}"))
+}
+
+fn screenshots() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("console");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn console_in_a_real_browser() {
+    let mut bed = Bed::new("console", "");
+    bed.start();
+    let policy = json!({
+        "mode": "custom",
+        "allow_domains": ["alpha.test"],
+        "transforms": [{
+            "domain": "api.example.test",
+            "inject_headers": {"Authorization": SECRET},
+            "strip_headers": ["X-Debug"],
+            "http_rules": [{"action": "allow", "method": "GET", "path": "/v1/**"}],
+            "placeholders": [{"placeholder": "pl-secret-0123456789abcdef",
+                              "value": PLACEHOLDER_SECRET, "headers": ["X-Api-Key"]}]
+        }]
+    });
+    let id =
+        bed.create(&json!({"template_name": "system/host", "network_policy": policy}).to_string());
+
+    // The console's own answers carry the strict headers (seen as the browser sees them).
+    let head = bed
+        .world
+        .fw
+        .command("curl")
+        .args([
+            "-sS",
+            "-D",
+            "-",
+            "-o",
+            "/dev/null",
+            "--max-time",
+            "10",
+            CONSOLE,
+        ])
+        .output()
+        .unwrap();
+    let head = String::from_utf8_lossy(&head.stdout).to_ascii_lowercase();
+    assert!(
+        head.contains("content-security-policy: default-src 'none'; script-src 'self';"),
+        "{head}"
+    );
+    assert!(head.contains("x-content-type-options: nosniff"), "{head}");
+    assert!(head.contains("referrer-policy: no-referrer"), "{head}");
+
+    // `palisade console` checks the key against the daemon, then says where to go.
+    let cli = |key: &str| {
+        bed.world
+            .fw
+            .command(common::bin())
+            .arg("console")
+            .env("LEAP0_BASE_URL", common::API)
+            .env("LEAP0_API_KEY", key)
+            .output()
+            .unwrap()
+    };
+    let ok = cli(&bed.key);
+    let said = String::from_utf8_lossy(&ok.stdout);
+    assert!(ok.status.success() && said.contains(CONSOLE), "{said}");
+    assert!(!said.contains(&bed.key), "the key was printed");
+    let refused = cli("pl_not-a-key");
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("did not accept LEAP0_API_KEY"),
+        "{refused:?}"
+    );
+
+    let driver = Driver::start(&bed);
+    let rt = bed.world.fw.runtime().unwrap();
+    let out = screenshots();
+    let profile = driver.user_data_dir();
+
+    let c: Client = step(&rt, &driver, "start chromium", async move {
+        let deadline = Instant::now() + WAIT;
+        // chromedriver listens once it is ready; poll its port (bounded).
+        while tokio::net::TcpStream::connect(("127.0.0.1", DRIVER_PORT))
+            .await
+            .is_err()
+        {
+            if Instant::now() > deadline {
+                bail!("chromedriver did not listen on {DRIVER_PORT}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let caps = json!({
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                    "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync", "--no-proxy-server",
+                    "--disable-dev-shm-usage", "--window-size=1280,1200",
+                    format!("--user-data-dir={}", profile.display()),
+                ]
+            }
+        });
+        let Value::Object(caps) = caps else {
+            bail!("capabilities")
+        };
+        let c = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{DRIVER_PORT}"))
+            .await?;
+        Ok(c)
+    });
+
+    // A wrong key: a clear message, nothing kept.
+    let (cc, dir) = (c.clone(), out.clone());
+    step(&rt, &driver, "wrong key", async move {
+        cc.goto(CONSOLE).await?;
+        let input = cc
+            .wait()
+            .at_most(WAIT)
+            .for_element(Locator::Id("login-key"))
+            .await?;
+        shoot(&cc, &dir, "login.png").await?;
+        input.send_keys("pl_this-key-does-not-exist").await?;
+        cc.find(Locator::Id("login-submit")).await?.click().await?;
+        until(&cc, "the refusal", "const e = document.getElementById('login-error'); return !e.hidden && e.innerText.length > 0;", vec![]).await?;
+        let msg = text_of(&cc, "#login-error").await?;
+        if !msg.contains("not accepted") {
+            bail!("unclear refusal: {msg:?}");
+        }
+        let kept = cc.execute("return sessionStorage.length", vec![]).await?;
+        if kept != json!(0) {
+            bail!("a refused key was kept ({kept})");
+        }
+        shoot(&cc, &dir, "login-refused.png").await
+    });
+
+    // The right key: the sandbox list shows the sandbox this test made.
+    let (cc, dir, key, sid) = (c.clone(), out.clone(), bed.key.clone(), id.clone());
+    step(&rt, &driver, "sign in and list", async move {
+        let input = cc.find(Locator::Id("login-key")).await?;
+        input.clear().await?;
+        // Enter in the field submits: the form works from the keyboard alone.
+        input.send_keys(&format!("{key}\u{E007}")).await?;
+        until(&cc, "the sandbox in the list",
+            "return [...document.querySelectorAll('#sandboxes-table a')].some((a) => a.innerText === arguments[0]);",
+            vec![json!(sid)]).await?;
+        let table = text_of(&cc, "#sandboxes-table").await?;
+        let row = table
+            .lines()
+            .find(|l| l.contains(&sid))
+            .unwrap_or_default()
+            .to_owned();
+        if !(row.contains("running") && row.contains("custom") && row.contains("system")) {
+            bail!("row shows {row:?}");
+        }
+        shoot(&cc, &dir, "sandboxes.png").await
+    });
+
+    // Its page: the policy, redacted, and the live log connected.
+    let (cc, sid) = (c.clone(), id.clone());
+    step(&rt, &driver, "sandbox page", async move {
+        cc.find(Locator::LinkText(&sid)).await?.click().await?;
+        until(
+            &cc,
+            "the policy",
+            "return document.getElementById('policy').innerText.includes('api.example.test');",
+            vec![],
+        )
+        .await?;
+        until(
+            &cc,
+            "the live stream",
+            "return document.getElementById('log-stream').innerText === 'Live';",
+            vec![],
+        )
+        .await?;
+        Ok(())
+    });
+    let policy_text = step(&rt, &driver, "read policy", {
+        let cc = c.clone();
+        async move { text_of(&cc, "#policy").await }
+    });
+    for shown in [
+        "custom",
+        "alpha.test",
+        "api.example.test",
+        "authorization\t[REDACTED]",
+        "x-debug",
+        "allow\tGET\t/v1/**",
+        "pl-secret-0123456789abcdef\tx-api-key\t[REDACTED]",
+    ] {
+        assert!(
+            policy_text.contains(shown),
+            "policy lacks {shown}: {policy_text}"
+        );
+    }
+
+    // One allowed and one denied request from inside the sandbox; each appears in the log.
+    let (code, o) = bed.exec(
+        &id,
+        "curl -sS -o /dev/null --connect-timeout 5 --max-time 8 http://alpha.test/",
+    );
+    assert_eq!(code, 0, "allowed request failed: {o}");
+    let (code, _) = bed.exec(
+        &id,
+        "curl -sS -o /dev/null --connect-timeout 5 --max-time 8 http://beta.test/",
+    );
+    assert_ne!(code, 0, "denied name reached");
+    let (cc, dir) = (c.clone(), out.clone());
+    let rows = step(&rt, &driver, "live rows", async move {
+        until(&cc, "an allowed row for alpha.test",
+            "return [...document.querySelectorAll('#log-table tbody tr')].some((r) => r.innerText.includes('alpha.test') && r.innerText.includes('allowed'));",
+            vec![]).await?;
+        until(&cc, "a denied row for beta.test",
+            "return [...document.querySelectorAll('#log-table tbody tr')].some((r) => r.innerText.includes('beta.test') && r.innerText.includes('denied'));",
+            vec![]).await?;
+        shoot(&cc, &dir, "sandbox.png").await?;
+        log_rows(&cc).await
+    });
+    let denied = rows
+        .iter()
+        .find(|r| r.contains("beta.test") && r.contains("denied"))
+        .unwrap();
+    assert!(
+        denied.contains("Denied: the name is not in the sandbox's allowed domains"),
+        "denial not explained: {denied}"
+    );
+    assert!(
+        denied.contains("no rule in the policy allows it"),
+        "{denied}"
+    );
+
+    // Filters: by verdict, then by name.
+    let (cc, dir) = (c.clone(), out.clone());
+    let (only_denied, only_alpha) = step(&rt, &driver, "filters", async move {
+        // Keyboard: Tab moves from the verdict filter to the name filter, with a visible focus.
+        cc.execute("document.getElementById('filter-verdict').focus()", vec![])
+            .await?;
+        cc.active_element().await?.send_keys("\u{E004}").await?;
+        let focus = cc
+            .execute(
+                "const a = document.activeElement; \
+                 return [a.id, getComputedStyle(a).outlineStyle, getComputedStyle(a).outlineWidth];",
+                vec![],
+            )
+            .await?;
+        if focus != json!(["filter-name", "solid", "3px"]) {
+            bail!("focus after Tab: {focus}");
+        }
+        cc.find(Locator::Id("filter-verdict"))
+            .await?
+            .select_by_value("deny")
+            .await?;
+        let only_denied = log_rows(&cc).await?;
+        shoot(&cc, &dir, "sandbox-denied.png").await?;
+        cc.find(Locator::Id("filter-verdict"))
+            .await?
+            .select_by_value("")
+            .await?;
+        cc.find(Locator::Id("filter-name"))
+            .await?
+            .send_keys("alpha")
+            .await?;
+        let only_alpha = log_rows(&cc).await?;
+        Ok((only_denied, only_alpha))
+    });
+    assert!(
+        !only_denied.is_empty() && only_denied.iter().all(|r| r.contains("denied")),
+        "{only_denied:?}"
+    );
+    assert!(
+        only_denied.iter().any(|r| r.contains("beta.test")),
+        "{only_denied:?}"
+    );
+    assert!(
+        !only_alpha.is_empty() && only_alpha.iter().all(|r| r.contains("alpha.test")),
+        "{only_alpha:?}"
+    );
+
+    // No secret anywhere: not in the DOM, not in the page source, not in storage or cookies;
+    // the key itself only in sessionStorage, never in the address.
+    let cc = c.clone();
+    let (source, dom, url, cookies, stored) = step(&rt, &driver, "secrets", async move {
+        let source = cc.source().await?;
+        let dom = cc
+            .execute("return document.documentElement.outerHTML", vec![])
+            .await?;
+        let url = cc.current_url().await?.to_string();
+        let cookies = cc.execute("return document.cookie", vec![]).await?;
+        let stored = cc
+            .execute(
+                "return JSON.stringify(Object.entries(sessionStorage))",
+                vec![],
+            )
+            .await?;
+        Ok((
+            source,
+            dom.as_str().unwrap_or("").to_owned(),
+            url,
+            cookies,
+            stored,
+        ))
+    });
+    for page in [&source, &dom] {
+        assert!(!page.contains("sk-console"), "a secret is in the page");
+        assert!(!page.contains(&bed.key), "the API key is in the page");
+        assert!(page.contains("[REDACTED]"));
+    }
+    assert!(!url.contains(&bed.key), "{url}");
+    assert_eq!(cookies, json!(""));
+    assert!(stored.as_str().unwrap_or("").contains(&bed.key));
+    assert!(!stored.as_str().unwrap_or("").contains("sk-console"));
+
+    // The views still to come are in place, without fake data.
+    let (cc, dir) = (c.clone(), out.clone());
+    step(&rt, &driver, "approvals view", async move {
+        cc.find(Locator::Css("a[data-nav=\"approvals\"]"))
+            .await?
+            .click()
+            .await?;
+        until(
+            &cc,
+            "the approvals view",
+            "return !document.getElementById('view-approvals').hidden;",
+            vec![],
+        )
+        .await?;
+        shoot(&cc, &dir, "approvals.png").await?;
+        cc.close().await?;
+        Ok(())
+    });
+    drop(rt);
+    drop(driver);
+    eprintln!("console screenshots: {}", out.display());
+}
