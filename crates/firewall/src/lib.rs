@@ -9,6 +9,7 @@
 
 mod budget;
 pub mod config;
+pub mod decision;
 pub mod dns;
 pub mod events;
 #[cfg(feature = "fuzzing")]

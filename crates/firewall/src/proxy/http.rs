@@ -14,14 +14,14 @@ use hyper::client::conn::http1 as client_http1;
 use hyper::server::conn::http1 as server_http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use palisade_policy::{Mode, canonicalize};
+use palisade_policy::canonicalize;
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 
 use super::Conn;
 use super::framing::{FramingGuard, Verdicts};
 use super::peek::Rewind;
-use super::plan::{Plan, plan_named, plan_nameless};
+use super::plan::{Plan, RuleRef, plan_http};
 use super::rewrite::{
     Body, BodyFailure, ClientBody, apply_transform, check_http_rules, empty, is_websocket,
     splice_upgrades, strip_hop_by_hop, text,
@@ -163,15 +163,18 @@ impl Session {
             injected: Vec::new(),
             stripped: Vec::new(),
         };
-        let deny =
-            |info: &mut HttpInfo, status: StatusCode, rule: &str, reason: String, body: String| {
-                info.status = status.as_u16();
-                let mut ev = conn.event(EventKind::Http, EventVerdict::Deny, rule, reason);
-                ev.name = Some(info.host.clone()).filter(|h| !h.is_empty());
-                ev.http = Some(info.clone());
-                conn.record(ev);
-                text(status, body, true)
-            };
+        let deny = |info: &mut HttpInfo,
+                    status: StatusCode,
+                    rule: &RuleRef,
+                    reason: String,
+                    body: String| {
+            info.status = status.as_u16();
+            let mut ev = conn.event(EventKind::Http, EventVerdict::Deny, rule, reason);
+            ev.name = Some(info.host.clone()).filter(|h| !h.is_empty());
+            ev.http = Some(info.clone());
+            conn.record(ev);
+            text(status, body, true)
+        };
 
         // Shapes a proxy must not pass on (threats 7, 19): first the framing as the client sent
         // it, which hyper no longer shows (it drops Content-Length next to chunked).
@@ -179,7 +182,7 @@ impl Session {
             return deny(
                 &mut info,
                 StatusCode::BAD_REQUEST,
-                "protocol",
+                &RuleRef::Protocol,
                 format!("request framing refused: {why}"),
                 format!("palisade: request framing refused: {why}\n"),
             );
@@ -188,7 +191,7 @@ impl Session {
             return deny(
                 &mut info,
                 StatusCode::METHOD_NOT_ALLOWED,
-                "protocol",
+                &RuleRef::Protocol,
                 "CONNECT is not served".into(),
                 "palisade: CONNECT is not allowed from this sandbox\n".into(),
             );
@@ -197,7 +200,7 @@ impl Session {
             return deny(
                 &mut info,
                 StatusCode::METHOD_NOT_ALLOWED,
-                "protocol",
+                &RuleRef::Protocol,
                 "TRACE is not served".into(),
                 "palisade: TRACE is not allowed from this sandbox\n".into(),
             );
@@ -206,7 +209,7 @@ impl Session {
             return deny(
                 &mut info,
                 StatusCode::BAD_REQUEST,
-                "protocol",
+                &RuleRef::Protocol,
                 "upgrade other than websocket".into(),
                 "palisade: only WebSocket upgrades are allowed\n".into(),
             );
@@ -217,7 +220,7 @@ impl Session {
                 return deny(
                     &mut info,
                     StatusCode::BAD_REQUEST,
-                    "protocol",
+                    &RuleRef::Protocol,
                     why.clone(),
                     format!("palisade: {why}\n"),
                 );
@@ -227,21 +230,17 @@ impl Session {
 
         // Fresh decision for every request, on the policy in force now.
         let policy = conn.entry.policy();
-        let plan = match canonicalize(host.as_bytes()) {
-            Ok(name) => plan_named(&policy, &name, orig),
-            Err(_) if host.parse::<IpAddr>().is_ok() || host.starts_with('[') => {
-                plan_nameless(&policy, orig, conn.synthetic.as_ref(), "HTTP")
-            }
-            Err(e) if matches!(policy.mode(), Mode::AllowAll) => {
-                tracing::debug!(error = %e, "unusable Host on allow-all; address rules apply");
-                plan_nameless(&policy, orig, None, "HTTP")
-            }
-            Err(e) => Plan::deny("default", format!("unusable host name: {e}")),
-        };
+        let plan = plan_http(&policy, &host, orig, conn.synthetic.as_ref());
         let (target_ip, rule, transform) = match plan {
             Plan::Deny { rule, reason } => {
                 let body = format!("palisade: the sandbox network policy denies {host}\n");
-                return deny(&mut info, StatusCode::FORBIDDEN, &rule, reason, body);
+                return deny(
+                    &mut info,
+                    StatusCode::FORBIDDEN,
+                    &rule,
+                    reason.to_string(),
+                    body,
+                );
             }
             Plan::DialName {
                 name,
@@ -259,7 +258,13 @@ impl Session {
                 Ok(ip) => (ip, rule, None),
                 Err(reason) => {
                     let body = format!("palisade: the sandbox network policy denies {host}\n");
-                    return deny(&mut info, StatusCode::FORBIDDEN, "address", reason, body);
+                    return deny(
+                        &mut info,
+                        StatusCode::FORBIDDEN,
+                        &RuleRef::Address,
+                        reason,
+                        body,
+                    );
                 }
             },
         };
@@ -306,7 +311,7 @@ impl Session {
                 return deny(
                     &mut info,
                     StatusCode::BAD_REQUEST,
-                    "protocol",
+                    &RuleRef::Protocol,
                     "invalid request target".into(),
                     "palisade: invalid request target\n".into(),
                 );
@@ -335,7 +340,7 @@ impl Session {
                 return deny(
                     &mut info,
                     StatusCode::BAD_REQUEST,
-                    "protocol",
+                    &RuleRef::Protocol,
                     format!("the request body is malformed: {why}"),
                     format!("palisade: the request body is malformed: {why}\n"),
                 );
@@ -383,8 +388,12 @@ impl Session {
         match super::scrub::response(conn, &policy, &mut rparts, rbody, ev_info) {
             Ok(body) => Response::from_parts(rparts, body),
             Err(reason) => {
-                let mut ev =
-                    conn.event(EventKind::Http, EventVerdict::Deny, "scrub", reason.clone());
+                let mut ev = conn.event(
+                    EventKind::Http,
+                    EventVerdict::Deny,
+                    &RuleRef::Scrub,
+                    &reason,
+                );
                 ev.name = Some(host);
                 conn.record(ev);
                 text(

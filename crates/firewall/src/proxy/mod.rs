@@ -28,6 +28,7 @@ use tracing::Instrument;
 
 use crate::budget::{Dir, Tally};
 use crate::config::Limits;
+use crate::decision::{Carrier, RuleRef};
 use crate::events::{EgressEvent, EventKind, EventVerdict};
 use crate::registry::{Registry, SandboxEntry};
 use crate::resolve::UpstreamResolver;
@@ -165,17 +166,18 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
+    /// An event about this connection: the one place a decision's rule and reason become text.
     fn event(
         &self,
         kind: EventKind,
         verdict: EventVerdict,
-        rule: &str,
-        reason: impl Into<String>,
+        rule: &RuleRef,
+        reason: impl std::fmt::Display,
     ) -> EgressEvent {
         let mut e = EgressEvent::new(self.entry.id().as_ref(), kind, verdict);
         e.dst = Some(SocketAddr::V4(self.orig));
-        e.rule = rule.to_owned();
-        e.reason = reason.into();
+        e.rule = rule.to_string();
+        e.reason = reason.to_string();
         e.duration = self.started.elapsed();
         e
     }
@@ -184,7 +186,13 @@ impl Conn {
         self.shared.registry.event_log().record(event);
     }
 
-    fn deny(&self, stream: TcpStream, name: Option<&str>, rule: &str, reason: impl Into<String>) {
+    fn deny(
+        &self,
+        stream: TcpStream,
+        name: Option<&str>,
+        rule: &RuleRef,
+        reason: impl std::fmt::Display,
+    ) {
         let mut e = self.event(EventKind::Tcp, EventVerdict::Deny, rule, reason);
         // Without a name sent, a synthetic destination still says which name was meant.
         e.name = name
@@ -200,7 +208,12 @@ impl Conn {
     /// that would discard the answer before the client reads it.
     async fn bad_request(&self, mut stream: TcpStream, why: &'static str) {
         let reason = format!("malformed HTTP request: {why}");
-        self.record(self.event(EventKind::Http, EventVerdict::Deny, "malformed", &*reason));
+        self.record(self.event(
+            EventKind::Http,
+            EventVerdict::Deny,
+            &RuleRef::Malformed,
+            &reason,
+        ));
         let body = format!("palisade: {reason}\n");
         let answer = format!(
             "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n\
@@ -383,7 +396,7 @@ async fn handle(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) {
         conn.deny(
             stream,
             None,
-            "limit",
+            &RuleRef::Limit,
             "too many open connections for this sandbox",
         );
         return;
@@ -396,13 +409,13 @@ async fn handle(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) {
                 "{} is in the synthetic range but was never handed to this sandbox",
                 orig.ip()
             );
-            conn.deny(stream, None, "synthetic", reason);
+            conn.deny(stream, None, &RuleRef::Synthetic, reason);
             return;
         }
         let _ = stream.set_nodelay(true);
         let policy = entry.policy();
-        let nameless = plan_nameless(&policy, orig, conn.synthetic.as_ref(), "connection");
-        let quiet = (!matches!(nameless, Plan::Deny { .. })).then_some(SERVER_FIRST_WAIT);
+        let nameless = plan_nameless(&policy, orig, conn.synthetic.as_ref(), Carrier::Connection);
+        let quiet = (!nameless.is_deny()).then_some(SERVER_FIRST_WAIT);
         let mut buf = Vec::new();
         let limits = &shared.limits;
         let peeked = peek(
@@ -442,19 +455,19 @@ async fn handle(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) {
             Ok(Peeked::Malformed(why)) => conn.deny(
                 stream,
                 None,
-                "malformed",
+                &RuleRef::Malformed,
                 format!("malformed first bytes: {why}"),
             ),
             Ok(Peeked::TooLarge) => conn.deny(
                 stream,
                 None,
-                "limit",
+                &RuleRef::Limit,
                 "no complete ClientHello or request head within the peek limit",
             ),
             Ok(Peeked::TimedOut) => conn.deny(
                 stream,
                 None,
-                "limit",
+                &RuleRef::Limit,
                 "the destination was not named within the peek timeout",
             ),
             Err(e) => tracing::debug!(error = %e, "client error while peeking"),

@@ -14,6 +14,8 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::{Frame, Incoming, SizeHint};
 use palisade_policy::{HttpDecision, Transform};
 
+use crate::decision::RuleRef;
+
 /// What the proxy answers the sandbox with: the upstream's (possibly scrubbed) body or its own.
 pub(super) type Body = BoxBody<Bytes, super::scrub::BoxError>;
 
@@ -84,7 +86,7 @@ pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 /// A request refused by a transform's L7 rules: status, event rule, reason.
 pub(super) struct RuleRefusal {
     pub(super) status: StatusCode,
-    pub(super) rule: String,
+    pub(super) rule: RuleRef,
     pub(super) reason: String,
 }
 
@@ -95,15 +97,12 @@ pub(super) fn check_http_rules(t: &Transform, method: &str, path: &str) -> Resul
         HttpDecision::Allow { .. } => Ok(()),
         HttpDecision::Deny { rule, reason } => Err(RuleRefusal {
             status: StatusCode::FORBIDDEN,
-            rule: match rule {
-                Some(i) => format!("http-rule:{i}"),
-                None => "http-rules".to_owned(),
-            },
+            rule: rule.map_or(RuleRef::HttpRules, RuleRef::HttpRule),
             reason,
         }),
         HttpDecision::BadPath(why) => Err(RuleRefusal {
             status: StatusCode::BAD_REQUEST,
-            rule: "http-rules".to_owned(),
+            rule: RuleRef::HttpRules,
             reason: format!("the request path cannot be checked against http_rules: {why}"),
         }),
     }

@@ -20,7 +20,7 @@ use tokio::net::TcpStream;
 use super::framing::{FramingGuard, Verdicts};
 use super::http::request_authority;
 use super::peek::Rewind;
-use super::plan::{Plan, plan_name};
+use super::plan::{Plan, RuleRef, plan_name};
 use super::rewrite::{
     Body, BodyFailure, ClientBody, apply_transform, check_http_rules, empty, innermost,
     is_websocket, splice_upgrades, strip_hop_by_hop, text,
@@ -42,7 +42,7 @@ pub(crate) async fn serve_intercepted(
         conn.deny(
             stream,
             Some(sni.as_str()),
-            "transform",
+            &RuleRef::Interception,
             "the sandbox has no CA to intercept this transform domain",
         );
         return;
@@ -58,7 +58,7 @@ pub(crate) async fn serve_intercepted(
             let mut ev = conn.event(
                 EventKind::Tcp,
                 EventVerdict::Deny,
-                "transform",
+                &RuleRef::Interception,
                 format!("TLS handshake with the sandbox failed: {e}"),
             );
             ev.name = Some(sni.as_str().to_owned());
@@ -69,7 +69,7 @@ pub(crate) async fn serve_intercepted(
             let mut ev = conn.event(
                 EventKind::Tcp,
                 EventVerdict::Deny,
-                "limit",
+                &RuleRef::Limit,
                 "TLS handshake with the sandbox timed out",
             );
             ev.name = Some(sni.as_str().to_owned());
@@ -128,14 +128,14 @@ struct Session {
 #[derive(Debug)]
 pub(crate) struct Refusal {
     pub(crate) status: StatusCode,
-    pub(crate) rule: String,
+    pub(crate) rule: RuleRef,
     pub(crate) reason: String,
 }
 
-fn refuse(status: StatusCode, rule: &str, reason: impl Into<String>) -> Refusal {
+fn refuse(status: StatusCode, rule: RuleRef, reason: impl Into<String>) -> Refusal {
     Refusal {
         status,
-        rule: rule.to_owned(),
+        rule,
         reason: reason.into(),
     }
 }
@@ -152,18 +152,18 @@ pub(crate) fn prepare<B>(
     port: u16,
     policy: &CompiledPolicy,
     info: &mut HttpInfo,
-) -> Result<(Request<B>, String), Refusal> {
+) -> Result<(Request<B>, RuleRef), Refusal> {
     if let Err(why) = framing {
         return Err(refuse(
             StatusCode::BAD_REQUEST,
-            "protocol",
+            RuleRef::Protocol,
             format!("request framing refused: {why}"),
         ));
     }
     if req.method() == Method::CONNECT || req.method() == Method::TRACE {
         return Err(refuse(
             StatusCode::METHOD_NOT_ALLOWED,
-            "protocol",
+            RuleRef::Protocol,
             format!("{} is not allowed from this sandbox", req.method()),
         ));
     }
@@ -174,23 +174,23 @@ pub(crate) fn prepare<B>(
         .iter()
         .map(|(name, value)| (name.as_str(), value.as_bytes()));
     if let Err(why) = body_framing(1, fields) {
-        return Err(refuse(StatusCode::BAD_REQUEST, "protocol", why));
+        return Err(refuse(StatusCode::BAD_REQUEST, RuleRef::Protocol, why));
     }
     if headers.contains_key(header::UPGRADE) && !is_websocket(headers) {
         return Err(refuse(
             StatusCode::BAD_REQUEST,
-            "protocol",
+            RuleRef::Protocol,
             "only WebSocket upgrades are allowed",
         ));
     }
     // The request must name the host the connection was opened (and the secret minted) for.
     let host = request_authority(&req, port, "https")
-        .map_err(|why| refuse(StatusCode::BAD_REQUEST, "protocol", why))?;
+        .map_err(|why| refuse(StatusCode::BAD_REQUEST, RuleRef::Protocol, why))?;
     if !canonicalize(host.as_bytes()).is_ok_and(|n| &n == sni) {
         info.host = host.clone();
         return Err(refuse(
             StatusCode::MISDIRECTED_REQUEST,
-            "authority",
+            RuleRef::Authority,
             format!(
                 "this connection is for {}; open a new connection for {host}",
                 sni.as_str()
@@ -198,31 +198,25 @@ pub(crate) fn prepare<B>(
         ));
     }
     // A fresh check on the policy in force now.
-    let transform = match plan_name(policy, sni) {
-        Plan::DialName { transform, .. } => transform,
-        Plan::Deny { rule, reason } => return Err(refuse(StatusCode::FORBIDDEN, &rule, reason)),
+    let (transform, rule) = match plan_name(policy, sni) {
+        Plan::DialName {
+            transform, rule, ..
+        } => (transform, rule),
+        Plan::Deny { rule, reason } => {
+            return Err(refuse(StatusCode::FORBIDDEN, rule, reason.to_string()));
+        }
         Plan::DialAddr { rule } => {
             return Err(refuse(
                 StatusCode::FORBIDDEN,
-                &rule,
+                rule,
                 "the name is no longer allowed",
             ));
         }
     };
-    let rule = match transform {
-        Some(i) => format!(
-            "transform:{}",
-            policy
-                .transform(i)
-                .map(|t| t.pattern().to_string())
-                .unwrap_or_default()
-        ),
-        None => "domain".to_owned(),
-    };
     // The transform's L7 rules, after the authority and policy checks.
     if let Some(t) = transform.and_then(|i| policy.transform(i)) {
         check_http_rules(t, req.method().as_str(), req.uri().path())
-            .map_err(|r| refuse(r.status, &r.rule, r.reason))?;
+            .map_err(|r| refuse(r.status, r.rule, r.reason))?;
     }
     let websocket = is_websocket(req.headers());
     let (mut parts, body) = req.into_parts();
@@ -236,7 +230,7 @@ pub(crate) fn prepare<B>(
     if !path.starts_with('/') {
         return Err(refuse(
             StatusCode::BAD_REQUEST,
-            "protocol",
+            RuleRef::Protocol,
             "only origin-form and absolute-form request targets are served",
         ));
     }
@@ -250,7 +244,7 @@ pub(crate) fn prepare<B>(
         .map_err(|_| {
             refuse(
                 StatusCode::BAD_REQUEST,
-                "protocol",
+                RuleRef::Protocol,
                 "invalid request target",
             )
         })?;
@@ -283,7 +277,7 @@ impl Session {
         let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
         let policy = conn.entry.policy();
         let prepared = match self.tally.as_deref().and_then(Tally::exhausted) {
-            Some(cut) => Err(refuse(StatusCode::FORBIDDEN, &cut.rule, cut.reason)),
+            Some(cut) => Err(refuse(StatusCode::FORBIDDEN, cut.rule, cut.reason)),
             None => prepare(
                 req,
                 framing,
@@ -324,7 +318,7 @@ impl Session {
                 let mut ev = conn.event(
                     EventKind::Http,
                     EventVerdict::Deny,
-                    "protocol",
+                    &RuleRef::Protocol,
                     reason.clone(),
                 );
                 ev.name = Some(info.host.clone());
@@ -379,8 +373,12 @@ impl Session {
             Ok(body) => Response::from_parts(rparts, body),
             Err(reason) => {
                 // Fail closed: a response the firewall cannot scrub never reaches the sandbox.
-                let mut ev =
-                    conn.event(EventKind::Http, EventVerdict::Deny, "scrub", reason.clone());
+                let mut ev = conn.event(
+                    EventKind::Http,
+                    EventVerdict::Deny,
+                    &RuleRef::Scrub,
+                    &reason,
+                );
                 ev.name = Some(self.sni.as_str().to_owned());
                 conn.record(ev);
                 text(
