@@ -9,6 +9,7 @@ mod http;
 mod intercept;
 mod local;
 mod peek;
+mod pipeline;
 pub mod plan;
 mod relay;
 mod rewrite;
