@@ -10,6 +10,7 @@
 mod budget;
 pub mod config;
 pub mod decision;
+mod delegate;
 pub mod dns;
 pub mod events;
 #[cfg(feature = "fuzzing")]

@@ -48,7 +48,7 @@ fn policy() -> CompiledPolicy {
 /// Runs `data` through the intercepted request path and returns what reached the upstream.
 /// Panics (the fuzz failure) if a forwarded request breaks an invariant.
 pub(crate) fn run(data: &[u8]) -> Vec<Forwarded> {
-    palisade_wire::follow::check_split(data);
+    palisade_wire::framing::check_split(data);
     let Ok(rt) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
