@@ -31,7 +31,7 @@ pub enum EventVerdict {
 }
 
 /// Per-request details for intercepted or plain HTTP.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct HttpInfo {
     pub method: String,
     pub host: String,

@@ -89,18 +89,7 @@ impl Responder {
         }
         let Some((sandbox, policy)) = self.view.policy_for(origin.src) else {
             tracing::debug!(src = %origin.src, "DNS query from an address that is not a sandbox");
-            let req = Message::from_vec(packet).ok();
-            let query = req.as_ref().and_then(|m| match m.queries.as_slice() {
-                [q] => Some(q),
-                _ => None,
-            });
-            let reply = Reply::new(
-                &header.metadata,
-                query,
-                None,
-                self.limits.max_udp_payload,
-                ResponseCode::Refused,
-            );
+            let (reply, query) = self.refused(&header, packet);
             let mut event = EgressEvent::new("", EventKind::Dns, EventVerdict::Deny);
             event.dst = Some(origin.server);
             event.name = query.map(|q| display_name(q.name()));
@@ -176,19 +165,28 @@ impl Responder {
         if header.metadata.message_type != MessageType::Query {
             return None;
         }
-        let req = Message::from_vec(packet).ok();
-        let query = req.as_ref().and_then(|m| match m.queries.as_slice() {
-            [q] => Some(q),
-            _ => None,
-        });
+        self.refused(&header, packet)
+            .0
+            .encode(usize::from(u16::MAX))
+    }
+
+    /// REFUSED built from the header and, when the message parses with one question, that
+    /// question (returned too, for the event).
+    fn refused(&self, header: &Header, packet: &[u8]) -> (Reply, Option<Query>) {
+        let query = Message::from_vec(packet)
+            .ok()
+            .and_then(|m| match m.queries.as_slice() {
+                [q] => Some(q.clone()),
+                _ => None,
+            });
         let reply = Reply::new(
             &header.metadata,
-            query,
+            query.as_ref(),
             None,
             self.limits.max_udp_payload,
             ResponseCode::Refused,
         );
-        reply.encode(usize::from(u16::MAX))
+        (reply, query)
     }
 
     /// The decision for a well-formed message from a known sandbox.

@@ -94,14 +94,7 @@ pub(crate) fn run(data: &[u8]) -> Vec<Forwarded> {
                     .and_then(|h| h.to_str().ok())
                     .map(str::to_owned)
                     .or_else(|| req.uri().authority().map(|a| a.to_string()));
-                let mut info = HttpInfo {
-                    method: String::new(),
-                    host: String::new(),
-                    path: String::new(),
-                    status: 0,
-                    injected: Vec::new(),
-                    stripped: Vec::new(),
-                };
+                let mut info = HttpInfo::default();
                 let status = match prepare(req, framing, &sni, 443, &policy, &mut info) {
                     Ok((fwd, _rule)) => {
                         let (parts, body) = fwd.into_parts();

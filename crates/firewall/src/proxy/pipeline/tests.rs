@@ -20,14 +20,7 @@ fn policy() -> CompiledPolicy {
 }
 
 fn info() -> HttpInfo {
-    HttpInfo {
-        method: String::new(),
-        host: String::new(),
-        path: String::new(),
-        status: 0,
-        injected: Vec::new(),
-        stripped: Vec::new(),
-    }
+    HttpInfo::default()
 }
 
 fn req(method: &str, target: &str, headers: &[(&str, &str)]) -> Request<()> {
