@@ -45,6 +45,10 @@ pub enum RuleRef {
     Malformed,
     /// `synthetic`: an address in the synthetic range never handed to this sandbox.
     Synthetic,
+    /// `address-class`: a DNS answer whose every address is of a refused class.
+    AddressClass,
+    /// `dns-rate-limit`: DNS queries over their source's rate.
+    DnsRateLimit,
 }
 
 /// Which byte budget a [`RuleRef::Budget`] names.
@@ -74,6 +78,8 @@ impl fmt::Display for RuleRef {
             RuleRef::Limit => f.write_str("limit"),
             RuleRef::Malformed => f.write_str("malformed"),
             RuleRef::Synthetic => f.write_str("synthetic"),
+            RuleRef::AddressClass => f.write_str("address-class"),
+            RuleRef::DnsRateLimit => f.write_str("dns-rate-limit"),
         }
     }
 }
@@ -200,6 +206,8 @@ mod tests {
             (RuleRef::Limit, "limit"),
             (RuleRef::Malformed, "malformed"),
             (RuleRef::Synthetic, "synthetic"),
+            (RuleRef::AddressClass, "address-class"),
+            (RuleRef::DnsRateLimit, "dns-rate-limit"),
         ];
         for (rule, text) in cases {
             assert_eq!(rule.to_string(), text);
