@@ -67,19 +67,11 @@ impl Note {
 }
 
 /// Answers queries for every sandbox, each through its own policy.
+#[derive(Debug)]
 pub(crate) struct Responder {
     pub(crate) view: Arc<dyn DnsView>,
     pub(crate) resolver: Arc<UpstreamResolver>,
     pub(crate) limits: DnsLimits,
-}
-
-impl std::fmt::Debug for Responder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Responder")
-            .field("resolver", &self.resolver)
-            .field("limits", &self.limits)
-            .finish_non_exhaustive()
-    }
 }
 
 impl Responder {
