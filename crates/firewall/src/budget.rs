@@ -26,6 +26,8 @@ use palisade_policy::{Budgets, ByteBudget, CanonicalName, DomainPattern};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 
+use crate::decision::{BudgetScope, RuleRef};
+
 /// Which way bytes go, seen from the sandbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Dir {
@@ -42,8 +44,8 @@ const NONE: u64 = u64::MAX;
 /// and the counts carry over.
 #[derive(Debug)]
 pub(crate) struct Meter {
-    /// `budget:sandbox` or `budget:domain:<pattern>`: the event rule.
-    rule: String,
+    /// The budget, as events name it.
+    rule: RuleRef,
     /// `the sandbox's byte budget` or `the byte budget for <pattern>`.
     what: String,
     limits: [AtomicU64; 2],
@@ -66,7 +68,7 @@ fn idx(dir: Dir) -> usize {
 
 impl Meter {
     fn new(
-        rule: String,
+        rule: RuleRef,
         what: String,
         budget: &ByteBudget,
         signal: Arc<watch::Sender<u64>>,
@@ -203,7 +205,7 @@ impl Meter {
 /// Why a connection was refused or closed: the budget (`rule`) and a sentence.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Cut {
-    pub(crate) rule: String,
+    pub(crate) rule: RuleRef,
     pub(crate) reason: String,
 }
 
@@ -244,7 +246,7 @@ impl Meters {
                 Arc::clone(m)
             }
             None => Arc::new(Meter::new(
-                "budget:sandbox".into(),
+                RuleRef::Budget(BudgetScope::Sandbox),
                 "the sandbox's byte budget".into(),
                 b,
                 Arc::clone(&signal),
@@ -265,7 +267,7 @@ impl Meters {
                         Arc::clone(m)
                     }
                     None => Arc::new(Meter::new(
-                        format!("budget:domain:{p}"),
+                        RuleRef::Budget(BudgetScope::Domain(p.clone())),
                         format!("the byte budget for {p}"),
                         b,
                         Arc::clone(&signal),

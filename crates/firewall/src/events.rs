@@ -31,7 +31,7 @@ pub enum EventVerdict {
 }
 
 /// Per-request details for intercepted or plain HTTP.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct HttpInfo {
     pub method: String,
     pub host: String,
@@ -55,8 +55,10 @@ pub struct EgressEvent {
     /// The canonical name the decision was made on, if any.
     pub name: Option<String>,
     pub verdict: EventVerdict,
-    /// The rule that decided (`allow-all`, `deny-all`, `domain:*.example.com`, `cidr:10.0.0.0/24`,
-    /// `dns-bound`, `dns-rate-limit`, `default`).
+    /// The rule that decided, rendered from [`crate::decision::RuleRef`] (`allow-all`,
+    /// `deny-all`, `domain:*.example.com`, `transform:api.example.com`, `allow_cidrs`,
+    /// `dns-bound:<name>`, `default`, `budget:sandbox`, `http-rule:0`, `protocol`, `limit`…);
+    /// DNS events also use `dns-rate-limit`.
     pub rule: String,
     /// Why, in a few words a person understands.
     pub reason: String,

@@ -9,6 +9,8 @@
 
 mod budget;
 pub mod config;
+pub mod decision;
+mod delegate;
 pub mod dns;
 pub mod events;
 #[cfg(feature = "fuzzing")]

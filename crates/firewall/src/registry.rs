@@ -395,4 +395,76 @@ mod tests {
         );
         assert_eq!(reg.answer_addrs(src, &a, &real).unwrap(), real);
     }
+
+    fn compiled(json: &str) -> CompiledPolicy {
+        palisade_policy::Policy::from_json(json.as_bytes())
+            .unwrap()
+            .compile()
+    }
+
+    #[test]
+    fn sandboxes_are_found_by_address_and_id_only() {
+        let (reg, src) = registry_with(r#"{"mode":"allow-all"}"#);
+        assert_eq!(reg.len(), 1);
+        assert_eq!(&**reg.by_addr(src).unwrap().id(), "sb");
+        assert_eq!(
+            reg.by_id("sb").unwrap().addr(),
+            Ipv4Addr::new(100, 96, 0, 2)
+        );
+        assert!(
+            reg.by_addr(IpAddr::V4(Ipv4Addr::new(100, 96, 0, 3)))
+                .is_none()
+        );
+        assert!(reg.by_addr("::1".parse().unwrap()).is_none());
+        assert!(reg.by_id("other").is_none());
+    }
+
+    #[test]
+    fn a_policy_update_is_seen_at_once_and_told_to_watchers() {
+        let (reg, src) = registry_with(r#"{"mode":"allow-all"}"#);
+        let entry = reg.by_addr(src).unwrap();
+        let watch = entry.watch_policy();
+        assert!(reg.update_policy("sb", compiled(r#"{"mode":"deny-all"}"#), 2));
+        assert_eq!(entry.policy().mode(), palisade_policy::Mode::DenyAll);
+        assert_eq!(entry.version(), 2);
+        assert!(watch.has_changed().unwrap());
+        assert!(!reg.update_policy("other", compiled(r#"{"mode":"allow-all"}"#), 3));
+        // The same sandbox registered again keeps its entry (and its open connections).
+        let again = reg.upsert("sb", entry.addr(), compiled(r#"{"mode":"allow-all"}"#), 4);
+        assert!(Arc::ptr_eq(&again, &entry));
+        assert_eq!(entry.policy().mode(), palisade_policy::Mode::AllowAll);
+    }
+
+    #[test]
+    fn a_sandbox_removed_or_replaced_leaves_its_connections_a_deny_all_policy() {
+        let (reg, src) = registry_with(r#"{"mode":"allow-all"}"#);
+        let old = reg.by_addr(src).unwrap();
+        let watch = old.watch_policy();
+        let new = reg.upsert("sb2", old.addr(), compiled(r#"{"mode":"allow-all"}"#), 1);
+        assert!(!Arc::ptr_eq(&new, &old));
+        assert_eq!(old.policy().mode(), palisade_policy::Mode::DenyAll);
+        assert!(watch.has_changed().unwrap());
+        assert!(reg.by_id("sb").is_none());
+        let watch = new.watch_policy();
+        assert!(reg.remove("sb2").is_some());
+        assert_eq!(new.policy().mode(), palisade_policy::Mode::DenyAll);
+        assert!(watch.has_changed().unwrap());
+        assert!(reg.is_empty());
+        assert!(reg.remove("sb2").is_none());
+    }
+
+    #[test]
+    fn the_connection_cap_counts_open_slots() {
+        let (reg, src) = registry_with(r#"{"mode":"allow-all"}"#);
+        let entry = reg.by_addr(src).unwrap();
+        let a = entry.try_acquire_connection(2).unwrap();
+        let b = entry.try_acquire_connection(2).unwrap();
+        assert!(entry.try_acquire_connection(2).is_none());
+        assert_eq!(entry.open_connections(), 2);
+        drop(a);
+        assert_eq!(entry.open_connections(), 1);
+        assert!(entry.try_acquire_connection(2).is_some());
+        drop(b);
+        assert_eq!(entry.open_connections(), 0);
+    }
 }

@@ -4,7 +4,7 @@
 //! Every sandbox gets a namespace `pls-<id>` joined to the host by a veth pair (`plh-<id>` on the
 //! host, `eth0` inside) carrying a /30 from an [`AddressPool`]; inside, IPv4 only, a default route
 //! and `resolv.conf` pointing at the host side. The firewall's rules live in the nftables table
-//! `inet palisade` of the host namespace ([`nft`]). All effects go through [`Platform`]: the real
+//! `inet palisade` of the host namespace ([`nft`]). All effects go through [`NetPlatform`]: the real
 //! one runs `ip`, `nft` and `sysctl`; [`RecordingPlatform`] records calls for tests.
 //!
 //! Everything takes an optional host namespace: `None` in production (the daemon's own), a
@@ -20,12 +20,14 @@ pub mod nft;
 mod platform;
 mod pool;
 mod reconcile;
+mod redirect;
 mod sandbox;
 
 pub use error::NetnsError;
-pub use platform::{Call, Platform, RealPlatform, RecordingPlatform};
+pub use platform::{Call, NetPlatform, RealPlatform, RecordingPlatform};
 pub use pool::{AddressPool, DEFAULT_POOL, SandboxAddrs};
 pub use reconcile::remove_stale_sandbox_nets;
+pub use redirect::original_dst;
 pub use sandbox::{
     HOST_IF_PREFIX, NETNS_ETC_DIR, NETNS_PREFIX, NETNS_RUN_DIR, SANDBOX_IF, SandboxNet,
     SandboxNetSpec, add_netns, create_sandbox_net, exec_in, host_if_name, list_sandbox_netns,

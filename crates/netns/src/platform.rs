@@ -1,5 +1,5 @@
 //! The one door to the system: every `ip`, `nft` and `sysctl` invocation and every file this
-//! crate writes goes through [`Platform`], so the logic above it is tested with
+//! crate writes goes through [`NetPlatform`], so the logic above it is tested with
 //! [`RecordingPlatform`] and no root.
 
 use std::io::{Read, Write};
@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 use crate::NetnsError;
 
 /// Runs programs and touches files on behalf of this crate.
-pub trait Platform: Send + Sync + std::fmt::Debug {
+pub trait NetPlatform: Send + Sync + std::fmt::Debug {
     /// Runs `program` with `args`, feeding `stdin` if given; returns stdout, or an error carrying
     /// stderr when the program fails.
     fn run(&self, program: &str, args: &[&str], stdin: Option<&str>) -> Result<String, NetnsError>;
 
     /// Writes `contents` to `path`, creating parent directories. The default goes through
-    /// [`Platform::run`] (`mkdir -p`, `tee`), so fakes record it like any command.
+    /// [`NetPlatform::run`] (`mkdir -p`, `tee`), so fakes record it like any command.
     fn write_file(&self, path: &Path, contents: &str) -> Result<(), NetnsError> {
         let path = path.to_string_lossy();
         if let Some((dir, _)) = path.rsplit_once('/').filter(|(d, _)| !d.is_empty()) {
@@ -27,7 +27,7 @@ pub trait Platform: Send + Sync + std::fmt::Debug {
     }
 
     /// Removes the directory `path` and everything in it; a missing directory is not an error.
-    /// The default goes through [`Platform::run`] (`rm -rf`).
+    /// The default goes through [`NetPlatform::run`] (`rm -rf`).
     fn remove_dir_all(&self, path: &Path) -> Result<(), NetnsError> {
         self.run("rm", &["-rf", "--", &path.to_string_lossy()], None)
             .map(drop)
@@ -42,7 +42,7 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RealPlatform;
 
-impl Platform for RealPlatform {
+impl NetPlatform for RealPlatform {
     fn run(&self, program: &str, args: &[&str], stdin: Option<&str>) -> Result<String, NetnsError> {
         let command = command_line(program, args, stdin.is_some());
         tracing::debug!(%command, "run");
@@ -196,7 +196,7 @@ impl Call {
     }
 }
 
-/// A fake [`Platform`] that records every call, answers with canned stdout, and can be told to
+/// A fake [`NetPlatform`] that records every call, answers with canned stdout, and can be told to
 /// fail on the Nth call (1-based) to exercise clean-up paths.
 #[derive(Debug, Default)]
 pub struct RecordingPlatform {
@@ -246,7 +246,7 @@ impl RecordingPlatform {
     }
 }
 
-impl Platform for RecordingPlatform {
+impl NetPlatform for RecordingPlatform {
     fn run(&self, program: &str, args: &[&str], stdin: Option<&str>) -> Result<String, NetnsError> {
         let call = Call {
             program: program.to_owned(),

@@ -2,7 +2,7 @@
 //! networks left behind by ones it no longer knows are removed. (The nftables side needs no
 //! helper: [`crate::nft::render_full`] rebuilds the table from the same state in one transaction.)
 
-use crate::{NetnsError, Platform, list_sandbox_netns, remove_sandbox_net};
+use crate::{NetPlatform, NetnsError, list_sandbox_netns, remove_sandbox_net};
 
 /// Removes every `pls-<id>` network whose id is not in `keep`; returns the ids removed. Every
 /// stale network is tried; the first error is returned after all were.
@@ -10,7 +10,7 @@ use crate::{NetnsError, Platform, list_sandbox_netns, remove_sandbox_net};
 /// Namespaces are global (`/var/run/netns`), so call this only where this daemon owns every
 /// `pls-*` name on the machine — never from tests running beside others.
 pub fn remove_stale_sandbox_nets(
-    p: &dyn Platform,
+    p: &dyn NetPlatform,
     host_netns: Option<&str>,
     keep: &[&str],
 ) -> Result<Vec<String>, NetnsError> {

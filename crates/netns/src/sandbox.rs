@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::{NetnsError, Platform, SandboxAddrs};
+use crate::{NetPlatform, NetnsError, SandboxAddrs};
 
 /// Prefix of sandbox namespace names.
 pub const NETNS_PREFIX: &str = "pls-";
@@ -109,7 +109,7 @@ pub fn host_if_name(id: &str) -> String {
 
 /// Runs `ip` in the host namespace (`ip -n NS …` in tests).
 pub(crate) fn ip_host(
-    p: &dyn Platform,
+    p: &dyn NetPlatform,
     host_netns: Option<&str>,
     args: &[&str],
 ) -> Result<String, NetnsError> {
@@ -121,7 +121,7 @@ pub(crate) fn ip_host(
 
 /// Runs `program` inside namespace `ns` (`ip netns exec NS …`; `None`: here), feeding `stdin`.
 pub fn exec_in(
-    p: &dyn Platform,
+    p: &dyn NetPlatform,
     ns: Option<&str>,
     program: &str,
     args: &[&str],
@@ -142,7 +142,7 @@ pub fn exec_in(
 /// On any failure after the namespace exists, everything made so far is removed again. An
 /// existing namespace of the same name is an error and left alone.
 pub fn create_sandbox_net(
-    p: &dyn Platform,
+    p: &dyn NetPlatform,
     spec: &SandboxNetSpec,
 ) -> Result<SandboxNet, NetnsError> {
     validate_id(spec.id)?;
@@ -179,7 +179,7 @@ pub fn create_sandbox_net(
 /// Makes the named network namespace (`ip netns add`), owned by the user namespace pinned at
 /// `owner_userns` when given.
 pub fn add_netns(
-    p: &dyn Platform,
+    p: &dyn NetPlatform,
     name: &str,
     owner_userns: Option<&std::path::Path>,
 ) -> Result<(), NetnsError> {
@@ -196,7 +196,7 @@ pub fn add_netns(
     Ok(())
 }
 
-fn build(p: &dyn Platform, net: &SandboxNet) -> Result<(), NetnsError> {
+fn build(p: &dyn NetPlatform, net: &SandboxNet) -> Result<(), NetnsError> {
     let ns = net.netns.as_str();
     let host_ns = net.host_netns.as_deref();
     let host_cidr = format!("{}/{}", net.addrs.host, net.addrs.prefix_len);
@@ -285,7 +285,7 @@ pub fn resolv_conf_path(id: &str) -> PathBuf {
 /// `/etc/netns/pls-<id>/`. Idempotent: whatever is already gone is skipped. Every step is tried;
 /// the first error is returned.
 pub fn remove_sandbox_net(
-    p: &dyn Platform,
+    p: &dyn NetPlatform,
     id: &str,
     host_netns: Option<&str>,
 ) -> Result<(), NetnsError> {
@@ -313,7 +313,7 @@ pub fn remove_sandbox_net(
 }
 
 /// Ids of every namespace named `pls-<id>` (for reconciling after a restart).
-pub fn list_sandbox_netns(p: &dyn Platform) -> Result<Vec<String>, NetnsError> {
+pub fn list_sandbox_netns(p: &dyn NetPlatform) -> Result<Vec<String>, NetnsError> {
     Ok(list_netns(p)?
         .into_iter()
         .filter_map(|name| {
@@ -324,7 +324,7 @@ pub fn list_sandbox_netns(p: &dyn Platform) -> Result<Vec<String>, NetnsError> {
 }
 
 /// Named namespaces, from `ip netns list` (`name` or `name (id: N)` per line).
-fn list_netns(p: &dyn Platform) -> Result<Vec<String>, NetnsError> {
+fn list_netns(p: &dyn NetPlatform) -> Result<Vec<String>, NetnsError> {
     let out = p.run("ip", &["netns", "list"], None)?;
     Ok(out
         .lines()
@@ -334,7 +334,7 @@ fn list_netns(p: &dyn Platform) -> Result<Vec<String>, NetnsError> {
 }
 
 /// Link names in the host namespace, from `ip -o link show` (`N: name[@peer]: <…` per line).
-fn list_links(p: &dyn Platform, host_netns: Option<&str>) -> Result<Vec<String>, NetnsError> {
+fn list_links(p: &dyn NetPlatform, host_netns: Option<&str>) -> Result<Vec<String>, NetnsError> {
     let out = ip_host(p, host_netns, &["-o", "link", "show"])?;
     Ok(out
         .lines()

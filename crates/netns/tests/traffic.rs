@@ -16,15 +16,8 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
 use common::*;
-use palisade_netns::RealPlatform;
 use palisade_netns::nft;
-
-/// `SO_ORIGINAL_DST` through socket2, as the proxy reads it.
-fn original_dst(conn: &std::net::TcpStream) -> std::io::Result<SocketAddrV4> {
-    let addr = socket2::SockRef::from(conn).original_dst_v4()?;
-    addr.as_socket_ipv4()
-        .ok_or_else(|| std::io::Error::other("original destination is not IPv4"))
-}
+use palisade_netns::{RealPlatform, original_dst};
 
 /// The whole data plane with real packets: sandbox `a` may send UDP/ICMP to 198.51.100.2 and
 /// (to prove sandboxes are still isolated) to the whole pool; sandbox `b` is deny-all.

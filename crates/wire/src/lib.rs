@@ -20,7 +20,7 @@ pub mod invariants;
 mod reader;
 mod tls;
 
-pub use http::{MAX_HEAD, MAX_HEADERS, RequestHead, TargetForm, follow, framing, parse_http_head};
+pub use http::{MAX_HEAD, MAX_HEADERS, RequestHead, TargetForm, framing, parse_http_head};
 pub use tls::{ClientHello, MAX_CLIENT_HELLO, parse_client_hello};
 
 /// More bytes are needed before anything can be said.

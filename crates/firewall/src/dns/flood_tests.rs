@@ -22,6 +22,7 @@ const QUIET: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
 const RATE: u32 = 100;
 const BURST: u32 = 200;
 
+#[derive(Debug)]
 struct View {
     policies: HashMap<IpAddr, (Arc<str>, Arc<CompiledPolicy>)>,
     events: EventLog,

@@ -31,7 +31,7 @@ pub use limits::DnsLimits;
 pub use server::{DnsServer, DnsServerHandle};
 
 /// What the DNS server needs to know about sandboxes.
-pub trait DnsView: Send + Sync + 'static {
+pub trait DnsView: std::fmt::Debug + Send + Sync + 'static {
     /// The sandbox id and current policy for a source address; `None`: not a sandbox (REFUSED).
     fn policy_for(&self, src: IpAddr) -> Option<(Arc<str>, Arc<CompiledPolicy>)>;
     /// The addresses this sandbox is told for an allowed name that resolved to `resolved`

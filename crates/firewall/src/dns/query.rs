@@ -11,11 +11,15 @@ use std::time::Instant;
 use hickory_proto::op::{Header, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
-use palisade_policy::{CanonicalName, CompiledPolicy, Mode, NameVerdict, canonicalize};
+use palisade_policy::{CanonicalName, CompiledPolicy, Mode, NameVerdict, Rule, canonicalize};
 
 use super::answer::{CLASSIC_UDP_PAYLOAD, Reply, udp_limit};
 use super::{DnsLimits, DnsView};
+use crate::decision::RuleRef;
 use crate::events::{EgressEvent, EventKind, EventVerdict};
+
+/// No rule of the policy allows it (also the rule of queries refused for their form).
+const DEFAULT: RuleRef = RuleRef::Policy(Rule::NoMatch);
 use crate::resolve::UpstreamResolver;
 
 /// How the query arrived; decides the response size limit.
@@ -38,44 +42,36 @@ pub(crate) struct Origin {
 struct Note {
     verdict: EventVerdict,
     name: Option<String>,
-    rule: String,
+    rule: RuleRef,
     reason: String,
 }
 
 impl Note {
-    fn deny(name: Option<String>, rule: impl Into<String>, reason: impl Into<String>) -> Self {
+    fn deny(name: Option<String>, rule: RuleRef, reason: impl Into<String>) -> Self {
         Self {
             verdict: EventVerdict::Deny,
             name,
-            rule: rule.into(),
+            rule,
             reason: reason.into(),
         }
     }
 
-    fn allow(name: Option<String>, rule: impl Into<String>, reason: impl Into<String>) -> Self {
+    fn allow(name: Option<String>, rule: RuleRef, reason: impl Into<String>) -> Self {
         Self {
             verdict: EventVerdict::Allow,
             name,
-            rule: rule.into(),
+            rule,
             reason: reason.into(),
         }
     }
 }
 
 /// Answers queries for every sandbox, each through its own policy.
+#[derive(Debug)]
 pub(crate) struct Responder {
     pub(crate) view: Arc<dyn DnsView>,
     pub(crate) resolver: Arc<UpstreamResolver>,
     pub(crate) limits: DnsLimits,
-}
-
-impl std::fmt::Debug for Responder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Responder")
-            .field("resolver", &self.resolver)
-            .field("limits", &self.limits)
-            .finish_non_exhaustive()
-    }
 }
 
 impl Responder {
@@ -89,22 +85,11 @@ impl Responder {
         }
         let Some((sandbox, policy)) = self.view.policy_for(origin.src) else {
             tracing::debug!(src = %origin.src, "DNS query from an address that is not a sandbox");
-            let req = Message::from_vec(packet).ok();
-            let query = req.as_ref().and_then(|m| match m.queries.as_slice() {
-                [q] => Some(q),
-                _ => None,
-            });
-            let reply = Reply::new(
-                &header.metadata,
-                query,
-                None,
-                self.limits.max_udp_payload,
-                ResponseCode::Refused,
-            );
+            let (reply, query) = self.refused(&header, packet);
             let mut event = EgressEvent::new("", EventKind::Dns, EventVerdict::Deny);
             event.dst = Some(origin.server);
             event.name = query.map(|q| display_name(q.name()));
-            event.rule = "default".into();
+            event.rule = DEFAULT.to_string();
             event.reason = format!("source {} is not a sandbox", origin.src);
             event.duration = started.elapsed();
             self.view.events().record(event);
@@ -128,7 +113,7 @@ impl Responder {
                     self.limits.max_udp_payload,
                     ResponseCode::FormErr,
                 );
-                let note = Note::deny(None, "default", format!("malformed query: {e}"));
+                let note = Note::deny(None, DEFAULT, format!("malformed query: {e}"));
                 (reply, usize::from(CLASSIC_UDP_PAYLOAD), note)
             }
         };
@@ -136,7 +121,7 @@ impl Responder {
         let mut event = EgressEvent::new(&*sandbox, EventKind::Dns, note.verdict);
         event.dst = Some(origin.server);
         event.name = note.name;
-        event.rule = note.rule;
+        event.rule = note.rule.to_string();
         event.reason = note.reason;
         event.duration = started.elapsed();
         self.view.events().record(event);
@@ -164,7 +149,7 @@ impl Responder {
         tracing::warn!(%sandbox, src = %origin.src, %reason, "DNS query rate limit");
         let mut event = EgressEvent::new(sandbox, EventKind::Dns, EventVerdict::Deny);
         event.dst = Some(origin.server);
-        event.rule = "dns-rate-limit".into();
+        event.rule = RuleRef::DnsRateLimit.to_string();
         event.reason = reason;
         self.view.events().record(event);
     }
@@ -176,19 +161,28 @@ impl Responder {
         if header.metadata.message_type != MessageType::Query {
             return None;
         }
-        let req = Message::from_vec(packet).ok();
-        let query = req.as_ref().and_then(|m| match m.queries.as_slice() {
-            [q] => Some(q),
-            _ => None,
-        });
+        self.refused(&header, packet)
+            .0
+            .encode(usize::from(u16::MAX))
+    }
+
+    /// REFUSED built from the header and, when the message parses with one question, that
+    /// question (returned too, for the event).
+    fn refused(&self, header: &Header, packet: &[u8]) -> (Reply, Option<Query>) {
+        let query = Message::from_vec(packet)
+            .ok()
+            .and_then(|m| match m.queries.as_slice() {
+                [q] => Some(q.clone()),
+                _ => None,
+            });
         let reply = Reply::new(
             &header.metadata,
-            query,
+            query.as_ref(),
             None,
             self.limits.max_udp_payload,
             ResponseCode::Refused,
         );
-        reply.encode(usize::from(u16::MAX))
+        (reply, query)
     }
 
     /// The decision for a well-formed message from a known sandbox.
@@ -206,24 +200,20 @@ impl Responder {
         if req.metadata.op_code != OpCode::Query {
             let note = Note::deny(
                 None,
-                "default",
+                DEFAULT,
                 format!("opcode {:?} not served", req.metadata.op_code),
             );
             return (reply(None, ResponseCode::NotImp), note);
         }
         if let Some(version) = edns.map(|e| e.version()).filter(|v| *v > 0) {
             // RFC 6891 §6.1.3: answer BADVERS with the highest version we speak (0).
-            let note = Note::deny(
-                None,
-                "default",
-                format!("EDNS version {version} not served"),
-            );
+            let note = Note::deny(None, DEFAULT, format!("EDNS version {version} not served"));
             return (reply(None, ResponseCode::BADVERS), note);
         }
         let [query] = req.queries.as_slice() else {
             let note = Note::deny(
                 None,
-                "default",
+                DEFAULT,
                 format!("{} questions in one query", req.queries.len()),
             );
             return (reply(None, ResponseCode::FormErr), note);
@@ -232,7 +222,7 @@ impl Responder {
         if query.query_class() != DNSClass::IN {
             let note = Note::deny(
                 shown,
-                "default",
+                DEFAULT,
                 format!("class {} not served", query.query_class()),
             );
             return (reply(Some(query), ResponseCode::Refused), note);
@@ -240,15 +230,19 @@ impl Responder {
         if !policy.allows_any_name() {
             // deny-all, or custom with no domain: nothing to resolve, so fail fast.
             let note = match policy.mode() {
-                Mode::DenyAll => Note::deny(shown, "deny-all", "the policy denies all traffic"),
-                _ => Note::deny(shown, "default", "the policy allows no names"),
+                Mode::DenyAll => Note::deny(
+                    shown,
+                    RuleRef::Policy(Rule::DenyAll),
+                    "the policy denies all traffic",
+                ),
+                _ => Note::deny(shown, DEFAULT, "the policy allows no names"),
             };
             return (reply(Some(query), ResponseCode::Refused), note);
         }
         let name = match wire_to_canonical(query.name()) {
             Ok(name) => name,
             Err(NameProblem::Root) => {
-                let note = Note::deny(shown, "default", "query for the root");
+                let note = Note::deny(shown, DEFAULT, "query for the root");
                 return (reply(Some(query), ResponseCode::Refused), note);
             }
             Err(NameProblem::Invalid(why)) => {
@@ -256,7 +250,7 @@ impl Responder {
                 r.negative_soa(self.limits.negative_ttl);
                 return (
                     r,
-                    Note::deny(shown, "default", format!("invalid name: {why}")),
+                    Note::deny(shown, DEFAULT, format!("invalid name: {why}")),
                 );
             }
         };
@@ -265,9 +259,14 @@ impl Responder {
             NameVerdict::Deny { rule, reason } => {
                 let mut r = reply(Some(query), ResponseCode::NXDomain);
                 r.negative_soa(self.limits.negative_ttl);
-                return (r, Note::deny(canon, rule.to_string(), reason.to_string()));
+                return (
+                    r,
+                    Note::deny(canon, RuleRef::Policy(rule), reason.to_string()),
+                );
             }
-            NameVerdict::Allow { rule } | NameVerdict::Intercept { rule, .. } => rule.to_string(),
+            NameVerdict::Allow { rule } | NameVerdict::Intercept { rule, .. } => {
+                RuleRef::Policy(rule)
+            }
         };
         if query.query_type() != RecordType::A {
             // The sandbox is IPv4-only, and every other type would only widen what an allowed
@@ -313,7 +312,7 @@ impl Responder {
         let note = match (kept.is_empty(), refused.is_empty()) {
             (true, false) => Note::deny(
                 canon,
-                "address-class",
+                RuleRef::AddressClass,
                 format!("resolves only to refused addresses: {}", refused.join(", ")),
             ),
             (_, true) => Note::allow(canon, rule, format!("{} address(es){told}", kept.len())),

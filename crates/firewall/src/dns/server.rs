@@ -128,6 +128,19 @@ fn grow_recv_buffer(udp: &UdpSocket) {
 }
 
 /// An IPv4 client seen through a dual-stack socket is the IPv4 address, for the view.
+/// What a receive or accept got; on an error (usually out of descriptors) logs it and backs off
+/// for `pause` first, so a lasting error cannot spin the serving loop.
+async fn or_back_off<T>(got: io::Result<T>, what: &str, pause: Duration) -> Option<T> {
+    match got {
+        Ok(got) => Some(got),
+        Err(e) => {
+            tracing::warn!(error = %e, "DNS {what} failed");
+            tokio::time::sleep(pause).await;
+            None
+        }
+    }
+}
+
 fn client_ip(peer: SocketAddr) -> IpAddr {
     peer.ip().to_canonical()
 }
@@ -144,13 +157,11 @@ async fn serve_udp(
     let mut buf = vec![0u8; 65_535];
     loop {
         while tasks.try_join_next().is_some() {}
-        let (len, peer) = match sock.recv_from(&mut buf).await {
-            Ok(got) => got,
-            Err(e) => {
-                tracing::warn!(error = %e, "DNS UDP receive failed");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
+        let received = sock.recv_from(&mut buf).await;
+        let Some((len, peer)) =
+            or_back_off(received, "UDP receive", Duration::from_millis(10)).await
+        else {
+            continue;
         };
         let src = client_ip(peer);
         let origin = Origin {
@@ -233,14 +244,11 @@ async fn serve_tcp(
     let mut tasks = JoinSet::new();
     loop {
         while tasks.try_join_next().is_some() {}
-        let (stream, peer) = match listener.accept().await {
-            Ok(got) => got,
-            Err(e) => {
-                // Usually out of descriptors: back off instead of spinning.
-                tracing::warn!(error = %e, "DNS TCP accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
+        let accepted = listener.accept().await;
+        let Some((stream, peer)) =
+            or_back_off(accepted, "TCP accept", Duration::from_millis(50)).await
+        else {
+            continue;
         };
         let src = client_ip(peer);
         let Some(conn_slot) = conns.try_acquire(src) else {

@@ -20,6 +20,7 @@ use crate::resolve::{ResolverConfig, UpstreamResolver};
 
 const SRC: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
+#[derive(Debug)]
 struct View {
     policies: HashMap<IpAddr, (Arc<str>, Arc<CompiledPolicy>)>,
     events: EventLog,

@@ -1,6 +1,6 @@
 //! HTTP/1 request framing as the sandbox sent it, followed beneath hyper (threat 19).
 //!
-//! The follower itself is pure and lives in `palisade_wire::follow`; this is its I/O shell.
+//! The follower itself is pure and lives in `palisade_wire::framing`; this is its I/O shell.
 //! hyper resolves framing conflicts on its own (it drops `Content-Length` when
 //! `Transfer-Encoding: chunked` is present and re-frames the body), so the service above it can
 //! no longer tell that a request was ambiguous. [`FramingGuard`] wraps the client stream before
@@ -17,8 +17,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, ready};
 
 use http::Version;
-use palisade_wire::follow::{Fed, Follower, Stop, Verdict};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use palisade_wire::framing::{Fed, Follower, Stop, Verdict};
+use tokio::io::{AsyncRead, ReadBuf};
 
 /// Request heads read ahead of the service (pipelining) before the guard gives up.
 const MAX_PENDING: usize = 1024;
@@ -142,35 +142,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for FramingGuard<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for FramingGuard<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-}
+crate::delegate::delegate_async_write!(impl[S] FramingGuard<S>);
 
 #[cfg(test)]
 mod tests {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::BufMut;
 use palisade_wire::{ClientHello, SniffError, Sniffed, sniff};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -110,18 +110,15 @@ impl<T> Rewind<T> {
     }
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for Rewind<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if self.pos < self.prefix.len() {
-            let rest = &self.prefix[self.pos..];
+impl<T: AsyncRead + Unpin> Rewind<T> {
+    /// The peeked bytes first, then the stream.
+    fn replay(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if let Some(rest) = self.prefix.get(self.pos..).filter(|r| !r.is_empty()) {
             let n = rest.len().min(buf.remaining());
             buf.put_slice(&rest[..n]);
             self.pos += n;
             if self.pos == self.prefix.len() {
+                // Replayed: the peeked bytes are not held for the life of the connection.
                 self.prefix = Vec::new();
                 self.pos = 0;
             }
@@ -131,35 +128,17 @@ impl<T: AsyncRead + Unpin> AsyncRead for Rewind<T> {
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
+impl<T: AsyncRead + Unpin> AsyncRead for Rewind<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.get_mut().replay(cx, buf)
     }
 }
+
+crate::delegate::delegate_async_write!(impl[T] Rewind<T>);
 
 #[cfg(test)]
 mod tests {

@@ -12,7 +12,7 @@ use http::{Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Frame, Incoming, SizeHint};
-use palisade_policy::{HttpDecision, Transform};
+use palisade_policy::Transform;
 
 /// What the proxy answers the sandbox with: the upstream's (possibly scrubbed) body or its own.
 pub(super) type Body = BoxBody<Bytes, super::scrub::BoxError>;
@@ -78,34 +78,6 @@ pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
     if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    }
-}
-
-/// A request refused by a transform's L7 rules: status, event rule, reason.
-pub(super) struct RuleRefusal {
-    pub(super) status: StatusCode,
-    pub(super) rule: String,
-    pub(super) reason: String,
-}
-
-/// The transform's `http_rules` on one request (method and the target's path, no query): a
-/// denial is `403` naming the rule; a path that cannot be compared unambiguously is `400`.
-pub(super) fn check_http_rules(t: &Transform, method: &str, path: &str) -> Result<(), RuleRefusal> {
-    match t.decide_request(method, path) {
-        HttpDecision::Allow { .. } => Ok(()),
-        HttpDecision::Deny { rule, reason } => Err(RuleRefusal {
-            status: StatusCode::FORBIDDEN,
-            rule: match rule {
-                Some(i) => format!("http-rule:{i}"),
-                None => "http-rules".to_owned(),
-            },
-            reason,
-        }),
-        HttpDecision::BadPath(why) => Err(RuleRefusal {
-            status: StatusCode::BAD_REQUEST,
-            rule: "http-rules".to_owned(),
-            reason: format!("the request path cannot be checked against http_rules: {why}"),
-        }),
     }
 }
 

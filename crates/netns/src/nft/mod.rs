@@ -18,7 +18,7 @@ pub use render::{
 };
 
 use crate::sandbox::{exec_in, validate_id, validate_netns_name};
-use crate::{NetnsError, Platform, SandboxAddrs, SandboxNet};
+use crate::{NetPlatform, NetnsError, SandboxAddrs, SandboxNet};
 
 /// Where the firewall listens in the host namespace (on every address, or on each sandbox's
 /// host-side address: the redirect sends to the address of the interface the packet came in on).
@@ -71,17 +71,25 @@ impl SandboxRules {
 }
 
 /// Applies `script` with `nft -f -` in the host namespace: one transaction, all or nothing.
-pub fn apply(p: &dyn Platform, host_netns: Option<&str>, script: &str) -> Result<(), NetnsError> {
+pub fn apply(
+    p: &dyn NetPlatform,
+    host_netns: Option<&str>,
+    script: &str,
+) -> Result<(), NetnsError> {
     nft_stdin(p, host_netns, &["-f", "-"], script)
 }
 
 /// Checks `script` with `nft -c -f -` (the kernel validates the batch, nothing changes).
-pub fn check(p: &dyn Platform, host_netns: Option<&str>, script: &str) -> Result<(), NetnsError> {
+pub fn check(
+    p: &dyn NetPlatform,
+    host_netns: Option<&str>,
+    script: &str,
+) -> Result<(), NetnsError> {
     nft_stdin(p, host_netns, &["-c", "-f", "-"], script)
 }
 
 fn nft_stdin(
-    p: &dyn Platform,
+    p: &dyn NetPlatform,
     host_netns: Option<&str>,
     args: &[&str],
     script: &str,
@@ -98,7 +106,7 @@ fn nft_stdin(
 }
 
 /// Whether the `inet palisade` table exists in the host namespace.
-pub fn table_exists(p: &dyn Platform, host_netns: Option<&str>) -> Result<bool, NetnsError> {
+pub fn table_exists(p: &dyn NetPlatform, host_netns: Option<&str>) -> Result<bool, NetnsError> {
     if let Some(ns) = host_netns {
         validate_netns_name(ns)?;
     }
@@ -108,7 +116,7 @@ pub fn table_exists(p: &dyn Platform, host_netns: Option<&str>) -> Result<bool, 
 
 /// Ids of the sandboxes whose chains are in the kernel (empty when the table is absent).
 pub fn list_sandbox_ids(
-    p: &dyn Platform,
+    p: &dyn NetPlatform,
     host_netns: Option<&str>,
 ) -> Result<Vec<String>, NetnsError> {
     if !table_exists(p, host_netns)? {

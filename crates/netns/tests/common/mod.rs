@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use nix::sched::{CloneFlags, setns};
 use palisade_netns::nft::{FirewallPorts, SandboxRules};
 use palisade_netns::{
-    AddressPool, Platform, RealPlatform, SandboxNet, SandboxNetSpec, create_sandbox_net,
+    AddressPool, NetPlatform, RealPlatform, SandboxNet, SandboxNetSpec, create_sandbox_net,
     remove_sandbox_net,
 };
 

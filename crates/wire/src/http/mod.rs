@@ -7,7 +7,6 @@ use std::mem::MaybeUninit;
 use crate::SniffError;
 
 mod detect;
-pub mod follow;
 pub mod framing;
 mod target;
 #[cfg(test)]
@@ -99,7 +98,7 @@ impl fmt::Debug for RequestHead {
 /// # Errors
 /// `Incomplete` until the blank line has arrived; `Malformed` for syntax errors, bare-LF line
 /// endings, obs-fold, NUL, a duplicate Host, Content-Length with Transfer-Encoding, a duplicate or
-/// invalid Content-Length, a Transfer-Encoding not ending in `chunked`, a missing Host in
+/// invalid Content-Length, a Transfer-Encoding other than a single `chunked`, a missing Host in
 /// HTTP/1.1, a target form the method does not allow, userinfo in the target, and heads over
 /// [`MAX_HEAD`] bytes.
 pub fn parse_http_head(buf: &[u8]) -> Result<Option<RequestHead>, SniffError> {
@@ -211,7 +210,7 @@ fn httparse_reason(e: httparse::Error) -> &'static str {
 
 /// Message framing must be unambiguous (RFC 9112 §6.3): otherwise the firewall and the upstream
 /// may disagree on where the next request starts, and the second one goes unchecked. The rule
-/// itself is [`framing::body_framing`], shared with the stream follower.
+/// itself is [`framing::body_framing`], shared with the stream follower ([`framing::Follower`]).
 fn check_framing(head: &RequestHead) -> Result<(), SniffError> {
     if head.version == 1 && head.host.is_none() {
         return Err(SniffError::Malformed("HTTP/1.1 request without Host"));

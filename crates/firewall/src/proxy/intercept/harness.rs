@@ -48,7 +48,7 @@ fn policy() -> CompiledPolicy {
 /// Runs `data` through the intercepted request path and returns what reached the upstream.
 /// Panics (the fuzz failure) if a forwarded request breaks an invariant.
 pub(crate) fn run(data: &[u8]) -> Vec<Forwarded> {
-    palisade_wire::follow::check_split(data);
+    palisade_wire::framing::check_split(data);
     let Ok(rt) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -94,14 +94,7 @@ pub(crate) fn run(data: &[u8]) -> Vec<Forwarded> {
                     .and_then(|h| h.to_str().ok())
                     .map(str::to_owned)
                     .or_else(|| req.uri().authority().map(|a| a.to_string()));
-                let mut info = HttpInfo {
-                    method: String::new(),
-                    host: String::new(),
-                    path: String::new(),
-                    status: 0,
-                    injected: Vec::new(),
-                    stripped: Vec::new(),
-                };
+                let mut info = HttpInfo::default();
                 let status = match prepare(req, framing, &sni, 443, &policy, &mut info) {
                     Ok((fwd, _rule)) => {
                         let (parts, body) = fwd.into_parts();

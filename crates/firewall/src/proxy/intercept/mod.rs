@@ -7,25 +7,20 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::{self, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use palisade_policy::{CanonicalName, CompiledPolicy, canonicalize};
-use palisade_wire::framing::body_framing;
 use tokio::net::TcpStream;
 
 use super::framing::{FramingGuard, Verdicts};
-use super::http::request_authority;
 use super::peek::Rewind;
-use super::plan::{Plan, plan_name};
-use super::rewrite::{
-    Body, BodyFailure, ClientBody, apply_transform, check_http_rules, empty, innermost,
-    is_websocket, splice_upgrades, strip_hop_by_hop, text,
-};
-use super::{Conn, scrub, upstream};
+use super::pipeline::{Exchange, Refusal, UpstreamForm, admit, http_rules, rewrite, within_budget};
+use super::plan::{Plan, RuleRef, plan_name};
+use super::rewrite::{Body, innermost, is_websocket};
+use super::{Conn, upstream};
 use crate::budget::{Metered, Tally};
 use crate::events::{EventKind, EventVerdict, HttpInfo};
 
@@ -42,7 +37,7 @@ pub(crate) async fn serve_intercepted(
         conn.deny(
             stream,
             Some(sni.as_str()),
-            "transform",
+            &RuleRef::Interception,
             "the sandbox has no CA to intercept this transform domain",
         );
         return;
@@ -58,7 +53,7 @@ pub(crate) async fn serve_intercepted(
             let mut ev = conn.event(
                 EventKind::Tcp,
                 EventVerdict::Deny,
-                "transform",
+                &RuleRef::Interception,
                 format!("TLS handshake with the sandbox failed: {e}"),
             );
             ev.name = Some(sni.as_str().to_owned());
@@ -69,7 +64,7 @@ pub(crate) async fn serve_intercepted(
             let mut ev = conn.event(
                 EventKind::Tcp,
                 EventVerdict::Deny,
-                "limit",
+                &RuleRef::Limit,
                 "TLS handshake with the sandbox timed out",
             );
             ev.name = Some(sni.as_str().to_owned());
@@ -84,7 +79,7 @@ pub(crate) async fn serve_intercepted(
         .clone();
     let verdicts = Arc::new(Verdicts::default());
     let io = FramingGuard::new(tls, Arc::clone(&verdicts));
-    let session = Arc::new(Session {
+    let session = Arc::new(InterceptedSession {
         conn: conn.clone(),
         sni: sni.clone(),
         client,
@@ -116,7 +111,7 @@ pub(crate) async fn serve_intercepted(
     super::budgeted::record_cut(&conn, tally.as_deref(), Some(sni.as_str()));
 }
 
-struct Session {
+struct InterceptedSession {
     conn: Conn,
     sni: CanonicalName,
     client: upstream::UpstreamClient,
@@ -124,27 +119,12 @@ struct Session {
     tally: Option<Arc<Tally>>,
 }
 
-/// Why a request on an intercepted connection is answered by the proxy itself.
-#[derive(Debug)]
-pub(crate) struct Refusal {
-    pub(crate) status: StatusCode,
-    pub(crate) rule: String,
-    pub(crate) reason: String,
-}
-
-fn refuse(status: StatusCode, rule: &str, reason: impl Into<String>) -> Refusal {
-    Refusal {
-        status,
-        rule: rule.to_owned(),
-        reason: reason.into(),
-    }
-}
-
-/// The per-request checks and rewrite of an intercepted connection, with no I/O: the framing
-/// guard's verdict on the request (`framing`), the method, framing and upgrade checks, the authority (must be the SNI), a fresh policy decision, then
-/// the upstream form of the request (absolute `https://sni[:port]` target, hop-by-hop headers
-/// removed, the transform applied). Returns the request to send and the rule that allowed it;
-/// `info` gets the header names the transform touched.
+/// The pipeline's checks and rewrite for one intercepted request, with no I/O (the fuzz
+/// harness drives it too): the shared admission (framing verdict, method, upgrade, authority),
+/// the authority must be the SNI (else 421, and the secret is not sent), a fresh policy
+/// decision, the transform's L7 rules, then the upstream form (absolute `https://sni[:port]`
+/// target, hop-by-hop headers removed, the transform applied). Returns the request to send and
+/// the rule that allowed it; `info` gets the header names the transform touched.
 pub(crate) fn prepare<B>(
     req: Request<B>,
     framing: Result<(), String>,
@@ -152,243 +132,77 @@ pub(crate) fn prepare<B>(
     port: u16,
     policy: &CompiledPolicy,
     info: &mut HttpInfo,
-) -> Result<(Request<B>, String), Refusal> {
-    if let Err(why) = framing {
-        return Err(refuse(
-            StatusCode::BAD_REQUEST,
-            "protocol",
-            format!("request framing refused: {why}"),
-        ));
-    }
-    if req.method() == Method::CONNECT || req.method() == Method::TRACE {
-        return Err(refuse(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "protocol",
-            format!("{} is not allowed from this sandbox", req.method()),
-        ));
-    }
-    let headers = req.headers();
-    // What hyper hands on must still be framed the one way both hops agree on (the guard has
-    // judged the bytes as sent; an h2 request is judged here).
-    let fields = headers
-        .iter()
-        .map(|(name, value)| (name.as_str(), value.as_bytes()));
-    if let Err(why) = body_framing(1, fields) {
-        return Err(refuse(StatusCode::BAD_REQUEST, "protocol", why));
-    }
-    if headers.contains_key(header::UPGRADE) && !is_websocket(headers) {
-        return Err(refuse(
-            StatusCode::BAD_REQUEST,
-            "protocol",
-            "only WebSocket upgrades are allowed",
-        ));
-    }
+) -> Result<(Request<B>, RuleRef), Refusal> {
+    let host = admit(&req, framing, port, "https")?;
     // The request must name the host the connection was opened (and the secret minted) for.
-    let host = request_authority(&req, port, "https")
-        .map_err(|why| refuse(StatusCode::BAD_REQUEST, "protocol", why))?;
     if !canonicalize(host.as_bytes()).is_ok_and(|n| &n == sni) {
-        info.host = host.clone();
-        return Err(refuse(
+        let reason = format!(
+            "this connection is for {}; open a new connection for {host}",
+            sni.as_str()
+        );
+        info.host = host;
+        return Err(Refusal::new(
             StatusCode::MISDIRECTED_REQUEST,
-            "authority",
-            format!(
-                "this connection is for {}; open a new connection for {host}",
-                sni.as_str()
-            ),
+            RuleRef::Authority,
+            reason,
         ));
     }
     // A fresh check on the policy in force now.
-    let transform = match plan_name(policy, sni) {
-        Plan::DialName { transform, .. } => transform,
-        Plan::Deny { rule, reason } => return Err(refuse(StatusCode::FORBIDDEN, &rule, reason)),
-        Plan::DialAddr { rule } => {
-            return Err(refuse(
+    let (transform, rule) = match plan_name(policy, sni) {
+        Plan::DialName {
+            transform, rule, ..
+        } => (transform.and_then(|i| policy.transform(i)), rule),
+        Plan::Deny { rule, reason } => {
+            return Err(Refusal::new(
                 StatusCode::FORBIDDEN,
-                &rule,
+                rule,
+                reason.to_string(),
+            ));
+        }
+        Plan::DialAddr { rule } => {
+            return Err(Refusal::new(
+                StatusCode::FORBIDDEN,
+                rule,
                 "the name is no longer allowed",
             ));
         }
     };
-    let rule = match transform {
-        Some(i) => format!(
-            "transform:{}",
-            policy
-                .transform(i)
-                .map(|t| t.pattern().to_string())
-                .unwrap_or_default()
-        ),
-        None => "domain".to_owned(),
-    };
-    // The transform's L7 rules, after the authority and policy checks.
-    if let Some(t) = transform.and_then(|i| policy.transform(i)) {
-        check_http_rules(t, req.method().as_str(), req.uri().path())
-            .map_err(|r| refuse(r.status, &r.rule, r.reason))?;
-    }
-    let websocket = is_websocket(req.headers());
-    let (mut parts, body) = req.into_parts();
-    let path = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_owned();
-    // The asterisk form (`OPTIONS *`, which httparse accepts for any method) would otherwise be
-    // glued onto the authority: `https://sni*` (found by fuzzing).
-    if !path.starts_with('/') {
-        return Err(refuse(
-            StatusCode::BAD_REQUEST,
-            "protocol",
-            "only origin-form and absolute-form request targets are served",
-        ));
-    }
-    let authority = if port == 443 {
-        sni.as_str().to_owned()
-    } else {
-        format!("{}:{port}", sni.as_str())
-    };
-    parts.uri = format!("https://{authority}{path}")
-        .parse::<Uri>()
-        .map_err(|_| {
-            refuse(
-                StatusCode::BAD_REQUEST,
-                "protocol",
-                "invalid request target",
-            )
-        })?;
-    parts.version = Version::HTTP_11;
-    parts.headers.remove(header::HOST);
-    strip_hop_by_hop(&mut parts.headers, websocket);
-    if let Some(t) = transform.and_then(|i| policy.transform(i)) {
-        let (stripped, injected) = apply_transform(&mut parts.headers, t);
-        info.stripped = stripped;
-        info.injected = injected;
-    }
-    Ok((Request::from_parts(parts, body), rule))
+    http_rules(transform, req.method().as_str(), req.uri().path())?;
+    let req = rewrite(req, UpstreamForm::Absolute { sni, port }, transform, info)?;
+    Ok((req, rule))
 }
 
-impl Session {
+impl InterceptedSession {
     async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
         let conn = &self.conn;
         let framing = self.verdicts.admit(req.version());
-        let failure = Arc::new(BodyFailure::default());
-        let mut req = req.map(|b| ClientBody::new(b, Arc::clone(&failure)));
-        let mut info = HttpInfo {
-            method: req.method().to_string(),
-            host: self.sni.as_str().to_owned(),
-            path: req.uri().path().to_owned(),
-            status: 0,
-            injected: Vec::new(),
-            stripped: Vec::new(),
-        };
+        let (mut exchange, req) = Exchange::begin(conn, req, self.sni.as_str().to_owned());
         let websocket = is_websocket(req.headers());
-        let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
         let policy = conn.entry.policy();
-        let prepared = match self.tally.as_deref().and_then(Tally::exhausted) {
-            Some(cut) => Err(refuse(StatusCode::FORBIDDEN, &cut.rule, cut.reason)),
-            None => prepare(
+        let prepared = within_budget(self.tally.as_deref()).and_then(|()| {
+            prepare(
                 req,
                 framing,
                 &self.sni,
                 conn.orig.port(),
                 &policy,
-                &mut info,
-            ),
-        };
+                &mut exchange.info,
+            )
+        });
         let (upstream_req, rule) = match prepared {
             Ok(ok) => ok,
-            Err(r) => {
-                info.status = r.status.as_u16();
-                let mut ev = conn.event(
-                    EventKind::Http,
-                    EventVerdict::Deny,
-                    &r.rule,
-                    r.reason.clone(),
-                );
-                ev.name = Some(info.host.clone());
-                ev.http = Some(info);
-                conn.record(ev);
-                return text(r.status, format!("palisade: {}\n", r.reason), true);
-            }
+            Err(r) => return exchange.refuse(r),
         };
+        // WebSocket is an HTTP/1.1 mechanism: its upstream leg must not be h2.
         let client = if websocket {
             &self.client.h1
         } else {
             &self.client.any
         };
-        let response = match client.request(upstream_req).await {
-            Ok(r) => r,
-            Err(e) if let Some(why) = failure.get() => {
-                // The client's body broke mid-stream; hyper aborted the upstream request.
-                let reason = format!("the request body is malformed: {why}");
-                info.status = StatusCode::BAD_REQUEST.as_u16();
-                tracing::debug!(error = %e, "upstream request aborted");
-                let mut ev = conn.event(
-                    EventKind::Http,
-                    EventVerdict::Deny,
-                    "protocol",
-                    reason.clone(),
-                );
-                ev.name = Some(info.host.clone());
-                ev.http = Some(info);
-                conn.record(ev);
-                return text(
-                    StatusCode::BAD_REQUEST,
-                    format!("palisade: {reason}\n"),
-                    true,
-                );
-            }
-            Err(e) => {
-                let reason = innermost(&e);
-                info.status = StatusCode::BAD_GATEWAY.as_u16();
-                let mut ev =
-                    conn.event(EventKind::Http, EventVerdict::Allow, &rule, reason.clone());
-                ev.name = Some(info.host.clone());
-                ev.http = Some(info);
-                conn.record(ev);
-                return text(
-                    StatusCode::BAD_GATEWAY,
-                    format!("palisade: upstream failed: {reason}\n"),
-                    true,
-                );
-            }
-        };
-        let (mut rparts, rbody) = response.into_parts();
-        info.status = rparts.status.as_u16();
-        let mut ev = conn.event(
-            EventKind::Http,
-            EventVerdict::Allow,
-            &rule,
-            "request forwarded",
-        );
-        ev.name = Some(info.host.clone());
-        let ev_info = info.clone();
-        ev.http = Some(info);
-        conn.record(ev);
-        if rparts.status == StatusCode::SWITCHING_PROTOCOLS && websocket {
-            let mut resp_for_upgrade = Response::from_parts(rparts.clone(), rbody);
-            let upstream_upgrade = hyper::upgrade::on(&mut resp_for_upgrade);
-            if let Some(client_upgrade) = client_upgrade {
-                splice_upgrades(client_upgrade, upstream_upgrade);
-            }
-            rparts
-                .headers
-                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-            return Response::from_parts(rparts, empty());
-        }
-        strip_hop_by_hop(&mut rparts.headers, false);
-        match scrub::response(conn, &policy, &mut rparts, rbody, ev_info) {
-            Ok(body) => Response::from_parts(rparts, body),
-            Err(reason) => {
-                // Fail closed: a response the firewall cannot scrub never reaches the sandbox.
-                let mut ev =
-                    conn.event(EventKind::Http, EventVerdict::Deny, "scrub", reason.clone());
-                ev.name = Some(self.sni.as_str().to_owned());
-                conn.record(ev);
-                text(
-                    StatusCode::BAD_GATEWAY,
-                    format!("palisade: the response cannot be inspected: {reason}\n"),
-                    true,
-                )
-            }
+        match client.request(upstream_req).await {
+            // Fail closed: every response from an intercepted domain is scrubbed.
+            Ok(resp) => exchange.respond(&rule, resp, &policy, true),
+            Err(e) => exchange.forward_failed(&rule, innermost(&e)),
         }
     }
 }

@@ -339,7 +339,7 @@ where
         let mut ev = conn.event(
             crate::events::EventKind::Http,
             crate::events::EventVerdict::Allow,
-            "scrub",
+            &crate::decision::RuleRef::Scrub,
             format!("{n} occurrence(s) of an injected secret replaced in the response"),
         );
         ev.name = Some(info.host.clone());

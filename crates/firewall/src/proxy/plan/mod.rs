@@ -1,11 +1,14 @@
 //! What to do with a connection, decided from the policy and what the sandbox sent.
 //!
-//! Pure: the shell resolves names, dials and relays; this module only says which.
+//! Pure: the shell resolves names, dials and relays; this module only says which. Rules and
+//! reasons are values ([`crate::decision`]); the shell renders them into the event.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddrV4};
 
-use palisade_policy::{CanonicalName, CompiledPolicy, Mode, NameVerdict, canonicalize};
+use palisade_policy::{CanonicalName, CompiledPolicy, Mode, NameVerdict, Rule, canonicalize};
+
+pub use crate::decision::{Carrier, Reason, RuleRef};
 
 /// A decision about where (or whether) to connect.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,21 +18,38 @@ pub enum Plan {
     DialName {
         name: CanonicalName,
         transform: Option<usize>,
-        rule: String,
+        rule: RuleRef,
     },
     /// Dial the original destination: a name-less protocol that an address rule allows.
-    DialAddr { rule: String },
+    DialAddr { rule: RuleRef },
     /// Refuse.
-    Deny { rule: String, reason: String },
+    Deny { rule: RuleRef, reason: Reason },
 }
 
 impl Plan {
-    pub fn deny(rule: impl Into<String>, reason: impl Into<String>) -> Self {
+    pub fn deny(rule: RuleRef, reason: impl Into<Reason>) -> Self {
         Plan::Deny {
-            rule: rule.into(),
+            rule,
             reason: reason.into(),
         }
     }
+
+    /// `true` for [`Plan::Deny`].
+    pub fn is_deny(&self) -> bool {
+        matches!(self, Plan::Deny { .. })
+    }
+
+    /// The rule that decided.
+    pub fn rule(&self) -> &RuleRef {
+        match self {
+            Plan::DialName { rule, .. } | Plan::DialAddr { rule } | Plan::Deny { rule, .. } => rule,
+        }
+    }
+}
+
+/// `deny-all` mode: everything is refused, named or not.
+fn deny_all() -> Plan {
+    Plan::deny(RuleRef::Policy(Rule::DenyAll), Reason::DenyAll)
 }
 
 /// Why an address may not be dialled.
@@ -72,14 +92,16 @@ pub fn plan_name(policy: &CompiledPolicy, name: &CanonicalName) -> Plan {
         NameVerdict::Allow { rule } => Plan::DialName {
             name: name.clone(),
             transform: None,
-            rule: rule.to_string(),
+            rule: RuleRef::Policy(rule),
         },
         NameVerdict::Intercept { transform, rule } => Plan::DialName {
             name: name.clone(),
             transform: Some(transform),
-            rule: rule.to_string(),
+            rule: RuleRef::Policy(rule),
         },
-        NameVerdict::Deny { rule, reason } => Plan::deny(rule.to_string(), reason.to_string()),
+        NameVerdict::Deny { rule, reason } => {
+            Plan::deny(RuleRef::Policy(rule), Reason::Name(reason))
+        }
     }
 }
 
@@ -93,40 +115,37 @@ pub fn plan_nameless(
     policy: &CompiledPolicy,
     orig: SocketAddrV4,
     synthetic: Option<&CanonicalName>,
-    what: &str,
+    carrier: Carrier,
 ) -> Plan {
-    let ip = IpAddr::V4(*orig.ip());
+    let ip = *orig.ip();
     if let Some(name) = synthetic {
         return match policy.decide_name(name) {
             NameVerdict::Deny { rule, .. } => Plan::deny(
-                rule.to_string(),
-                format!(
-                    "{what} to {ip}, the sandbox's address for {name}, which the policy does not allow",
-                    name = name.as_str()
-                ),
+                RuleRef::Policy(rule),
+                Reason::SyntheticNotAllowed {
+                    carrier,
+                    ip,
+                    name: name.clone(),
+                },
             ),
-            _ => Plan::DialAddr {
-                rule: format!("dns-bound:{}", name.as_str()),
+            NameVerdict::Allow { .. } | NameVerdict::Intercept { .. } => Plan::DialAddr {
+                rule: RuleRef::DnsBound(name.clone()),
             },
         };
     }
-    let addr = policy.check_addr(ip);
-    if addr.in_allow_cidrs {
+    if policy.check_addr(IpAddr::V4(ip)).in_allow_cidrs {
         return Plan::DialAddr {
-            rule: "allow_cidrs".into(),
+            rule: RuleRef::AllowCidrs,
         };
     }
     match policy.mode() {
-        Mode::DenyAll => Plan::deny("deny-all", "the sandbox policy denies all traffic"),
+        Mode::DenyAll => deny_all(),
         Mode::AllowAll => Plan::DialAddr {
-            rule: "allow-all".into(),
+            rule: RuleRef::Policy(Rule::AllowAll),
         },
         Mode::Custom => Plan::deny(
-            "default",
-            format!(
-                "{what} to {ip} is outside allow_cidrs; without a name, an allowed name is \
-                 reached only through the address the sandbox's DNS answered for it"
-            ),
+            RuleRef::Policy(Rule::NoMatch),
+            Reason::NamelessOutsideCidrs { carrier, ip },
         ),
     }
 }
@@ -139,24 +158,20 @@ pub fn plan_tls(
     orig: SocketAddrV4,
 ) -> Plan {
     if matches!(policy.mode(), Mode::DenyAll) {
-        return Plan::deny("deny-all", "the sandbox policy denies all traffic");
+        return deny_all();
     }
     if ech && matches!(policy.mode(), Mode::Custom) {
         // The real name is encrypted: the outer SNI says nothing about where it goes.
-        return plan_unnamed_tls(policy, orig, "TLS with Encrypted Client Hello");
+        return plan_unnamed_tls(policy, orig, Carrier::TlsEch);
     }
     let Some(raw) = sni else {
-        return plan_unnamed_tls(policy, orig, "TLS without SNI");
+        return plan_unnamed_tls(policy, orig, Carrier::TlsNoSni);
     };
     match canonicalize(raw) {
         Ok(name) => plan_named(policy, &name, orig),
         Err(err) => match policy.mode() {
-            Mode::Custom => plan_unnamed_tls(
-                policy,
-                orig,
-                &format!("TLS with an unusable server name ({err})"),
-            ),
-            _ => plan_unnamed_tls(policy, orig, "TLS without a usable server name"),
+            Mode::Custom => plan_unnamed_tls(policy, orig, Carrier::TlsBadSni(err)),
+            _ => plan_unnamed_tls(policy, orig, Carrier::TlsNoUsableName),
         },
     }
 }
@@ -165,29 +180,52 @@ pub fn plan_tls(
 /// inside `allow_cidrs` is reachable whatever name is sent to it.
 pub fn plan_named(policy: &CompiledPolicy, name: &CanonicalName, orig: SocketAddrV4) -> Plan {
     let plan = plan_name(policy, name);
-    if matches!(plan, Plan::Deny { .. }) && policy.check_addr(IpAddr::V4(*orig.ip())).in_allow_cidrs
-    {
+    if plan.is_deny() && policy.check_addr(IpAddr::V4(*orig.ip())).in_allow_cidrs {
         return Plan::DialAddr {
-            rule: "allow_cidrs".into(),
+            rule: RuleRef::AllowCidrs,
         };
     }
     plan
 }
 
-fn plan_unnamed_tls(policy: &CompiledPolicy, orig: SocketAddrV4, what: &str) -> Plan {
-    let addr = policy.check_addr(IpAddr::V4(*orig.ip()));
-    if addr.in_allow_cidrs {
+/// Decides on one plain HTTP request from its authority's host (`request_authority`): a name
+/// decides as [`plan_named`]; an address literal is a request without a name (a synthetic one
+/// stands for its name); a host that is not a usable name is refused, except in allow-all mode,
+/// where the address rules apply.
+pub fn plan_http(
+    policy: &CompiledPolicy,
+    host: &str,
+    orig: SocketAddrV4,
+    synthetic: Option<&CanonicalName>,
+) -> Plan {
+    match canonicalize(host.as_bytes()) {
+        Ok(name) => plan_named(policy, &name, orig),
+        Err(_) if host.parse::<IpAddr>().is_ok() || host.starts_with('[') => {
+            plan_nameless(policy, orig, synthetic, Carrier::Http)
+        }
+        Err(_) if matches!(policy.mode(), Mode::AllowAll) => {
+            plan_nameless(policy, orig, None, Carrier::Http)
+        }
+        Err(e) => Plan::deny(RuleRef::Policy(Rule::NoMatch), Reason::UnusableHost(e)),
+    }
+}
+
+fn plan_unnamed_tls(policy: &CompiledPolicy, orig: SocketAddrV4, carrier: Carrier) -> Plan {
+    if policy.check_addr(IpAddr::V4(*orig.ip())).in_allow_cidrs {
         return Plan::DialAddr {
-            rule: "allow_cidrs".into(),
+            rule: RuleRef::AllowCidrs,
         };
     }
     match policy.mode() {
         Mode::AllowAll => Plan::DialAddr {
-            rule: "allow-all".into(),
+            rule: RuleRef::Policy(Rule::AllowAll),
         },
         _ => Plan::deny(
-            "default",
-            format!("{what} to {} outside allow_cidrs", orig.ip()),
+            RuleRef::Policy(Rule::NoMatch),
+            Reason::UnnamedOutsideCidrs {
+                carrier,
+                ip: *orig.ip(),
+            },
         ),
     }
 }
@@ -205,15 +243,15 @@ impl Recheck {
     pub fn still_allowed(&self, policy: &CompiledPolicy, is_own: bool) -> bool {
         match self {
             Recheck::Name { name, ip } => {
-                !matches!(plan_name(policy, name), Plan::Deny { .. })
-                    && check_dial_addr(policy, *ip, is_own).is_ok()
+                !plan_name(policy, name).is_deny() && check_dial_addr(policy, *ip, is_own).is_ok()
             }
             Recheck::Addr { orig } => {
-                !matches!(
-                    plan_nameless(policy, *orig, None, "connection"),
-                    Plan::Deny { .. }
-                ) && check_dial_addr(policy, IpAddr::V4(*orig.ip()), is_own).is_ok()
+                !plan_nameless(policy, *orig, None, Carrier::Connection).is_deny()
+                    && check_dial_addr(policy, IpAddr::V4(*orig.ip()), is_own).is_ok()
             }
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,11 +1,20 @@
-//! The one rule for how an HTTP/1 request body is framed (RFC 9112 §6.3, §11.2): the sniffer, the
-//! stream follower beneath hyper and the intercepting proxy's per-request checks all ask here, so
-//! they cannot disagree on where a request ends.
+//! HTTP/1 request framing, sans I/O, in one place (threat 19): the rule for how a request body is
+//! framed (RFC 9112 §6.3, §11.2, [`body_framing`]) and the stream follower built on it
+//! ([`Follower`]). The sniffer, the follower beneath hyper and the proxy's per-request checks (plain
+//! and intercepted) all ask here, so they cannot disagree on where a request ends.
 //!
 //! Only unambiguous framings pass: no body, one `Content-Length` of plain decimal digits, or one
 //! `Transfer-Encoding` field whose value is exactly `chunked` (in HTTP/1.1). Everything else —
 //! both headers, repeated or list-valued lengths, coding lists such as `gzip, chunked` — is a shape
-//! two hops may read differently, so it is refused rather than normalised.
+//! two hops may read differently, so it is refused rather than normalised. In particular
+//! `Transfer-Encoding: gzip, chunked`, which RFC 9112 lets a server read as a chunked body of
+//! gzip data, is refused with a 400 on every path (the sniffer once took it, the follower did
+//! not): an upstream that ignores an unknown coding, or a hop that decodes it, would frame the
+//! body differently, and refusing a rare shape costs less than guessing how the next hop reads it.
+
+mod follow;
+
+pub use follow::{Fed, Follower, Stop, Verdict, check_split};
 
 /// How a request's body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

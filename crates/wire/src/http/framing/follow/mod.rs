@@ -8,10 +8,10 @@
 //! ([`check_split`], property tests, the `intercept_http` fuzz target). It fails closed: once it
 //! cannot follow the stream it stops, and the caller refuses every later request.
 
-use super::framing::{BodyFraming, body_framing};
+use super::{BodyFraming, body_framing};
 
 /// The largest request head followed (hyper's own limit is the same buffer size).
-const MAX_HEAD: usize = super::MAX_HEAD;
+const MAX_HEAD: usize = crate::http::MAX_HEAD;
 /// Bytes of chunk extensions per body and of trailers per body (hyper's limits).
 const MAX_EXTENSIONS: u64 = 16 * 1024;
 const MAX_TRAILERS: u64 = 16 * 1024;
@@ -355,7 +355,9 @@ fn judge(req: &httparse::Request<'_, '_>, head: &[u8]) -> Result<Framing, &'stat
             .any(|h| h.name.eq_ignore_ascii_case("upgrade"));
     let body = body_framing(
         req.version.unwrap_or(1),
-        req.headers.iter().map(|h| (h.name, super::trim(h.value))),
+        req.headers
+            .iter()
+            .map(|h| (h.name, crate::http::trim(h.value))),
     )?;
     Ok(Framing { body, upgrade })
 }

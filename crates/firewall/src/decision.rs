@@ -1,0 +1,216 @@
+//! The firewall's decisions as values: which rule decided ([`RuleRef`]) and why a connection or
+//! request was refused ([`Reason`]). Plans, refusals and budget cuts carry these; they become text
+//! only where an event is recorded or a line is logged, so every rule name an event can carry is
+//! spelled here and nowhere else.
+//!
+//! New kinds of decision (an audit "would deny", a hold awaiting approval) add a variant here and
+//! a branch where plans are carried out; nothing parses the text back.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+
+use palisade_policy::{CanonicalName, DenyReason, DomainPattern, NameError, Rule};
+
+/// The rule behind a decision, as the event's `rule` field names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuleRef {
+    /// A rule of the policy's name matcher: `allow-all`, `deny-all`, `domain:<pattern>`,
+    /// `transform:<pattern>`, or `default` when nothing matched.
+    Policy(Rule),
+    /// `allow_cidrs`: the destination lies inside one of the policy's networks.
+    AllowCidrs,
+    /// `dns-bound:<name>`: a synthetic address the sandbox's DNS served for an allowed name.
+    DnsBound(CanonicalName),
+    /// `budget:sandbox` or `budget:domain:<pattern>`: a byte budget.
+    Budget(BudgetScope),
+    /// `http-rule:<index>`: one of a transform's `http_rules`.
+    HttpRule(usize),
+    /// `http-rules`: no rule of a transform's `http_rules` allows the request, or its path
+    /// cannot be compared.
+    HttpRules,
+    /// `protocol`: a request shape the proxy does not pass on (framing, method, upgrade, target).
+    Protocol,
+    /// `authority`: a request on an intercepted connection for another host than the SNI.
+    Authority,
+    /// `address`: the original destination failed the address checks.
+    Address,
+    /// `transform`: TLS interception for a transform domain could not be set up.
+    Interception,
+    /// `scrub`: the response from a transform domain (an injected secret replaced, or a response
+    /// that cannot be inspected).
+    Scrub,
+    /// `limit`: a limit of the proxy (open connections, peek size or time, handshake time).
+    Limit,
+    /// `malformed`: first bytes that claim TLS or HTTP but break the format.
+    Malformed,
+    /// `synthetic`: an address in the synthetic range never handed to this sandbox.
+    Synthetic,
+    /// `address-class`: a DNS answer whose every address is of a refused class.
+    AddressClass,
+    /// `dns-rate-limit`: DNS queries over their source's rate.
+    DnsRateLimit,
+}
+
+/// Which byte budget a [`RuleRef::Budget`] names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BudgetScope {
+    /// The sandbox's own budget.
+    Sandbox,
+    /// The budget of a domain pattern.
+    Domain(DomainPattern),
+}
+
+impl fmt::Display for RuleRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RuleRef::Policy(rule) => rule.fmt(f),
+            RuleRef::AllowCidrs => f.write_str("allow_cidrs"),
+            RuleRef::DnsBound(name) => write!(f, "dns-bound:{}", name.as_str()),
+            RuleRef::Budget(BudgetScope::Sandbox) => f.write_str("budget:sandbox"),
+            RuleRef::Budget(BudgetScope::Domain(p)) => write!(f, "budget:domain:{p}"),
+            RuleRef::HttpRule(i) => write!(f, "http-rule:{i}"),
+            RuleRef::HttpRules => f.write_str("http-rules"),
+            RuleRef::Protocol => f.write_str("protocol"),
+            RuleRef::Authority => f.write_str("authority"),
+            RuleRef::Address => f.write_str("address"),
+            RuleRef::Interception => f.write_str("transform"),
+            RuleRef::Scrub => f.write_str("scrub"),
+            RuleRef::Limit => f.write_str("limit"),
+            RuleRef::Malformed => f.write_str("malformed"),
+            RuleRef::Synthetic => f.write_str("synthetic"),
+            RuleRef::AddressClass => f.write_str("address-class"),
+            RuleRef::DnsRateLimit => f.write_str("dns-rate-limit"),
+        }
+    }
+}
+
+/// What carried a connection that had no usable name, as a denial describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Carrier {
+    /// A connection whose protocol names nothing (or that stayed quiet).
+    Connection,
+    /// Plain HTTP whose Host is an address.
+    Http,
+    /// TLS with Encrypted Client Hello: the outer SNI says nothing about where it goes.
+    TlsEch,
+    /// TLS without an SNI.
+    TlsNoSni,
+    /// TLS whose SNI is not a valid name (custom mode says why).
+    TlsBadSni(NameError),
+    /// TLS whose SNI is not a valid name, in the other modes.
+    TlsNoUsableName,
+}
+
+impl fmt::Display for Carrier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Carrier::Connection => f.write_str("connection"),
+            Carrier::Http => f.write_str("HTTP"),
+            Carrier::TlsEch => f.write_str("TLS with Encrypted Client Hello"),
+            Carrier::TlsNoSni => f.write_str("TLS without SNI"),
+            Carrier::TlsBadSni(err) => write!(f, "TLS with an unusable server name ({err})"),
+            Carrier::TlsNoUsableName => f.write_str("TLS without a usable server name"),
+        }
+    }
+}
+
+/// Why a plan refuses a connection or request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reason {
+    /// The policy's matcher refused the name.
+    Name(DenyReason),
+    /// `deny-all` refuses everything, named or not.
+    DenyAll,
+    /// A synthetic address that stands for a name the policy does not allow.
+    SyntheticNotAllowed {
+        carrier: Carrier,
+        ip: Ipv4Addr,
+        name: CanonicalName,
+    },
+    /// `custom` mode: a real address outside `allow_cidrs`, reached without a name.
+    NamelessOutsideCidrs { carrier: Carrier, ip: Ipv4Addr },
+    /// TLS naming nothing usable, to an address outside `allow_cidrs`.
+    UnnamedOutsideCidrs { carrier: Carrier, ip: Ipv4Addr },
+    /// A Host header that is not a usable name.
+    UnusableHost(NameError),
+    /// What the I/O shell found (resolution, connection, limits, framing), already in words.
+    Said(String),
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::Name(why) => why.fmt(f),
+            Reason::DenyAll => f.write_str("the sandbox policy denies all traffic"),
+            Reason::SyntheticNotAllowed { carrier, ip, name } => write!(
+                f,
+                "{carrier} to {ip}, the sandbox's address for {}, which the policy does not allow",
+                name.as_str()
+            ),
+            Reason::NamelessOutsideCidrs { carrier, ip } => write!(
+                f,
+                "{carrier} to {ip} is outside allow_cidrs; without a name, an allowed name is \
+                 reached only through the address the sandbox's DNS answered for it"
+            ),
+            Reason::UnnamedOutsideCidrs { carrier, ip } => {
+                write!(f, "{carrier} to {ip} outside allow_cidrs")
+            }
+            Reason::UnusableHost(err) => write!(f, "unusable host name: {err}"),
+            Reason::Said(words) => f.write_str(words),
+        }
+    }
+}
+
+impl From<String> for Reason {
+    fn from(words: String) -> Self {
+        Reason::Said(words)
+    }
+}
+
+impl From<&str> for Reason {
+    fn from(words: &str) -> Self {
+        Reason::Said(words.to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_render_as_events_name_them() {
+        let name = palisade_policy::canonicalize(b"a.test").unwrap();
+        let pattern = DomainPattern::parse("*.a.test").unwrap();
+        let cases = [
+            (RuleRef::Policy(Rule::AllowAll), "allow-all"),
+            (RuleRef::Policy(Rule::DenyAll), "deny-all"),
+            (RuleRef::Policy(Rule::NoMatch), "default"),
+            (
+                RuleRef::Policy(Rule::Domain(pattern.clone())),
+                "domain:*.a.test",
+            ),
+            (RuleRef::AllowCidrs, "allow_cidrs"),
+            (RuleRef::DnsBound(name), "dns-bound:a.test"),
+            (RuleRef::Budget(BudgetScope::Sandbox), "budget:sandbox"),
+            (
+                RuleRef::Budget(BudgetScope::Domain(pattern)),
+                "budget:domain:*.a.test",
+            ),
+            (RuleRef::HttpRule(3), "http-rule:3"),
+            (RuleRef::HttpRules, "http-rules"),
+            (RuleRef::Protocol, "protocol"),
+            (RuleRef::Authority, "authority"),
+            (RuleRef::Address, "address"),
+            (RuleRef::Interception, "transform"),
+            (RuleRef::Scrub, "scrub"),
+            (RuleRef::Limit, "limit"),
+            (RuleRef::Malformed, "malformed"),
+            (RuleRef::Synthetic, "synthetic"),
+            (RuleRef::AddressClass, "address-class"),
+            (RuleRef::DnsRateLimit, "dns-rate-limit"),
+        ];
+        for (rule, text) in cases {
+            assert_eq!(rule.to_string(), text);
+        }
+    }
+}
