@@ -68,11 +68,8 @@ pub(crate) async fn run(mut config: Config, prepare: Option<String>) -> anyhow::
         },
     )
     .await
-    .map_err(|e| anyhow::anyhow!("control plane: {e:?}"))?;
-    let report = plane
-        .recover()
-        .await
-        .map_err(|e| anyhow::anyhow!("recovery: {e:?}"))?;
+    .context("control plane")?;
+    let report = plane.recover().await.context("recovery")?;
     tracing::info!(
         recovered = report.recovered.len(),
         dropped = report.dropped.len(),

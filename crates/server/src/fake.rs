@@ -11,7 +11,7 @@ use palisade_policy::{NetworkPolicySpec, Policy};
 use palisade_store::{EgressEventRecord, Order, SandboxSort, SandboxState, SnapshotSort};
 
 use crate::control::*;
-use crate::error::ApiError;
+use crate::plane::PlaneError;
 
 /// A call as the control plane received it.
 #[derive(Debug, Clone)]
@@ -56,9 +56,9 @@ pub struct FakeControlPlane {
     state: Mutex<State>,
 }
 
-fn lock(m: &Mutex<State>) -> Result<std::sync::MutexGuard<'_, State>, ApiError> {
+fn lock(m: &Mutex<State>) -> Result<std::sync::MutexGuard<'_, State>, PlaneError> {
     m.lock()
-        .map_err(|_| ApiError::internal("fake control plane poisoned"))
+        .map_err(|_| PlaneError::Poisoned("fake control plane"))
 }
 
 impl State {
@@ -70,11 +70,11 @@ impl State {
         self.clock += 1000;
         1_700_000_000_000 + self.clock
     }
-    fn sandbox(&self, org: &OrgId, id: &str) -> Result<&(OrgId, SandboxInfo, Policy), ApiError> {
+    fn sandbox(&self, org: &OrgId, id: &str) -> Result<&(OrgId, SandboxInfo, Policy), PlaneError> {
         self.sandboxes
             .get(id)
             .filter(|(o, ..)| o == org)
-            .ok_or(ApiError::NotFound("sandbox"))
+            .ok_or(PlaneError::NotFound("sandbox"))
     }
     fn new_sandbox(
         &mut self,
@@ -84,10 +84,10 @@ impl State {
         timeout_secs: u32,
         auto_pause: bool,
         policy: Policy,
-    ) -> Result<SandboxInfo, ApiError> {
+    ) -> Result<SandboxInfo, PlaneError> {
         let active = self.sandboxes.values().filter(|(o, ..)| o == org).count();
         if self.quota.get(org).is_some_and(|max| active >= *max) {
-            return Err(ApiError::Quota(
+            return Err(PlaneError::Quota(
                 "sandbox quota reached for this organisation".into(),
             ));
         }
@@ -172,7 +172,7 @@ impl FakeControlPlane {
         s.sandboxes.get(sandbox_id).map(|(_, _, p)| p.to_spec())
     }
 
-    fn record(&self, call: Call) -> Result<std::sync::MutexGuard<'_, State>, ApiError> {
+    fn record(&self, call: Call) -> Result<std::sync::MutexGuard<'_, State>, PlaneError> {
         let mut s = lock(&self.state)?;
         s.calls.push(call);
         Ok(s)
@@ -193,7 +193,7 @@ fn page<T: Clone>(mut items: Vec<T>, page: u32, size: u32) -> Page<T> {
 
 #[async_trait]
 impl ControlPlane for FakeControlPlane {
-    async fn authenticate(&self, api_key: &str) -> Result<Option<OrgId>, ApiError> {
+    async fn authenticate(&self, api_key: &str) -> Result<Option<OrgId>, PlaneError> {
         Ok(lock(&self.state)?.keys.get(api_key).cloned())
     }
 
@@ -201,14 +201,14 @@ impl ControlPlane for FakeControlPlane {
         &self,
         org: &OrgId,
         req: CreateSandbox,
-    ) -> Result<SandboxInfo, ApiError> {
+    ) -> Result<SandboxInfo, PlaneError> {
         let mut s = self.record(Call::CreateSandbox(org.clone(), req.clone()))?;
         let template = s
             .templates
             .values()
             .find(|(o, t)| t.name == req.template_name && (o.is_none() || o.as_ref() == Some(org)))
             .map(|(_, t)| t.id.clone())
-            .ok_or_else(|| ApiError::field("template_name", "no such template"))?;
+            .ok_or_else(|| PlaneError::invalid("template_name", "no such template"))?;
         let policy = req.network_policy.unwrap_or_default();
         s.new_sandbox(
             org,
@@ -220,7 +220,7 @@ impl ControlPlane for FakeControlPlane {
         )
     }
 
-    async fn get_sandbox(&self, org: &OrgId, id: &str) -> Result<SandboxInfo, ApiError> {
+    async fn get_sandbox(&self, org: &OrgId, id: &str) -> Result<SandboxInfo, PlaneError> {
         let s = self.record(Call::GetSandbox(org.clone(), id.to_owned()))?;
         Ok(s.sandbox(org, id)?.1.clone())
     }
@@ -229,7 +229,7 @@ impl ControlPlane for FakeControlPlane {
         &self,
         org: &OrgId,
         q: ListSandboxes,
-    ) -> Result<Page<SandboxInfo>, ApiError> {
+    ) -> Result<Page<SandboxInfo>, PlaneError> {
         let s = self.record(Call::ListSandboxes(org.clone(), q.clone()))?;
         let mut items: Vec<SandboxInfo> = s
             .sandboxes
@@ -247,30 +247,30 @@ impl ControlPlane for FakeControlPlane {
         Ok(page(items, q.page, q.page_size))
     }
 
-    async fn delete_sandbox(&self, org: &OrgId, id: &str) -> Result<(), ApiError> {
+    async fn delete_sandbox(&self, org: &OrgId, id: &str) -> Result<(), PlaneError> {
         let mut s = self.record(Call::DeleteSandbox(org.clone(), id.to_owned()))?;
         s.sandbox(org, id)?;
         s.sandboxes.remove(id);
         Ok(())
     }
 
-    async fn pause_sandbox(&self, org: &OrgId, id: &str) -> Result<SandboxInfo, ApiError> {
+    async fn pause_sandbox(&self, org: &OrgId, id: &str) -> Result<SandboxInfo, PlaneError> {
         let mut s = self.record(Call::PauseSandbox(org.clone(), id.to_owned()))?;
         s.sandbox(org, id)?;
         let now = s.tick();
         let entry = s
             .sandboxes
             .get_mut(id)
-            .ok_or(ApiError::NotFound("sandbox"))?;
+            .ok_or(PlaneError::NotFound("sandbox"))?;
         if entry.1.state != SandboxState::Running {
-            return Err(ApiError::Conflict("sandbox is not running".into()));
+            return Err(PlaneError::Conflict("sandbox is not running".into()));
         }
         entry.1.state = SandboxState::Paused;
         entry.1.state_changed_at_ms = now;
         Ok(entry.1.clone())
     }
 
-    async fn execute(&self, org: &OrgId, id: &str, req: Execute) -> Result<ExecResult, ApiError> {
+    async fn execute(&self, org: &OrgId, id: &str, req: Execute) -> Result<ExecResult, PlaneError> {
         let s = self.record(Call::Execute(org.clone(), id.to_owned(), req.clone()))?;
         s.sandbox(org, id)?;
         let stdout = req
@@ -292,7 +292,7 @@ impl ControlPlane for FakeControlPlane {
         org: &OrgId,
         sandbox_id: &str,
         req: CreateSnapshot,
-    ) -> Result<SnapshotInfo, ApiError> {
+    ) -> Result<SnapshotInfo, PlaneError> {
         let mut s = self.record(Call::CreateSnapshot(
             org.clone(),
             sandbox_id.to_owned(),
@@ -305,7 +305,7 @@ impl ControlPlane for FakeControlPlane {
             .values()
             .any(|(o, i, _)| o == org && i.name == name)
         {
-            return Err(ApiError::Conflict(format!(
+            return Err(PlaneError::Conflict(format!(
                 "a snapshot named {name} already exists"
             )));
         }
@@ -341,7 +341,7 @@ impl ControlPlane for FakeControlPlane {
         &self,
         org: &OrgId,
         q: ListSnapshots,
-    ) -> Result<Page<SnapshotInfo>, ApiError> {
+    ) -> Result<Page<SnapshotInfo>, PlaneError> {
         let s = self.record(Call::ListSnapshots(org.clone(), q.clone()))?;
         let mut items: Vec<SnapshotInfo> = s
             .snapshots
@@ -359,14 +359,14 @@ impl ControlPlane for FakeControlPlane {
         Ok(page(items, q.page, q.page_size))
     }
 
-    async fn delete_snapshot(&self, org: &OrgId, id: &str) -> Result<(), ApiError> {
+    async fn delete_snapshot(&self, org: &OrgId, id: &str) -> Result<(), PlaneError> {
         let mut s = self.record(Call::DeleteSnapshot(org.clone(), id.to_owned()))?;
         match s.snapshots.get(id) {
             Some((o, ..)) if o == org => {
                 s.snapshots.remove(id);
                 Ok(())
             }
-            _ => Err(ApiError::NotFound("snapshot")),
+            _ => Err(PlaneError::NotFound("snapshot")),
         }
     }
 
@@ -374,14 +374,14 @@ impl ControlPlane for FakeControlPlane {
         &self,
         org: &OrgId,
         req: RestoreSnapshot,
-    ) -> Result<SandboxInfo, ApiError> {
+    ) -> Result<SandboxInfo, PlaneError> {
         let mut s = self.record(Call::RestoreSnapshot(org.clone(), req.clone()))?;
         let (_, snap, policy) = s
             .snapshots
             .values()
             .find(|(o, i, _)| o == org && (i.name == req.snapshot || i.id == req.snapshot))
             .cloned()
-            .ok_or(ApiError::NotFound("snapshot"))?;
+            .ok_or(PlaneError::NotFound("snapshot"))?;
         let policy = req.network_policy.unwrap_or(policy);
         s.new_sandbox(
             org,
@@ -397,19 +397,19 @@ impl ControlPlane for FakeControlPlane {
         &self,
         org: &OrgId,
         req: CreateTemplate,
-    ) -> Result<TemplateInfo, ApiError> {
+    ) -> Result<TemplateInfo, PlaneError> {
         let mut s = self.record(Call::CreateTemplate(org.clone(), req.clone()))?;
         if s.templates
             .values()
             .any(|(o, t)| o.as_ref() == Some(org) && t.name == req.name)
         {
-            return Err(ApiError::Conflict(format!(
+            return Err(PlaneError::Conflict(format!(
                 "a template named {} already exists",
                 req.name
             )));
         }
         if !req.uri.starts_with("host") && !req.uri.starts_with("debian") {
-            return Err(ApiError::field("uri", "unsupported template source"));
+            return Err(PlaneError::invalid("uri", "unsupported template source"));
         }
         let id = s.id("tpl");
         let now = s.tick();
@@ -426,7 +426,7 @@ impl ControlPlane for FakeControlPlane {
         Ok(info)
     }
 
-    async fn list_templates(&self, org: &OrgId) -> Result<Vec<TemplateInfo>, ApiError> {
+    async fn list_templates(&self, org: &OrgId) -> Result<Vec<TemplateInfo>, PlaneError> {
         let s = self.record(Call::ListTemplates(org.clone()))?;
         Ok(s.templates
             .values()
@@ -435,7 +435,7 @@ impl ControlPlane for FakeControlPlane {
             .collect())
     }
 
-    async fn rename_template(&self, org: &OrgId, id: &str, name: String) -> Result<(), ApiError> {
+    async fn rename_template(&self, org: &OrgId, id: &str, name: String) -> Result<(), PlaneError> {
         let mut s = self.record(Call::RenameTemplate(
             org.clone(),
             id.to_owned(),
@@ -445,7 +445,7 @@ impl ControlPlane for FakeControlPlane {
             .values()
             .any(|(o, t)| o.as_ref() == Some(org) && t.name == name && t.id != id)
         {
-            return Err(ApiError::Conflict(format!(
+            return Err(PlaneError::Conflict(format!(
                 "a template named {name} already exists"
             )));
         }
@@ -454,27 +454,27 @@ impl ControlPlane for FakeControlPlane {
                 t.name = name;
                 Ok(())
             }
-            _ => Err(ApiError::NotFound("template")),
+            _ => Err(PlaneError::NotFound("template")),
         }
     }
 
-    async fn delete_template(&self, org: &OrgId, id: &str) -> Result<(), ApiError> {
+    async fn delete_template(&self, org: &OrgId, id: &str) -> Result<(), PlaneError> {
         let mut s = self.record(Call::DeleteTemplate(org.clone(), id.to_owned()))?;
         match s.templates.get(id) {
             Some((Some(o), _)) if o == org => {
                 s.templates.remove(id);
                 Ok(())
             }
-            _ => Err(ApiError::NotFound("template")),
+            _ => Err(PlaneError::NotFound("template")),
         }
     }
 
-    async fn build_template(&self, org: &OrgId, id: &str) -> Result<TemplateInfo, ApiError> {
+    async fn build_template(&self, org: &OrgId, id: &str) -> Result<TemplateInfo, PlaneError> {
         let s = self.record(Call::BuildTemplate(org.clone(), id.to_owned()))?;
         match s.templates.get(id) {
             Some((None, t)) => Ok(t.clone()),
             Some((Some(o), t)) if o == org => Ok(t.clone()),
-            _ => Err(ApiError::NotFound("template")),
+            _ => Err(PlaneError::NotFound("template")),
         }
     }
 
@@ -483,7 +483,7 @@ impl ControlPlane for FakeControlPlane {
         org: &OrgId,
         sandbox_id: &str,
         policy: Policy,
-    ) -> Result<PolicyInfo, ApiError> {
+    ) -> Result<PolicyInfo, PlaneError> {
         let mut s = self.record(Call::UpdatePolicy(
             org.clone(),
             sandbox_id.to_owned(),
@@ -493,7 +493,7 @@ impl ControlPlane for FakeControlPlane {
         let entry = s
             .sandboxes
             .get_mut(sandbox_id)
-            .ok_or(ApiError::NotFound("sandbox"))?;
+            .ok_or(PlaneError::NotFound("sandbox"))?;
         entry.1.policy_version += 1;
         entry.1.network_policy = Some(policy.redacted_spec());
         entry.2 = policy;
@@ -508,7 +508,7 @@ impl ControlPlane for FakeControlPlane {
         &self,
         org: &OrgId,
         sandbox_id: &str,
-    ) -> Result<PolicyInfo, ApiError> {
+    ) -> Result<PolicyInfo, PlaneError> {
         let s = self.record(Call::GetPolicy(org.clone(), sandbox_id.to_owned()))?;
         let (_, info, policy) = s.sandbox(org, sandbox_id)?;
         Ok(PolicyInfo {
@@ -523,7 +523,7 @@ impl ControlPlane for FakeControlPlane {
         org: &OrgId,
         sandbox_id: &str,
         filter: EventFilter,
-    ) -> Result<Vec<EgressEventRecord>, ApiError> {
+    ) -> Result<Vec<EgressEventRecord>, PlaneError> {
         let s = self.record(Call::ListEvents(
             org.clone(),
             sandbox_id.to_owned(),
@@ -542,7 +542,7 @@ impl ControlPlane for FakeControlPlane {
         org: &OrgId,
         sandbox_id: &str,
         filter: EventFilter,
-    ) -> Result<BoxStream<'static, EgressEventRecord>, ApiError> {
+    ) -> Result<BoxStream<'static, EgressEventRecord>, PlaneError> {
         let s = self.record(Call::SubscribeEvents(
             org.clone(),
             sandbox_id.to_owned(),

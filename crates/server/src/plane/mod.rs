@@ -5,6 +5,7 @@
 
 mod builds;
 mod convert;
+mod error;
 mod events;
 mod imp;
 mod locks;
@@ -25,8 +26,7 @@ use palisade_netns::nft::FirewallPorts;
 use palisade_runtime::SandboxRuntime;
 use palisade_store::{EventSink, Store};
 
-use crate::error::ApiError;
-
+pub use error::{Chain, PlaneError};
 pub use recover::RecoveryReport;
 pub use sweeper::{auto_pause_name, spawn_sweeper};
 
@@ -84,8 +84,8 @@ pub struct PlaneParts {
 impl Plane {
     /// A plane over `parts`; seeds the system templates into the store and starts copying
     /// egress events from the ring into the store.
-    pub async fn new(parts: PlaneParts, cfg: PlaneConfig) -> Result<Arc<Self>, ApiError> {
-        let pool = AddressPool::new(cfg.pool).map_err(ApiError::internal)?;
+    pub async fn new(parts: PlaneParts, cfg: PlaneConfig) -> Result<Arc<Self>, PlaneError> {
+        let pool = AddressPool::new(cfg.pool)?;
         let plane = Arc::new(Self {
             store: parts.store,
             runtime: parts.runtime,
@@ -110,9 +110,9 @@ impl Plane {
         self.cfg.data_dir.join("snapshots")
     }
 
-    fn pool(&self) -> Result<std::sync::MutexGuard<'_, AddressPool>, ApiError> {
+    fn pool(&self) -> Result<std::sync::MutexGuard<'_, AddressPool>, PlaneError> {
         self.pool
             .lock()
-            .map_err(|_| ApiError::internal("address pool lock poisoned"))
+            .map_err(|_| PlaneError::Poisoned("address pool"))
     }
 }

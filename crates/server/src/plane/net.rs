@@ -9,7 +9,7 @@ use palisade_netns::{RealPlatform, SandboxAddrs, SandboxNet, SandboxNetSpec};
 use palisade_policy::Policy;
 
 use super::Plane;
-use crate::error::ApiError;
+use super::PlaneError;
 
 /// The IPv4 `allow_cidrs` of a policy (sandboxes have no IPv6).
 pub(super) fn cidrs_v4(policy: &Policy) -> Vec<Ipv4Net> {
@@ -51,11 +51,8 @@ pub(super) fn rules(
 
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, palisade_netns::NetnsError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(ApiError::internal)
+) -> Result<T, PlaneError> {
+    Ok(tokio::task::spawn_blocking(f).await??)
 }
 
 impl Plane {
@@ -66,7 +63,7 @@ impl Plane {
         id: &str,
         addrs: SandboxAddrs,
         userns: Option<std::path::PathBuf>,
-    ) -> Result<SandboxNet, ApiError> {
+    ) -> Result<SandboxNet, PlaneError> {
         let host = self.cfg.host_netns.clone();
         let id = id.to_owned();
         blocking(move || {
@@ -84,13 +81,13 @@ impl Plane {
     }
 
     /// Replaces the sandbox's chains (UDP/ICMP `allow_cidrs`) in one transaction.
-    pub(super) async fn apply_rules(&self, r: SandboxRules) -> Result<(), ApiError> {
+    pub(super) async fn apply_rules(&self, r: SandboxRules) -> Result<(), PlaneError> {
         let host = self.cfg.host_netns.clone();
         blocking(move || nft::apply(&RealPlatform, host.as_deref(), &nft::render_sandbox(&r))).await
     }
 
     /// Installs the base table and every given sandbox's chains at once (daemon start).
-    pub(super) async fn apply_full(&self, all: Vec<SandboxRules>) -> Result<(), ApiError> {
+    pub(super) async fn apply_full(&self, all: Vec<SandboxRules>) -> Result<(), PlaneError> {
         let host = self.cfg.host_netns.clone();
         let (ports, pool) = (self.cfg.ports, self.cfg.pool);
         blocking(move || {
