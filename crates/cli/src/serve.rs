@@ -53,6 +53,7 @@ pub(crate) async fn run(mut config: Config, prepare: Option<String>) -> anyhow::
         PlaneParts {
             store,
             runtime,
+            net: Arc::new(palisade_netns::RealPlatform),
             registry: Arc::clone(firewall.registry()),
             events: Arc::clone(firewall.events()),
             sink,

@@ -2,10 +2,11 @@
 //! `ip`/`nft` on a blocking thread; scripts are atomic, so a failure leaves the old rules.
 
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use ipnet::{IpNet, Ipv4Net};
 use palisade_netns::nft::{self, DnsPacketLimit, SandboxRules};
-use palisade_netns::{RealPlatform, SandboxAddrs, SandboxNet, SandboxNetSpec};
+use palisade_netns::{SandboxAddrs, SandboxNet, SandboxNetSpec};
 use palisade_policy::Policy;
 
 use super::Plane;
@@ -65,10 +66,11 @@ impl Plane {
         userns: Option<std::path::PathBuf>,
     ) -> Result<SandboxNet, PlaneError> {
         let host = self.cfg.host_netns.clone();
+        let net = Arc::clone(&self.net);
         let id = id.to_owned();
         blocking(move || {
             palisade_netns::create_sandbox_net(
-                &RealPlatform,
+                net.as_ref(),
                 &SandboxNetSpec {
                     id: &id,
                     host_netns: host.as_deref(),
@@ -83,16 +85,18 @@ impl Plane {
     /// Replaces the sandbox's chains (UDP/ICMP `allow_cidrs`) in one transaction.
     pub(super) async fn apply_rules(&self, r: SandboxRules) -> Result<(), PlaneError> {
         let host = self.cfg.host_netns.clone();
-        blocking(move || nft::apply(&RealPlatform, host.as_deref(), &nft::render_sandbox(&r))).await
+        let net = Arc::clone(&self.net);
+        blocking(move || nft::apply(net.as_ref(), host.as_deref(), &nft::render_sandbox(&r))).await
     }
 
     /// Installs the base table and every given sandbox's chains at once (daemon start).
     pub(super) async fn apply_full(&self, all: Vec<SandboxRules>) -> Result<(), PlaneError> {
         let host = self.cfg.host_netns.clone();
+        let net = Arc::clone(&self.net);
         let (ports, pool) = (self.cfg.ports, self.cfg.pool);
         blocking(move || {
             nft::apply(
-                &RealPlatform,
+                net.as_ref(),
                 host.as_deref(),
                 &nft::render_full(&ports, pool, &all),
             )
@@ -104,11 +108,12 @@ impl Plane {
     /// sandbox has no rules left to let anything out (the base table rejects unknown sources).
     pub(super) async fn net_remove(&self, id: &str) {
         let host = self.cfg.host_netns.clone();
+        let net = Arc::clone(&self.net);
         let id = id.to_owned();
         let res = blocking(move || {
             let script = nft::render_remove_sandbox(&id, &palisade_netns::host_if_name(&id));
-            let nft_res = nft::apply(&RealPlatform, host.as_deref(), &script);
-            let ns_res = palisade_netns::remove_sandbox_net(&RealPlatform, &id, host.as_deref());
+            let nft_res = nft::apply(net.as_ref(), host.as_deref(), &script);
+            let ns_res = palisade_netns::remove_sandbox_net(net.as_ref(), &id, host.as_deref());
             nft_res.and(ns_res)
         })
         .await;
