@@ -53,6 +53,7 @@ pub(crate) async fn run(mut config: Config, prepare: Option<String>) -> anyhow::
         PlaneParts {
             store,
             runtime,
+            net: Arc::new(palisade_netns::RealPlatform),
             registry: Arc::clone(firewall.registry()),
             events: Arc::clone(firewall.events()),
             sink,
@@ -68,11 +69,8 @@ pub(crate) async fn run(mut config: Config, prepare: Option<String>) -> anyhow::
         },
     )
     .await
-    .map_err(|e| anyhow::anyhow!("control plane: {e:?}"))?;
-    let report = plane
-        .recover()
-        .await
-        .map_err(|e| anyhow::anyhow!("recovery: {e:?}"))?;
+    .context("control plane")?;
+    let report = plane.recover().await.context("recovery")?;
     tracing::info!(
         recovered = report.recovered.len(),
         dropped = report.dropped.len(),

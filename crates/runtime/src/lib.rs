@@ -22,6 +22,8 @@ mod idmap;
 mod names;
 mod oci;
 mod platform;
+#[cfg(any(test, feature = "fake"))]
+mod recording;
 mod runtime;
 mod seccomp;
 mod snapshot;
@@ -35,6 +37,8 @@ pub use backend::SandboxRuntime;
 pub use error::{Result, RuntimeError};
 pub use names::{DEBIAN_TEMPLATE, HOST_TEMPLATE};
 pub use platform::{FakePlatform, HostPlatform, OverlayMount, Platform};
+#[cfg(any(test, feature = "fake"))]
+pub use recording::{RecordingRuntime, RuntimeCall};
 pub use runtime::{ReconcileReport, Runtime};
 pub use spec::INIT_IN_SANDBOX;
 pub use types::{

@@ -1,6 +1,6 @@
 """Drive a real Leap0 SDK (0.6.1 or 0.8) against a palisade API, e.g. the fake one:
-    cargo run -p palisade-server --example fake_api -- 127.0.0.1:18080 pl_testkey &
-    .venv-leap0-0.8.0/bin/python crates/server/examples/sdk_check.py 18080 pl_testkey
+    cargo run -p palisade-server --example fake_api -- 127.0.0.1:18080 &   # prints KEY
+    .venv-leap0-0.8.0/bin/python crates/server/examples/sdk_check.py 18080 KEY
 Exits non-zero on the first incompatibility. Loopback only."""
 import sys, leap0
 from leap0 import Leap0Client

@@ -10,7 +10,7 @@ use futures_util::stream::BoxStream;
 use palisade_policy::{NetworkPolicySpec, Policy};
 use palisade_store::{EgressEventRecord, Order, SandboxSort, SandboxState, SnapshotSort};
 
-use crate::error::ApiError;
+use crate::plane::PlaneError;
 
 /// The organisation a request acts for, from its API key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -223,52 +223,52 @@ pub struct EventFilter {
 #[async_trait]
 pub trait ControlPlane: Send + Sync + 'static {
     /// The organisation of a presented API key; `None` when unknown or revoked.
-    async fn authenticate(&self, api_key: &str) -> Result<Option<OrgId>, ApiError>;
+    async fn authenticate(&self, api_key: &str) -> Result<Option<OrgId>, PlaneError>;
 
     async fn create_sandbox(
         &self,
         org: &OrgId,
         req: CreateSandbox,
-    ) -> Result<SandboxInfo, ApiError>;
-    async fn get_sandbox(&self, org: &OrgId, id: &str) -> Result<SandboxInfo, ApiError>;
+    ) -> Result<SandboxInfo, PlaneError>;
+    async fn get_sandbox(&self, org: &OrgId, id: &str) -> Result<SandboxInfo, PlaneError>;
     async fn list_sandboxes(
         &self,
         org: &OrgId,
         q: ListSandboxes,
-    ) -> Result<Page<SandboxInfo>, ApiError>;
-    async fn delete_sandbox(&self, org: &OrgId, id: &str) -> Result<(), ApiError>;
-    async fn pause_sandbox(&self, org: &OrgId, id: &str) -> Result<SandboxInfo, ApiError>;
-    async fn execute(&self, org: &OrgId, id: &str, req: Execute) -> Result<ExecResult, ApiError>;
+    ) -> Result<Page<SandboxInfo>, PlaneError>;
+    async fn delete_sandbox(&self, org: &OrgId, id: &str) -> Result<(), PlaneError>;
+    async fn pause_sandbox(&self, org: &OrgId, id: &str) -> Result<SandboxInfo, PlaneError>;
+    async fn execute(&self, org: &OrgId, id: &str, req: Execute) -> Result<ExecResult, PlaneError>;
 
     async fn create_snapshot(
         &self,
         org: &OrgId,
         sandbox_id: &str,
         req: CreateSnapshot,
-    ) -> Result<SnapshotInfo, ApiError>;
+    ) -> Result<SnapshotInfo, PlaneError>;
     async fn list_snapshots(
         &self,
         org: &OrgId,
         q: ListSnapshots,
-    ) -> Result<Page<SnapshotInfo>, ApiError>;
-    async fn delete_snapshot(&self, org: &OrgId, id: &str) -> Result<(), ApiError>;
+    ) -> Result<Page<SnapshotInfo>, PlaneError>;
+    async fn delete_snapshot(&self, org: &OrgId, id: &str) -> Result<(), PlaneError>;
     async fn restore_snapshot(
         &self,
         org: &OrgId,
         req: RestoreSnapshot,
-    ) -> Result<SandboxInfo, ApiError>;
+    ) -> Result<SandboxInfo, PlaneError>;
 
     async fn create_template(
         &self,
         org: &OrgId,
         req: CreateTemplate,
-    ) -> Result<TemplateInfo, ApiError>;
-    async fn list_templates(&self, org: &OrgId) -> Result<Vec<TemplateInfo>, ApiError>;
-    async fn rename_template(&self, org: &OrgId, id: &str, name: String) -> Result<(), ApiError>;
-    async fn delete_template(&self, org: &OrgId, id: &str) -> Result<(), ApiError>;
+    ) -> Result<TemplateInfo, PlaneError>;
+    async fn list_templates(&self, org: &OrgId) -> Result<Vec<TemplateInfo>, PlaneError>;
+    async fn rename_template(&self, org: &OrgId, id: &str, name: String) -> Result<(), PlaneError>;
+    async fn delete_template(&self, org: &OrgId, id: &str) -> Result<(), PlaneError>;
     /// Starts building a template that is not ready (one build at a time: a build already
     /// running is joined, not doubled) and returns at once with its state.
-    async fn build_template(&self, org: &OrgId, id: &str) -> Result<TemplateInfo, ApiError>;
+    async fn build_template(&self, org: &OrgId, id: &str) -> Result<TemplateInfo, PlaneError>;
 
     /// Replace the policy; returns only once the data plane enforces it.
     async fn update_network_policy(
@@ -276,24 +276,24 @@ pub trait ControlPlane: Send + Sync + 'static {
         org: &OrgId,
         sandbox_id: &str,
         policy: Policy,
-    ) -> Result<PolicyInfo, ApiError>;
+    ) -> Result<PolicyInfo, PlaneError>;
     async fn get_network_policy(
         &self,
         org: &OrgId,
         sandbox_id: &str,
-    ) -> Result<PolicyInfo, ApiError>;
+    ) -> Result<PolicyInfo, PlaneError>;
 
     async fn list_events(
         &self,
         org: &OrgId,
         sandbox_id: &str,
         filter: EventFilter,
-    ) -> Result<Vec<EgressEventRecord>, ApiError>;
+    ) -> Result<Vec<EgressEventRecord>, PlaneError>;
     /// Live events of a sandbox as they happen (filters applied), until the client goes away.
     async fn subscribe_events(
         &self,
         org: &OrgId,
         sandbox_id: &str,
         filter: EventFilter,
-    ) -> Result<BoxStream<'static, EgressEventRecord>, ApiError>;
+    ) -> Result<BoxStream<'static, EgressEventRecord>, PlaneError>;
 }

@@ -6,6 +6,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::plane::PlaneError;
+
 /// One problem with one request field. `field` is a JSON path (`network_policy.allow_domains[0]`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct FieldProblem {
@@ -20,7 +22,8 @@ pub struct ErrorBody {
     pub errors: Vec<FieldProblem>,
 }
 
-/// What went wrong, as the API reports it. Internal details are logged, never sent.
+/// What went wrong, as the API reports it. Causes on our side are logged with their whole
+/// chain, never sent: the client reads which side failed, not how.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("invalid request")]
@@ -33,10 +36,17 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     Quota(String),
-    #[error("internal error")]
-    Internal(String),
-    #[error("{0}")]
-    Unavailable(String),
+    /// A fault of ours (500).
+    #[error("internal error: {0}")]
+    Internal(#[source] PlaneError),
+    /// Not now (503): a template not ready, no address left, a full disk, a store that cannot
+    /// write. `message` says what to do; `cause`, when there is one, goes to the log.
+    #[error("{message}")]
+    Unavailable {
+        message: String,
+        #[source]
+        cause: Option<PlaneError>,
+    },
 }
 
 impl ApiError {
@@ -48,11 +58,6 @@ impl ApiError {
         }])
     }
 
-    /// A 500 whose detail goes to the log only.
-    pub fn internal(detail: impl std::fmt::Display) -> Self {
-        ApiError::Internal(detail.to_string())
-    }
-
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Validation(_) => StatusCode::BAD_REQUEST,
@@ -61,7 +66,7 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Quota(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -93,29 +98,60 @@ impl From<palisade_policy::ValidationErrors> for ApiError {
     }
 }
 
+/// The one place a control-plane error becomes an HTTP status and a message.
+impl From<PlaneError> for ApiError {
+    fn from(e: PlaneError) -> Self {
+        match e {
+            PlaneError::Invalid { field, message } => ApiError::field(field, message),
+            PlaneError::NotFound(what) => ApiError::NotFound(what),
+            PlaneError::Conflict(m) => ApiError::Conflict(m),
+            PlaneError::Quota(m) => ApiError::Quota(m),
+            PlaneError::TemplateNotReady(message) => ApiError::Unavailable {
+                message,
+                cause: None,
+            },
+            PlaneError::NoAddresses => ApiError::Unavailable {
+                message: e.to_string(),
+                cause: None,
+            },
+            PlaneError::DiskFull(_) => ApiError::Unavailable {
+                message: "the host's data disk is full: nothing was written (an archive begun is \
+                          removed); free space and try again"
+                    .into(),
+                cause: Some(e),
+            },
+            // Said plainly (503, retry later); the detail still goes to the log.
+            PlaneError::Store(ref s) => match s.storage_fault() {
+                Some(fault) => ApiError::Unavailable {
+                    message: format!("{fault}; try again later"),
+                    cause: Some(e),
+                },
+                None => ApiError::Internal(e),
+            },
+            other => ApiError::Internal(other),
+        }
+    }
+}
+
 impl From<palisade_store::StoreError> for ApiError {
     fn from(e: palisade_store::StoreError) -> Self {
-        use palisade_store::StoreError as S;
-        match e {
-            S::NotFound(what) => ApiError::NotFound(what),
-            S::Conflict(what) => ApiError::Conflict(format!("{what} already exists")),
-            other => match other.storage_fault() {
-                // Said plainly (503, retry later); the detail still goes to the log.
-                Some(fault) => {
-                    tracing::error!(error = %other, "store unavailable");
-                    ApiError::Unavailable(format!("{fault}; try again later"))
-                }
-                None => ApiError::internal(other),
-            },
-        }
+        PlaneError::from(e).into()
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        if let ApiError::Internal(detail) = &self {
-            tracing::error!(%detail, "internal error answered with 500");
+        match &self {
+            ApiError::Internal(cause) => {
+                tracing::error!(error = %cause.chain(), "internal error answered with 500");
+            }
+            ApiError::Unavailable {
+                cause: Some(cause), ..
+            } => {
+                tracing::error!(error = %cause.chain(), "host fault answered with 503");
+            }
+            _ => {}
         }
         let mut response = (status, axum::Json(self.body())).into_response();
         if status == StatusCode::UNAUTHORIZED {
@@ -133,10 +169,40 @@ mod tests {
 
     #[test]
     fn internal_detail_not_in_body() {
-        let e = ApiError::internal("sqlite: disk I/O error at /secret/path");
+        let e = ApiError::from(PlaneError::Network(palisade_netns::NetnsError::Command {
+            command: "nft -f /secret/path".into(),
+            status: "exit status: 1".into(),
+            stderr: "sqlite: disk I/O error at /secret/path".into(),
+        }));
         let body = serde_json::to_string(&e.body()).unwrap();
         assert!(!body.contains("/secret/path"));
         assert_eq!(e.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        // The client still learns which side failed.
+        assert!(body.contains("network"), "{body}");
+    }
+
+    #[test]
+    fn plane_causes_map_to_their_status() {
+        let cases = [
+            (PlaneError::NotFound("sandbox"), StatusCode::NOT_FOUND),
+            (PlaneError::Conflict("x".into()), StatusCode::CONFLICT),
+            (PlaneError::Quota("x".into()), StatusCode::TOO_MANY_REQUESTS),
+            (PlaneError::invalid("uri", "bad"), StatusCode::BAD_REQUEST),
+            (
+                PlaneError::TemplateNotReady("building".into()),
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+            (PlaneError::NoAddresses, StatusCode::SERVICE_UNAVAILABLE),
+            (
+                PlaneError::Poisoned("pool"),
+                StatusCode::INTERNAL_SERVER_ERROR,
+            ),
+        ];
+        for (e, status) in cases {
+            assert_eq!(ApiError::from(e).status(), status);
+        }
+        let b = ApiError::from(PlaneError::invalid("uri", "unsupported")).body();
+        assert_eq!(b.errors[0].field, "uri");
     }
 
     #[test]

@@ -11,12 +11,13 @@ pub mod console;
 pub mod control;
 pub mod error;
 mod extract;
-pub mod fake;
 pub mod metrics;
 pub mod model;
 pub mod openapi;
 pub mod plane;
 mod routes;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 mod time;
 
 use std::sync::Arc;

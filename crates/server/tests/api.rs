@@ -1,6 +1,7 @@
-//! API tests through the real router (tower `oneshot`) against the recording fake control plane:
-//! both SDK generations' field names, every error path in the Leap0 shape, org scoping, and
-//! redaction of injected header values in every answer.
+//! API tests through the real router (tower `oneshot`) against the real control plane over
+//! recording platforms (`TestPlane`: no runc, no netns, no root): both SDK generations' field
+//! names, every error path in the Leap0 shape, org scoping, redaction of injected header values
+//! in every answer, and what the plane asked of the runtime.
 
 #![expect(clippy::unwrap_used, reason = "test helpers outside #[test] functions")]
 
@@ -10,21 +11,39 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use palisade_server::fake::{Call, FakeControlPlane};
+use palisade_runtime::{ExecResult, RuntimeCall};
+use palisade_server::testing::TestPlane;
 use palisade_server::{Metrics, admin_router, api_router};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-const KEY_A: &str = "pl_aaaa";
-const KEY_B: &str = "pl_bbbb";
 const SECRET: &str = "sk-proj-TOPSECRET-123";
 
-fn app() -> (Arc<FakeControlPlane>, Router) {
-    let fake = Arc::new(FakeControlPlane::new());
-    fake.add_key(KEY_A, "org-a");
-    fake.add_key(KEY_B, "org-b");
-    let router = api_router(fake.clone(), Arc::new(Metrics::default()));
-    (fake, router)
+/// The plane and the fakes under it, and an API key of each of two organisations.
+struct Api {
+    bed: TestPlane,
+    a: String,
+    b: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn app_with(metrics: Arc<Metrics>) -> (Api, Router) {
+    let dir = tempfile::tempdir().unwrap();
+    let bed = TestPlane::new(dir.path()).await.unwrap();
+    let a = bed.add_org("org-a", None).await.unwrap();
+    let b = bed.add_org("org-b", None).await.unwrap();
+    let router = api_router(bed.plane.clone(), metrics);
+    let api = Api {
+        bed,
+        a,
+        b,
+        _dir: dir,
+    };
+    (api, router)
+}
+
+async fn app() -> (Api, Router) {
+    app_with(Arc::new(Metrics::default())).await
 }
 
 async fn call(
@@ -72,13 +91,13 @@ fn first_field(body: &Value) -> &str {
 
 #[tokio::test]
 async fn create_accepts_both_sdk_generations() {
-    let (fake, app) = app();
+    let (h, app) = app().await;
     // SDK 0.8 shape.
     let (s, v8, _) = call(
         &app,
         "POST",
         "/v1/sandbox",
-        Some(KEY_A),
+        Some(h.a.as_str()),
         Some(json!({
             "template_name": "system/debian:bookworm", "vcpu": 2, "memory": 2048, "timeout": 600,
             "auto_pause": false, "env_vars": {"A": "1"}, "network_policy": {"mode": "deny-all"}
@@ -86,8 +105,10 @@ async fn create_accepts_both_sdk_generations() {
     )
     .await;
     assert_eq!(s, StatusCode::CREATED, "{v8}");
+    // Apart in time, so the list below has an order to check.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     // SDK 0.6.1 shape.
-    let (s, v6, _) = call(&app, "POST", "/v1/sandbox", Some(KEY_A), Some(json!({
+    let (s, v6, _) = call(&app, "POST", "/v1/sandbox", Some(h.a.as_str()), Some(json!({
         "template_name": "system/debian:bookworm", "vcpu": 1, "memory_mib": 1024, "timeout_min": 5, "auto_pause": true
     }))).await;
     assert_eq!(s, StatusCode::CREATED, "{v6}");
@@ -117,43 +138,46 @@ async fn create_accepts_both_sdk_generations() {
     assert_eq!(v8["network_policy"]["mode"], "deny-all");
     assert_eq!(v6["timeout"], 300);
     assert_eq!(v6["network_policy"]["mode"], "allow-all");
-    let creates: Vec<_> = fake
+    // What the runtime was asked to run; the timeout and auto-pause are the plane's own.
+    let creates: Vec<_> = h
+        .bed
+        .runtime
         .calls()
         .into_iter()
         .filter_map(|c| match c {
-            Call::CreateSandbox(_, c) => Some(c),
+            RuntimeCall::Create(spec) => Some(spec),
             _ => None,
         })
         .collect();
     assert_eq!(
         (
             creates[0].memory_mib,
-            creates[0].timeout_secs,
+            v8["timeout"].as_i64(),
             creates[0].vcpu
         ),
-        (2048, 600, 2)
+        (Some(2048), Some(600), Some(2.0))
     );
     assert_eq!(
         (
             creates[1].memory_mib,
-            creates[1].timeout_secs,
-            creates[1].auto_pause
+            v6["timeout"].as_i64(),
+            v6["auto_pause"].as_bool()
         ),
-        (1024, 300, true)
+        (Some(1024), Some(300), Some(true))
     );
-    assert_eq!(creates[0].env_vars.0["A"], "1");
+    assert!(creates[0].env.contains(&("A".to_owned(), "1".to_owned())));
 
     // get with and without the SDK's trailing slash, list, delete.
     let id = v8["id"].as_str().unwrap();
     for path in [format!("/v1/sandbox/{id}/"), format!("/v1/sandbox/{id}")] {
-        let (s, got, _) = call(&app, "GET", &path, Some(KEY_A), None).await;
+        let (s, got, _) = call(&app, "GET", &path, Some(h.a.as_str()), None).await;
         assert_eq!((s, got["id"].as_str()), (StatusCode::OK, Some(id)));
     }
     let (s, list, _) = call(
         &app,
         "GET",
         "/v1/sandboxes?sort=created_at&order-by=desc&page=1&page-size=1",
-        Some(KEY_A),
+        Some(h.a.as_str()),
         None,
     )
     .await;
@@ -172,7 +196,14 @@ async fn create_accepts_both_sdk_generations() {
     ] {
         assert!(!list["items"][0][f].is_null(), "missing {f}");
     }
-    let (s, paused, _) = call(&app, "GET", "/v1/sandboxes?state=paused", Some(KEY_A), None).await;
+    let (s, paused, _) = call(
+        &app,
+        "GET",
+        "/v1/sandboxes?state=paused",
+        Some(h.a.as_str()),
+        None,
+    )
+    .await;
     assert_eq!(
         (s, paused["total_items"].as_i64()),
         (StatusCode::OK, Some(0))
@@ -181,7 +212,7 @@ async fn create_accepts_both_sdk_generations() {
         &app,
         "DELETE",
         &format!("/v1/sandbox/{id}/"),
-        Some(KEY_A),
+        Some(h.a.as_str()),
         None,
     )
     .await;
@@ -190,7 +221,7 @@ async fn create_accepts_both_sdk_generations() {
         &app,
         "GET",
         &format!("/v1/sandbox/{id}/"),
-        Some(KEY_A),
+        Some(h.a.as_str()),
         None,
     )
     .await;
@@ -200,7 +231,7 @@ async fn create_accepts_both_sdk_generations() {
 
 #[tokio::test]
 async fn validation_errors_name_the_field() {
-    let (fake, app) = app();
+    let (h, app) = app().await;
     let cases = [
         (json!({"vcpu": 0}), "vcpu"),
         (json!({"vcpu": 9}), "vcpu"),
@@ -235,7 +266,14 @@ async fn validation_errors_name_the_field() {
         (json!({"unexpected": 1}), ""),
     ];
     for (body, field) in cases {
-        let (s, e, _) = call(&app, "POST", "/v1/sandbox", Some(KEY_A), Some(body.clone())).await;
+        let (s, e, _) = call(
+            &app,
+            "POST",
+            "/v1/sandbox",
+            Some(h.a.as_str()),
+            Some(body.clone()),
+        )
+        .await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{body} → {e}");
         assert_error_shape(&e);
         assert!(
@@ -249,35 +287,33 @@ async fn validation_errors_name_the_field() {
         &app,
         "POST",
         "/v1/sandbox",
-        Some(KEY_A),
+        Some(h.a.as_str()),
         Some(json!({"vcpu": 0, "memory": 3})),
     )
     .await;
     assert_eq!(e["errors"].as_array().unwrap().len(), 2);
     // Not JSON at all.
     let req = Request::post("/v1/sandbox")
-        .header("authorization", format!("Bearer {KEY_A}"))
+        .header("authorization", format!("Bearer {}", h.a))
         .body(Body::from("{nope"))
         .unwrap();
     let resp = app.clone().oneshot(req).await.unwrap();
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
     // A bad secret value never comes back in the error.
-    let (_, e, text) = call(&app, "POST", "/v1/sandbox", Some(KEY_A), Some(json!({"network_policy": {"mode": "custom",
+    let (_, e, text) = call(&app, "POST", "/v1/sandbox", Some(h.a.as_str()), Some(json!({"network_policy": {"mode": "custom",
         "transforms": [{"domain": "a.test", "inject_headers": {"Authorization": format!("{SECRET}\r\n")}}]}}))).await;
     assert!(!text.contains("TOPSECRET"), "{text}");
     assert_error_shape(&e);
-    // None of the bad requests reached the control plane.
-    assert!(
-        fake.calls()
-            .iter()
-            .all(|c| !matches!(c, Call::CreateSandbox(..)))
-    );
+    // None of the bad requests reached the control plane: nothing stored, nothing run.
+    assert!(h.bed.runtime.calls().is_empty());
+    let (_, list, _) = call(&app, "GET", "/v1/sandboxes", Some(h.a.as_str()), None).await;
+    assert_eq!(list["total_items"], 0);
     // Unknown template: the control plane's 400 on template_name.
     let (s, e, _) = call(
         &app,
         "POST",
         "/v1/sandbox",
-        Some(KEY_A),
+        Some(h.a.as_str()),
         Some(json!({"template_name": "nope"})),
     )
     .await;
@@ -297,7 +333,7 @@ async fn validation_errors_name_the_field() {
             &app,
             "GET",
             &format!("/v1/sandboxes?{q}"),
-            Some(KEY_A),
+            Some(h.a.as_str()),
             None,
         )
         .await;
@@ -311,16 +347,16 @@ async fn validation_errors_name_the_field() {
 
 #[tokio::test]
 async fn auth_headers_and_401() {
-    let (_, app) = app();
+    let (h, app) = app().await;
     let (s, e, _) = call(&app, "GET", "/v1/sandboxes", None, None).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     assert_error_shape(&e);
     let (s, _, _) = call(&app, "GET", "/v1/sandboxes", Some("pl_wrong"), None).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     for (header, value) in [
-        ("leap0-authorization", KEY_A.to_string()),
-        ("leap0-authorization", format!("Bearer {KEY_A}")),
-        ("authorization", KEY_A.to_string()),
+        ("leap0-authorization", h.a.clone()),
+        ("leap0-authorization", format!("Bearer {}", h.a)),
+        ("authorization", h.a.clone()),
     ] {
         let req = Request::get("/v1/sandboxes")
             .header(header, value)
@@ -367,21 +403,28 @@ async fn auth_headers_and_401() {
     ] {
         assert!(doc["paths"][p].is_object(), "openapi lacks {p}");
     }
-    let (s, e, _) = call(&app, "GET", "/v2/nothing", Some(KEY_A), None).await;
+    let (s, e, _) = call(&app, "GET", "/v2/nothing", Some(h.a.as_str()), None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert_error_shape(&e);
 }
 
 #[tokio::test]
 async fn other_org_gets_404_and_quota_429() {
-    let (fake, app) = app();
-    let (_, sb, _) = call(&app, "POST", "/v1/sandbox", Some(KEY_A), Some(json!({}))).await;
+    let (h, app) = app().await;
+    let (_, sb, _) = call(
+        &app,
+        "POST",
+        "/v1/sandbox",
+        Some(h.a.as_str()),
+        Some(json!({})),
+    )
+    .await;
     let id = sb["id"].as_str().unwrap();
     let (_, snap, _) = call(
         &app,
         "POST",
         &format!("/v1/sandbox/{id}/snapshot/create"),
-        Some(KEY_A),
+        Some(h.a.as_str()),
         Some(json!({"name": "s1"})),
     )
     .await;
@@ -390,8 +433,8 @@ async fn other_org_gets_404_and_quota_429() {
         &app,
         "POST",
         "/v1/template",
-        Some(KEY_A),
-        Some(json!({"name": "mine", "uri": "host"})),
+        Some(h.a.as_str()),
+        Some(json!({"name": "mine", "uri": "system/host"})),
     )
     .await;
     let tpl_id = tpl["id"].as_str().unwrap();
@@ -430,20 +473,20 @@ async fn other_org_gets_404_and_quota_429() {
         ("DELETE", format!("/v1/template/{tpl_id}"), None),
     ];
     for (m, p, body) in other {
-        let (s, e, _) = call(&app, m, &p, Some(KEY_B), body).await;
+        let (s, e, _) = call(&app, m, &p, Some(h.b.as_str()), body).await;
         assert_eq!(s, StatusCode::NOT_FOUND, "{m} {p}: {e}");
         assert_error_shape(&e);
     }
-    let (_, list, _) = call(&app, "GET", "/v1/sandboxes", Some(KEY_B), None).await;
+    let (_, list, _) = call(&app, "GET", "/v1/sandboxes", Some(h.b.as_str()), None).await;
     assert_eq!(list["total_items"], 0);
-    let (_, list, _) = call(&app, "GET", "/v1/snapshots", Some(KEY_B), None).await;
+    let (_, list, _) = call(&app, "GET", "/v1/snapshots", Some(h.b.as_str()), None).await;
     assert_eq!(list["total_items"], 0);
     // Still there for its owner.
     let (s, _, _) = call(
         &app,
         "GET",
         &format!("/v1/sandbox/{id}/"),
-        Some(KEY_A),
+        Some(h.a.as_str()),
         None,
     )
     .await;
@@ -454,7 +497,7 @@ async fn other_org_gets_404_and_quota_429() {
         &app,
         "POST",
         &format!("/v1/sandbox/{id}/snapshot/create"),
-        Some(KEY_A),
+        Some(h.a.as_str()),
         Some(json!({"name": "s1"})),
     )
     .await;
@@ -464,29 +507,43 @@ async fn other_org_gets_404_and_quota_429() {
         &app,
         "POST",
         "/v1/template",
-        Some(KEY_A),
-        Some(json!({"name": "mine", "uri": "host"})),
+        Some(h.a.as_str()),
+        Some(json!({"name": "mine", "uri": "system/host"})),
     )
     .await;
     assert_eq!(s, StatusCode::CONFLICT);
     // 429 over quota.
-    fake.set_quota("org-b", 1);
-    let (s, _, _) = call(&app, "POST", "/v1/sandbox", Some(KEY_B), Some(json!({}))).await;
+    h.bed.set_quota("org-b", 1).await.unwrap();
+    let (s, _, _) = call(
+        &app,
+        "POST",
+        "/v1/sandbox",
+        Some(h.b.as_str()),
+        Some(json!({})),
+    )
+    .await;
     assert_eq!(s, StatusCode::CREATED);
-    let (s, e, _) = call(&app, "POST", "/v1/sandbox", Some(KEY_B), Some(json!({}))).await;
+    let (s, e, _) = call(
+        &app,
+        "POST",
+        "/v1/sandbox",
+        Some(h.b.as_str()),
+        Some(json!({})),
+    )
+    .await;
     assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
     assert_error_shape(&e);
 }
 
 #[tokio::test]
 async fn injected_values_redacted_everywhere() {
-    let (fake, app) = app();
+    let (h, app) = app().await;
     let mut texts = Vec::new();
     let (s, sb, t) = call(
         &app,
         "POST",
         "/v1/sandbox",
-        Some(KEY_A),
+        Some(h.a.as_str()),
         Some(json!({"network_policy": transform_policy()})),
     )
     .await;
@@ -498,21 +555,22 @@ async fn injected_values_redacted_everywhere() {
         "[REDACTED]"
     );
     // The data plane gets the real value.
-    let full = fake.full_policy(&id).unwrap();
+    let full = h.bed.full_policy(&id).await.unwrap();
     assert!(full.to_json().contains(SECRET));
+    assert!(h.bed.registry.by_id(&id).is_some(), "the firewall knows it");
     texts.push(
         call(
             &app,
             "GET",
             &format!("/v1/sandbox/{id}/"),
-            Some(KEY_A),
+            Some(h.a.as_str()),
             None,
         )
         .await
         .2,
     );
     texts.push(
-        call(&app, "GET", "/v1/sandboxes", Some(KEY_A), None)
+        call(&app, "GET", "/v1/sandboxes", Some(h.a.as_str()), None)
             .await
             .2,
     );
@@ -520,7 +578,7 @@ async fn injected_values_redacted_everywhere() {
         &app,
         "POST",
         &format!("/v1/sandbox/{id}/snapshot/create"),
-        Some(KEY_A),
+        Some(h.a.as_str()),
         Some(json!({"name": "with-secret"})),
     )
     .await;
@@ -530,25 +588,38 @@ async fn injected_values_redacted_everywhere() {
     );
     texts.push(t);
     texts.push(
-        call(&app, "GET", "/v1/snapshots?query=with", Some(KEY_A), None)
-            .await
-            .2,
+        call(
+            &app,
+            "GET",
+            "/v1/snapshots?query=with",
+            Some(h.a.as_str()),
+            None,
+        )
+        .await
+        .2,
     );
     // Restore without a policy keeps the snapshot's (secret included, redacted in the answer).
     let (s, restored, t) = call(
         &app,
         "POST",
         "/v1/snapshot/restore",
-        Some(KEY_A),
+        Some(h.a.as_str()),
         Some(json!({"snapshot_name": "with-secret", "timeout": 60})),
     )
     .await;
     assert_eq!(s, StatusCode::CREATED);
     texts.push(t);
     let rid = restored["id"].as_str().unwrap();
-    assert!(fake.full_policy(rid).unwrap().to_json().contains(SECRET));
+    assert!(
+        h.bed
+            .full_policy(rid)
+            .await
+            .unwrap()
+            .to_json()
+            .contains(SECRET)
+    );
     // Restore (0.6.1 path) with a policy override.
-    let (s, r2, t) = call(&app, "POST", "/v1/snapshot/resume", Some(KEY_A), Some(json!({"snapshot_name": "with-secret", "timeout_min": 2, "network_policy": {"mode": "deny-all"}}))).await;
+    let (s, r2, t) = call(&app, "POST", "/v1/snapshot/resume", Some(h.a.as_str()), Some(json!({"snapshot_name": "with-secret", "timeout_min": 2, "network_policy": {"mode": "deny-all"}}))).await;
     assert_eq!(
         (
             s,
@@ -562,7 +633,7 @@ async fn injected_values_redacted_everywhere() {
         &app,
         "PUT",
         &format!("/v1/sandbox/{id}/network-policy"),
-        Some(KEY_A),
+        Some(h.a.as_str()),
         Some(transform_policy()),
     )
     .await;
@@ -572,7 +643,7 @@ async fn injected_values_redacted_everywhere() {
         &app,
         "GET",
         &format!("/v1/sandbox/{id}/network-policy"),
-        Some(KEY_A),
+        Some(h.a.as_str()),
         None,
     )
     .await;
@@ -585,14 +656,28 @@ async fn injected_values_redacted_everywhere() {
 
 #[tokio::test]
 async fn snapshots_templates_process_and_events() {
-    let (fake, app) = app();
-    let (_, sb, _) = call(&app, "POST", "/v1/sandbox", Some(KEY_A), Some(json!({}))).await;
+    let (h, app) = app().await;
+    let (_, sb, _) = call(
+        &app,
+        "POST",
+        "/v1/sandbox",
+        Some(h.a.as_str()),
+        Some(json!({})),
+    )
+    .await;
     let id = sb["id"].as_str().unwrap().to_owned();
+    h.bed.runtime.answer_exec(ExecResult {
+        exit_code: 0,
+        stdout: "hi\n".into(),
+        stderr: String::new(),
+        truncated: false,
+        timed_out: false,
+    });
     let (s, out, _) = call(
         &app,
         "POST",
         &format!("/v1/sandbox/{id}/process/execute"),
-        Some(KEY_A),
+        Some(h.a.as_str()),
         Some(json!({"command": "echo hi", "cwd": "/tmp", "envs": {"X": "1"}, "timeout": 5})),
     )
     .await;
@@ -600,11 +685,32 @@ async fn snapshots_templates_process_and_events() {
         (s, out["exit_code"].as_i64(), out["stdout"].as_str()),
         (StatusCode::OK, Some(0), Some("hi\n"))
     );
+    let execs: Vec<_> = h
+        .bed
+        .runtime
+        .calls()
+        .into_iter()
+        .filter_map(|c| match c {
+            RuntimeCall::Exec(on, req) => Some((on, req)),
+            _ => None,
+        })
+        .collect();
+    let (on, req) = &execs[0];
+    assert_eq!(
+        (on, req.command.as_str(), req.cwd.as_deref(), req.timeout),
+        (
+            &id,
+            "echo hi",
+            Some("/tmp"),
+            Some(std::time::Duration::from_secs(5))
+        )
+    );
+    assert_eq!(req.envs, [("X".to_owned(), "1".to_owned())]);
     let (s, e, _) = call(
         &app,
         "POST",
         &format!("/v1/sandbox/{id}/process/execute"),
-        Some(KEY_A),
+        Some(h.a.as_str()),
         Some(json!({"command": ""})),
     )
     .await;
@@ -613,7 +719,7 @@ async fn snapshots_templates_process_and_events() {
         &app,
         "POST",
         &format!("/v1/sandbox/{id}/process/execute"),
-        Some(KEY_A),
+        Some(h.a.as_str()),
         Some(json!({"command": "ls", "cwd": "rel"})),
     )
     .await;
@@ -624,7 +730,7 @@ async fn snapshots_templates_process_and_events() {
         &app,
         "POST",
         &format!("/v1/sandbox/{id}/snapshot/pause"),
-        Some(KEY_A),
+        Some(h.a.as_str()),
         Some(json!({})),
     )
     .await;
@@ -647,25 +753,52 @@ async fn snapshots_templates_process_and_events() {
         &app,
         "GET",
         &format!("/v1/sandbox/{id}/"),
-        Some(KEY_A),
+        Some(h.a.as_str()),
         None,
     )
     .await;
     assert_eq!(got["state"], "paused");
-    let (s, _, _) = call(
+    // Its container is gone: pausing again changes nothing, and a snapshot of it is a 409
+    // pointing at the resume.
+    assert!(!h.bed.runtime.sandbox_ids().contains(&id));
+    let (s, again, _) = call(
         &app,
         "POST",
         &format!("/v1/sandbox/{id}/pause"),
-        Some(KEY_A),
+        Some(h.a.as_str()),
         None,
     )
     .await;
-    assert_eq!(s, StatusCode::CONFLICT);
-    let (s, _, _) = call(
+    assert_eq!(
+        (s, again["state"].as_str()),
+        (StatusCode::CREATED, Some("paused"))
+    );
+    let (s, e, _) = call(
         &app,
         "POST",
         &format!("/v1/sandbox/{id}/snapshot/create"),
-        Some(KEY_A),
+        Some(h.a.as_str()),
+        Some(json!({"name": "again"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{e}");
+    assert!(e["message"].as_str().unwrap().contains("resume"), "{e}");
+    // Resumed (a new sandbox from the snapshot), then snapshotted and deleted at once.
+    let (s, resumed, _) = call(
+        &app,
+        "POST",
+        "/v1/snapshot/resume",
+        Some(h.a.as_str()),
+        Some(json!({"snapshot_name": snap["name"]})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{resumed}");
+    let rid = resumed["id"].as_str().unwrap().to_owned();
+    let (s, _, _) = call(
+        &app,
+        "POST",
+        &format!("/v1/sandbox/{rid}/snapshot/create"),
+        Some(h.a.as_str()),
         Some(json!({"kill_sandbox_after": true, "name": "final"})),
     )
     .await;
@@ -673,29 +806,40 @@ async fn snapshots_templates_process_and_events() {
     let (s, _, _) = call(
         &app,
         "GET",
-        &format!("/v1/sandbox/{id}/"),
-        Some(KEY_A),
+        &format!("/v1/sandbox/{rid}/"),
+        Some(h.a.as_str()),
         None,
     )
     .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
+    assert!(
+        h.bed.runtime.sandbox_ids().is_empty(),
+        "its container went too"
+    );
     let (_, list, _) = call(
         &app,
         "GET",
         "/v1/snapshots?query=&sort=created_at&order-by=asc&page=1&page-size=20",
-        Some(KEY_A),
+        Some(h.a.as_str()),
         None,
     )
     .await;
     assert_eq!(list["total_items"], 2);
     assert_eq!(list["items"][1]["name"], "final");
-    let (s, e, _) = call(&app, "GET", "/v1/snapshots?sort=name", Some(KEY_A), None).await;
+    let (s, e, _) = call(
+        &app,
+        "GET",
+        "/v1/snapshots?sort=name",
+        Some(h.a.as_str()),
+        None,
+    )
+    .await;
     assert_eq!((s, first_field(&e)), (StatusCode::BAD_REQUEST, "sort"));
     let (s, e, _) = call(
         &app,
         "POST",
         "/v1/snapshot/restore",
-        Some(KEY_A),
+        Some(h.a.as_str()),
         Some(json!({"snapshot_name": "final", "timeout": 0})),
     )
     .await;
@@ -704,7 +848,7 @@ async fn snapshots_templates_process_and_events() {
         &app,
         "POST",
         "/v1/snapshot/restore",
-        Some(KEY_A),
+        Some(h.a.as_str()),
         Some(json!({"snapshot_name": "missing"})),
     )
     .await;
@@ -714,7 +858,7 @@ async fn snapshots_templates_process_and_events() {
         &app,
         "DELETE",
         &format!("/v1/snapshot/{snap_id}"),
-        Some(KEY_A),
+        Some(h.a.as_str()),
         None,
     )
     .await;
@@ -725,8 +869,8 @@ async fn snapshots_templates_process_and_events() {
         &app,
         "POST",
         "/v1/template",
-        Some(KEY_A),
-        Some(json!({"name": "py", "uri": "host"})),
+        Some(h.a.as_str()),
+        Some(json!({"name": "py", "uri": "system/host"})),
     )
     .await;
     assert_eq!(s, StatusCode::CREATED);
@@ -735,11 +879,11 @@ async fn snapshots_templates_process_and_events() {
     }
     let tid = tpl["id"].as_str().unwrap();
     for (body, field) in [
-        (json!({"name": "system/x", "uri": "host"}), "name"),
-        (json!({"name": "a b", "uri": "host"}), "name"),
+        (json!({"name": "system/x", "uri": "system/host"}), "name"),
+        (json!({"name": "a b", "uri": "system/host"}), "name"),
         (json!({"name": "ok", "uri": ""}), "uri"),
         (
-            json!({"name": "ok", "uri": "host", "credentials": {"type": "basic"}}),
+            json!({"name": "ok", "uri": "system/host", "credentials": {"type": "basic"}}),
             "credentials",
         ),
         (json!({"name": "ok", "uri": "docker.io/x"}), "uri"),
@@ -748,7 +892,7 @@ async fn snapshots_templates_process_and_events() {
             &app,
             "POST",
             "/v1/template",
-            Some(KEY_A),
+            Some(h.a.as_str()),
             Some(body.clone()),
         )
         .await;
@@ -762,12 +906,12 @@ async fn snapshots_templates_process_and_events() {
         &app,
         "PATCH",
         &format!("/v1/template/{tid}"),
-        Some(KEY_A),
+        Some(h.a.as_str()),
         Some(json!({"name": "py2"})),
     )
     .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    let (_, all, _) = call(&app, "GET", "/v1/templates", Some(KEY_A), None).await;
+    let (_, all, _) = call(&app, "GET", "/v1/templates", Some(h.a.as_str()), None).await;
     assert!(
         all["items"]
             .as_array()
@@ -778,8 +922,8 @@ async fn snapshots_templates_process_and_events() {
     let (s, _, _) = call(
         &app,
         "PATCH",
-        "/v1/template/tpl-system",
-        Some(KEY_A),
+        "/v1/template/system-debian-bookworm",
+        Some(h.a.as_str()),
         Some(json!({"name": "mine"})),
     )
     .await;
@@ -788,18 +932,27 @@ async fn snapshots_templates_process_and_events() {
         &app,
         "DELETE",
         &format!("/v1/template/{tid}"),
-        Some(KEY_A),
+        Some(h.a.as_str()),
         None,
     )
     .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
 
     // Egress events: JSON with filters, and the SSE stream.
-    let (_, sb2, _) = call(&app, "POST", "/v1/sandbox", Some(KEY_A), Some(json!({}))).await;
+    let (_, sb2, _) = call(
+        &app,
+        "POST",
+        "/v1/sandbox",
+        Some(h.a.as_str()),
+        Some(json!({})),
+    )
+    .await;
     let id2 = sb2["id"].as_str().unwrap();
+    // Stored history, as the event pump writes it.
+    let mut stored = Vec::new();
     for (i, verdict) in ["allow", "deny", "deny"].iter().enumerate() {
-        fake.push_event(palisade_store::EgressEventRecord {
-            id: i as i64 + 1,
+        stored.push(palisade_store::EgressEventRecord {
+            id: 0,
             sandbox_id: id2.into(),
             at_ms: 1_700_000_000_000 + i as i64,
             verdict: (*verdict).into(),
@@ -815,11 +968,12 @@ async fn snapshots_templates_process_and_events() {
             detail: Some(r#"{"method":"GET"}"#.into()),
         });
     }
+    h.bed.plane.store().insert_events(&stored).await.unwrap();
     let (s, ev, _) = call(
         &app,
         "GET",
         &format!("/v1/sandbox/{id2}/network/events?verdict=deny&limit=10"),
-        Some(KEY_A),
+        Some(h.a.as_str()),
         None,
     )
     .await;
@@ -830,15 +984,17 @@ async fn snapshots_templates_process_and_events() {
         &app,
         "GET",
         &format!("/v1/sandbox/{id2}/network/events?verdict=maybe"),
-        Some(KEY_A),
+        Some(h.a.as_str()),
         None,
     )
     .await;
     assert_eq!((s, first_field(&e)), (StatusCode::BAD_REQUEST, "verdict"));
+    // Following streams live events from the firewall's ring (filters applied); the ones
+    // recorded after the subscription come through, another sandbox's do not.
     let req = Request::get(format!(
-        "/v1/sandbox/{id2}/network/events?follow=true&after=1"
+        "/v1/sandbox/{id2}/network/events?follow=true&verdict=deny"
     ))
-    .header("authorization", format!("Bearer {KEY_A}"))
+    .header("authorization", format!("Bearer {}", h.a))
     .body(Body::empty())
     .unwrap();
     let resp = app.clone().oneshot(req).await.unwrap();
@@ -849,27 +1005,43 @@ async fn snapshots_templates_process_and_events() {
             .unwrap()
             .starts_with("text/event-stream")
     );
-    let body = String::from_utf8(
-        resp.into_body()
-            .collect()
+    use palisade_firewall::events::{EventKind, EventVerdict};
+    for (sandbox, verdict) in [
+        ("someone-else", EventVerdict::Deny),
+        (id2, EventVerdict::Allow),
+        (id2, EventVerdict::Deny),
+        (id2, EventVerdict::Deny),
+    ] {
+        let mut e = palisade_firewall::EgressEvent::new(sandbox, EventKind::Tcp, verdict);
+        e.name = Some("x.test".into());
+        h.bed.events.record(e);
+    }
+    let mut body = resp.into_body();
+    let mut text = String::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while text.matches("event: egress").count() < 2 {
+        let frame = tokio::time::timeout_at(deadline, body.frame())
             .await
+            .unwrap_or_else(|_| panic!("two events did not come: {text}"))
             .unwrap()
-            .to_bytes()
-            .to_vec(),
-    )
-    .unwrap();
-    assert_eq!(body.matches("event: egress").count(), 2, "{body}");
-    assert!(body.contains("id: 3"));
+            .unwrap();
+        if let Ok(data) = frame.into_data() {
+            text.push_str(&String::from_utf8_lossy(&data));
+        }
+    }
+    assert_eq!(text.matches("event: egress").count(), 2, "{text}");
+    assert!(
+        !text.contains("someone-else") && !text.contains("\"allow\""),
+        "{text}"
+    );
 }
 
 #[tokio::test]
 async fn metrics_on_admin_router() {
-    let fake = Arc::new(FakeControlPlane::new());
-    fake.add_key(KEY_A, "org-a");
     let metrics = Arc::new(Metrics::default());
-    let app = api_router(fake, metrics.clone());
+    let (h, app) = app_with(metrics.clone()).await;
     for _ in 0..3 {
-        call(&app, "GET", "/v1/sandbox/abc/", Some(KEY_A), None).await;
+        call(&app, "GET", "/v1/sandbox/abc/", Some(h.a.as_str()), None).await;
     }
     let admin = admin_router(metrics);
     let (s, _, text) = call(&admin, "GET", "/metrics", None, None).await;
@@ -888,7 +1060,7 @@ async fn metrics_on_admin_router() {
 /// paths on create and on the live update, returned by GET, kept with snapshots, changed by PUT.
 #[tokio::test]
 async fn budgets_round_trip_through_create_get_put_and_snapshots() {
-    let (fake, app) = app();
+    let (h, app) = app().await;
     let budgets = json!({
         "sandbox": {"sent_bytes": 1000000, "received_bytes": 5000000, "window_secs": 3600},
         "domains": [{"domain": "API.openai.com", "sent_bytes": 100000, "window_secs": 60}]
@@ -898,7 +1070,7 @@ async fn budgets_round_trip_through_create_get_put_and_snapshots() {
         &app,
         "POST",
         "/v1/sandbox",
-        Some(KEY_A),
+        Some(h.a.as_str()),
         Some(json!({"network_policy": policy})),
     )
     .await;
@@ -907,7 +1079,7 @@ async fn budgets_round_trip_through_create_get_put_and_snapshots() {
     let mut want = budgets.clone();
     want["domains"][0]["domain"] = json!("api.openai.com");
     assert_eq!(sb["network_policy"]["budgets"], want, "{t}");
-    let full = fake.full_policy(&id).unwrap();
+    let full = h.bed.full_policy(&id).await.unwrap();
     assert_eq!(
         full.budgets
             .as_ref()
@@ -919,7 +1091,7 @@ async fn budgets_round_trip_through_create_get_put_and_snapshots() {
         &app,
         "GET",
         &format!("/v1/sandbox/{id}/network-policy"),
-        Some(KEY_A),
+        Some(h.a.as_str()),
         None,
     )
     .await;
@@ -929,7 +1101,7 @@ async fn budgets_round_trip_through_create_get_put_and_snapshots() {
         &app,
         "POST",
         &format!("/v1/sandbox/{id}/snapshot/create"),
-        Some(KEY_A),
+        Some(h.a.as_str()),
         Some(json!({"name": "with-budget"})),
     )
     .await;
@@ -938,14 +1110,14 @@ async fn budgets_round_trip_through_create_get_put_and_snapshots() {
         &app,
         "POST",
         "/v1/snapshot/restore",
-        Some(KEY_A),
+        Some(h.a.as_str()),
         Some(json!({"snapshot_name": "with-budget", "timeout": 60})),
     )
     .await;
     assert_eq!(s, StatusCode::CREATED, "{t}");
     let rid = restored["id"].as_str().unwrap();
     assert_eq!(
-        fake.full_policy(rid).unwrap().budgets,
+        h.bed.full_policy(rid).await.unwrap().budgets,
         full.budgets,
         "restore keeps the budgets"
     );
@@ -956,7 +1128,7 @@ async fn budgets_round_trip_through_create_get_put_and_snapshots() {
         &app,
         "PUT",
         &format!("/v1/sandbox/{id}/network-policy"),
-        Some(KEY_A),
+        Some(h.a.as_str()),
         Some(changed.clone()),
     )
     .await;
@@ -992,7 +1164,7 @@ async fn budgets_round_trip_through_create_get_put_and_snapshots() {
                 json!({"mode": "custom", "budgets": bad}),
             ),
         ] {
-            let (s, e, t) = call(&app, method, &path, Some(KEY_A), Some(body)).await;
+            let (s, e, t) = call(&app, method, &path, Some(h.a.as_str()), Some(body)).await;
             assert_eq!(s, StatusCode::BAD_REQUEST, "{method} {bad}: {t}");
             assert_error_shape(&e);
             assert_eq!(first_field(&e), field, "{method} {bad}: {t}");
@@ -1002,7 +1174,7 @@ async fn budgets_round_trip_through_create_get_put_and_snapshots() {
         &app,
         "GET",
         &format!("/v1/sandbox/{id}/network-policy"),
-        Some(KEY_A),
+        Some(h.a.as_str()),
         None,
     )
     .await;

@@ -6,14 +6,15 @@ use http_body_util::BodyExt;
 use tower::ServiceExt;
 
 use super::*;
-use crate::fake::FakeControlPlane;
+use crate::testing::TestPlane;
 use crate::{Metrics, api_router};
 
 async fn get(path: &str) -> (StatusCode, axum::http::HeaderMap, String) {
-    let app = api_router(
-        Arc::new(FakeControlPlane::new()),
-        Arc::new(Metrics::default()),
-    );
+    // The real plane behind the router: the console's routes must not need one, but the
+    // API beside them does.
+    let dir = tempfile::tempdir().unwrap();
+    let bed = TestPlane::new(dir.path()).await.unwrap();
+    let app = api_router(bed.plane.clone(), Arc::new(Metrics::default()));
     let req = Request::get(path).body(Body::empty()).unwrap();
     let resp = app.oneshot(req).await.unwrap();
     let status = resp.status();

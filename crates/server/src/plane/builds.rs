@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use palisade_runtime::{HOST_TEMPLATE, RuntimeError, SandboxRuntime, TemplateProgress};
 use palisade_store::now_ms;
 
+use super::PlaneError;
 use crate::control::{BuildState, BuildStatus};
-use crate::error::ApiError;
 
 /// Builds by runtime template name; clones share them.
 #[derive(Debug, Clone, Default)]
@@ -123,7 +123,7 @@ impl Builds {
 
 /// The 503 a create gets on a template that is not ready: its state, and the cause or the way
 /// to wait for it.
-pub(super) fn not_ready(name: &str, id: &str, s: &BuildStatus) -> ApiError {
+pub(super) fn not_ready(name: &str, id: &str, s: &BuildStatus) -> PlaneError {
     let retry = format!(
         "retry the build with POST /v1/template/{id}/build or `palisade template build {name}`"
     );
@@ -150,5 +150,5 @@ pub(super) fn not_ready(name: &str, id: &str, s: &BuildStatus) -> ApiError {
         BuildState::Absent => format!("template {name} is not built yet; {retry}"),
         BuildState::Ready => format!("template {name} is ready"),
     };
-    ApiError::Unavailable(msg)
+    PlaneError::TemplateNotReady(msg)
 }

@@ -1,30 +1,29 @@
-//! Store and runtime records into API types, and their errors into [`ApiError`].
+//! Store and runtime records into API types.
 
 use palisade_policy::{NetworkPolicySpec, Policy};
-use palisade_runtime::RuntimeError;
 use palisade_store::{SandboxRecord, SnapshotRecord, TemplateRecord};
 
+use super::PlaneError;
 use crate::control::{SandboxInfo, SnapshotInfo, TemplateInfo};
-use crate::error::ApiError;
 
 pub(super) fn clamp_u32(v: i64) -> u32 {
     u32::try_from(v.max(0)).unwrap_or(u32::MAX)
 }
 
 /// A stored redacted policy back into its wire form (stored by us, so a failure is internal).
-pub(super) fn redacted_spec(json: &str) -> Result<NetworkPolicySpec, ApiError> {
-    serde_json::from_str(json).map_err(|_| ApiError::internal("stored policy is corrupt"))
+pub(super) fn redacted_spec(json: &str) -> Result<NetworkPolicySpec, PlaneError> {
+    serde_json::from_str(json).map_err(|e| PlaneError::CorruptPolicy(Box::new(e)))
 }
 
 /// A stored full policy back into a validated policy.
-pub(super) fn full_policy(json: &str) -> Result<Policy, ApiError> {
-    Policy::from_json(json.as_bytes()).map_err(|_| ApiError::internal("stored policy is corrupt"))
+pub(super) fn full_policy(json: &str) -> Result<Policy, PlaneError> {
+    Policy::from_json(json.as_bytes()).map_err(|e| PlaneError::CorruptPolicy(Box::new(e)))
 }
 
 /// (full JSON, redacted JSON) of a policy, for the store.
-pub(super) fn policy_json(p: &Policy) -> Result<(String, String), ApiError> {
-    let full = serde_json::to_string(&p.to_spec()).map_err(ApiError::internal)?;
-    let redacted = serde_json::to_string(&p.redacted_spec()).map_err(ApiError::internal)?;
+pub(super) fn policy_json(p: &Policy) -> Result<(String, String), PlaneError> {
+    let full = serde_json::to_string(&p.to_spec()).map_err(PlaneError::Serialize)?;
+    let redacted = serde_json::to_string(&p.redacted_spec()).map_err(PlaneError::Serialize)?;
     Ok((full, redacted))
 }
 
@@ -46,7 +45,7 @@ pub(super) fn sandbox_info(r: &SandboxRecord, policy: Option<NetworkPolicySpec>)
     }
 }
 
-pub(super) fn snapshot_info(r: &SnapshotRecord) -> Result<SnapshotInfo, ApiError> {
+pub(super) fn snapshot_info(r: &SnapshotRecord) -> Result<SnapshotInfo, PlaneError> {
     Ok(SnapshotInfo {
         id: r.id.clone(),
         name: r.name.clone(),
@@ -78,40 +77,4 @@ pub(super) fn template_info(r: &TemplateRecord) -> TemplateInfo {
         created_at_ms: r.created_at,
         build: crate::control::BuildStatus::default(),
     }
-}
-
-/// Runtime failures: the caller's mistakes keep their status, host failures become 500s.
-pub(super) fn runtime_err(e: RuntimeError) -> ApiError {
-    match e {
-        RuntimeError::Invalid(m) => ApiError::field("request", m),
-        RuntimeError::NotFound(_) => ApiError::NotFound("sandbox"),
-        RuntimeError::TemplateNotFound(_) => ApiError::NotFound("template"),
-        RuntimeError::AlreadyExists(what) => ApiError::Conflict(format!("{what} already exists")),
-        RuntimeError::TemplateInUse(..) => ApiError::Conflict("template is in use".into()),
-        RuntimeError::BadArchive(m) => ApiError::field("uri", m),
-        RuntimeError::State { .. } => ApiError::Conflict(e.to_string()),
-        RuntimeError::Io { ref source, .. } if disk_full(source) => {
-            tracing::error!(error = %e, "host disk full");
-            ApiError::Unavailable(
-                "the host's data disk is full: nothing was written (an archive begun is removed); \
-                 free space and try again"
-                    .into(),
-            )
-        }
-        other => ApiError::internal(other),
-    }
-}
-
-/// ENOSPC or EDQUOT, however deep in the error's sources (tar and zstd wrap their writer's).
-fn disk_full(e: &std::io::Error) -> bool {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if let Some(io) = err.downcast_ref::<std::io::Error>()
-            && matches!(io.raw_os_error(), Some(28 | 122))
-        {
-            return true;
-        }
-        cur = err.source();
-    }
-    e.to_string().contains("No space left on device")
 }

@@ -11,8 +11,8 @@ use palisade_store::{EgressEventRecord, EventQuery, EventSink};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::Plane;
+use super::PlaneError;
 use crate::control::{EventFilter, OrgId};
-use crate::error::ApiError;
 
 pub(super) fn to_record(e: &EgressEvent) -> EgressEventRecord {
     let ms = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
@@ -75,7 +75,7 @@ impl Plane {
         org: &OrgId,
         sandbox_id: &str,
         f: EventFilter,
-    ) -> Result<Vec<EgressEventRecord>, ApiError> {
+    ) -> Result<Vec<EgressEventRecord>, PlaneError> {
         let rec = self.store.get_sandbox(&org.0, sandbox_id).await?;
         self.sink.flush().await;
         Ok(self
@@ -100,7 +100,7 @@ impl Plane {
         org: &OrgId,
         sandbox_id: &str,
         f: EventFilter,
-    ) -> Result<BoxStream<'static, EgressEventRecord>, ApiError> {
+    ) -> Result<BoxStream<'static, EgressEventRecord>, PlaneError> {
         let rec = self.store.get_sandbox(&org.0, sandbox_id).await?;
         let rx = self.events.subscribe();
         let id = rec.id;

@@ -6,13 +6,13 @@ use palisade_policy::Policy;
 use palisade_store::{EgressEventRecord, SandboxQuery};
 
 use super::Plane;
+use super::PlaneError;
 use super::sandboxes::Launch;
 use crate::control::*;
-use crate::error::ApiError;
 
 #[async_trait]
 impl ControlPlane for Plane {
-    async fn authenticate(&self, api_key: &str) -> Result<Option<OrgId>, ApiError> {
+    async fn authenticate(&self, api_key: &str) -> Result<Option<OrgId>, PlaneError> {
         Ok(self
             .store
             .authenticate(api_key)
@@ -24,7 +24,7 @@ impl ControlPlane for Plane {
         &self,
         org: &OrgId,
         req: CreateSandbox,
-    ) -> Result<SandboxInfo, ApiError> {
+    ) -> Result<SandboxInfo, PlaneError> {
         let template = self.template_by_name(org, &req.template_name).await?;
         self.launch(
             org,
@@ -42,7 +42,7 @@ impl ControlPlane for Plane {
         .await
     }
 
-    async fn get_sandbox(&self, org: &OrgId, id: &str) -> Result<SandboxInfo, ApiError> {
+    async fn get_sandbox(&self, org: &OrgId, id: &str) -> Result<SandboxInfo, PlaneError> {
         let rec = self.store.get_sandbox(&org.0, id).await?;
         self.info(rec).await
     }
@@ -51,7 +51,7 @@ impl ControlPlane for Plane {
         &self,
         org: &OrgId,
         q: ListSandboxes,
-    ) -> Result<Page<SandboxInfo>, ApiError> {
+    ) -> Result<Page<SandboxInfo>, PlaneError> {
         let page = self
             .store
             .list_sandboxes(
@@ -75,15 +75,15 @@ impl ControlPlane for Plane {
         })
     }
 
-    async fn delete_sandbox(&self, org: &OrgId, id: &str) -> Result<(), ApiError> {
+    async fn delete_sandbox(&self, org: &OrgId, id: &str) -> Result<(), PlaneError> {
         self.delete(org, id).await
     }
 
-    async fn pause_sandbox(&self, org: &OrgId, id: &str) -> Result<SandboxInfo, ApiError> {
+    async fn pause_sandbox(&self, org: &OrgId, id: &str) -> Result<SandboxInfo, PlaneError> {
         self.pause(org, id).await
     }
 
-    async fn execute(&self, org: &OrgId, id: &str, req: Execute) -> Result<ExecResult, ApiError> {
+    async fn execute(&self, org: &OrgId, id: &str, req: Execute) -> Result<ExecResult, PlaneError> {
         self.exec(org, id, req).await
     }
 
@@ -92,7 +92,7 @@ impl ControlPlane for Plane {
         org: &OrgId,
         sandbox_id: &str,
         req: CreateSnapshot,
-    ) -> Result<SnapshotInfo, ApiError> {
+    ) -> Result<SnapshotInfo, PlaneError> {
         self.snapshot(org, sandbox_id, req).await
     }
 
@@ -100,11 +100,11 @@ impl ControlPlane for Plane {
         &self,
         org: &OrgId,
         q: ListSnapshots,
-    ) -> Result<Page<SnapshotInfo>, ApiError> {
+    ) -> Result<Page<SnapshotInfo>, PlaneError> {
         Plane::list_snapshots(self, org, q).await
     }
 
-    async fn delete_snapshot(&self, org: &OrgId, id: &str) -> Result<(), ApiError> {
+    async fn delete_snapshot(&self, org: &OrgId, id: &str) -> Result<(), PlaneError> {
         Plane::delete_snapshot(self, org, id).await
     }
 
@@ -112,7 +112,7 @@ impl ControlPlane for Plane {
         &self,
         org: &OrgId,
         req: RestoreSnapshot,
-    ) -> Result<SandboxInfo, ApiError> {
+    ) -> Result<SandboxInfo, PlaneError> {
         self.restore(org, req).await
     }
 
@@ -120,11 +120,11 @@ impl ControlPlane for Plane {
         &self,
         org: &OrgId,
         req: CreateTemplate,
-    ) -> Result<TemplateInfo, ApiError> {
+    ) -> Result<TemplateInfo, PlaneError> {
         Plane::create_template(self, org, req).await
     }
 
-    async fn list_templates(&self, org: &OrgId) -> Result<Vec<TemplateInfo>, ApiError> {
+    async fn list_templates(&self, org: &OrgId) -> Result<Vec<TemplateInfo>, PlaneError> {
         Ok(self
             .store
             .list_templates(&org.0)
@@ -134,15 +134,15 @@ impl ControlPlane for Plane {
             .collect())
     }
 
-    async fn rename_template(&self, org: &OrgId, id: &str, name: String) -> Result<(), ApiError> {
+    async fn rename_template(&self, org: &OrgId, id: &str, name: String) -> Result<(), PlaneError> {
         Ok(self.store.rename_template(&org.0, id, &name).await?)
     }
 
-    async fn delete_template(&self, org: &OrgId, id: &str) -> Result<(), ApiError> {
+    async fn delete_template(&self, org: &OrgId, id: &str) -> Result<(), PlaneError> {
         Plane::delete_template(self, org, id).await
     }
 
-    async fn build_template(&self, org: &OrgId, id: &str) -> Result<TemplateInfo, ApiError> {
+    async fn build_template(&self, org: &OrgId, id: &str) -> Result<TemplateInfo, PlaneError> {
         Plane::build_template(self, org, id).await
     }
 
@@ -151,7 +151,7 @@ impl ControlPlane for Plane {
         org: &OrgId,
         sandbox_id: &str,
         policy: Policy,
-    ) -> Result<PolicyInfo, ApiError> {
+    ) -> Result<PolicyInfo, PlaneError> {
         self.set_policy(org, sandbox_id, policy).await
     }
 
@@ -159,7 +159,7 @@ impl ControlPlane for Plane {
         &self,
         org: &OrgId,
         sandbox_id: &str,
-    ) -> Result<PolicyInfo, ApiError> {
+    ) -> Result<PolicyInfo, PlaneError> {
         self.get_policy(org, sandbox_id).await
     }
 
@@ -168,7 +168,7 @@ impl ControlPlane for Plane {
         org: &OrgId,
         sandbox_id: &str,
         filter: EventFilter,
-    ) -> Result<Vec<EgressEventRecord>, ApiError> {
+    ) -> Result<Vec<EgressEventRecord>, PlaneError> {
         Plane::list_events(self, org, sandbox_id, filter).await
     }
 
@@ -177,7 +177,7 @@ impl ControlPlane for Plane {
         org: &OrgId,
         sandbox_id: &str,
         filter: EventFilter,
-    ) -> Result<BoxStream<'static, EgressEventRecord>, ApiError> {
+    ) -> Result<BoxStream<'static, EgressEventRecord>, PlaneError> {
         Plane::subscribe_events(self, org, sandbox_id, filter).await
     }
 }

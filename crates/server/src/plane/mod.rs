@@ -2,9 +2,16 @@
 //! runtime runs sandboxes, `palisade-netns` wires their network and nftables, and the firewall's
 //! registry enforces their policies. Every change goes store → kernel → data plane, and a policy
 //! version is marked applied only once the data plane enforces it.
+//!
+//! The platforms the plane drives come in through [`PlaneParts`] as traits: the runtime
+//! ([`SandboxRuntime`]) and the host's `ip`/`nft`/`sysctl` ([`NetPlatform`]). The daemon passes
+//! runc and the real commands; unit and API tests pass recording fakes and run the same plane
+//! without root ([`crate::testing`]). The store, the CA and the firewall's registry are pure
+//! code and always real.
 
 mod builds;
 mod convert;
+mod error;
 mod events;
 mod imp;
 mod locks;
@@ -21,12 +28,12 @@ use std::sync::{Arc, Mutex};
 use ipnet::Ipv4Net;
 use palisade_firewall::{EventLog, Registry};
 use palisade_netns::AddressPool;
+pub use palisade_netns::Platform as NetPlatform;
 use palisade_netns::nft::FirewallPorts;
 use palisade_runtime::SandboxRuntime;
 use palisade_store::{EventSink, Store};
 
-use crate::error::ApiError;
-
+pub use error::{Chain, PlaneError};
 pub use recover::RecoveryReport;
 pub use sweeper::{auto_pause_name, spawn_sweeper};
 
@@ -53,6 +60,7 @@ pub struct PlaneConfig {
 pub struct Plane {
     store: Store,
     runtime: Arc<dyn SandboxRuntime>,
+    net: Arc<dyn NetPlatform>,
     registry: Arc<Registry>,
     events: Arc<EventLog>,
     sink: EventSink,
@@ -76,6 +84,8 @@ impl std::fmt::Debug for Plane {
 pub struct PlaneParts {
     pub store: Store,
     pub runtime: Arc<dyn SandboxRuntime>,
+    /// Runs `ip`, `nft` and `sysctl` for sandbox networks (`palisade_netns::RealPlatform`).
+    pub net: Arc<dyn NetPlatform>,
     pub registry: Arc<Registry>,
     pub events: Arc<EventLog>,
     pub sink: EventSink,
@@ -84,11 +94,12 @@ pub struct PlaneParts {
 impl Plane {
     /// A plane over `parts`; seeds the system templates into the store and starts copying
     /// egress events from the ring into the store.
-    pub async fn new(parts: PlaneParts, cfg: PlaneConfig) -> Result<Arc<Self>, ApiError> {
-        let pool = AddressPool::new(cfg.pool).map_err(ApiError::internal)?;
+    pub async fn new(parts: PlaneParts, cfg: PlaneConfig) -> Result<Arc<Self>, PlaneError> {
+        let pool = AddressPool::new(cfg.pool)?;
         let plane = Arc::new(Self {
             store: parts.store,
             runtime: parts.runtime,
+            net: parts.net,
             registry: parts.registry,
             events: parts.events,
             sink: parts.sink,
@@ -110,9 +121,9 @@ impl Plane {
         self.cfg.data_dir.join("snapshots")
     }
 
-    fn pool(&self) -> Result<std::sync::MutexGuard<'_, AddressPool>, ApiError> {
+    fn pool(&self) -> Result<std::sync::MutexGuard<'_, AddressPool>, PlaneError> {
         self.pool
             .lock()
-            .map_err(|_| ApiError::internal("address pool lock poisoned"))
+            .map_err(|_| PlaneError::Poisoned("address pool"))
     }
 }

@@ -2,14 +2,15 @@
 //! `ip`/`nft` on a blocking thread; scripts are atomic, so a failure leaves the old rules.
 
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use ipnet::{IpNet, Ipv4Net};
 use palisade_netns::nft::{self, DnsPacketLimit, SandboxRules};
-use palisade_netns::{RealPlatform, SandboxAddrs, SandboxNet, SandboxNetSpec};
+use palisade_netns::{SandboxAddrs, SandboxNet, SandboxNetSpec};
 use palisade_policy::Policy;
 
 use super::Plane;
-use crate::error::ApiError;
+use super::PlaneError;
 
 /// The IPv4 `allow_cidrs` of a policy (sandboxes have no IPv6).
 pub(super) fn cidrs_v4(policy: &Policy) -> Vec<Ipv4Net> {
@@ -51,11 +52,8 @@ pub(super) fn rules(
 
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, palisade_netns::NetnsError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(ApiError::internal)
+) -> Result<T, PlaneError> {
+    Ok(tokio::task::spawn_blocking(f).await??)
 }
 
 impl Plane {
@@ -66,12 +64,13 @@ impl Plane {
         id: &str,
         addrs: SandboxAddrs,
         userns: Option<std::path::PathBuf>,
-    ) -> Result<SandboxNet, ApiError> {
+    ) -> Result<SandboxNet, PlaneError> {
         let host = self.cfg.host_netns.clone();
+        let net = Arc::clone(&self.net);
         let id = id.to_owned();
         blocking(move || {
             palisade_netns::create_sandbox_net(
-                &RealPlatform,
+                net.as_ref(),
                 &SandboxNetSpec {
                     id: &id,
                     host_netns: host.as_deref(),
@@ -84,18 +83,20 @@ impl Plane {
     }
 
     /// Replaces the sandbox's chains (UDP/ICMP `allow_cidrs`) in one transaction.
-    pub(super) async fn apply_rules(&self, r: SandboxRules) -> Result<(), ApiError> {
+    pub(super) async fn apply_rules(&self, r: SandboxRules) -> Result<(), PlaneError> {
         let host = self.cfg.host_netns.clone();
-        blocking(move || nft::apply(&RealPlatform, host.as_deref(), &nft::render_sandbox(&r))).await
+        let net = Arc::clone(&self.net);
+        blocking(move || nft::apply(net.as_ref(), host.as_deref(), &nft::render_sandbox(&r))).await
     }
 
     /// Installs the base table and every given sandbox's chains at once (daemon start).
-    pub(super) async fn apply_full(&self, all: Vec<SandboxRules>) -> Result<(), ApiError> {
+    pub(super) async fn apply_full(&self, all: Vec<SandboxRules>) -> Result<(), PlaneError> {
         let host = self.cfg.host_netns.clone();
+        let net = Arc::clone(&self.net);
         let (ports, pool) = (self.cfg.ports, self.cfg.pool);
         blocking(move || {
             nft::apply(
-                &RealPlatform,
+                net.as_ref(),
                 host.as_deref(),
                 &nft::render_full(&ports, pool, &all),
             )
@@ -107,11 +108,12 @@ impl Plane {
     /// sandbox has no rules left to let anything out (the base table rejects unknown sources).
     pub(super) async fn net_remove(&self, id: &str) {
         let host = self.cfg.host_netns.clone();
+        let net = Arc::clone(&self.net);
         let id = id.to_owned();
         let res = blocking(move || {
             let script = nft::render_remove_sandbox(&id, &palisade_netns::host_if_name(&id));
-            let nft_res = nft::apply(&RealPlatform, host.as_deref(), &script);
-            let ns_res = palisade_netns::remove_sandbox_net(&RealPlatform, &id, host.as_deref());
+            let nft_res = nft::apply(net.as_ref(), host.as_deref(), &script);
+            let ns_res = palisade_netns::remove_sandbox_net(net.as_ref(), &id, host.as_deref());
             nft_res.and(ns_res)
         })
         .await;

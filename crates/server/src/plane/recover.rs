@@ -9,9 +9,9 @@ use palisade_runtime::SandboxState as RtState;
 use palisade_store::{SandboxRecord, SandboxState};
 
 use super::Plane;
+use super::PlaneError;
 use super::convert::full_policy;
 use super::net::{addrs_of, rules};
-use crate::error::ApiError;
 
 /// What a recovery found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -28,15 +28,11 @@ pub struct RecoveryReport {
 
 impl Plane {
     /// See the module doc. Run once, before the API serves.
-    pub async fn recover(&self) -> Result<RecoveryReport, ApiError> {
+    pub async fn recover(&self) -> Result<RecoveryReport, PlaneError> {
         let mut report = RecoveryReport::default();
         let recs = self.store.sandboxes_to_recover().await?;
         let known: Vec<String> = recs.iter().map(|r| r.id.clone()).collect();
-        let rec_report = self
-            .runtime
-            .recover(&known)
-            .await
-            .map_err(ApiError::internal)?;
+        let rec_report = self.runtime.recover(&known).await?;
         report.orphans = rec_report.removed;
         report.orphans.extend(self.remove_orphan_archives().await?);
         let mut live = Vec::new();
@@ -100,7 +96,7 @@ impl Plane {
 
     /// Removes files in the snapshot directory that no snapshot row names: archives a crash
     /// interrupted before their row was written.
-    async fn remove_orphan_archives(&self) -> Result<Vec<String>, ApiError> {
+    async fn remove_orphan_archives(&self) -> Result<Vec<String>, PlaneError> {
         let known: std::collections::HashSet<std::path::PathBuf> = self
             .store
             .snapshot_archive_paths()
@@ -133,7 +129,7 @@ impl Plane {
         addrs: palisade_netns::SandboxAddrs,
         version: i64,
         policy: &palisade_policy::Policy,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), PlaneError> {
         if let Err(e) = self.pool()?.reserve(addrs) {
             tracing::warn!(sandbox = %rec.id, error = %e, "address already reserved");
         }
@@ -144,8 +140,7 @@ impl Plane {
             u64::try_from(version).unwrap_or(0),
         );
         let ca = self.store.get_ca(&rec.id).await?;
-        let ca =
-            SandboxCa::from_pem(&ca.cert_pem, ca.key_pem.expose()).map_err(ApiError::internal)?;
+        let ca = SandboxCa::from_pem(&ca.cert_pem, ca.key_pem.expose())?;
         self.registry.set_ca(&rec.id, Arc::new(ca));
         Ok(())
     }

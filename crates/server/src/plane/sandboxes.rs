@@ -10,11 +10,11 @@ use palisade_policy::Policy;
 use palisade_runtime::{ExecRequest, SandboxSpec};
 use palisade_store::{NewSandbox, SandboxRecord, SandboxState, StoreError, TemplateRecord, now_ms};
 
-use super::convert::{policy_json, redacted_spec, runtime_err, sandbox_info};
+use super::PlaneError;
+use super::convert::{policy_json, redacted_spec, sandbox_info};
 use super::net::{addrs_of, rules};
 use super::{Plane, templates::runtime_name};
 use crate::control::{EnvVars, ExecResult, Execute, OrgId, PolicyInfo, SandboxInfo};
-use crate::error::ApiError;
 
 /// Everything a new sandbox needs, from a create or a restore request.
 #[derive(Debug)]
@@ -35,8 +35,8 @@ pub(super) fn is_stopped(rec: &SandboxRecord) -> bool {
     rec.address.is_none()
 }
 
-pub(super) fn stopped_conflict(id: &str) -> ApiError {
-    ApiError::Conflict(format!(
+pub(super) fn stopped_conflict(id: &str) -> PlaneError {
+    PlaneError::Conflict(format!(
         "sandbox {id} is paused into a snapshot; resume it with /v1/snapshot/resume"
     ))
 }
@@ -51,19 +51,19 @@ fn sandbox_id() -> String {
 }
 
 impl Plane {
-    pub(super) async fn check_quota(&self, org: &OrgId) -> Result<(), ApiError> {
+    pub(super) async fn check_quota(&self, org: &OrgId) -> Result<(), PlaneError> {
         let max = self.store.get_org(&org.0).await?.max_sandboxes;
         if let Some(max) = max.or(self.cfg.default_quota)
             && self.store.count_active_sandboxes(&org.0).await? >= max
         {
-            return Err(ApiError::Quota(format!(
+            return Err(PlaneError::Quota(format!(
                 "sandbox quota reached: at most {max} sandboxes at once for this organisation"
             )));
         }
         Ok(())
     }
 
-    pub(super) async fn launch(&self, org: &OrgId, l: Launch) -> Result<SandboxInfo, ApiError> {
+    pub(super) async fn launch(&self, org: &OrgId, l: Launch) -> Result<SandboxInfo, PlaneError> {
         // Count and insert under the organisation's lock, so concurrent creates cannot all
         // pass the check before any of them is counted. (Sandbox ids are hex: no collision.)
         if l.archive.is_none() {
@@ -76,7 +76,7 @@ impl Plane {
         let addrs = self
             .pool()?
             .allocate()
-            .ok_or_else(|| ApiError::Unavailable("no sandbox addresses left".into()))?;
+            .ok_or_else(|| PlaneError::NoAddresses)?;
         let rec = self
             .store
             .insert_sandbox(NewSandbox {
@@ -105,7 +105,7 @@ impl Plane {
                 self.info(rec).await
             }
             Err(e) => {
-                tracing::warn!(sandbox = %id, error = %e, "sandbox creation failed; removing it");
+                tracing::warn!(sandbox = %id, error = %e.chain(), "sandbox creation failed; removing it");
                 self.teardown(&id, Some(addrs)).await;
                 let _ = self.store.delete_sandbox(&org.0, &id).await;
                 Err(e)
@@ -118,19 +118,16 @@ impl Plane {
         id: &str,
         addrs: palisade_netns::SandboxAddrs,
         l: &Launch,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), PlaneError> {
         let (full, redacted) = policy_json(&l.policy)?;
         let version = self.store.add_policy_version(id, &full, &redacted).await?;
         // The user namespace first: the network namespace is made inside it.
-        let userns = self.runtime.prepare_userns(id).await.map_err(runtime_err)?;
+        let userns = self.runtime.prepare_userns(id).await?;
         let net = self.net_create(id, addrs, userns).await?;
         self.apply_rules(rules(id, addrs, &l.policy, self.cfg.dns_limit))
             .await?;
         let owned = id.to_owned();
-        let ca = tokio::task::spawn_blocking(move || SandboxCa::generate(&owned))
-            .await
-            .map_err(ApiError::internal)?
-            .map_err(ApiError::internal)?;
+        let ca = tokio::task::spawn_blocking(move || SandboxCa::generate(&owned)).await??;
         self.store.put_ca(id, ca.cert_pem(), ca.key_pem()).await?;
         let cert = ca.cert_pem().to_owned();
         self.registry.upsert(
@@ -167,7 +164,7 @@ impl Plane {
             Some(archive) => self.runtime.restore(archive, spec).await,
             None => self.runtime.create(spec).await,
         };
-        created.map_err(runtime_err)?;
+        created?;
         self.store.mark_policy_applied(id, version).await?;
         self.store
             .set_sandbox_state(id, SandboxState::Running)
@@ -188,7 +185,7 @@ impl Plane {
         }
     }
 
-    pub(super) async fn info(&self, rec: SandboxRecord) -> Result<SandboxInfo, ApiError> {
+    pub(super) async fn info(&self, rec: SandboxRecord) -> Result<SandboxInfo, PlaneError> {
         let policy = match self.store.live_policy(&rec.id).await {
             Ok(p) => Some(redacted_spec(&p.redacted)?),
             Err(StoreError::NotFound(_)) => None,
@@ -197,13 +194,13 @@ impl Plane {
         Ok(sandbox_info(&rec, policy))
     }
 
-    pub(super) async fn delete(&self, org: &OrgId, id: &str) -> Result<(), ApiError> {
+    pub(super) async fn delete(&self, org: &OrgId, id: &str) -> Result<(), PlaneError> {
         let _guard = self.locks.lock(id).await;
         self.delete_locked(org, id).await
     }
 
     /// [`Plane::delete`] for a caller that holds the sandbox's lock.
-    pub(super) async fn delete_locked(&self, org: &OrgId, id: &str) -> Result<(), ApiError> {
+    pub(super) async fn delete_locked(&self, org: &OrgId, id: &str) -> Result<(), PlaneError> {
         let rec = self.store.get_sandbox(&org.0, id).await?;
         self.store
             .set_sandbox_state(id, SandboxState::Deleting)
@@ -215,7 +212,7 @@ impl Plane {
         Ok(())
     }
 
-    pub(super) async fn pause(&self, org: &OrgId, id: &str) -> Result<SandboxInfo, ApiError> {
+    pub(super) async fn pause(&self, org: &OrgId, id: &str) -> Result<SandboxInfo, PlaneError> {
         let _guard = self.locks.lock(id).await;
         self.pause_locked(org, id).await
     }
@@ -225,10 +222,10 @@ impl Plane {
         &self,
         org: &OrgId,
         id: &str,
-    ) -> Result<SandboxInfo, ApiError> {
+    ) -> Result<SandboxInfo, PlaneError> {
         let rec = self.store.get_sandbox(&org.0, id).await?;
         if rec.state == SandboxState::Running && !is_stopped(&rec) {
-            self.runtime.pause(id).await.map_err(runtime_err)?;
+            self.runtime.pause(id).await?;
             self.store
                 .set_sandbox_state(id, SandboxState::Paused)
                 .await?;
@@ -241,7 +238,7 @@ impl Plane {
     /// once its snapshot is stored, and keeps its row as `paused` with no address: a sandbox
     /// "paused into a snapshot", brought back with `/v1/snapshot/resume`. For a caller that
     /// holds the sandbox's lock.
-    pub(super) async fn stop_locked(&self, org: &OrgId, id: &str) -> Result<(), ApiError> {
+    pub(super) async fn stop_locked(&self, org: &OrgId, id: &str) -> Result<(), PlaneError> {
         let rec = self.store.get_sandbox(&org.0, id).await?;
         self.teardown(id, rec.address.as_deref().and_then(addrs_of))
             .await;
@@ -258,7 +255,7 @@ impl Plane {
         org: &OrgId,
         id: &str,
         req: Execute,
-    ) -> Result<ExecResult, ApiError> {
+    ) -> Result<ExecResult, PlaneError> {
         {
             // Only the state check and the resume hold the lock: a command may run for hours
             // and must not hold up a delete.
@@ -268,12 +265,12 @@ impl Plane {
                 return Err(stopped_conflict(id));
             }
             if rec.state == SandboxState::Paused {
-                self.runtime.resume(id).await.map_err(runtime_err)?;
+                self.runtime.resume(id).await?;
                 self.store
                     .set_sandbox_state(id, SandboxState::Running)
                     .await?;
             } else if rec.state != SandboxState::Running {
-                return Err(ApiError::Conflict(format!("sandbox is {}", rec.state)));
+                return Err(PlaneError::Conflict(format!("sandbox is {}", rec.state)));
             }
         }
         let res = self
@@ -295,7 +292,7 @@ impl Plane {
                 let _guard = self.locks.lock(id).await;
                 let rec = self.store.get_sandbox(&org.0, id).await?;
                 if rec.state != SandboxState::Running {
-                    return Err(ApiError::Conflict(format!("sandbox is {}", rec.state)));
+                    return Err(PlaneError::Conflict(format!("sandbox is {}", rec.state)));
                 }
                 // Its container exited on its own (OOM, init killed): a state, not a fault.
                 if let Ok(sbx) = self.runtime.get(id).await
@@ -305,12 +302,12 @@ impl Plane {
                             | palisade_runtime::SandboxState::Paused
                     )
                 {
-                    return Err(ApiError::Conflict(format!(
+                    return Err(PlaneError::Conflict(format!(
                         "sandbox container is {}",
                         sbx.state
                     )));
                 }
-                return Err(runtime_err(e));
+                return Err(e.into());
             }
         };
         Ok(ExecResult {
@@ -329,17 +326,17 @@ impl Plane {
         org: &OrgId,
         id: &str,
         policy: Policy,
-    ) -> Result<PolicyInfo, ApiError> {
+    ) -> Result<PolicyInfo, PlaneError> {
         let _guard = self.locks.lock(id).await;
         let rec = self.store.get_sandbox(&org.0, id).await?;
         if !matches!(rec.state, SandboxState::Running | SandboxState::Paused) {
-            return Err(ApiError::Conflict(format!("sandbox is {}", rec.state)));
+            return Err(PlaneError::Conflict(format!("sandbox is {}", rec.state)));
         }
         let addrs = rec
             .address
             .as_deref()
             .and_then(addrs_of)
-            .ok_or_else(|| ApiError::Conflict(format!("sandbox is {}", rec.state)))?;
+            .ok_or_else(|| PlaneError::Conflict(format!("sandbox is {}", rec.state)))?;
         let (full, redacted) = policy_json(&policy)?;
         let version = self.store.add_policy_version(id, &full, &redacted).await?;
         self.apply_rules(rules(id, addrs, &policy, self.cfg.dns_limit))
@@ -352,7 +349,7 @@ impl Plane {
         self.get_policy(org, id).await
     }
 
-    pub(super) async fn get_policy(&self, org: &OrgId, id: &str) -> Result<PolicyInfo, ApiError> {
+    pub(super) async fn get_policy(&self, org: &OrgId, id: &str) -> Result<PolicyInfo, PlaneError> {
         let rec = self.store.get_sandbox(&org.0, id).await?;
         let live = self.store.live_policy(&rec.id).await?;
         Ok(PolicyInfo {

@@ -6,13 +6,13 @@ use palisade_policy::Policy;
 use palisade_store::{NewSnapshot, SandboxState, SecretString, SnapshotQuery};
 
 use super::Plane;
-use super::convert::{full_policy, runtime_err, snapshot_info};
+use super::PlaneError;
+use super::convert::{full_policy, snapshot_info};
 use super::sandboxes::{Launch, is_stopped, stopped_conflict};
 use crate::control::{
     AfterSnapshot, CreateSnapshot, EnvVars, ListSnapshots, OrgId, Page, RestoreSnapshot,
     SandboxInfo, SnapshotInfo,
 };
-use crate::error::ApiError;
 
 /// A restored sandbox's timeout when the request names none.
 const DEFAULT_TIMEOUT_SECS: u32 = 300;
@@ -23,11 +23,11 @@ impl Plane {
         org: &OrgId,
         sandbox_id: &str,
         req: CreateSnapshot,
-    ) -> Result<SnapshotInfo, ApiError> {
+    ) -> Result<SnapshotInfo, PlaneError> {
         let _guard = self.locks.lock(sandbox_id).await;
         let rec = self.store.get_sandbox(&org.0, sandbox_id).await?;
         if !matches!(rec.state, SandboxState::Running | SandboxState::Paused) {
-            return Err(ApiError::Conflict(format!("sandbox is {}", rec.state)));
+            return Err(PlaneError::Conflict(format!("sandbox is {}", rec.state)));
         }
         if is_stopped(&rec) {
             return Err(stopped_conflict(sandbox_id));
@@ -40,14 +40,14 @@ impl Plane {
         let dir = self.snapshot_dir();
         tokio::fs::create_dir_all(&dir)
             .await
-            .map_err(ApiError::internal)?;
+            .map_err(PlaneError::SnapshotDir)?;
         let archive = dir.join(format!("{id}.tar.zst"));
         let manifest = self.runtime.snapshot(sandbox_id, &archive).await;
         let manifest = match manifest {
             Ok(m) => m,
             Err(e) => {
                 let _ = tokio::fs::remove_file(&archive).await;
-                return Err(runtime_err(e));
+                return Err(e.into());
             }
         };
         let live = self.store.live_policy(sandbox_id).await?;
@@ -92,7 +92,7 @@ impl Plane {
         &self,
         org: &OrgId,
         q: ListSnapshots,
-    ) -> Result<Page<SnapshotInfo>, ApiError> {
+    ) -> Result<Page<SnapshotInfo>, PlaneError> {
         let page = self
             .store
             .list_snapshots(
@@ -116,7 +116,7 @@ impl Plane {
         })
     }
 
-    pub(super) async fn delete_snapshot(&self, org: &OrgId, id: &str) -> Result<(), ApiError> {
+    pub(super) async fn delete_snapshot(&self, org: &OrgId, id: &str) -> Result<(), PlaneError> {
         let rec = self.store.delete_snapshot(&org.0, id).await?;
         if let Err(e) = tokio::fs::remove_file(&rec.archive_path).await {
             tracing::warn!(snapshot = %rec.id, error = %e, "snapshot archive not removed");
@@ -128,7 +128,7 @@ impl Plane {
         &self,
         org: &OrgId,
         req: RestoreSnapshot,
-    ) -> Result<SandboxInfo, ApiError> {
+    ) -> Result<SandboxInfo, PlaneError> {
         let snap = self.store.find_snapshot(&org.0, &req.snapshot).await?;
         let template = self.store.get_template(&org.0, &snap.template_id).await?;
         let policy = match req.network_policy {

@@ -58,7 +58,9 @@ impl Plane {
                 Ok(()) => {
                     tracing::info!(sandbox = %rec.id, auto_pause = rec.auto_pause, "sandbox timed out")
                 }
-                Err(e) => tracing::warn!(sandbox = %rec.id, error = %e, "timeout handling failed"),
+                Err(e) => {
+                    tracing::warn!(sandbox = %rec.id, error = %e.chain(), "timeout handling failed")
+                }
             }
         }
     }

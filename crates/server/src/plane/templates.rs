@@ -8,10 +8,10 @@ use palisade_runtime::{DEBIAN_TEMPLATE, HOST_TEMPLATE};
 use palisade_store::{NewTemplate, StoreError, TemplateRecord};
 
 use super::Plane;
+use super::PlaneError;
 use super::builds::not_ready;
-use super::convert::{runtime_err, template_info};
+use super::convert::template_info;
 use crate::control::{BuildState, CreateTemplate, OrgId, TemplateInfo};
-use crate::error::ApiError;
 
 const SYSTEM: [(&str, &str); 2] = [
     ("system-host", HOST_TEMPLATE),
@@ -30,7 +30,7 @@ pub(super) fn runtime_name(t: &TemplateRecord) -> String {
 }
 
 impl Plane {
-    pub(super) async fn seed_system_templates(&self) -> Result<(), ApiError> {
+    pub(super) async fn seed_system_templates(&self) -> Result<(), PlaneError> {
         for (id, name) in SYSTEM {
             let res = self
                 .store
@@ -55,7 +55,7 @@ impl Plane {
 
     /// Ok when sandboxes can be made from `t` now. Otherwise a 503 at once, saying where its
     /// build stands; a template never built on this host starts building in the background.
-    pub(super) fn require_template(&self, t: &TemplateRecord) -> Result<(), ApiError> {
+    pub(super) fn require_template(&self, t: &TemplateRecord) -> Result<(), PlaneError> {
         let name = runtime_name(t);
         if name != DEBIAN_TEMPLATE {
             // The host template is always there; imported ones are built when created (one
@@ -84,7 +84,7 @@ impl Plane {
         &self,
         org: &OrgId,
         id: &str,
-    ) -> Result<TemplateInfo, ApiError> {
+    ) -> Result<TemplateInfo, PlaneError> {
         let rec = self.store.get_template(&org.0, id).await?;
         let name = runtime_name(&rec);
         if name != DEBIAN_TEMPLATE && name != HOST_TEMPLATE {
@@ -116,10 +116,10 @@ impl Plane {
         &self,
         org: &OrgId,
         name: &str,
-    ) -> Result<TemplateRecord, ApiError> {
+    ) -> Result<TemplateRecord, PlaneError> {
         match self.store.find_template_by_name(&org.0, name).await {
             Ok(t) => Ok(t),
-            Err(StoreError::NotFound(_)) => Err(ApiError::field(
+            Err(StoreError::NotFound(_)) => Err(PlaneError::invalid(
                 "template_name",
                 "no template with this name",
             )),
@@ -131,14 +131,14 @@ impl Plane {
         &self,
         org: &OrgId,
         req: CreateTemplate,
-    ) -> Result<TemplateInfo, ApiError> {
+    ) -> Result<TemplateInfo, PlaneError> {
         let id = palisade_store::new_id();
         let (kind, uri) = if SYSTEM.iter().any(|(_, n)| *n == req.uri) {
             (KIND_ALIAS, req.uri.clone())
         } else if let Some(path) = req.uri.strip_prefix("oci-archive:") {
             (KIND_OCI, path.to_owned())
         } else {
-            return Err(ApiError::field(
+            return Err(PlaneError::invalid(
                 "uri",
                 "unsupported source: use system/host, system/debian:bookworm or \
                  oci-archive:/path/to/image.tar",
@@ -170,7 +170,7 @@ impl Plane {
                 .await;
             if let Err(e) = built {
                 let _ = self.store.delete_template(&org.0, &id).await;
-                return Err(runtime_err(e));
+                return Err(e.into());
             }
             self.store
                 .update_template_build(&id, "ready", "", None)
@@ -180,7 +180,7 @@ impl Plane {
         Ok(self.template_view(&rec))
     }
 
-    pub(super) async fn delete_template(&self, org: &OrgId, id: &str) -> Result<(), ApiError> {
+    pub(super) async fn delete_template(&self, org: &OrgId, id: &str) -> Result<(), PlaneError> {
         let rec = self.store.delete_template(&org.0, id).await?;
         if rec.source_kind == KIND_OCI
             && let Err(e) = self.runtime.delete_template(&runtime_name(&rec))

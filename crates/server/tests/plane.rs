@@ -1,0 +1,219 @@
+//! The real control plane over recording platforms (`TestPlane`), called through its trait:
+//! the order of a create, clean-up when a platform fails, a policy update reaching the kernel
+//! rules and the registry, and each failing platform reaching the API as its own typed cause.
+
+#![expect(clippy::unwrap_used, reason = "test helpers outside #[test] functions")]
+
+use palisade_netns::RecordingPlatform;
+use palisade_policy::Policy;
+use palisade_runtime::RuntimeCall;
+use palisade_server::ApiError;
+use palisade_server::control::{ControlPlane, CreateSandbox, EnvVars, ListSandboxes, OrgId};
+use palisade_server::plane::PlaneError;
+use palisade_server::testing::TestPlane;
+
+fn create(policy: &str) -> CreateSandbox {
+    CreateSandbox {
+        template_name: "system/host".into(),
+        vcpu: 1,
+        memory_mib: 512,
+        timeout_secs: 60,
+        auto_pause: false,
+        env_vars: EnvVars::default(),
+        network_policy: Some(Policy::from_json(policy.as_bytes()).unwrap()),
+    }
+}
+
+async fn org(bed: &TestPlane) -> OrgId {
+    bed.add_org("org-a", None).await.unwrap();
+    OrgId(bed.plane.store().get_org_by_name("org-a").await.unwrap().id)
+}
+
+async fn count(bed: &TestPlane, org: &OrgId) -> i64 {
+    bed.plane
+        .list_sandboxes(
+            org,
+            ListSandboxes {
+                page: 1,
+                page_size: 10,
+                ..ListSandboxes::default()
+            },
+        )
+        .await
+        .unwrap()
+        .total
+}
+
+/// Programs and first arguments of the recorded commands, `ip netns`, `nft -f`…
+fn commands(net: &RecordingPlatform) -> Vec<String> {
+    net.calls()
+        .iter()
+        .map(|c| {
+            format!(
+                "{} {}",
+                c.program,
+                c.args.first().cloned().unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn create_goes_userns_network_rules_then_container() {
+    let dir = tempfile::tempdir().unwrap();
+    let bed = TestPlane::new(dir.path()).await.unwrap();
+    let org = org(&bed).await;
+    let sb = bed
+        .plane
+        .create_sandbox(
+            &org,
+            create(r#"{"mode":"custom","allow_cidrs":["198.51.100.0/24"]}"#),
+        )
+        .await
+        .unwrap();
+    let ops: Vec<_> = bed.runtime.calls().iter().map(RuntimeCall::op).collect();
+    assert_eq!(ops, ["prepare_userns", "create"]);
+    let Some(RuntimeCall::Create(spec)) = bed.runtime.calls().pop() else {
+        panic!("no create");
+    };
+    // The container joins the namespace the plane made, trusts its CA and resolves through
+    // the host side; ICMP to allow_cidrs needs raw sockets.
+    assert_eq!(
+        spec.netns_path.unwrap().display().to_string(),
+        format!("/var/run/netns/pls-{}", sb.id)
+    );
+    assert!(spec.ca_pem.unwrap().contains("BEGIN CERTIFICATE"));
+    assert!(spec.dns_server.is_some() && spec.net_raw);
+    // The namespace before the rules, the rules (with the CIDR) before the container.
+    let cmds = commands(&bed.net);
+    let netns_add = cmds.iter().position(|c| c == "ip netns").unwrap();
+    let nft = bed
+        .net
+        .calls()
+        .iter()
+        .position(|c| {
+            c.program == "nft"
+                && c.stdin
+                    .as_deref()
+                    .is_some_and(|s| s.contains("198.51.100.0/24"))
+        })
+        .unwrap();
+    assert!(netns_add < nft, "{cmds:?}");
+    let entry = bed.registry.by_id(&sb.id).unwrap();
+    assert_eq!((entry.version(), sb.policy_version), (1, 1));
+}
+
+#[tokio::test]
+async fn a_container_that_fails_to_start_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let bed = TestPlane::new(dir.path()).await.unwrap();
+    let org = org(&bed).await;
+    bed.runtime.fail("create");
+    let err = bed
+        .plane
+        .create_sandbox(&org, create(r#"{"mode":"deny-all"}"#))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PlaneError::Runtime(_)), "{err:?}");
+    // The API says which side failed, and no more; the log gets runc's words.
+    let chain = err.chain().to_string();
+    assert!(chain.contains("injected failure"), "{chain}");
+    let api = ApiError::from(err);
+    assert_eq!(api.status(), 500);
+    assert_eq!(
+        api.body().message,
+        "internal error: the sandbox runtime failed"
+    );
+    // No row, no registry entry, the network and the container torn down.
+    assert_eq!(count(&bed, &org).await, 0);
+    assert!(bed.registry.is_empty());
+    let ops: Vec<_> = bed.runtime.calls().iter().map(RuntimeCall::op).collect();
+    assert_eq!(ops, ["prepare_userns", "create", "delete"]);
+    let cmds = commands(&bed.net);
+    assert!(cmds.iter().any(|c| c == "ip netns"), "{cmds:?}");
+    assert!(
+        bed.net
+            .calls()
+            .iter()
+            .any(|c| c.args.starts_with(&["netns".to_owned(), "del".to_owned()])),
+        "{cmds:?}"
+    );
+    // Once runc works again, a create succeeds (the failed one held nothing back).
+    bed.runtime.heal("create");
+    let sb = bed
+        .plane
+        .create_sandbox(&org, create(r#"{"mode":"deny-all"}"#))
+        .await
+        .unwrap();
+    assert_eq!(count(&bed, &org).await, 1);
+    assert!(bed.registry.by_id(&sb.id).is_some());
+}
+
+#[tokio::test]
+async fn a_failing_network_is_a_typed_500_and_nothing_is_left() {
+    let dir = tempfile::tempdir().unwrap();
+    // The first command (listing namespaces) fails, as `ip` without privileges would.
+    let bed = TestPlane::with_net(dir.path(), RecordingPlatform::new().fail_on_call(1))
+        .await
+        .unwrap();
+    let org = org(&bed).await;
+    let err = bed
+        .plane
+        .create_sandbox(&org, create(r#"{"mode":"deny-all"}"#))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PlaneError::Network(_)), "{err:?}");
+    let api = ApiError::from(err);
+    assert_eq!(api.status(), 500);
+    assert_eq!(
+        api.body().message,
+        "internal error: the sandbox network could not be set up"
+    );
+    assert_eq!(count(&bed, &org).await, 0);
+    assert!(bed.registry.is_empty());
+    assert!(
+        !bed.runtime
+            .calls()
+            .iter()
+            .any(|c| matches!(c, RuntimeCall::Create(_)))
+    );
+}
+
+#[tokio::test]
+async fn a_policy_update_reaches_the_rules_and_the_registry() {
+    let dir = tempfile::tempdir().unwrap();
+    let bed = TestPlane::new(dir.path()).await.unwrap();
+    let org = org(&bed).await;
+    let sb = bed
+        .plane
+        .create_sandbox(&org, create(r#"{"mode":"deny-all"}"#))
+        .await
+        .unwrap();
+    let before = bed.net.calls().len();
+    let p = Policy::from_json(br#"{"mode":"custom","allow_cidrs":["203.0.113.0/24"]}"#).unwrap();
+    let info = bed
+        .plane
+        .update_network_policy(&org, &sb.id, p)
+        .await
+        .unwrap();
+    assert_eq!(info.version, 2);
+    let new_rules: Vec<_> = bed.net.calls().split_off(before);
+    assert!(
+        new_rules.iter().any(|c| c.program == "nft"
+            && c.stdin
+                .as_deref()
+                .is_some_and(|s| s.contains("203.0.113.0/24"))),
+        "{new_rules:?}"
+    );
+    assert_eq!(bed.registry.by_id(&sb.id).unwrap().version(), 2);
+    // A sandbox of another organisation is not found, and nothing is applied for it.
+    let other = OrgId("someone-else".into());
+    let p = Policy::from_json(br#"{"mode":"allow-all"}"#).unwrap();
+    let err = bed
+        .plane
+        .update_network_policy(&other, &sb.id, p)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PlaneError::NotFound("sandbox")), "{err:?}");
+    assert_eq!(bed.registry.by_id(&sb.id).unwrap().version(), 2);
+}
