@@ -19,6 +19,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 
 use super::Conn;
+use super::audit::{self, WouldDeny};
 use super::framing::{FramingGuard, Verdicts};
 use super::peek::Rewind;
 use super::plan::{Plan, plan_named, plan_nameless};
@@ -227,16 +228,23 @@ impl Session {
 
         // Fresh decision for every request, on the policy in force now.
         let policy = conn.entry.policy();
-        let plan = match canonicalize(host.as_bytes()) {
-            Ok(name) => plan_named(&policy, &name, orig),
-            Err(_) if host.parse::<IpAddr>().is_ok() || host.starts_with('[') => {
-                plan_nameless(&policy, orig, conn.synthetic.as_ref(), "HTTP")
-            }
+        // Under audit a denial by the lists is let through as a would-deny; an unusable host
+        // name stays refused (malformed input is enforced in every mode).
+        let (plan, mut would) = match canonicalize(host.as_bytes()) {
+            Ok(name) => audit::relax(&policy, plan_named(&policy, &name, orig), Some(&name)),
+            Err(_) if host.parse::<IpAddr>().is_ok() || host.starts_with('[') => audit::relax(
+                &policy,
+                plan_nameless(&policy, orig, conn.synthetic.as_ref(), "HTTP"),
+                conn.synthetic.as_ref(),
+            ),
             Err(e) if matches!(policy.mode(), Mode::AllowAll) => {
                 tracing::debug!(error = %e, "unusable Host on allow-all; address rules apply");
-                plan_nameless(&policy, orig, None, "HTTP")
+                (plan_nameless(&policy, orig, None, "HTTP"), None)
             }
-            Err(e) => Plan::deny("default", format!("unusable host name: {e}")),
+            Err(e) => (
+                Plan::deny("default", format!("unusable host name: {e}")),
+                None,
+            ),
         };
         let (target_ip, rule, transform) = match plan {
             Plan::Deny { rule, reason } => {
@@ -287,8 +295,15 @@ impl Session {
         if let Some(t) = transform.and_then(|i| policy.transform(i))
             && let Err(r) = check_http_rules(t, req.method().as_str(), req.uri().path())
         {
-            let body = format!("palisade: {}\n", r.reason);
-            return deny(&mut info, r.status, &r.rule, r.reason, body);
+            if policy.audit() && r.status == StatusCode::FORBIDDEN {
+                would = Some(WouldDeny {
+                    rule: r.rule,
+                    reason: r.reason,
+                });
+            } else {
+                let body = format!("palisade: {}\n", r.reason);
+                return deny(&mut info, r.status, &r.rule, r.reason, body);
+            }
         }
 
         // Rewrite for the upstream hop.
@@ -346,6 +361,7 @@ impl Session {
                     conn.event(EventKind::Http, EventVerdict::Allow, &rule, reason.clone());
                 ev.name = Some(host.clone());
                 ev.http = Some(info);
+                WouldDeny::mark(would.as_ref(), &mut ev);
                 conn.record(ev);
                 return text(
                     StatusCode::BAD_GATEWAY,
@@ -365,6 +381,7 @@ impl Session {
         ev.name = Some(host.clone());
         let ev_info = info.clone();
         ev.http = Some(info);
+        WouldDeny::mark(would.as_ref(), &mut ev);
         conn.record(ev);
 
         if rparts.status == StatusCode::SWITCHING_PROTOCOLS && websocket {

@@ -3,6 +3,7 @@
 //! at the first bytes for a name, asks the compiled policy, and then tunnels, serves HTTP per
 //! request, or refuses.
 
+mod audit;
 mod budgeted;
 mod framing;
 mod http;
@@ -20,7 +21,7 @@ use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::Duration;
 
-use palisade_policy::CanonicalName;
+use palisade_policy::{CanonicalName, canonicalize};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
@@ -33,6 +34,7 @@ use crate::registry::{Registry, SandboxEntry};
 use crate::resolve::UpstreamResolver;
 
 pub use local::LocalAddrs;
+use audit::WouldDeny;
 use peek::{Peeked, peek};
 use plan::{Plan, Recheck, check_dial_addr, plan_name, plan_nameless, plan_tls};
 use relay::{BufferPool, RelayEnd, relay};
@@ -401,7 +403,11 @@ async fn handle(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) {
         }
         let _ = stream.set_nodelay(true);
         let policy = entry.policy();
-        let nameless = plan_nameless(&policy, orig, conn.synthetic.as_ref(), "connection");
+        let (nameless, nameless_would) = audit::relax(
+            &policy,
+            plan_nameless(&policy, orig, conn.synthetic.as_ref(), "connection"),
+            conn.synthetic.as_ref(),
+        );
         let quiet = (!matches!(nameless, Plan::Deny { .. })).then_some(SERVER_FIRST_WAIT);
         let mut buf = Vec::new();
         let limits = &shared.limits;
@@ -425,14 +431,19 @@ async fn handle(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) {
                     intercept::serve_intercepted(conn, stream, buf, name).await;
                     return;
                 }
+                let sni = hello.sni.as_deref().and_then(|s| canonicalize(s).ok());
+                let (plan, would) =
+                    audit::relax(&policy, plan, sni.as_ref().or(conn.synthetic.as_ref()));
                 let name = hello
                     .sni
                     .as_deref()
                     .map(|s| String::from_utf8_lossy(s).into_owned());
-                tunnel(conn, stream, buf, plan, name).await;
+                tunnel(conn, stream, buf, plan, name, would).await;
             }
             Ok(Peeked::Http) => http::serve_plain(conn, stream, buf).await,
-            Ok(Peeked::Unknown | Peeked::Quiet) => tunnel(conn, stream, buf, nameless, None).await,
+            Ok(Peeked::Unknown | Peeked::Quiet) => {
+                tunnel(conn, stream, buf, nameless, None, nameless_would).await;
+            }
             Ok(Peeked::Closed) => {}
             // Bytes that claim to be an HTTP request but break its syntax or framing (threat
             // 19: CL+TE, bare LF, ...) get a 400 that says why; a broken ClientHello a reset.
@@ -471,6 +482,7 @@ async fn tunnel(
     prefix: Vec<u8>,
     plan: Plan,
     sent_name: Option<String>,
+    would: Option<WouldDeny>,
 ) {
     // Byte budgets: a spent one refuses the tunnel before anything is dialled.
     let tally = tunnel_tally(&conn, &plan);
@@ -532,6 +544,7 @@ async fn tunnel(
             format!("upstream failed: {e}"),
         );
         ev.name = name;
+        WouldDeny::mark(would.as_ref(), &mut ev);
         conn.record(ev);
         reset(stream);
         return;
@@ -567,6 +580,7 @@ async fn tunnel(
         None => conn.event(EventKind::Tcp, EventVerdict::Allow, &rule, reason),
     };
     ev.name = name;
+    WouldDeny::mark(would.as_ref(), &mut ev);
     ev.bytes_up = stats.up + prefix_len;
     ev.bytes_down = stats.down;
     conn.record(ev);

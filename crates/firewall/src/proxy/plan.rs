@@ -203,16 +203,20 @@ pub enum Recheck {
 
 impl Recheck {
     pub fn still_allowed(&self, policy: &CompiledPolicy, is_own: bool) -> bool {
+        // Under audit the lists only observe; the address checks still hold.
+        let audit = policy.audit();
         match self {
             Recheck::Name { name, ip } => {
-                !matches!(plan_name(policy, name), Plan::Deny { .. })
+                (audit || !matches!(plan_name(policy, name), Plan::Deny { .. }))
                     && check_dial_addr(policy, *ip, is_own).is_ok()
             }
             Recheck::Addr { orig } => {
-                !matches!(
-                    plan_nameless(policy, *orig, None, "connection"),
-                    Plan::Deny { .. }
-                ) && check_dial_addr(policy, IpAddr::V4(*orig.ip()), is_own).is_ok()
+                (audit
+                    || !matches!(
+                        plan_nameless(policy, *orig, None, "connection"),
+                        Plan::Deny { .. }
+                    ))
+                    && check_dial_addr(policy, IpAddr::V4(*orig.ip()), is_own).is_ok()
             }
         }
     }

@@ -103,7 +103,7 @@ pub(crate) fn run(data: &[u8]) -> Vec<Forwarded> {
                     stripped: Vec::new(),
                 };
                 let status = match prepare(req, framing, &sni, 443, &policy, &mut info) {
-                    Ok((fwd, _rule)) => {
+                    Ok((fwd, _rule, _would)) => {
                         let (parts, body) = fwd.into_parts();
                         let body_complete = Limited::new(body, 1 << 20).collect().await.is_ok();
                         if let Ok(mut v) = record.lock() {

@@ -25,6 +25,7 @@ use super::rewrite::{
     Body, BodyFailure, ClientBody, apply_transform, check_http_rules, empty, innermost,
     is_websocket, splice_upgrades, strip_hop_by_hop, text,
 };
+use super::audit::WouldDeny;
 use super::{Conn, scrub, upstream};
 use crate::budget::{Metered, Tally};
 use crate::events::{EventKind, EventVerdict, HttpInfo};
@@ -143,7 +144,8 @@ fn refuse(status: StatusCode, rule: &str, reason: impl Into<String>) -> Refusal 
 /// The per-request checks and rewrite of an intercepted connection, with no I/O: the framing
 /// guard's verdict on the request (`framing`), the method, framing and upgrade checks, the authority (must be the SNI), a fresh policy decision, then
 /// the upstream form of the request (absolute `https://sni[:port]` target, hop-by-hop headers
-/// removed, the transform applied). Returns the request to send and the rule that allowed it;
+/// removed, the transform applied). Returns the request to send, the rule that allowed it and,
+/// under audit, what the policy would have denied it for;
 /// `info` gets the header names the transform touched.
 pub(crate) fn prepare<B>(
     req: Request<B>,
@@ -152,7 +154,7 @@ pub(crate) fn prepare<B>(
     port: u16,
     policy: &CompiledPolicy,
     info: &mut HttpInfo,
-) -> Result<(Request<B>, String), Refusal> {
+) -> Result<(Request<B>, String, Option<WouldDeny>), Refusal> {
     if let Err(why) = framing {
         return Err(refuse(
             StatusCode::BAD_REQUEST,
@@ -197,9 +199,15 @@ pub(crate) fn prepare<B>(
             ),
         ));
     }
-    // A fresh check on the policy in force now.
+    // A fresh check on the policy in force now; under audit a denial by the lists is let
+    // through (without the transform it no longer has) and recorded as a would-deny.
+    let mut would = None;
     let transform = match plan_name(policy, sni) {
         Plan::DialName { transform, .. } => transform,
+        Plan::Deny { rule, reason } if policy.audit() => {
+            would = Some(WouldDeny { rule, reason });
+            None
+        }
         Plan::Deny { rule, reason } => return Err(refuse(StatusCode::FORBIDDEN, &rule, reason)),
         Plan::DialAddr { rule } => {
             return Err(refuse(
@@ -220,9 +228,16 @@ pub(crate) fn prepare<B>(
         None => "domain".to_owned(),
     };
     // The transform's L7 rules, after the authority and policy checks.
-    if let Some(t) = transform.and_then(|i| policy.transform(i)) {
-        check_http_rules(t, req.method().as_str(), req.uri().path())
-            .map_err(|r| refuse(r.status, &r.rule, r.reason))?;
+    if let Some(t) = transform.and_then(|i| policy.transform(i))
+        && let Err(r) = check_http_rules(t, req.method().as_str(), req.uri().path())
+    {
+        if !(policy.audit() && r.status == StatusCode::FORBIDDEN) {
+            return Err(refuse(r.status, &r.rule, r.reason));
+        }
+        would = Some(WouldDeny {
+            rule: r.rule,
+            reason: r.reason,
+        });
     }
     let websocket = is_websocket(req.headers());
     let (mut parts, body) = req.into_parts();
@@ -262,7 +277,7 @@ pub(crate) fn prepare<B>(
         info.stripped = stripped;
         info.injected = injected;
     }
-    Ok((Request::from_parts(parts, body), rule))
+    Ok((Request::from_parts(parts, body), rule, would))
 }
 
 impl Session {
@@ -293,7 +308,7 @@ impl Session {
                 &mut info,
             ),
         };
-        let (upstream_req, rule) = match prepared {
+        let (upstream_req, rule, would) = match prepared {
             Ok(ok) => ok,
             Err(r) => {
                 info.status = r.status.as_u16();
@@ -343,6 +358,7 @@ impl Session {
                     conn.event(EventKind::Http, EventVerdict::Allow, &rule, reason.clone());
                 ev.name = Some(info.host.clone());
                 ev.http = Some(info);
+                WouldDeny::mark(would.as_ref(), &mut ev);
                 conn.record(ev);
                 return text(
                     StatusCode::BAD_GATEWAY,
@@ -362,6 +378,7 @@ impl Session {
         ev.name = Some(info.host.clone());
         let ev_info = info.clone();
         ev.http = Some(info);
+        WouldDeny::mark(would.as_ref(), &mut ev);
         conn.record(ev);
         if rparts.status == StatusCode::SWITCHING_PROTOCOLS && websocket {
             let mut resp_for_upgrade = Response::from_parts(rparts.clone(), rbody);
