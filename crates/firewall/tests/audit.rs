@@ -47,7 +47,11 @@ fn audit_lets_traffic_through_and_records_exactly_the_would_be_denials() {
     // Unlisted names resolve and connect (TLS passthrough and plain HTTP).
     let out = sb.curl("https://beta.test/");
     assert!(out.status.success(), "{}", show(&out));
-    assert!(stdout(&out).contains("\"sni\":\"beta.test\""), "{}", show(&out));
+    assert!(
+        stdout(&out).contains("\"sni\":\"beta.test\""),
+        "{}",
+        show(&out)
+    );
     let out = sb.curl("http://echo.test/hello");
     assert!(out.status.success(), "{}", show(&out));
     assert!(stdout(&out).contains("/hello"), "{}", show(&out));
@@ -148,10 +152,7 @@ fn audit_lets_traffic_through_and_records_exactly_the_would_be_denials() {
     assert!(nameless.bytes_up >= 10, "{}", render());
     // The internal addresses: plain denials, not would-denies.
     for ip in [addrs::PRIVATE_V4, addrs::METADATA_V4] {
-        let hits: Vec<_> = all
-            .iter()
-            .filter(|e| dst(e) == Some(ip.into()))
-            .collect();
+        let hits: Vec<_> = all.iter().filter(|e| dst(e) == Some(ip.into())).collect();
         assert!(!hits.is_empty(), "{ip}:\n{}", render());
         assert!(
             hits.iter().all(|e| e.verdict == EventVerdict::Deny),
