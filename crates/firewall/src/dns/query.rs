@@ -68,7 +68,10 @@ impl Note {
             && self.verdict == EventVerdict::Allow
         {
             self.verdict = EventVerdict::WouldDeny;
-            self.reason = format!("{why} (audit: resolved instead of NXDOMAIN; {})", self.reason);
+            self.reason = format!(
+                "{why} (audit: resolved instead of NXDOMAIN; {})",
+                self.reason
+            );
         }
         self
     }

@@ -80,14 +80,22 @@ mod tests {
     fn audit_relaxes_only_policy_denials() {
         let name = canonicalize(b"other.example.com").unwrap();
         let listed = canonicalize(b"api.example.com").unwrap();
-        let audit = compiled(r#"{"mode":"custom","allow_domains":["api.example.com"],"audit":true}"#);
+        let audit =
+            compiled(r#"{"mode":"custom","allow_domains":["api.example.com"],"audit":true}"#);
         let enforce = compiled(r#"{"mode":"custom","allow_domains":["api.example.com"]}"#);
 
         let (plan, would) = relax(&audit, plan_name(&audit, &name), Some(&name));
-        assert!(matches!(plan, Plan::DialName { ref name, transform: None, .. } if name.as_str() == "other.example.com"), "{plan:?}");
+        assert!(
+            matches!(plan, Plan::DialName { ref name, transform: None, .. } if name.as_str() == "other.example.com"),
+            "{plan:?}"
+        );
         let would = would.unwrap();
         assert_eq!(would.rule, "default");
-        assert!(would.reason.contains("not in the sandbox's allowed domains"));
+        assert!(
+            would
+                .reason
+                .contains("not in the sandbox's allowed domains")
+        );
 
         // An allowed name: no would-deny.
         let (plan, would) = relax(&audit, plan_name(&audit, &listed), Some(&listed));

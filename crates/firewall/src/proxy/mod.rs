@@ -33,8 +33,8 @@ use crate::events::{EgressEvent, EventKind, EventVerdict};
 use crate::registry::{Registry, SandboxEntry};
 use crate::resolve::UpstreamResolver;
 
-pub use local::LocalAddrs;
 use audit::WouldDeny;
+pub use local::LocalAddrs;
 use peek::{Peeked, peek};
 use plan::{Plan, Recheck, check_dial_addr, plan_name, plan_nameless, plan_tls};
 use relay::{BufferPool, RelayEnd, relay};

@@ -180,4 +180,13 @@ impl ControlPlane for Plane {
     ) -> Result<BoxStream<'static, EgressEventRecord>, ApiError> {
         Plane::subscribe_events(self, org, sandbox_id, filter).await
     }
+
+    async fn apply_network_policy_suggestion(
+        &self,
+        org: &OrgId,
+        sandbox_id: &str,
+        keep_audit: bool,
+    ) -> Result<(PolicyInfo, crate::suggest::Suggestion), ApiError> {
+        self.apply_suggestion(org, sandbox_id, keep_audit).await
+    }
 }

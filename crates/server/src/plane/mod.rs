@@ -12,6 +12,7 @@ mod net;
 mod recover;
 mod sandboxes;
 mod snapshots;
+mod suggest;
 mod sweeper;
 mod templates;
 

@@ -231,7 +231,11 @@ pub fn suggest(
         .allow_cidrs
         .iter()
         .flatten()
-        .filter_map(|c| c.parse::<IpNet>().ok().or_else(|| c.parse::<IpAddr>().ok().map(IpNet::from)))
+        .filter_map(|c| {
+            c.parse::<IpNet>()
+                .ok()
+                .or_else(|| c.parse::<IpAddr>().ok().map(IpNet::from))
+        })
         .collect();
 
     let mut names: BTreeMap<String, Evidence> = BTreeMap::new();
@@ -254,7 +258,10 @@ pub fn suggest(
                 } else if is_public(ip) {
                     addrs.entry(ip).or_default().add(e);
                 } else {
-                    let why = format!("{} address; internal addresses are never suggested", classify(ip));
+                    let why = format!(
+                        "{} address; internal addresses are never suggested",
+                        classify(ip)
+                    );
                     not.entry((ip.to_string(), why)).or_default().add(e);
                 }
             }
@@ -291,7 +298,8 @@ pub fn suggest(
         .collect();
     let spec = NetworkPolicySpec {
         mode: Mode::Custom,
-        allow_domains: (!domains.is_empty()).then(|| domains.iter().map(|d| d.domain.clone()).collect()),
+        allow_domains: (!domains.is_empty())
+            .then(|| domains.iter().map(|d| d.domain.clone()).collect()),
         allow_cidrs: (!cidrs.is_empty()).then(|| cidrs.iter().map(|c| c.cidr.clone()).collect()),
         transforms: current.transforms.clone(),
         budgets: current.budgets.clone(),
@@ -343,7 +351,8 @@ fn group(names: BTreeMap<String, Evidence>) -> Vec<DomainEntry> {
     let mut covered = BTreeSet::new();
     for (reg, members) in below {
         let pattern = format!("*.{reg}");
-        if members.len() < WILDCARD_MIN || palisade_policy::DomainPattern::parse(&pattern).is_err() {
+        if members.len() < WILDCARD_MIN || palisade_policy::DomainPattern::parse(&pattern).is_err()
+        {
             continue;
         }
         let mut evidence = Evidence::default();
@@ -368,7 +377,11 @@ fn group(names: BTreeMap<String, Evidence>) -> Vec<DomainEntry> {
             });
         }
     }
-    out.sort_by(|a, b| a.domain.trim_start_matches("*.").cmp(b.domain.trim_start_matches("*.")));
+    out.sort_by(|a, b| {
+        a.domain
+            .trim_start_matches("*.")
+            .cmp(b.domain.trim_start_matches("*."))
+    });
     out
 }
 
@@ -378,6 +391,46 @@ fn group(names: BTreeMap<String, Evidence>) -> Vec<DomainEntry> {
 pub fn registrable(name: &str) -> Option<&str> {
     let d = psl::domain(name.as_bytes())?;
     std::str::from_utf8(d.as_bytes()).ok()
+}
+
+/// The most events read for one suggestion: the store keeps at most this many per sandbox
+/// (its default retention), read newest first in pages of 1000.
+pub const MAX_EVENTS: usize = 10_000;
+
+/// Reads the sandbox's current policy and kept events through the public calls of any control
+/// plane and builds the suggestion.
+pub async fn gather<C: crate::ControlPlane + ?Sized>(
+    cp: &C,
+    org: &crate::control::OrgId,
+    sandbox_id: &str,
+) -> Result<Suggestion, crate::ApiError> {
+    let current = cp.get_network_policy(org, sandbox_id).await?;
+    let mut events = Vec::new();
+    let mut before = None;
+    while events.len() < MAX_EVENTS {
+        let page = cp
+            .list_events(
+                org,
+                sandbox_id,
+                crate::control::EventFilter {
+                    before_id: before,
+                    limit: Some(1000),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        let full = page.len() == 1000;
+        before = page.iter().map(|e| e.id).min();
+        events.extend(page);
+        if !full || before.is_none() {
+            break;
+        }
+    }
+    Ok(suggest(
+        &current.sandbox_id,
+        &current.network_policy,
+        &events,
+    ))
 }
 
 /// Applies a suggestion to the full current policy: its lists replace the current ones, and

@@ -5,7 +5,13 @@ use palisade_store::EgressEventRecord;
 
 use super::*;
 
-fn ev(verdict: &str, protocol: &str, name: Option<&str>, dst: &str, rule: &str) -> EgressEventRecord {
+fn ev(
+    verdict: &str,
+    protocol: &str,
+    name: Option<&str>,
+    dst: &str,
+    rule: &str,
+) -> EgressEventRecord {
     let (addr, port) = dst.rsplit_once(':').unwrap();
     EgressEventRecord {
         id: 0,
@@ -76,7 +82,10 @@ fn exact_names_below_the_threshold_and_a_wildcard_at_it() {
     let s = suggest("sb", &spec(AUDIT), &three);
     assert_eq!(domains(&s), ["example.com", "*.example.com", "other.test"]);
     let wild = &s.domains[1];
-    assert_eq!(wild.names, ["a.example.com", "b.example.com", "x.c.example.com"]);
+    assert_eq!(
+        wild.names,
+        ["a.example.com", "b.example.com", "x.c.example.com"]
+    );
     assert_eq!(wild.evidence.count, 3);
     assert!(s.problems.is_empty(), "{:?}", s.problems);
     assert!(!s.network_policy.audit);
@@ -100,14 +109,25 @@ fn public_suffixes_are_never_wildcarded() {
         tcp("carol.github.io"),
     ];
     let s = suggest("sb", &spec(AUDIT), &events);
-    assert!(domains(&s).iter().all(|d| !d.starts_with('*')), "{:?}", domains(&s));
+    assert!(
+        domains(&s).iter().all(|d| !d.starts_with('*')),
+        "{:?}",
+        domains(&s)
+    );
     assert_eq!(s.domains.len(), 6);
     // Three names below one user's site do give that site's wildcard, never *.github.io.
-    let events = [tcp("a.alice.github.io"), tcp("b.alice.github.io"), tcp("c.alice.github.io")];
+    let events = [
+        tcp("a.alice.github.io"),
+        tcp("b.alice.github.io"),
+        tcp("c.alice.github.io"),
+    ];
     let s = suggest("sb", &spec(AUDIT), &events);
     assert_eq!(domains(&s), ["*.alice.github.io"]);
     let events = [tcp("a.x.co.uk"), tcp("b.x.co.uk"), tcp("c.x.co.uk")];
-    assert_eq!(domains(&suggest("sb", &spec(AUDIT), &events)), ["*.x.co.uk"]);
+    assert_eq!(
+        domains(&suggest("sb", &spec(AUDIT), &events)),
+        ["*.x.co.uk"]
+    );
 }
 
 #[test]
@@ -142,7 +162,11 @@ fn addresses_become_host_cidrs_and_internal_ones_never_do() {
         .collect();
     assert_eq!(
         cidrs,
-        [("10.1.2.0/24", "kept"), ("8.8.8.8/32", "seen"), ("198.51.100.30/32", "seen")]
+        [
+            ("10.1.2.0/24", "kept"),
+            ("8.8.8.8/32", "seen"),
+            ("198.51.100.30/32", "seen")
+        ]
     );
     assert_eq!(s.cidrs[2].evidence.ports, [7, 22]);
     assert_eq!(s.cidrs[2].evidence.count, 2);
@@ -163,12 +187,42 @@ fn transforms_and_budgets_are_kept_and_cover_their_names() {
             "audit":true}"#,
     );
     let events = [
-        ev("allow", "tcp", Some("alpha.test"), "198.18.0.2:443", "domain:alpha.test"),
-        ev("allow", "http", Some("api.example.test"), "198.18.0.3:80", "transform:api.example.test"),
-        ev("allow", "dns", Some("alpha.test"), "100.96.0.1:53", "domain:alpha.test"),
+        ev(
+            "allow",
+            "tcp",
+            Some("alpha.test"),
+            "198.18.0.2:443",
+            "domain:alpha.test",
+        ),
+        ev(
+            "allow",
+            "http",
+            Some("api.example.test"),
+            "198.18.0.3:80",
+            "transform:api.example.test",
+        ),
+        ev(
+            "allow",
+            "dns",
+            Some("alpha.test"),
+            "100.96.0.1:53",
+            "domain:alpha.test",
+        ),
         // L7 rule would-deny and a spent budget: no list entry lifts them.
-        ev("would-deny", "http", Some("api.example.test"), "198.18.0.3:80", "http-rule:0"),
-        ev("deny", "tcp", Some("beta.test"), "198.18.0.4:443", "budget:sent"),
+        ev(
+            "would-deny",
+            "http",
+            Some("api.example.test"),
+            "198.18.0.3:80",
+            "http-rule:0",
+        ),
+        ev(
+            "deny",
+            "tcp",
+            Some("beta.test"),
+            "198.18.0.4:443",
+            "budget:sandbox",
+        ),
     ];
     let s = suggest("sb", &current, &events);
     assert_eq!(domains(&s), ["alpha.test"]);
@@ -199,7 +253,9 @@ fn apply_keeps_secrets_and_sets_audit_as_asked() {
 
 #[test]
 fn over_the_limits_is_reported_not_hidden() {
-    let events: Vec<_> = (0..60).map(|i| tcp(&format!("host{i}.site{i}.test"))).collect();
+    let events: Vec<_> = (0..60)
+        .map(|i| tcp(&format!("host{i}.site{i}.test")))
+        .collect();
     let s = suggest("sb", &spec(AUDIT), &events);
     assert_eq!(s.domains.len(), 60);
     assert_eq!(s.problems.len(), 1);

@@ -17,6 +17,7 @@ use palisade_policy::{CanonicalName, CompiledPolicy, canonicalize};
 use palisade_wire::framing::body_framing;
 use tokio::net::TcpStream;
 
+use super::audit::WouldDeny;
 use super::framing::{FramingGuard, Verdicts};
 use super::http::request_authority;
 use super::peek::Rewind;
@@ -25,7 +26,6 @@ use super::rewrite::{
     Body, BodyFailure, ClientBody, apply_transform, check_http_rules, empty, innermost,
     is_websocket, splice_upgrades, strip_hop_by_hop, text,
 };
-use super::audit::WouldDeny;
 use super::{Conn, scrub, upstream};
 use crate::budget::{Metered, Tally};
 use crate::events::{EventKind, EventVerdict, HttpInfo};
