@@ -377,10 +377,15 @@ fn group(names: BTreeMap<String, Evidence>) -> Vec<DomainEntry> {
             });
         }
     }
+    // By base name, the exact name before its wildcard.
     out.sort_by(|a, b| {
-        a.domain
-            .trim_start_matches("*.")
-            .cmp(b.domain.trim_start_matches("*."))
+        let key = |d: &DomainEntry| {
+            (
+                d.domain.trim_start_matches("*.").to_owned(),
+                d.domain.starts_with("*."),
+            )
+        };
+        key(a).cmp(&key(b))
     });
     out
 }
