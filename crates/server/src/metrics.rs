@@ -87,7 +87,8 @@ impl Metrics {
             return;
         }
         for verdict in ["allow", "deny", "would-deny"] {
-            family.get_or_create(&VerdictLabels { verdict });
+            // Created at zero so a scrape shows every verdict before the first event.
+            drop(family.get_or_create(&VerdictLabels { verdict }));
         }
         let mut rx = log.subscribe();
         tokio::spawn(async move {
