@@ -99,6 +99,10 @@ fn render(evs: &[Value]) -> String {
 #[test]
 fn audit_suggest_apply_in_the_api_the_cli_and_the_console() {
     let mut bed = Bed::new("audit", "");
+    // Three siblings under one registrable domain (the default zone has x.wild.test only).
+    for name in ["a.wild.test", "b.wild.test", "c.wild.test"] {
+        bed.world.dns().set_a(name, &[addrs::GOOD_V4]);
+    }
     bed.start();
 
     // Validation: audit makes sense with custom only, and says so with the field.

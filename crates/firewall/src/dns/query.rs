@@ -68,10 +68,7 @@ impl Note {
             && self.verdict == EventVerdict::Allow
         {
             self.verdict = EventVerdict::WouldDeny;
-            self.reason = format!(
-                "{why} (audit: resolved instead of NXDOMAIN; {})",
-                self.reason
-            );
+            self.reason = format!("{why}; resolved: {}", self.reason);
         }
         self
     }

@@ -27,7 +27,9 @@ impl WouldDeny {
             && ev.verdict == EventVerdict::Allow
         {
             ev.verdict = EventVerdict::WouldDeny;
-            ev.reason = format!("{} (audit: let through; {})", w.reason, ev.reason);
+            // The verdict says it was let through; the reason says why it would not have been,
+            // then what happened to it.
+            ev.reason = format!("{}; {}", w.reason, ev.reason);
             ev.rule.clone_from(&w.rule);
         }
     }
@@ -112,6 +114,43 @@ mod tests {
         let (plan, would) = relax(&audit, plan_nameless(&audit, orig, None, "SSH"), None);
         assert!(matches!(plan, Plan::DialAddr { .. }), "{plan:?}");
         assert!(would.is_some());
+    }
+
+    /// The intercepted path: a request an L7 rule denies is forwarded (with the transform) and
+    /// reported as a would-deny under audit, refused without it.
+    #[test]
+    fn intercepted_l7_denials_are_forwarded_under_audit() {
+        let sni = canonicalize(b"api.example.test").unwrap();
+        for audit in [true, false] {
+            let policy = compiled(&format!(
+                r#"{{"mode":"custom","transforms":[{{"domain":"api.example.test",
+                    "inject_headers":{{"Authorization":"Bearer s3cret-value"}},
+                    "http_rules":[{{"action":"deny","method":"DELETE","path":"/v1/**"}}]}}],
+                    "audit":{audit}}}"#
+            ));
+            let req = http::Request::builder()
+                .method("DELETE")
+                .uri("/v1/thing")
+                .header("host", "api.example.test")
+                .body(())
+                .unwrap();
+            let mut info = crate::events::HttpInfo {
+                method: "DELETE".into(),
+                host: "api.example.test".into(),
+                path: "/v1/thing".into(),
+                status: 0,
+                injected: Vec::new(),
+                stripped: Vec::new(),
+            };
+            match crate::proxy::intercept::prepare(req, Ok(()), &sni, 443, &policy, &mut info) {
+                Ok((fwd, _rule, would)) => {
+                    assert!(audit, "forwarded without audit");
+                    assert_eq!(would.unwrap().rule, "http-rule:0");
+                    assert!(fwd.headers().contains_key("authorization"));
+                }
+                Err(_) => assert!(!audit, "refused under audit"),
+            }
+        }
     }
 
     #[test]

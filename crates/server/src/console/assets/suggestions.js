@@ -3,7 +3,8 @@
 // Text from the API only ever goes into textContent (names are chosen inside sandboxes).
 
 function bytes(n) {
-  if (typeof n !== 'number') return '—';
+  // Plain HTTP requests are not counted in bytes: zero reads as "not known".
+  if (typeof n !== 'number' || n === 0) return '—';
   if (n < 1024) return `${n} B`;
   if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KiB`;
   return `${(n / 1024 / 1024).toFixed(1)} MiB`;
@@ -21,7 +22,8 @@ function entryRow(el, { entry, kind, covers, evidence: e }) {
     el('th', { scope: 'row', class: 'mono', text: entry }),
     el('td', { text: kind }),
     el('td', { class: 'num', text: String(e.count ?? 0), title: verdicts }),
-    el('td', {}, el('span', { text: `${time(e.first_seen_ms)} – ${time(e.last_seen_ms)}` })),
+    el('td', { class: 'seen', text: e.first_seen_ms === e.last_seen_ms
+      ? time(e.first_seen_ms) : `${time(e.first_seen_ms)} – ${time(e.last_seen_ms)}` }),
     el('td', { class: 'mono', text: ports }),
     el('td', { class: 'num', text: bytes(e.bytes_sent) }),
     el('td', { class: 'num', text: bytes(e.bytes_received) }),
