@@ -45,6 +45,16 @@ pub(crate) enum PolicyCmd {
         id: String,
         policy: String,
     },
+    /// The smallest policy that would have allowed what the sandbox did, with the evidence.
+    Suggest {
+        id: String,
+        /// Apply it live (audit mode goes off).
+        #[arg(long)]
+        apply: bool,
+        /// With --apply: keep audit mode on.
+        #[arg(long, requires = "apply")]
+        keep_audit: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -187,6 +197,11 @@ pub(crate) async fn sandbox(cmd: SandboxCmd, json: bool) -> anyhow::Result<()> {
 pub(crate) async fn policy(cmd: PolicyCmd, json: bool) -> anyhow::Result<()> {
     let api = Api::from_env()?;
     let v = match cmd {
+        PolicyCmd::Suggest {
+            id,
+            apply,
+            keep_audit,
+        } => return crate::suggest_cmd::run(&id, apply, keep_audit, json).await,
         PolicyCmd::Show { id } => {
             api.call(
                 Method::GET,
@@ -209,6 +224,12 @@ pub(crate) async fn policy(cmd: PolicyCmd, json: bool) -> anyhow::Result<()> {
         println!("{v}");
     } else {
         println!("{}", serde_json::to_string_pretty(&v)?);
+        if v.pointer("/network_policy/audit") == Some(&Value::Bool(true)) {
+            println!(
+                "audit mode: on (would-be denials are let through and recorded as would-deny; \
+                 see `palisade policy suggest`)"
+            );
+        }
     }
     Ok(())
 }

@@ -14,6 +14,7 @@ mod commands;
 mod config;
 mod preflight;
 mod serve;
+mod suggest_cmd;
 mod template_cmd;
 
 use std::path::PathBuf;
@@ -73,7 +74,7 @@ enum Cmd {
         /// Keep printing events as they happen.
         #[arg(long, short)]
         follow: bool,
-        /// Only `allow` or `deny`.
+        /// Only `allow`, `deny` or `would-deny` (audit mode).
         #[arg(long)]
         verdict: Option<String>,
     },

@@ -85,6 +85,7 @@ pub(crate) async fn run(mut config: Config, prepare: Option<String>) -> anyhow::
         prepare_template(&plane, &name).await;
     }
     let metrics = Arc::new(Metrics::default());
+    metrics.count_egress_events(firewall.events());
     let api = api_router(plane, Arc::clone(&metrics));
     let admin = admin_router(metrics);
     let api_l = tokio::net::TcpListener::bind(config.server.listen)

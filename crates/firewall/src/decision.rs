@@ -49,6 +49,8 @@ pub enum RuleRef {
     AddressClass,
     /// `dns-rate-limit`: DNS queries over their source's rate.
     DnsRateLimit,
+    /// `audit`: let through under audit mode (the event names the rule that would have denied).
+    Audit,
 }
 
 /// Which byte budget a [`RuleRef::Budget`] names.
@@ -80,6 +82,7 @@ impl fmt::Display for RuleRef {
             RuleRef::Synthetic => f.write_str("synthetic"),
             RuleRef::AddressClass => f.write_str("address-class"),
             RuleRef::DnsRateLimit => f.write_str("dns-rate-limit"),
+            RuleRef::Audit => f.write_str("audit"),
         }
     }
 }

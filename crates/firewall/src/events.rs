@@ -28,6 +28,20 @@ pub enum EventKind {
 pub enum EventVerdict {
     Allow,
     Deny,
+    /// Audit mode: the policy would have denied this, and it was let through.
+    #[serde(rename = "would-deny")]
+    WouldDeny,
+}
+
+impl EventVerdict {
+    /// `allow`, `deny` or `would-deny`, as the API and the store spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventVerdict::Allow => "allow",
+            EventVerdict::Deny => "deny",
+            EventVerdict::WouldDeny => "would-deny",
+        }
+    }
 }
 
 /// Per-request details for intercepted or plain HTTP.

@@ -139,6 +139,7 @@ pub struct CompiledPolicy {
     fallback: NameVerdict,
     scrub: Scrub,
     budgets: Budgets,
+    audit: bool,
 }
 
 /// What intercepted responses are scrubbed of: every form of every injected value, compiled once
@@ -225,7 +226,15 @@ impl CompiledPolicy {
             fallback,
             scrub,
             budgets: policy.budgets.clone(),
+            audit: policy.audit && policy.mode == Mode::Custom,
         }
+    }
+
+    /// Audit mode: the data plane lets a denial by this policy's lists or L7 rules through and
+    /// records it as `would-deny`. Address classes, the firewall's own addresses, malformed
+    /// input, budgets and limits stay enforced.
+    pub fn audit(&self) -> bool {
+        self.audit
     }
 
     /// The byte budgets the data plane enforces (empty: no limit).
@@ -312,7 +321,8 @@ impl CompiledPolicy {
         match self.mode {
             Mode::AllowAll => true,
             Mode::DenyAll => false,
-            Mode::Custom => !self.exact.is_empty() || !self.wildcard.is_empty(),
+            // Audit lets every name resolve, so its would-be denial can be seen.
+            Mode::Custom => self.audit || !self.exact.is_empty() || !self.wildcard.is_empty(),
         }
     }
 }

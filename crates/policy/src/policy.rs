@@ -23,6 +23,8 @@ pub struct Policy {
     pub(crate) allow_cidrs: Vec<IpNet>,
     pub(crate) transforms: Vec<Transform>,
     pub(crate) budgets: Budgets,
+    /// Audit mode: policy denials are recorded as `would-deny` and let through.
+    pub(crate) audit: bool,
 }
 
 /// Header rewriting for one domain pattern; connections to it are intercepted.
@@ -114,6 +116,7 @@ impl Policy {
             allow_cidrs: Vec::new(),
             transforms: Vec::new(),
             budgets: Budgets::default(),
+            audit: false,
         }
     }
 
@@ -156,6 +159,19 @@ impl Policy {
         &self.budgets
     }
 
+    /// Whether the policy is in audit mode (`custom` only): denials by the policy's lists and
+    /// L7 rules are recorded as `would-deny` and the traffic proceeds.
+    pub fn audit(&self) -> bool {
+        self.audit
+    }
+
+    /// The same policy with audit mode set or cleared. Audit applies to `custom` only; on any
+    /// other mode this leaves the policy as it is.
+    pub fn with_audit(mut self, audit: bool) -> Policy {
+        self.audit = audit && self.mode == Mode::Custom;
+        self
+    }
+
     /// The normalised policy as wire JSON, secrets included (for sealing in the store).
     /// Validating it gives back an equal `Policy`.
     pub fn to_spec(&self) -> NetworkPolicySpec {
@@ -178,6 +194,7 @@ impl Policy {
             allow_cidrs: some(self.allow_cidrs.iter().map(ToString::to_string).collect()),
             transforms: some(self.transforms.iter().map(|t| t.to_spec(redact)).collect()),
             budgets: self.budgets.to_spec(),
+            audit: self.audit,
         }
     }
 

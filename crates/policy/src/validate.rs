@@ -69,6 +69,7 @@ impl NetworkPolicySpec {
         let transforms = self.transforms.as_deref().unwrap_or_default();
 
         check_mode(self.mode, domains, cidrs, transforms, &mut errs);
+        check_audit(self.mode, self.audit, &mut errs);
         check_count(
             "allow_domains",
             domains.len(),
@@ -95,6 +96,7 @@ impl NetworkPolicySpec {
                 allow_cidrs,
                 transforms,
                 budgets,
+                audit: self.audit,
             })
         } else {
             Err(errs.finish())
@@ -139,6 +141,24 @@ fn check_mode(
             }
         }
         Mode::Custom => {}
+    }
+}
+
+/// Audit mode observes what a `custom` policy would deny; other modes have nothing to observe.
+fn check_audit(mode: Mode, audit: bool, errs: &mut Errors) {
+    if !audit {
+        return;
+    }
+    match mode {
+        Mode::Custom => {}
+        Mode::AllowAll => errs.push(
+            format!("{ROOT}.audit"),
+            "makes no sense in allow-all mode, which denies nothing; use mode \"custom\" with the domains you expect, and audit reports the rest",
+        ),
+        Mode::DenyAll => errs.push(
+            format!("{ROOT}.audit"),
+            "is not accepted in deny-all mode; to audit everything a sandbox does, use mode \"custom\" with no allow_domains or allow_cidrs",
+        ),
     }
 }
 

@@ -82,6 +82,14 @@ pub struct NetworkPolicySpec {
     /// Beyond Leap0: bytes the sandbox may send and receive per window, in all and per domain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budgets: Option<BudgetsSpec>,
+    /// Beyond Leap0: audit mode (custom only). Would-be denials are recorded as `would-deny`
+    /// events and the traffic proceeds. Sent back only when on, so Leap0 clients see nothing new.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub audit: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl Default for NetworkPolicySpec {
@@ -93,6 +101,7 @@ impl Default for NetworkPolicySpec {
             allow_cidrs: None,
             transforms: None,
             budgets: None,
+            audit: false,
         }
     }
 }
@@ -229,6 +238,8 @@ struct SpecFields {
     transforms: Option<Vec<TransformSpec>>,
     #[serde(default)]
     budgets: Option<BudgetsSpec>,
+    #[serde(default)]
+    audit: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -268,6 +279,7 @@ impl<'de> Deserialize<'de> for NetworkPolicySpec {
             allow_cidrs: f.allow_cidrs,
             transforms: f.transforms,
             budgets: f.budgets,
+            audit: f.audit.unwrap_or(false),
         })
     }
 }

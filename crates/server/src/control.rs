@@ -10,6 +10,7 @@ use futures_util::stream::BoxStream;
 use palisade_policy::{NetworkPolicySpec, Policy};
 use palisade_store::{EgressEventRecord, Order, SandboxSort, SandboxState, SnapshotSort};
 
+use crate::ApiError;
 use crate::plane::PlaneError;
 
 /// The organisation a request acts for, from its API key.
@@ -296,4 +297,36 @@ pub trait ControlPlane: Send + Sync + 'static {
         sandbox_id: &str,
         filter: EventFilter,
     ) -> Result<BoxStream<'static, EgressEventRecord>, PlaneError>;
+
+    /// The smallest policy that would have allowed what the sandbox did (its kept events),
+    /// from the public calls alone, so every control plane answers it alike.
+    async fn network_policy_suggestion(
+        &self,
+        org: &OrgId,
+        sandbox_id: &str,
+    ) -> Result<crate::suggest::Suggestion, ApiError> {
+        crate::suggest::gather(self, org, sandbox_id).await
+    }
+
+    /// Applies the suggestion live (as [`update_network_policy`](Self::update_network_policy)),
+    /// audit off unless `keep_audit`. This default works from the redacted policy, so it
+    /// refuses a policy with injected secrets; a plane that holds them overrides it.
+    async fn apply_network_policy_suggestion(
+        &self,
+        org: &OrgId,
+        sandbox_id: &str,
+        keep_audit: bool,
+    ) -> Result<(PolicyInfo, crate::suggest::Suggestion), ApiError> {
+        let suggestion = self.network_policy_suggestion(org, sandbox_id).await?;
+        let mut spec = suggestion.network_policy.clone();
+        if spec.to_json().contains(palisade_policy::REDACTED) {
+            return Err(ApiError::Conflict(
+                "this control plane cannot apply a suggestion over injected secrets".into(),
+            ));
+        }
+        spec.audit = keep_audit;
+        let policy = spec.validate()?;
+        let info = self.update_network_policy(org, sandbox_id, policy).await?;
+        Ok((info, suggestion))
+    }
 }

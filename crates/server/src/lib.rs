@@ -16,6 +16,7 @@ pub mod model;
 pub mod openapi;
 pub mod plane;
 mod routes;
+pub mod suggest;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 mod time;
@@ -30,7 +31,7 @@ pub use control::ControlPlane;
 pub use error::ApiError;
 pub use metrics::{Metrics, admin_router};
 
-use routes::{network, sandboxes, snapshots, templates};
+use routes::{network, sandboxes, snapshots, suggestion, templates};
 
 /// The public API router, with the web console under `/console/`. `metrics` counts every
 /// request by route.
@@ -55,6 +56,14 @@ pub fn api_router(cp: Arc<dyn ControlPlane>, metrics: Arc<Metrics>) -> Router {
             put(network::put_policy).get(network::get_policy),
         )
         .route("/v1/sandbox/{id}/network/events", get(network::events))
+        .route(
+            "/v1/sandbox/{id}/network-policy/suggestion",
+            get(suggestion::get),
+        )
+        .route(
+            "/v1/sandbox/{id}/network-policy/suggestion/apply",
+            post(suggestion::apply),
+        )
         .route("/v1/snapshots", get(snapshots::list))
         .route("/v1/snapshot/restore", post(snapshots::restore))
         .route("/v1/snapshot/resume", post(snapshots::resume))

@@ -23,6 +23,11 @@ struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VerdictLabels {
+    verdict: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
     method: String,
     route: String,
@@ -62,6 +67,46 @@ impl Metrics {
     /// Register more metrics (call before serving).
     pub fn with_registry<R>(&self, f: impl FnOnce(&mut Registry) -> R) -> Option<R> {
         self.registry.lock().ok().map(|mut r| f(&mut r))
+    }
+
+    /// Counts the firewall's egress events by verdict
+    /// (`palisade_egress_events_total{verdict="allow"|"deny"|"would-deny"}`) from its live log,
+    /// until the log goes away. Call before serving; a lagging counter skips, never blocks.
+    pub fn count_egress_events(&self, log: &palisade_firewall::EventLog) {
+        let family = Family::<VerdictLabels, Counter>::default();
+        if self
+            .with_registry(|r| {
+                r.register(
+                    "egress_events",
+                    "Egress decisions by verdict (would-deny: let through in audit mode)",
+                    family.clone(),
+                );
+            })
+            .is_none()
+        {
+            return;
+        }
+        for verdict in ["allow", "deny", "would-deny"] {
+            // Created at zero so a scrape shows every verdict before the first event.
+            drop(family.get_or_create(&VerdictLabels { verdict }));
+        }
+        let mut rx = log.subscribe();
+        tokio::spawn(async move {
+            use tokio::sync::broadcast::error::RecvError;
+            loop {
+                match rx.recv().await {
+                    Ok(e) => {
+                        family
+                            .get_or_create(&VerdictLabels {
+                                verdict: e.verdict.as_str(),
+                            })
+                            .inc();
+                    }
+                    Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => break,
+                }
+            }
+        });
     }
 
     /// The text exposition format.
@@ -119,4 +164,42 @@ pub fn admin_router(metrics: Arc<Metrics>) -> Router {
             }),
         )
         .with_state(metrics)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use palisade_firewall::EventLog;
+    use palisade_firewall::events::{EgressEvent, EventKind, EventVerdict};
+
+    use super::Metrics;
+
+    #[tokio::test]
+    async fn egress_events_are_counted_by_verdict() {
+        let m = Metrics::default();
+        let log = EventLog::new(16);
+        m.count_egress_events(&log);
+        for v in [
+            EventVerdict::WouldDeny,
+            EventVerdict::WouldDeny,
+            EventVerdict::Deny,
+        ] {
+            log.record(EgressEvent::new("sb", EventKind::Tcp, v));
+        }
+        let mut text = String::new();
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+            text = m.encode().unwrap();
+            if text.contains("palisade_egress_events_total{verdict=\"would-deny\"} 2") {
+                break;
+            }
+        }
+        assert!(
+            text.contains("palisade_egress_events_total{verdict=\"would-deny\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("palisade_egress_events_total{verdict=\"deny\"} 1"));
+        assert!(text.contains("palisade_egress_events_total{verdict=\"allow\"} 0"));
+    }
 }

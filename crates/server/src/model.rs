@@ -59,6 +59,27 @@ pub struct NetworkPolicyDoc {
     pub allow_domains: Option<Vec<String>>,
     pub allow_cidrs: Option<Vec<String>>,
     pub transforms: Option<Vec<TransformDoc>>,
+    /// Beyond Leap0: audit mode (`custom` only). Would-be denials are let through and
+    /// recorded as `would-deny` events. Answered only when on.
+    pub audit: Option<bool>,
+}
+
+/// The body of `POST …/network-policy/suggestion/apply` (optional).
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApplySuggestionRequest {
+    /// Keep audit mode on in the applied policy (default: off, so the policy enforces).
+    #[serde(default)]
+    pub keep_audit: bool,
+}
+
+/// What `POST …/network-policy/suggestion/apply` applied.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApplySuggestionResponse {
+    /// The policy now enforced (redacted) and its version.
+    pub policy: PolicyResponse,
+    /// The suggestion it was built from.
+    pub suggestion: crate::suggest::Suggestion,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -612,7 +633,7 @@ pub struct EventResponse {
     pub sandbox_id: String,
     pub at: String,
     pub at_ms: i64,
-    /// `allow` or `deny`.
+    /// `allow`, `deny` or `would-deny` (audit mode).
     pub verdict: String,
     pub protocol: String,
     pub dst_addr: Option<String>,

@@ -5,7 +5,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::error::{ErrorBody, FieldProblem};
 use crate::model::*;
-use crate::routes::{network, sandboxes, snapshots, templates};
+use crate::routes::{network, sandboxes, snapshots, suggestion, templates};
 
 #[derive(Debug, OpenApi)]
 #[openapi(
@@ -18,6 +18,7 @@ use crate::routes::{network, sandboxes, snapshots, templates};
         templates::create, templates::list, templates::rename, templates::delete,
         templates::build,
         network::put_policy, network::get_policy, network::events,
+        suggestion::get, suggestion::apply,
     ),
     components(schemas(
         ErrorBody, FieldProblem, NetworkPolicyDoc, TransformDoc, CreateSandboxRequest,
@@ -25,6 +26,9 @@ use crate::routes::{network, sandboxes, snapshots, templates};
         CreateSnapshotRequest, RestoreSnapshotRequest, SnapshotResponse, SnapshotListResponse,
         CreateTemplateRequest, RenameTemplateRequest, TemplateResponse, TemplateListResponse,
         PolicyResponse, EventResponse, EventListResponse,
+        crate::suggest::Suggestion, crate::suggest::DomainEntry, crate::suggest::CidrEntry,
+        crate::suggest::NotSuggested, crate::suggest::Evidence, ApplySuggestionRequest,
+        ApplySuggestionResponse,
     )),
     modifiers(&Security),
     security(("bearer" = []), ("leap0_authorization" = [])),

@@ -17,7 +17,7 @@ pub struct EgressEventRecord {
     pub id: i64,
     pub sandbox_id: String,
     pub at_ms: i64,
-    /// `allow` or `deny`.
+    /// `allow`, `deny` or `would-deny`.
     pub verdict: String,
     /// `tls`, `http`, `dns`, `tcp`, `udp`...
     pub protocol: String,

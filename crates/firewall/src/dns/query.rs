@@ -47,6 +47,18 @@ struct Note {
 }
 
 impl Note {
+    /// Under audit, an answer the policy would have refused (NXDOMAIN) is a would-deny with the
+    /// policy's reason; a denial for another reason (internal addresses only) stays a denial.
+    fn audited(mut self, would: Option<String>) -> Self {
+        if let Some(why) = would
+            && self.verdict == EventVerdict::Allow
+        {
+            self.verdict = EventVerdict::WouldDeny;
+            self.reason = format!("{why}; resolved: {}", self.reason);
+        }
+        self
+    }
+
     fn deny(name: Option<String>, rule: RuleRef, reason: impl Into<String>) -> Self {
         Self {
             verdict: EventVerdict::Deny,
@@ -255,7 +267,11 @@ impl Responder {
             }
         };
         let canon = Some(name.as_str().to_owned());
-        let rule = match policy.decide_name(&name) {
+        let (rule, would) = match policy.decide_name(&name) {
+            // Audit: resolve it as if allowed, and say what the policy would have answered.
+            NameVerdict::Deny { rule, reason } if policy.audit() => {
+                (RuleRef::Policy(rule), Some(reason.to_string()))
+            }
             NameVerdict::Deny { rule, reason } => {
                 let mut r = reply(Some(query), ResponseCode::NXDomain);
                 r.negative_soa(self.limits.negative_ttl);
@@ -265,9 +281,34 @@ impl Responder {
                 );
             }
             NameVerdict::Allow { rule } | NameVerdict::Intercept { rule, .. } => {
-                RuleRef::Policy(rule)
+                (RuleRef::Policy(rule), None)
             }
         };
+        let (reply, note) = self.answer(req, query, policy, src, name, rule).await;
+        (reply, note.audited(would))
+    }
+
+    /// Answers a query for a name the policy allows (or, under audit, lets through).
+    async fn answer(
+        &self,
+        req: &Message,
+        query: &Query,
+        policy: &CompiledPolicy,
+        src: IpAddr,
+        name: CanonicalName,
+        rule: RuleRef,
+    ) -> (Reply, Note) {
+        let edns = req.edns.as_ref();
+        let reply = |query: Option<&Query>, rcode| {
+            Reply::new(
+                &req.metadata,
+                query,
+                edns,
+                self.limits.max_udp_payload,
+                rcode,
+            )
+        };
+        let canon = Some(name.as_str().to_owned());
         if query.query_type() != RecordType::A {
             // The sandbox is IPv4-only, and every other type would only widen what an allowed
             // name can carry out: answer "no such records" without asking upstream.

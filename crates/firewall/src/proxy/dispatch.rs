@@ -3,8 +3,10 @@
 
 use std::time::Duration;
 
+use palisade_policy::canonicalize;
 use tokio::net::TcpStream;
 
+use super::audit;
 use super::conn::Conn;
 use super::peek::{Peeked, peek};
 use super::plan::{Plan, plan_nameless, plan_tls};
@@ -34,7 +36,11 @@ pub(super) async fn dispatch(conn: Conn, mut stream: TcpStream, is_synthetic: bo
     }
     let _ = stream.set_nodelay(true);
     let policy = conn.entry.policy();
-    let nameless = plan_nameless(&policy, orig, conn.synthetic.as_ref(), Carrier::Connection);
+    let (nameless, nameless_would) = audit::relax(
+        &policy,
+        plan_nameless(&policy, orig, conn.synthetic.as_ref(), Carrier::Connection),
+        conn.synthetic.as_ref(),
+    );
     let quiet = (!nameless.is_deny()).then_some(SERVER_FIRST_WAIT);
     let mut buf = Vec::new();
     let limits = &conn.shared.limits;
@@ -58,14 +64,19 @@ pub(super) async fn dispatch(conn: Conn, mut stream: TcpStream, is_synthetic: bo
                 intercept::serve_intercepted(conn, stream, buf, name).await;
                 return;
             }
+            let sni = hello.sni.as_deref().and_then(|s| canonicalize(s).ok());
+            let (plan, would) =
+                audit::relax(&policy, plan, sni.as_ref().or(conn.synthetic.as_ref()));
             let name = hello
                 .sni
                 .as_deref()
                 .map(|s| String::from_utf8_lossy(s).into_owned());
-            tunnel(conn, stream, buf, plan, name).await;
+            tunnel(conn, stream, buf, plan, name, would).await;
         }
         Ok(Peeked::Http) => http::serve_plain(conn, stream, buf).await,
-        Ok(Peeked::Unknown | Peeked::Quiet) => tunnel(conn, stream, buf, nameless, None).await,
+        Ok(Peeked::Unknown | Peeked::Quiet) => {
+            tunnel(conn, stream, buf, nameless, None, nameless_would).await;
+        }
         Ok(Peeked::Closed) => {}
         // Bytes that claim to be an HTTP request but break its syntax or framing (threat
         // 19: CL+TE, bare LF, ...) get a 400 that says why; a broken ClientHello a reset.

@@ -17,10 +17,11 @@ use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 
 use super::Conn;
+use super::audit::{self, WouldDeny};
 use super::framing::{FramingGuard, Verdicts};
 use super::peek::Rewind;
 use super::pipeline::{Exchange, Refusal, UpstreamForm, admit, http_rules, rewrite, within_budget};
-use super::plan::{Plan, RuleRef, plan_http};
+use super::plan::{Plan, Reason, RuleRef, plan_http};
 use super::rewrite::{Body, ClientBody};
 use crate::budget::{Metered, Tally};
 use crate::events::HttpInfo;
@@ -79,6 +80,8 @@ struct Target {
     ip: IpAddr,
     rule: RuleRef,
     transform: Option<usize>,
+    /// Under audit: what the policy would have refused the request for.
+    would: Option<WouldDeny>,
 }
 
 impl PlainSession {
@@ -87,13 +90,14 @@ impl PlainSession {
         let (mut exchange, req) = Exchange::begin(&self.conn, req, String::new());
         // Fresh decision for every request, on the policy in force now.
         let policy = self.conn.entry.policy();
-        let (req, target) = match self
+        let (req, mut target) = match self
             .prepare(req, framing, &policy, &mut exchange.info)
             .await
         {
             Ok(ok) => ok,
             Err(r) => return exchange.refuse(r),
         };
+        exchange.would = target.would.take();
         let host = exchange.info.host.clone();
         match self.send(&host, target.ip, req).await {
             // Only a transform domain was ever sent a secret; nothing else can echo one.
@@ -112,10 +116,20 @@ impl PlainSession {
     ) -> Result<(Request<ClientBody>, Target), Refusal> {
         let host = admit(&req, framing, self.conn.orig.port(), "http")?;
         info.host = host.clone();
-        let target = self.decide(policy, &host).await?;
+        let mut target = self.decide(policy, &host).await?;
         self.charge_domain(&host)?;
         let transform = target.transform.and_then(|i| policy.transform(i));
-        http_rules(transform, req.method().as_str(), req.uri().path())?;
+        if let Err(r) = http_rules(transform, req.method().as_str(), req.uri().path()) {
+            // Under audit an L7 denial is let through and recorded as a would-deny; a path that
+            // cannot be checked (400) stays refused.
+            if !(policy.audit() && r.status == StatusCode::FORBIDDEN) {
+                return Err(r);
+            }
+            target.would = Some(WouldDeny {
+                rule: r.rule,
+                reason: Reason::Said(r.reason),
+            });
+        }
         let req = rewrite(req, UpstreamForm::Origin { host: &host }, transform, info)?;
         Ok((req, target))
     }
@@ -125,7 +139,20 @@ impl PlainSession {
     async fn decide(&self, policy: &CompiledPolicy, host: &str) -> Result<Target, Refusal> {
         let conn = &self.conn;
         let denies = || format!("palisade: the sandbox network policy denies {host}\n");
-        match plan_http(policy, host, conn.orig, conn.synthetic.as_ref()) {
+        let plan = plan_http(policy, host, conn.orig, conn.synthetic.as_ref());
+        // Under audit a denial by the lists is let through as a would-deny; an unusable host
+        // name stays refused (malformed input is enforced in every mode).
+        let (plan, would) = match plan {
+            Plan::Deny {
+                reason: Reason::UnusableHost(_),
+                ..
+            } => (plan, None),
+            plan => {
+                let name = canonicalize(host.as_bytes()).ok();
+                audit::relax(policy, plan, name.as_ref().or(conn.synthetic.as_ref()))
+            }
+        };
+        match plan {
             Plan::Deny { rule, reason } => {
                 Err(Refusal::new(StatusCode::FORBIDDEN, rule, reason.to_string()).saying(denies()))
             }
@@ -138,6 +165,7 @@ impl PlainSession {
                     ip,
                     rule,
                     transform,
+                    would,
                 }),
                 Err(reason) => Err(Refusal::new(StatusCode::FORBIDDEN, rule, reason)),
             },
@@ -146,6 +174,7 @@ impl PlainSession {
                     ip,
                     rule,
                     transform: None,
+                    would,
                 }),
                 Err(reason) => Err(
                     Refusal::new(StatusCode::FORBIDDEN, RuleRef::Address, reason).saying(denies()),

@@ -10,6 +10,7 @@
 //!    transform domains); the two HTTP paths share `pipeline`.
 
 mod accept;
+mod audit;
 mod budgeted;
 mod conn;
 mod dispatch;

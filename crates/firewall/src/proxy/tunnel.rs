@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use super::audit::WouldDeny;
 use super::conn::{Conn, reset};
 use super::plan::{Plan, Recheck};
 use super::relay::{RelayEnd, relay};
@@ -19,6 +20,7 @@ pub(super) async fn tunnel(
     prefix: Vec<u8>,
     plan: Plan,
     sent_name: Option<String>,
+    would: Option<WouldDeny>,
 ) {
     // Byte budgets: a spent one refuses the tunnel before anything is dialled.
     let tally = tunnel_tally(&conn, &plan);
@@ -80,6 +82,7 @@ pub(super) async fn tunnel(
             format!("upstream failed: {e}"),
         );
         ev.name = name;
+        WouldDeny::mark(would.as_ref(), &mut ev);
         conn.record(ev);
         reset(stream);
         return;
@@ -115,6 +118,7 @@ pub(super) async fn tunnel(
         None => conn.event(EventKind::Tcp, EventVerdict::Allow, &rule, reason),
     };
     ev.name = name;
+    WouldDeny::mark(would.as_ref(), &mut ev);
     ev.bytes_up = stats.up + prefix_len;
     ev.bytes_down = stats.down;
     conn.record(ev);

@@ -674,3 +674,74 @@ fn budgets_round_trip_and_pick_the_most_specific_domain() {
             .contains("budgets")
     );
 }
+
+/// `audit` beside the Leap0 fields: a table of what is accepted, echoed and refused.
+#[test]
+fn audit_table() {
+    // Accepted, and echoed back only when on.
+    for (json, audit, echoed) in [
+        (r#"{"mode":"custom","audit":true}"#, true, true),
+        (
+            r#"{"mode":"custom","allow_domains":["a.example.com"],"audit":true}"#,
+            true,
+            true,
+        ),
+        (r#"{"mode":"custom","audit":false}"#, false, false),
+        (r#"{"mode":"custom","audit":null}"#, false, false),
+        (r#"{"mode":"custom"}"#, false, false),
+        (r#"{"mode":"allow-all","audit":false}"#, false, false),
+        (r#"{"mode":"deny-all","audit":false}"#, false, false),
+    ] {
+        let p = policy(json);
+        assert_eq!(p.audit(), audit, "{json}");
+        assert_eq!(p.compile().audit(), audit, "{json}");
+        let back = p.to_spec().to_json();
+        assert_eq!(back.contains("\"audit\":true"), echoed, "{json} -> {back}");
+        assert!(!back.contains("\"audit\":false"), "{back}");
+        assert_eq!(
+            Policy::from_json(back.as_bytes()).as_ref(),
+            Ok(&p),
+            "{json}"
+        );
+        assert_eq!(p.redacted_spec().audit, audit);
+    }
+    // Refused with the field and a reason a person can act on.
+    for (json, field, says) in [
+        (
+            r#"{"mode":"allow-all","audit":true}"#,
+            "network_policy.audit",
+            "allow-all",
+        ),
+        (
+            r#"{"mode":"deny-all","audit":true}"#,
+            "network_policy.audit",
+            "no allow_domains",
+        ),
+        (
+            r#"{"mode":"custom","audit":"yes"}"#,
+            "network_policy.audit",
+            "wrong type",
+        ),
+        (
+            r#"{"mode":"custom","audit":1}"#,
+            "network_policy.audit",
+            "wrong type",
+        ),
+    ] {
+        let (f, m) = one(json);
+        assert_eq!(f, field, "{json}");
+        assert!(m.contains(says), "{json}: {m}");
+    }
+}
+
+#[test]
+fn audit_lets_custom_without_names_resolve_and_with_audit_is_custom_only() {
+    let p = policy(r#"{"mode":"custom"}"#);
+    assert!(!p.compile().allows_any_name());
+    let audited = p.clone().with_audit(true);
+    assert!(audited.audit());
+    assert!(audited.compile().allows_any_name());
+    assert!(!audited.with_audit(false).audit());
+    assert!(!Policy::allow_all().with_audit(true).audit());
+    assert!(!Policy::deny_all().with_audit(true).audit());
+}

@@ -44,6 +44,11 @@ const ASSETS: &[Asset] = &[
         body: include_bytes!("assets/console.css"),
     },
     Asset {
+        name: "suggestions.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("assets/suggestions.js"),
+    },
+    Asset {
         name: "icon.svg",
         content_type: "image/svg+xml",
         body: include_bytes!("assets/icon.svg"),

@@ -40,6 +40,7 @@ async fn page_and_assets_carry_the_strict_headers() {
     assert!(body.contains("<title>Palisade console</title>"));
     for (path, ty) in [
         ("/console/app.js", "text/javascript; charset=utf-8"),
+        ("/console/suggestions.js", "text/javascript; charset=utf-8"),
         ("/console/console.css", "text/css; charset=utf-8"),
         ("/console/icon.svg", "image/svg+xml"),
     ] {
@@ -131,7 +132,10 @@ fn the_script_never_parses_html_and_keeps_the_key_out_of_cookies_and_urls() {
         "localStorage",
         "new EventSource",
     ] {
-        assert!(!js.contains(banned), "app.js uses {banned}");
+        for a in ASSETS.iter().filter(|a| a.name.ends_with(".js")) {
+            let text = std::str::from_utf8(a.body).unwrap();
+            assert!(!text.contains(banned), "{} uses {banned}", a.name);
+        }
     }
     assert!(js.contains("sessionStorage"));
     assert!(js.contains("Authorization: `Bearer ${k}`"));

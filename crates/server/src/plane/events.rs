@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use futures_util::stream::{self, BoxStream, StreamExt};
-use palisade_firewall::events::{EventKind, EventVerdict};
+use palisade_firewall::events::EventKind;
 use palisade_firewall::{EgressEvent, EventLog};
 use palisade_store::{EgressEventRecord, EventQuery, EventSink};
 use tokio::sync::broadcast::error::RecvError;
@@ -20,11 +20,7 @@ pub(super) fn to_record(e: &EgressEvent) -> EgressEventRecord {
         id: 0,
         sandbox_id: e.sandbox.clone(),
         at_ms: e.time.duration_since(UNIX_EPOCH).map(ms).unwrap_or(0),
-        verdict: match e.verdict {
-            EventVerdict::Allow => "allow",
-            EventVerdict::Deny => "deny",
-        }
-        .to_owned(),
+        verdict: e.verdict.as_str().to_owned(),
         protocol: match e.kind {
             EventKind::Tcp => "tcp",
             EventKind::Http => "http",
@@ -129,7 +125,7 @@ impl Plane {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use palisade_firewall::events::HttpInfo;
+    use palisade_firewall::events::{EventVerdict, HttpInfo};
 
     #[test]
     fn record_carries_the_decision_and_header_names_only() {
@@ -156,5 +152,12 @@ mod tests {
             ..EventFilter::default()
         };
         assert!(!matches(&f, &to_record(&e)));
+        let w = EgressEvent::new("sb1", EventKind::Tcp, EventVerdict::WouldDeny);
+        let f = EventFilter {
+            verdict: Some("would-deny".into()),
+            ..EventFilter::default()
+        };
+        assert_eq!(to_record(&w).verdict, "would-deny");
+        assert!(matches(&f, &to_record(&w)));
     }
 }

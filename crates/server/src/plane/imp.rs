@@ -8,6 +8,7 @@ use palisade_store::{EgressEventRecord, SandboxQuery};
 use super::Plane;
 use super::PlaneError;
 use super::sandboxes::Launch;
+use crate::ApiError;
 use crate::control::*;
 
 #[async_trait]
@@ -179,5 +180,14 @@ impl ControlPlane for Plane {
         filter: EventFilter,
     ) -> Result<BoxStream<'static, EgressEventRecord>, PlaneError> {
         Plane::subscribe_events(self, org, sandbox_id, filter).await
+    }
+
+    async fn apply_network_policy_suggestion(
+        &self,
+        org: &OrgId,
+        sandbox_id: &str,
+        keep_audit: bool,
+    ) -> Result<(PolicyInfo, crate::suggest::Suggestion), ApiError> {
+        self.apply_suggestion(org, sandbox_id, keep_audit).await
     }
 }

@@ -19,6 +19,7 @@ mod net;
 mod recover;
 mod sandboxes;
 mod snapshots;
+mod suggest;
 mod sweeper;
 mod templates;
 
@@ -28,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use ipnet::Ipv4Net;
 use palisade_firewall::{EventLog, Registry};
 use palisade_netns::AddressPool;
-pub use palisade_netns::Platform as NetPlatform;
+pub use palisade_netns::NetPlatform;
 use palisade_netns::nft::FirewallPorts;
 use palisade_runtime::SandboxRuntime;
 use palisade_store::{EventSink, Store};

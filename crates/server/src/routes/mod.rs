@@ -4,6 +4,7 @@
 pub(crate) mod network;
 pub(crate) mod sandboxes;
 pub(crate) mod snapshots;
+pub(crate) mod suggestion;
 pub(crate) mod templates;
 
 use std::sync::Arc;

@@ -54,8 +54,13 @@ pub(crate) async fn get_policy(
 fn filter(pairs: &[(String, String)]) -> Result<EventFilter, ApiError> {
     let verdict = match param(pairs, "verdict") {
         None | Some("") => None,
-        Some(v @ ("allow" | "deny")) => Some(v.to_owned()),
-        Some(_) => return Err(ApiError::field("verdict", "must be 'allow' or 'deny'")),
+        Some(v @ ("allow" | "deny" | "would-deny")) => Some(v.to_owned()),
+        Some(_) => {
+            return Err(ApiError::field(
+                "verdict",
+                "must be 'allow', 'deny' or 'would-deny'",
+            ));
+        }
     };
     let name = param(pairs, "name")
         .filter(|n| !n.is_empty())
@@ -77,7 +82,7 @@ fn filter(pairs: &[(String, String)]) -> Result<EventFilter, ApiError> {
 /// Stored events as JSON, or — with `follow=true` or `Accept: text/event-stream` — a live
 /// server-sent event stream (`event: egress`, one JSON event per message).
 #[utoipa::path(get, path = "/v1/sandbox/{id}/network/events", tag = "network",
-    params(("id" = String, Path), ("verdict" = Option<String>, Query, description = "allow | deny"),
+    params(("id" = String, Path), ("verdict" = Option<String>, Query, description = "allow | deny | would-deny"),
            ("name" = Option<String>, Query), ("since" = Option<i64>, Query, description = "Unix ms"),
            ("until" = Option<i64>, Query, description = "Unix ms"), ("after" = Option<i64>, Query, description = "event id"),
            ("before" = Option<i64>, Query, description = "event id"), ("limit" = Option<u32>, Query, description = "1..=1000"),

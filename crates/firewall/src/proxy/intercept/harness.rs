@@ -96,7 +96,7 @@ pub(crate) fn run(data: &[u8]) -> Vec<Forwarded> {
                     .or_else(|| req.uri().authority().map(|a| a.to_string()));
                 let mut info = HttpInfo::default();
                 let status = match prepare(req, framing, &sni, 443, &policy, &mut info) {
-                    Ok((fwd, _rule)) => {
+                    Ok((fwd, _rule, _would)) => {
                         let (parts, body) = fwd.into_parts();
                         let body_complete = Limited::new(body, 1 << 20).collect().await.is_ok();
                         if let Ok(mut v) = record.lock() {

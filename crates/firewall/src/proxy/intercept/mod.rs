@@ -15,6 +15,7 @@ use hyper_util::server::conn::auto;
 use palisade_policy::{CanonicalName, CompiledPolicy, canonicalize};
 use tokio::net::TcpStream;
 
+use super::audit::WouldDeny;
 use super::framing::{FramingGuard, Verdicts};
 use super::peek::Rewind;
 use super::pipeline::{Exchange, Refusal, UpstreamForm, admit, http_rules, rewrite, within_budget};
@@ -123,8 +124,9 @@ struct InterceptedSession {
 /// harness drives it too): the shared admission (framing verdict, method, upgrade, authority),
 /// the authority must be the SNI (else 421, and the secret is not sent), a fresh policy
 /// decision, the transform's L7 rules, then the upstream form (absolute `https://sni[:port]`
-/// target, hop-by-hop headers removed, the transform applied). Returns the request to send and
-/// the rule that allowed it; `info` gets the header names the transform touched.
+/// target, hop-by-hop headers removed, the transform applied). Returns the request to send, the
+/// rule that allowed it and, under audit, what the policy would have denied it for; `info` gets
+/// the header names the transform touched.
 pub(crate) fn prepare<B>(
     req: Request<B>,
     framing: Result<(), String>,
@@ -132,7 +134,7 @@ pub(crate) fn prepare<B>(
     port: u16,
     policy: &CompiledPolicy,
     info: &mut HttpInfo,
-) -> Result<(Request<B>, RuleRef), Refusal> {
+) -> Result<(Request<B>, RuleRef, Option<WouldDeny>), Refusal> {
     let host = admit(&req, framing, port, "https")?;
     // The request must name the host the connection was opened (and the secret minted) for.
     if !canonicalize(host.as_bytes()).is_ok_and(|n| &n == sni) {
@@ -147,11 +149,17 @@ pub(crate) fn prepare<B>(
             reason,
         ));
     }
-    // A fresh check on the policy in force now.
+    // A fresh check on the policy in force now; under audit a denial by the lists is let
+    // through (without the transform it no longer has) and recorded as a would-deny.
+    let mut would = None;
     let (transform, rule) = match plan_name(policy, sni) {
         Plan::DialName {
             transform, rule, ..
         } => (transform.and_then(|i| policy.transform(i)), rule),
+        Plan::Deny { rule, reason } if policy.audit() => {
+            would = Some(WouldDeny { rule, reason });
+            (None, RuleRef::Audit)
+        }
         Plan::Deny { rule, reason } => {
             return Err(Refusal::new(
                 StatusCode::FORBIDDEN,
@@ -167,9 +175,17 @@ pub(crate) fn prepare<B>(
             ));
         }
     };
-    http_rules(transform, req.method().as_str(), req.uri().path())?;
+    if let Err(r) = http_rules(transform, req.method().as_str(), req.uri().path()) {
+        if !(policy.audit() && r.status == StatusCode::FORBIDDEN) {
+            return Err(r);
+        }
+        would = Some(WouldDeny {
+            rule: r.rule,
+            reason: crate::decision::Reason::Said(r.reason),
+        });
+    }
     let req = rewrite(req, UpstreamForm::Absolute { sni, port }, transform, info)?;
-    Ok((req, rule))
+    Ok((req, rule, would))
 }
 
 impl InterceptedSession {
@@ -189,10 +205,11 @@ impl InterceptedSession {
                 &mut exchange.info,
             )
         });
-        let (upstream_req, rule) = match prepared {
+        let (upstream_req, rule, would) = match prepared {
             Ok(ok) => ok,
             Err(r) => return exchange.refuse(r),
         };
+        exchange.would = would;
         // WebSocket is an HTTP/1.1 mechanism: its upstream leg must not be h2.
         let client = if websocket {
             &self.client.h1

@@ -30,6 +30,7 @@ use palisade_wire::framing::body_framing;
 pub(crate) use authority::request_authority;
 
 use super::Conn;
+use super::audit::WouldDeny;
 use super::rewrite::{
     Body, BodyFailure, ClientBody, apply_transform, empty, is_websocket, splice_upgrades,
     strip_hop_by_hop, text,
@@ -218,6 +219,9 @@ pub(crate) fn rewrite<B>(
 pub(crate) struct Exchange<'a> {
     conn: &'a Conn,
     pub(crate) info: HttpInfo,
+    /// Under audit: what the policy would have refused this request for; its events say
+    /// `would-deny`.
+    pub(crate) would: Option<WouldDeny>,
     failure: Arc<BodyFailure>,
     upgrade: Option<OnUpgrade>,
 }
@@ -243,6 +247,7 @@ impl<'a> Exchange<'a> {
         let exchange = Self {
             conn,
             info,
+            would: None,
             failure,
             upgrade,
         };
@@ -253,6 +258,7 @@ impl<'a> Exchange<'a> {
         let mut ev = self.conn.event(EventKind::Http, verdict, rule, reason);
         ev.name = Some(self.info.host.clone()).filter(|h| !h.is_empty());
         ev.http = Some(self.info.clone());
+        WouldDeny::mark(self.would.as_ref(), &mut ev);
         self.conn.record(ev);
     }
 

@@ -241,12 +241,15 @@ pub enum Recheck {
 
 impl Recheck {
     pub fn still_allowed(&self, policy: &CompiledPolicy, is_own: bool) -> bool {
+        // Under audit the lists only observe; the address checks still hold.
+        let audit = policy.audit();
         match self {
             Recheck::Name { name, ip } => {
-                !plan_name(policy, name).is_deny() && check_dial_addr(policy, *ip, is_own).is_ok()
+                (audit || !plan_name(policy, name).is_deny())
+                    && check_dial_addr(policy, *ip, is_own).is_ok()
             }
             Recheck::Addr { orig } => {
-                !plan_nameless(policy, *orig, None, Carrier::Connection).is_deny()
+                (audit || !plan_nameless(policy, *orig, None, Carrier::Connection).is_deny())
                     && check_dial_addr(policy, IpAddr::V4(*orig.ip()), is_own).is_ok()
             }
         }

@@ -7,6 +7,8 @@ const MAX_ROWS = 1000;
 const HISTORY = 200;
 const REDACTED = '[REDACTED]';
 
+import { showSuggestions } from './suggestions.js';
+
 const $ = (id) => document.getElementById(id);
 
 // ---- the key and the API ------------------------------------------------------------------
@@ -47,6 +49,17 @@ async function api(path, { signal, k = key.get() } = {}) {
   return res.json();
 }
 
+// A POST of a JSON body with the stored key (the suggestion's Apply).
+async function post(path, body) {
+  const res = await fetch(path, {
+    method: 'POST',
+    headers: headers(key.get(), { Accept: 'application/json', 'Content-Type': 'application/json' }),
+    body: JSON.stringify(body), cache: 'no-store', credentials: 'omit',
+  });
+  if (!res.ok) throw await errorOf(res);
+  return res.json();
+}
+
 function signedOut(message) {
   key.clear();
   stopLog();
@@ -82,14 +95,14 @@ const views = {
   sandboxes: { nav: 'sandboxes', title: 'Sandboxes', show: showSandboxes },
   sandbox: { nav: 'sandboxes', title: 'Sandbox', show: showSandbox },
   approvals: { nav: 'approvals', title: 'Approvals', show: () => {} },
-  suggestions: { nav: 'suggestions', title: 'Suggestions', show: () => {} },
+  suggestions: { nav: 'suggestions', title: 'Suggestions', show: (id) => showSuggestions(id, { el, api, post, signedOut, $ }) },
   missing: { nav: '', title: 'Not found', show: () => {} },
 };
 
 function parseRoute() {
   const parts = location.hash.replace(/^#\/?/, '').split('/').map(decodeURIComponent);
   const name = parts[0] || 'sandboxes';
-  if (name === 'sandbox' && parts[1]) return { name, arg: parts[1] };
+  if ((name === 'sandbox' || name === 'suggestions') && parts[1]) return { name, arg: parts[1] };
   if (name in views && name !== 'sandbox' && name !== 'missing') return { name };
   return { name: 'missing' };
 }
@@ -187,6 +200,9 @@ const MODES = {
   custom: 'only the domains, networks and transforms below are allowed.',
 };
 
+const AUDIT_NOTE = 'Audit mode: what the lists would deny is let through and logged as '
+  + '"would be denied"; internal addresses, metadata and limits stay enforced.';
+
 function list(items, empty) {
   if (!items || items.length === 0) return el('p', { class: 'hint', text: empty });
   return el('ul', { class: 'chips' }, ...items.map((i) => el('li', { class: 'mono', text: i })));
@@ -228,11 +244,13 @@ function transformCard(t) {
 
 function renderPolicy(doc) {
   const p = doc.network_policy || { mode: 'allow-all' };
+  $('sandbox-audit').hidden = !p.audit;
   const transforms = p.transforms?.length
     ? p.transforms.map(transformCard) : [el('p', { class: 'hint', text: 'None.' })];
   $('policy').replaceChildren(
     el('p', { class: 'span' }, el('strong', { text: 'Mode ' }), el('code', { id: 'policy-mode', text: p.mode }),
       ` · version ${doc.version} · `, el('span', { class: 'hint', text: MODES[p.mode] || '' })),
+    ...(p.audit ? [el('p', { class: 'span audit-note', id: 'policy-audit', text: AUDIT_NOTE })] : []),
     el('div', {},
       el('h3', { text: 'Allowed domains' }), list(p.allow_domains, 'None.'),
       el('h3', { text: 'Allowed networks (CIDRs)' }), list(p.allow_cidrs, 'None.')),
@@ -242,6 +260,8 @@ function renderPolicy(doc) {
 
 async function showSandbox(id) {
   $('sandbox-id').textContent = id;
+  $('sandbox-audit').hidden = true;
+  $('sandbox-suggest').href = `#/suggestions/${encodeURIComponent(id)}`;
   $('sandbox-facts').replaceChildren();
   $('policy').replaceChildren(el('p', { class: 'hint', text: 'Loading…' }));
   $('log-table').tBodies[0].replaceChildren();
@@ -291,6 +311,10 @@ function ruleWords(rule) {
 
 export function explain(e) {
   const rule = ruleWords(e.rule);
+  if (e.verdict === 'would-deny') {
+    const why = e.reason || 'no reason was recorded';
+    return `Would be denied, let through by audit mode: ${why}${rule ? ` (rule: ${rule}).` : '.'}`;
+  }
   if (e.verdict === 'deny') {
     const why = e.reason || 'no reason was recorded';
     return `Denied: ${why}${rule ? ` (rule: ${rule}).` : '.'}`;
@@ -324,6 +348,8 @@ function destination(e) {
   return e.dst_addr.includes(':') ? `[${e.dst_addr}]:${e.dst_port ?? ''}` : `${e.dst_addr}:${e.dst_port ?? ''}`;
 }
 
+const VERDICT_WORDS = { allow: 'allowed', deny: 'denied', 'would-deny': 'would deny' };
+
 function eventRow(e) {
   const name = el('td', { class: 'mono name' }, e.name || '—');
   const d = e.detail;
@@ -332,7 +358,7 @@ function eventRow(e) {
   }
   const row = el('tr', { class: `ev ev-${e.verdict}` },
     el('td', {}, el('time', { datetime: e.at, text: clock(e.at) })),
-    el('td', {}, el('span', { class: `verdict verdict-${e.verdict}`, text: e.verdict === 'deny' ? 'denied' : 'allowed' })),
+    el('td', {}, el('span', { class: `verdict verdict-${e.verdict}`, text: VERDICT_WORDS[e.verdict] ?? e.verdict })),
     el('td', { text: e.protocol }),
     name,
     el('td', { class: 'mono', text: destination(e) }),

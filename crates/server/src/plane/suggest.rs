@@ -1,0 +1,27 @@
+//! Applying a policy suggestion on the real plane: the suggestion's lists over the full live
+//! policy, so transforms keep their secrets (the API only ever shows them redacted).
+
+use palisade_policy::Policy;
+
+use super::Plane;
+use super::convert::full_policy;
+use crate::control::{OrgId, PolicyInfo};
+use crate::error::ApiError;
+use crate::suggest::{self, Suggestion};
+
+impl Plane {
+    pub(super) async fn apply_suggestion(
+        &self,
+        org: &OrgId,
+        id: &str,
+        keep_audit: bool,
+    ) -> Result<(PolicyInfo, Suggestion), ApiError> {
+        let suggestion = suggest::gather(self, org, id).await?;
+        let rec = self.store.get_sandbox(&org.0, id).await?;
+        let live = self.store.live_policy(&rec.id).await?;
+        let full: Policy = full_policy(live.full.expose())?;
+        let policy = suggest::apply_to(&full, &suggestion, keep_audit)?;
+        let info = self.set_policy(org, id, policy).await?;
+        Ok((info, suggestion))
+    }
+}
