@@ -87,6 +87,12 @@ impl NetworkPolicySpec {
         let allow_cidrs = parse_cidrs(cidrs, &mut errs);
         let transforms = parse_transforms(transforms, limits, &mut errs);
         let budgets = crate::budget::parse(self.budgets.as_ref(), &mut errs);
+        let hold = crate::hold::parse(
+            self.mode,
+            self.on_unknown,
+            self.deny_domains.as_deref(),
+            &mut errs,
+        );
 
         if errs.is_empty() {
             Ok(Policy {
@@ -95,6 +101,7 @@ impl NetworkPolicySpec {
                 allow_cidrs,
                 transforms,
                 budgets,
+                hold,
             })
         } else {
             Err(errs.finish())

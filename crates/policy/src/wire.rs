@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::budget::BudgetsSpec;
 use crate::error::{FieldError, ValidationErrors};
+use crate::hold::OnUnknown;
 use crate::http_rules::HttpRuleSpec;
 use crate::placeholder::PlaceholderSpec;
 
@@ -82,6 +83,12 @@ pub struct NetworkPolicySpec {
     /// Beyond Leap0: bytes the sandbox may send and receive per window, in all and per domain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budgets: Option<BudgetsSpec>,
+    /// Beyond Leap0 (custom mode): `hold` puts unlisted names in the approval queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_unknown: Option<OnUnknown>,
+    /// Beyond Leap0 (custom mode): exact names refused without asking ("deny always").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deny_domains: Option<Vec<String>>,
 }
 
 impl Default for NetworkPolicySpec {
@@ -93,6 +100,8 @@ impl Default for NetworkPolicySpec {
             allow_cidrs: None,
             transforms: None,
             budgets: None,
+            on_unknown: None,
+            deny_domains: None,
         }
     }
 }
@@ -179,6 +188,7 @@ fn describe_json_error(e: &serde_json::Error) -> String {
                 || msg.starts_with("unknown variant")
                 || msg.starts_with("duplicate field")
                 || msg.starts_with("unknown mode")
+                || msg.starts_with("unknown on_unknown")
             {
                 // These messages name only field or variant names, never values of headers.
                 let head = msg.split(" at line ").next().unwrap_or(&msg);
@@ -229,6 +239,10 @@ struct SpecFields {
     transforms: Option<Vec<TransformSpec>>,
     #[serde(default)]
     budgets: Option<BudgetsSpec>,
+    #[serde(default)]
+    on_unknown: Option<OnUnknown>,
+    #[serde(default)]
+    deny_domains: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -268,6 +282,8 @@ impl<'de> Deserialize<'de> for NetworkPolicySpec {
             allow_cidrs: f.allow_cidrs,
             transforms: f.transforms,
             budgets: f.budgets,
+            on_unknown: f.on_unknown,
+            deny_domains: f.deny_domains,
         })
     }
 }
