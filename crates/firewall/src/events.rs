@@ -28,6 +28,8 @@ pub enum EventKind {
 pub enum EventVerdict {
     Allow,
     Deny,
+    /// Waiting in the approval queue (`on_unknown: "hold"`); a later event says how it ended.
+    Hold,
 }
 
 /// Per-request details for intercepted or plain HTTP.

@@ -117,7 +117,7 @@ impl Responder {
                     Transport::Udp => udp_limit(req.edns.as_ref(), self.limits.max_udp_payload),
                     Transport::Tcp => usize::from(u16::MAX),
                 };
-                let (reply, note) = self.decide(&req, &policy, origin.src).await;
+                let (reply, note) = self.decide(&req, &policy, origin.src, &sandbox).await;
                 (reply, limit, note)
             }
             Err(e) => {
@@ -192,7 +192,13 @@ impl Responder {
     }
 
     /// The decision for a well-formed message from a known sandbox.
-    async fn decide(&self, req: &Message, policy: &CompiledPolicy, src: IpAddr) -> (Reply, Note) {
+    async fn decide(
+        &self,
+        req: &Message,
+        policy: &CompiledPolicy,
+        src: IpAddr,
+        sandbox: &str,
+    ) -> (Reply, Note) {
         let edns = req.edns.as_ref();
         let reply = |query: Option<&Query>, rcode| {
             Reply::new(
@@ -262,6 +268,23 @@ impl Responder {
         };
         let canon = Some(name.as_str().to_owned());
         let rule = match policy.decide_name(&name) {
+            // `on_unknown: hold`: the query waits here, before anything is asked upstream.
+            NameVerdict::Deny { .. } if policy.holds(&name) => {
+                match self.held(sandbox, &name).await {
+                    Some(o) if o.allowed => o.rule,
+                    Some(o) => {
+                        let mut r = reply(Some(query), ResponseCode::NXDomain);
+                        r.negative_soa(self.limits.negative_ttl);
+                        return (r, Note::deny(canon, o.rule, o.reason));
+                    }
+                    None => {
+                        let mut r = reply(Some(query), ResponseCode::NXDomain);
+                        r.negative_soa(self.limits.negative_ttl);
+                        let why = "held names cannot be approved here (no approval queue)";
+                        return (r, Note::deny(canon, "default", why));
+                    }
+                }
+            }
             NameVerdict::Deny { rule, reason } => {
                 let mut r = reply(Some(query), ResponseCode::NXDomain);
                 r.negative_soa(self.limits.negative_ttl);
@@ -328,6 +351,19 @@ impl Responder {
             ),
         };
         (r, note)
+    }
+}
+
+impl Responder {
+    /// Waits in the approval queue for a name the policy holds; `None` without a queue.
+    async fn held(&self, sandbox: &str, name: &CanonicalName) -> Option<crate::hold::Outcome> {
+        let approvals = self.view.approvals()?;
+        Some(
+            approvals
+                .hold(sandbox, name, None, crate::hold::HoldKind::Dns)
+                .outcome()
+                .await,
+        )
     }
 }
 

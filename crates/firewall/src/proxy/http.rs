@@ -28,6 +28,7 @@ use super::rewrite::{
 };
 use crate::budget::{Metered, Tally};
 use crate::events::{EventKind, EventVerdict, HttpInfo};
+use crate::hold::HoldKind;
 
 /// How long a client may take to send a request head.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -238,7 +239,13 @@ impl Session {
             }
             Err(e) => Plan::deny("default", format!("unusable host name: {e}")),
         };
+        let plan = super::held::settle(conn, plan, Some(host.as_bytes()), HoldKind::Http).await;
         let (target_ip, rule, transform) = match plan {
+            Plan::Deny { rule, reason } if rule.starts_with("approval") || rule == "hold-limit" => {
+                let body =
+                    format!("palisade: {host} was held for approval and refused: {reason}\n");
+                return deny(&mut info, StatusCode::FORBIDDEN, &rule, reason, body);
+            }
             Plan::Deny { rule, reason } => {
                 let body = format!("palisade: the sandbox network policy denies {host}\n");
                 return deny(&mut info, StatusCode::FORBIDDEN, &rule, reason, body);

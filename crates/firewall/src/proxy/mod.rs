@@ -5,6 +5,7 @@
 
 mod budgeted;
 mod framing;
+mod held;
 mod http;
 mod intercept;
 mod local;
@@ -29,6 +30,7 @@ use tracing::Instrument;
 use crate::budget::{Dir, Tally};
 use crate::config::Limits;
 use crate::events::{EgressEvent, EventKind, EventVerdict};
+use crate::hold::HoldKind;
 use crate::registry::{Registry, SandboxEntry};
 use crate::resolve::UpstreamResolver;
 
@@ -416,6 +418,7 @@ async fn handle(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) {
         match peeked {
             Ok(Peeked::Tls(hello)) => {
                 let plan = plan_tls(&policy, hello.sni.as_deref(), hello.ech, orig);
+                let plan = held::settle(&conn, plan, hello.sni.as_deref(), HoldKind::Tls).await;
                 if let Plan::DialName {
                     name,
                     transform: Some(_),
