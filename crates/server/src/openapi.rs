@@ -5,7 +5,10 @@ use utoipa::{Modify, OpenApi};
 
 use crate::error::{ErrorBody, FieldProblem};
 use crate::model::*;
-use crate::routes::{network, sandboxes, snapshots, templates};
+use crate::routes::approvals::{
+    ApprovalDecisionRequest, ApprovalDecisionResponse, ApprovalListResponse, ApprovalResponse,
+};
+use crate::routes::{approvals, network, sandboxes, snapshots, templates};
 
 #[derive(Debug, OpenApi)]
 #[openapi(
@@ -18,6 +21,7 @@ use crate::routes::{network, sandboxes, snapshots, templates};
         templates::create, templates::list, templates::rename, templates::delete,
         templates::build,
         network::put_policy, network::get_policy, network::events,
+        approvals::list, approvals::stream, approvals::decide,
     ),
     components(schemas(
         ErrorBody, FieldProblem, NetworkPolicyDoc, TransformDoc, CreateSandboxRequest,
@@ -25,6 +29,7 @@ use crate::routes::{network, sandboxes, snapshots, templates};
         CreateSnapshotRequest, RestoreSnapshotRequest, SnapshotResponse, SnapshotListResponse,
         CreateTemplateRequest, RenameTemplateRequest, TemplateResponse, TemplateListResponse,
         PolicyResponse, EventResponse, EventListResponse,
+        ApprovalResponse, ApprovalListResponse, ApprovalDecisionResponse, ApprovalDecisionRequest,
     )),
     modifiers(&Security),
     security(("bearer" = []), ("leap0_authorization" = [])),

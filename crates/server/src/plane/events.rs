@@ -23,6 +23,7 @@ pub(super) fn to_record(e: &EgressEvent) -> EgressEventRecord {
         verdict: match e.verdict {
             EventVerdict::Allow => "allow",
             EventVerdict::Deny => "deny",
+            EventVerdict::Hold => "hold",
         }
         .to_owned(),
         protocol: match e.kind {

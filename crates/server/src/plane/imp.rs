@@ -180,4 +180,24 @@ impl ControlPlane for Plane {
     ) -> Result<BoxStream<'static, EgressEventRecord>, ApiError> {
         Plane::subscribe_events(self, org, sandbox_id, filter).await
     }
+
+    async fn list_approvals(&self, org: &OrgId) -> Result<Vec<ApprovalView>, ApiError> {
+        Ok(self.pending_approvals(org))
+    }
+
+    async fn subscribe_approvals(
+        &self,
+        org: &OrgId,
+    ) -> Result<BoxStream<'static, ApprovalUpdate>, ApiError> {
+        Ok(self.approval_updates(org))
+    }
+
+    async fn decide_approval(
+        &self,
+        org: &OrgId,
+        id: &str,
+        decision: Decision,
+    ) -> Result<ApprovalDecided, ApiError> {
+        self.decide(org, id, decision).await
+    }
 }

@@ -3,6 +3,7 @@
 //! registry enforces their policies. Every change goes store → kernel → data plane, and a policy
 //! version is marked applied only once the data plane enforces it.
 
+mod approvals;
 mod builds;
 mod convert;
 mod events;

@@ -54,8 +54,13 @@ pub(crate) async fn get_policy(
 fn filter(pairs: &[(String, String)]) -> Result<EventFilter, ApiError> {
     let verdict = match param(pairs, "verdict") {
         None | Some("") => None,
-        Some(v @ ("allow" | "deny")) => Some(v.to_owned()),
-        Some(_) => return Err(ApiError::field("verdict", "must be 'allow' or 'deny'")),
+        Some(v @ ("allow" | "deny" | "hold")) => Some(v.to_owned()),
+        Some(_) => {
+            return Err(ApiError::field(
+                "verdict",
+                "must be 'allow', 'deny' or 'hold'",
+            ));
+        }
     };
     let name = param(pairs, "name")
         .filter(|n| !n.is_empty())
