@@ -85,7 +85,10 @@ impl From<ApprovalDecided> for ApprovalDecisionResponse {
 
 /// `{"decision": "allow-once" | "allow-always" | "deny" | "deny-always"}`.
 #[derive(Debug, serde::Deserialize, ToSchema)]
-#[expect(dead_code, reason = "the body's schema for OpenAPI; it is parsed field by field")]
+#[expect(
+    dead_code,
+    reason = "the body's schema for OpenAPI; it is parsed field by field"
+)]
 pub(crate) struct ApprovalDecisionRequest {
     pub(crate) decision: String,
 }
