@@ -418,7 +418,9 @@ async fn handle(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) {
         match peeked {
             Ok(Peeked::Tls(hello)) => {
                 let plan = plan_tls(&policy, hello.sni.as_deref(), hello.ech, orig);
-                let plan = held::settle(&conn, plan, hello.sni.as_deref(), HoldKind::Tls).await;
+                // With ECH the outer SNI is not where the connection goes: never held.
+                let named = hello.sni.as_deref().filter(|_| !hello.ech);
+                let plan = held::settle(&conn, plan, named, HoldKind::Tls).await;
                 if let Plan::DialName {
                     name,
                     transform: Some(_),
