@@ -120,7 +120,7 @@ fn table(items: &[Value], cols: &[&str]) {
     }
 }
 
-fn print(v: &Value, json: bool, cols: &[&str]) {
+pub(crate) fn print(v: &Value, json: bool, cols: &[&str]) {
     if json {
         println!("{v}");
     } else if let Some(items) = v.get("items").and_then(Value::as_array) {

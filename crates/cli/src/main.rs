@@ -9,6 +9,7 @@
     reason = "a command-line tool: its output is for the person at the terminal"
 )]
 
+mod approvals_cmd;
 mod client;
 mod commands;
 mod config;
@@ -90,6 +91,8 @@ enum Cmd {
     },
     /// The web console's address (after checking the daemon accepts the key).
     Console,
+    /// Pending approvals of `on_unknown: "hold"` sandboxes: list, follow, allow or deny.
+    Approvals(approvals_cmd::ApprovalsArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -165,6 +168,7 @@ fn main() -> anyhow::Result<()> {
             Cmd::Snapshot { cmd } => commands::snapshot(cmd, cli.json).await,
             Cmd::Template { cmd } => template_cmd::run(cmd, cli.json).await,
             Cmd::Console => commands::console(cli.json).await,
+            Cmd::Approvals(args) => approvals_cmd::run(args, cli.json).await,
         }
     })
 }

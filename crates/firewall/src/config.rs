@@ -27,6 +27,8 @@ pub struct FirewallConfig {
     /// Bounds of the filtering DNS server (`[firewall.dns]`), per sandbox and in total.
     pub dns: DnsLimits,
     pub synthetic: SyntheticConfig,
+    /// The approval queue of `on_unknown: "hold"` policies (`[firewall.approvals]`).
+    pub approvals: crate::hold::ApprovalsConfig,
 }
 
 impl Default for FirewallConfig {
@@ -40,6 +42,7 @@ impl Default for FirewallConfig {
             limits: Limits::default(),
             dns: DnsLimits::default(),
             synthetic: SyntheticConfig::default(),
+            approvals: crate::hold::ApprovalsConfig::default(),
         }
     }
 }
@@ -162,6 +165,7 @@ impl FirewallConfig {
                 "limits.relay_buffer_bytes must be between 4096 and 16777216".into(),
             ));
         }
+        self.approvals.check().map_err(ConfigError::Invalid)?;
         let syn = &self.synthetic;
         if syn.range.prefix_len() > 24 || syn.range.prefix_len() < 8 {
             return Err(ConfigError::Invalid(
@@ -214,6 +218,24 @@ mod tests {
         assert!(e.to_string().contains("overlap"), "{e}");
         let e = FirewallConfig::from_toml("[synthetic]\nrange = \"198.18.0.0/30\"").unwrap_err();
         assert!(e.to_string().contains("synthetic.range"), "{e}");
+    }
+
+    #[test]
+    fn approvals_bounds_are_checked() {
+        let c = FirewallConfig::from_toml("[approvals]\ntimeout = \"5s\"").unwrap();
+        assert_eq!(c.approvals.timeout, Duration::from_secs(5));
+        assert_eq!(c.approvals.max_pending_per_sandbox, 16);
+        for bad in [
+            "timeout = \"0s\"",
+            "timeout = \"1h\"",
+            "max_pending_per_org = 0",
+            "max_held_per_sandbox = 100000",
+            "grant_ttl = \"10m\"",
+        ] {
+            let e = FirewallConfig::from_toml(&format!("[approvals]\n{bad}")).unwrap_err();
+            assert!(e.to_string().contains("approvals."), "{bad}: {e}");
+        }
+        assert!(FirewallConfig::from_toml("[approvals]\nhold = 1").is_err());
     }
 
     #[test]

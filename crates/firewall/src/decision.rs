@@ -51,6 +51,9 @@ pub enum RuleRef {
     DnsRateLimit,
     /// `audit`: let through under audit mode (the event names the rule that would have denied).
     Audit,
+    /// The approval queue's decision on a held name, as [`crate::hold`] spells it:
+    /// `approval:<decision>` or `hold-limit`.
+    Held(String),
 }
 
 /// Which byte budget a [`RuleRef::Budget`] names.
@@ -83,6 +86,7 @@ impl fmt::Display for RuleRef {
             RuleRef::AddressClass => f.write_str("address-class"),
             RuleRef::DnsRateLimit => f.write_str("dns-rate-limit"),
             RuleRef::Audit => f.write_str("audit"),
+            RuleRef::Held(rule) => f.write_str(rule),
         }
     }
 }

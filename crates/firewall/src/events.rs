@@ -31,15 +31,18 @@ pub enum EventVerdict {
     /// Audit mode: the policy would have denied this, and it was let through.
     #[serde(rename = "would-deny")]
     WouldDeny,
+    /// Waiting in the approval queue (`on_unknown: "hold"`); a later event says how it ended.
+    Hold,
 }
 
 impl EventVerdict {
-    /// `allow`, `deny` or `would-deny`, as the API and the store spell it.
+    /// `allow`, `deny`, `would-deny` or `hold`, as the API and the store spell it.
     pub fn as_str(self) -> &'static str {
         match self {
             EventVerdict::Allow => "allow",
             EventVerdict::Deny => "deny",
             EventVerdict::WouldDeny => "would-deny",
+            EventVerdict::Hold => "hold",
         }
     }
 }

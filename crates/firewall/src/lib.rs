@@ -16,6 +16,7 @@ pub mod events;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod hold;
 pub mod proxy;
 pub mod registry;
 pub mod resolve;
@@ -80,6 +81,7 @@ impl Firewall {
             })?;
         }
         let registry = Arc::new(Registry::with_synthetic(events, config.synthetic.clone()));
+        registry.approvals().configure(config.approvals.clone());
         let resolver = Arc::new(
             resolve::UpstreamResolver::new(&config.resolver)
                 .map_err(|e| FirewallError::Resolver(e.to_string()))?,

@@ -19,6 +19,7 @@ use crate::budget::{Meters, Tally};
 use crate::config::SyntheticConfig;
 use crate::dns::DnsView;
 use crate::events::EventLog;
+use crate::hold::{Approvals, ApprovalsConfig};
 use crate::synthetic::{SynthTable, SyntheticError, journal_path};
 
 /// One sandbox as the data plane sees it.
@@ -158,6 +159,7 @@ pub struct Registry {
     by_addr: RwLock<HashMap<Ipv4Addr, Arc<SandboxEntry>>>,
     events: Arc<EventLog>,
     synthetic: SyntheticConfig,
+    approvals: Arc<Approvals>,
 }
 
 impl Registry {
@@ -169,9 +171,18 @@ impl Registry {
     pub fn with_synthetic(events: Arc<EventLog>, synthetic: SyntheticConfig) -> Self {
         Self {
             by_addr: RwLock::new(HashMap::new()),
+            approvals: Arc::new(Approvals::new(
+                Arc::clone(&events),
+                ApprovalsConfig::default(),
+            )),
             events,
             synthetic,
         }
+    }
+
+    /// The approval queue of `on_unknown: "hold"` policies.
+    pub fn approvals(&self) -> &Arc<Approvals> {
+        &self.approvals
     }
 
     /// The range synthetic addresses come from.
@@ -268,8 +279,10 @@ impl Registry {
         }
     }
 
-    /// Forgets a sandbox; its open connections see a deny-all policy and close.
+    /// Forgets a sandbox; its open connections see a deny-all policy and close, and whatever
+    /// it had held is refused.
     pub fn remove(&self, id: &str) -> Option<Arc<SandboxEntry>> {
+        self.approvals.forget_sandbox(id);
         let mut map = self.by_addr.write().unwrap_or_else(|p| p.into_inner());
         let addr = map.values().find(|e| &*e.id == id).map(|e| e.addr)?;
         let entry = map.remove(&addr)?;
@@ -344,6 +357,10 @@ impl DnsView for Registry {
 
     fn events(&self) -> &EventLog {
         &self.events
+    }
+
+    fn approvals(&self) -> Option<&Arc<Approvals>> {
+        Some(&self.approvals)
     }
 }
 

@@ -24,7 +24,7 @@ fn policy(rules: usize) -> (CompiledPolicy, Vec<DomainPattern>) {
         allow_cidrs: None,
         transforms: None,
         budgets: None,
-        audit: false,
+        ..Default::default()
     };
     let limits = Limits {
         max_domains: usize::MAX,

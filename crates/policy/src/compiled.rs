@@ -17,6 +17,7 @@ use palisade_scrub::Patterns;
 
 use crate::addr::{AddrVerdict, classify};
 use crate::budget::Budgets;
+use crate::hold::OnUnknown;
 use crate::name::{CanonicalName, DomainPattern};
 use crate::policy::{Policy, Transform};
 use crate::wire::Mode;
@@ -140,6 +141,9 @@ pub struct CompiledPolicy {
     scrub: Scrub,
     budgets: Budgets,
     audit: bool,
+    on_unknown: OnUnknown,
+    /// `deny_domains`: unlisted names that are refused without being held.
+    deny_always: std::collections::HashSet<Box<str>, RandomState>,
 }
 
 /// What intercepted responses are scrubbed of: every form of every injected value, compiled once
@@ -227,6 +231,13 @@ impl CompiledPolicy {
             scrub,
             budgets: policy.budgets.clone(),
             audit: policy.audit && policy.mode == Mode::Custom,
+            on_unknown: policy.hold.on_unknown,
+            deny_always: policy
+                .hold
+                .deny_domains
+                .iter()
+                .map(|n| Box::from(n.as_str()))
+                .collect(),
         }
     }
 
@@ -235,6 +246,27 @@ impl CompiledPolicy {
     /// input, budgets and limits stay enforced.
     pub fn audit(&self) -> bool {
         self.audit
+    }
+
+    /// What happens to names no rule matches.
+    pub fn on_unknown(&self) -> OnUnknown {
+        self.on_unknown
+    }
+
+    /// Whether a DNS query or a named connection for `name` waits in the approval queue rather
+    /// than being refused: `custom` mode with `on_unknown: hold`, no rule matches the name, and
+    /// it is not in `deny_domains`. Addresses are the caller's business (internal ones are
+    /// never held).
+    pub fn holds(&self, name: &CanonicalName) -> bool {
+        self.on_unknown == OnUnknown::Hold
+            && self.mode == Mode::Custom
+            && self.lookup(name.as_str()).is_none()
+            && !self.deny_always.contains(name.as_str())
+    }
+
+    /// Whether `name` is in `deny_domains` (refused for good by a person).
+    pub fn denied_always(&self, name: &CanonicalName) -> bool {
+        self.deny_always.contains(name.as_str())
     }
 
     /// The byte budgets the data plane enforces (empty: no limit).
@@ -321,8 +353,14 @@ impl CompiledPolicy {
         match self.mode {
             Mode::AllowAll => true,
             Mode::DenyAll => false,
-            // Audit lets every name resolve, so its would-be denial can be seen.
-            Mode::Custom => self.audit || !self.exact.is_empty() || !self.wildcard.is_empty(),
+            // Audit lets every name resolve, so its would-be denial can be seen; a held name
+            // may still be allowed by a person.
+            Mode::Custom => {
+                self.audit
+                    || self.on_unknown == OnUnknown::Hold
+                    || !self.exact.is_empty()
+                    || !self.wildcard.is_empty()
+            }
         }
     }
 }

@@ -13,6 +13,7 @@ mod budget;
 mod compiled;
 mod error;
 mod headers;
+mod hold;
 mod http_rules;
 mod name;
 mod placeholder;
@@ -31,6 +32,7 @@ pub use budget::{
 };
 pub use compiled::{CompiledPolicy, DenyReason, NameVerdict, Rule, Scrub};
 pub use error::{FieldError, ValidationErrors};
+pub use hold::{HoldPolicy, MAX_DENY_DOMAINS, OnUnknown};
 pub use http_rules::{HttpAction, HttpDecision, HttpRule, HttpRuleSpec};
 pub use name::{
     CanonicalName, DomainPattern, MAX_LABEL_LEN, MAX_NAME_LEN, MAX_RAW_LEN, NameError,

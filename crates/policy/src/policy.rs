@@ -7,8 +7,9 @@ use ipnet::IpNet;
 use crate::budget::Budgets;
 use crate::compiled::CompiledPolicy;
 use crate::error::ValidationErrors;
+use crate::hold::HoldPolicy;
 use crate::http_rules::{HttpDecision, HttpRule};
-use crate::name::DomainPattern;
+use crate::name::{CanonicalName, DomainPattern};
 use crate::placeholder::Placeholder;
 use crate::secret::{REDACTED, SecretValue};
 use crate::wire::{Mode, NetworkPolicySpec, TransformSpec};
@@ -25,6 +26,7 @@ pub struct Policy {
     pub(crate) budgets: Budgets,
     /// Audit mode: policy denials are recorded as `would-deny` and let through.
     pub(crate) audit: bool,
+    pub(crate) hold: HoldPolicy,
 }
 
 /// Header rewriting for one domain pattern; connections to it are intercepted.
@@ -117,6 +119,7 @@ impl Policy {
             transforms: Vec::new(),
             budgets: Budgets::default(),
             audit: false,
+            hold: HoldPolicy::default(),
         }
     }
 
@@ -172,6 +175,32 @@ impl Policy {
         self
     }
 
+    /// What happens to unlisted names, and the names refused without asking.
+    pub fn hold(&self) -> &HoldPolicy {
+        &self.hold
+    }
+
+    /// This policy with `name` added to `allow_domains` ("allow always"): validated again, so
+    /// the domain limit still holds. Unchanged when the name is already listed.
+    pub fn with_allowed_name(&self, name: &CanonicalName) -> Result<Policy, ValidationErrors> {
+        let mut spec = self.to_spec();
+        let domains = spec.allow_domains.get_or_insert_with(Vec::new);
+        if !domains.iter().any(|d| d == name.as_str()) {
+            domains.push(name.to_string());
+        }
+        spec.validate()
+    }
+
+    /// This policy with `name` added to `deny_domains` ("deny always"), validated again.
+    pub fn with_denied_name(&self, name: &CanonicalName) -> Result<Policy, ValidationErrors> {
+        let mut spec = self.to_spec();
+        let names = spec.deny_domains.get_or_insert_with(Vec::new);
+        if !names.iter().any(|d| d == name.as_str()) {
+            names.push(name.to_string());
+        }
+        spec.validate()
+    }
+
     /// The normalised policy as wire JSON, secrets included (for sealing in the store).
     /// Validating it gives back an equal `Policy`.
     pub fn to_spec(&self) -> NetworkPolicySpec {
@@ -188,7 +217,10 @@ impl Policy {
         fn some<T>(v: Vec<T>) -> Option<Vec<T>> {
             (!v.is_empty()).then_some(v)
         }
+        let (on_unknown, deny_domains) = self.hold.to_spec();
         NetworkPolicySpec {
+            on_unknown,
+            deny_domains,
             mode: self.mode,
             allow_domains: some(self.allow_domains.iter().map(ToString::to_string).collect()),
             allow_cidrs: some(self.allow_cidrs.iter().map(ToString::to_string).collect()),

@@ -70,6 +70,13 @@ impl NetworkPolicySpec {
 
         check_mode(self.mode, domains, cidrs, transforms, &mut errs);
         check_audit(self.mode, self.audit, &mut errs);
+        if self.audit && self.on_unknown == Some(crate::hold::OnUnknown::Hold) {
+            // Audit lets every unlisted name through; holding it for a person contradicts that.
+            errs.push(
+                format!("{ROOT}.on_unknown"),
+                "\"hold\" cannot be combined with audit (audit lets every unlisted name through); turn audit off to hold unlisted names for approval",
+            );
+        }
         check_count(
             "allow_domains",
             domains.len(),
@@ -88,6 +95,12 @@ impl NetworkPolicySpec {
         let allow_cidrs = parse_cidrs(cidrs, &mut errs);
         let transforms = parse_transforms(transforms, limits, &mut errs);
         let budgets = crate::budget::parse(self.budgets.as_ref(), &mut errs);
+        let hold = crate::hold::parse(
+            self.mode,
+            self.on_unknown,
+            self.deny_domains.as_deref(),
+            &mut errs,
+        );
 
         if errs.is_empty() {
             Ok(Policy {
@@ -97,6 +110,7 @@ impl NetworkPolicySpec {
                 transforms,
                 budgets,
                 audit: self.audit,
+                hold,
             })
         } else {
             Err(errs.finish())

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::budget::BudgetsSpec;
 use crate::error::{FieldError, ValidationErrors};
+use crate::hold::OnUnknown;
 use crate::http_rules::HttpRuleSpec;
 use crate::placeholder::PlaceholderSpec;
 
@@ -82,6 +83,12 @@ pub struct NetworkPolicySpec {
     /// Beyond Leap0: bytes the sandbox may send and receive per window, in all and per domain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budgets: Option<BudgetsSpec>,
+    /// Beyond Leap0 (custom mode): `hold` puts unlisted names in the approval queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_unknown: Option<OnUnknown>,
+    /// Beyond Leap0 (custom mode): exact names refused without asking ("deny always").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deny_domains: Option<Vec<String>>,
     /// Beyond Leap0: audit mode (custom only). Would-be denials are recorded as `would-deny`
     /// events and the traffic proceeds. Sent back only when on, so Leap0 clients see nothing new.
     #[serde(default, skip_serializing_if = "is_false")]
@@ -102,6 +109,8 @@ impl Default for NetworkPolicySpec {
             transforms: None,
             budgets: None,
             audit: false,
+            on_unknown: None,
+            deny_domains: None,
         }
     }
 }
@@ -188,6 +197,7 @@ fn describe_json_error(e: &serde_json::Error) -> String {
                 || msg.starts_with("unknown variant")
                 || msg.starts_with("duplicate field")
                 || msg.starts_with("unknown mode")
+                || msg.starts_with("unknown on_unknown")
             {
                 // These messages name only field or variant names, never values of headers.
                 let head = msg.split(" at line ").next().unwrap_or(&msg);
@@ -240,6 +250,9 @@ struct SpecFields {
     budgets: Option<BudgetsSpec>,
     #[serde(default)]
     audit: Option<bool>,
+    on_unknown: Option<OnUnknown>,
+    #[serde(default)]
+    deny_domains: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -280,6 +293,8 @@ impl<'de> Deserialize<'de> for NetworkPolicySpec {
             transforms: f.transforms,
             budgets: f.budgets,
             audit: f.audit.unwrap_or(false),
+            on_unknown: f.on_unknown,
+            deny_domains: f.deny_domains,
         })
     }
 }

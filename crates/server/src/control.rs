@@ -13,6 +13,8 @@ use palisade_store::{EgressEventRecord, Order, SandboxSort, SandboxState, Snapsh
 use crate::ApiError;
 use crate::plane::PlaneError;
 
+pub use palisade_firewall::hold::{ApprovalUpdate, ApprovalView, Decision};
+
 /// The organisation a request acts for, from its API key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct OrgId(pub String);
@@ -219,6 +221,16 @@ pub struct EventFilter {
     pub limit: Option<u32>,
 }
 
+/// A decision taken on a pending approval.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApprovalDecided {
+    /// The approval as it was when decided.
+    pub approval: ApprovalView,
+    pub decision: Decision,
+    /// The policy version that now enforces an allow-always or deny-always.
+    pub policy_version: Option<i64>,
+}
+
 /// Everything the API can ask for. Every method takes the caller's organisation; a resource
 /// of another organisation must answer `NotFound`, exactly as a missing one.
 #[async_trait]
@@ -328,5 +340,31 @@ pub trait ControlPlane: Send + Sync + 'static {
         let policy = spec.validate()?;
         let info = self.update_network_policy(org, sandbox_id, policy).await?;
         Ok((info, suggestion))
+    }
+
+    /// The organisation's pending approvals (`on_unknown: "hold"`), oldest first.
+    async fn list_approvals(&self, org: &OrgId) -> Result<Vec<ApprovalView>, ApiError> {
+        let _ = org;
+        Err(ApiError::NotFound("approval queue"))
+    }
+    /// Changes of the organisation's queue as they happen, after one `Pending` per approval
+    /// already waiting.
+    async fn subscribe_approvals(
+        &self,
+        org: &OrgId,
+    ) -> Result<BoxStream<'static, ApprovalUpdate>, ApiError> {
+        let _ = org;
+        Err(ApiError::NotFound("approval queue"))
+    }
+    /// Decides a pending approval; allow-always and deny-always change the sandbox's policy
+    /// (stored, enforced) before what is held is released or refused.
+    async fn decide_approval(
+        &self,
+        org: &OrgId,
+        id: &str,
+        decision: Decision,
+    ) -> Result<ApprovalDecided, ApiError> {
+        let _ = (org, id, decision);
+        Err(ApiError::NotFound("approval"))
     }
 }

@@ -31,7 +31,7 @@ pub use control::ControlPlane;
 pub use error::ApiError;
 pub use metrics::{Metrics, admin_router};
 
-use routes::{network, sandboxes, snapshots, suggestion, templates};
+use routes::{approvals, network, sandboxes, snapshots, suggestion, templates};
 
 /// The public API router, with the web console under `/console/`. `metrics` counts every
 /// request by route.
@@ -64,6 +64,9 @@ pub fn api_router(cp: Arc<dyn ControlPlane>, metrics: Arc<Metrics>) -> Router {
             "/v1/sandbox/{id}/network-policy/suggestion/apply",
             post(suggestion::apply),
         )
+        .route("/v1/approvals", get(approvals::list))
+        .route("/v1/approvals/stream", get(approvals::stream))
+        .route("/v1/approvals/{id}", post(approvals::decide))
         .route("/v1/snapshots", get(snapshots::list))
         .route("/v1/snapshot/restore", post(snapshots::restore))
         .route("/v1/snapshot/resume", post(snapshots::resume))

@@ -5,7 +5,10 @@ use utoipa::{Modify, OpenApi};
 
 use crate::error::{ErrorBody, FieldProblem};
 use crate::model::*;
-use crate::routes::{network, sandboxes, snapshots, suggestion, templates};
+use crate::routes::approvals::{
+    ApprovalDecisionRequest, ApprovalDecisionResponse, ApprovalListResponse, ApprovalResponse,
+};
+use crate::routes::{approvals, network, sandboxes, snapshots, suggestion, templates};
 
 #[derive(Debug, OpenApi)]
 #[openapi(
@@ -19,6 +22,7 @@ use crate::routes::{network, sandboxes, snapshots, suggestion, templates};
         templates::build,
         network::put_policy, network::get_policy, network::events,
         suggestion::get, suggestion::apply,
+        approvals::list, approvals::stream, approvals::decide,
     ),
     components(schemas(
         ErrorBody, FieldProblem, NetworkPolicyDoc, TransformDoc, CreateSandboxRequest,
@@ -29,6 +33,7 @@ use crate::routes::{network, sandboxes, snapshots, suggestion, templates};
         crate::suggest::Suggestion, crate::suggest::DomainEntry, crate::suggest::CidrEntry,
         crate::suggest::NotSuggested, crate::suggest::Evidence, ApplySuggestionRequest,
         ApplySuggestionResponse,
+        ApprovalResponse, ApprovalListResponse, ApprovalDecisionResponse, ApprovalDecisionRequest,
     )),
     modifiers(&Security),
     security(("bearer" = []), ("leap0_authorization" = [])),

@@ -45,6 +45,11 @@ pub trait DnsView: std::fmt::Debug + Send + Sync + 'static {
     ) -> Result<Vec<Ipv4Addr>, String>;
     /// Where the events of every query go.
     fn events(&self) -> &EventLog;
+    /// The approval queue, where queries for names a `hold` policy does not list wait; `None`:
+    /// such queries are refused like any unlisted name.
+    fn approvals(&self) -> Option<&Arc<crate::hold::Approvals>> {
+        None
+    }
 }
 
 #[cfg(test)]

@@ -114,7 +114,7 @@ impl Responder {
                     Transport::Udp => udp_limit(req.edns.as_ref(), self.limits.max_udp_payload),
                     Transport::Tcp => usize::from(u16::MAX),
                 };
-                let (reply, note) = self.decide(&req, &policy, origin.src).await;
+                let (reply, note) = self.decide(&req, &policy, origin.src, &sandbox).await;
                 (reply, limit, note)
             }
             Err(e) => {
@@ -198,7 +198,13 @@ impl Responder {
     }
 
     /// The decision for a well-formed message from a known sandbox.
-    async fn decide(&self, req: &Message, policy: &CompiledPolicy, src: IpAddr) -> (Reply, Note) {
+    async fn decide(
+        &self,
+        req: &Message,
+        policy: &CompiledPolicy,
+        src: IpAddr,
+        sandbox: &str,
+    ) -> (Reply, Note) {
         let edns = req.edns.as_ref();
         let reply = |query: Option<&Query>, rcode| {
             Reply::new(
@@ -268,6 +274,23 @@ impl Responder {
         };
         let canon = Some(name.as_str().to_owned());
         let (rule, would) = match policy.decide_name(&name) {
+            // `on_unknown: hold`: the query waits here, before anything is asked upstream.
+            NameVerdict::Deny { .. } if policy.holds(&name) => {
+                match self.held(sandbox, &name).await {
+                    Some(o) if o.allowed => (RuleRef::Held(o.rule), None),
+                    Some(o) => {
+                        let mut r = reply(Some(query), ResponseCode::NXDomain);
+                        r.negative_soa(self.limits.negative_ttl);
+                        return (r, Note::deny(canon, RuleRef::Held(o.rule), o.reason));
+                    }
+                    None => {
+                        let mut r = reply(Some(query), ResponseCode::NXDomain);
+                        r.negative_soa(self.limits.negative_ttl);
+                        let why = "held names cannot be approved here (no approval queue)";
+                        return (r, Note::deny(canon, RuleRef::Policy(Rule::NoMatch), why));
+                    }
+                }
+            }
             // Audit: resolve it as if allowed, and say what the policy would have answered.
             NameVerdict::Deny { rule, reason } if policy.audit() => {
                 (RuleRef::Policy(rule), Some(reason.to_string()))
@@ -368,6 +391,19 @@ impl Responder {
             ),
         };
         (r, note)
+    }
+}
+
+impl Responder {
+    /// Waits in the approval queue for a name the policy holds; `None` without a queue.
+    async fn held(&self, sandbox: &str, name: &CanonicalName) -> Option<crate::hold::Outcome> {
+        let approvals = self.view.approvals()?;
+        Some(
+            approvals
+                .hold(sandbox, name, None, crate::hold::HoldKind::Dns)
+                .outcome()
+                .await,
+        )
     }
 }
 

@@ -11,8 +11,9 @@ use super::conn::Conn;
 use super::peek::{Peeked, peek};
 use super::plan::{Plan, plan_nameless, plan_tls};
 use super::tunnel::tunnel;
-use super::{http, intercept};
+use super::{held, http, intercept};
 use crate::decision::{Carrier, RuleRef};
+use crate::hold::HoldKind;
 
 /// How long a client may stay silent before a name-less destination that the policy allows is
 /// dialled anyway, for protocols where the server speaks first (SMTP, MySQL, some SSH clients).
@@ -55,6 +56,9 @@ pub(super) async fn dispatch(conn: Conn, mut stream: TcpStream, is_synthetic: bo
     match peeked {
         Ok(Peeked::Tls(hello)) => {
             let plan = plan_tls(&policy, hello.sni.as_deref(), hello.ech, orig);
+            // With ECH the outer SNI is not where the connection goes: never held.
+            let named = hello.sni.as_deref().filter(|_| !hello.ech);
+            let plan = held::settle(&conn, plan, named, HoldKind::Tls).await;
             if let Plan::DialName {
                 name,
                 transform: Some(_),

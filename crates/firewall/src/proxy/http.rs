@@ -25,6 +25,7 @@ use super::plan::{Plan, Reason, RuleRef, plan_http};
 use super::rewrite::{Body, ClientBody};
 use crate::budget::{Metered, Tally};
 use crate::events::HttpInfo;
+use crate::hold::HoldKind;
 
 /// How long a client may take to send a request head.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -152,7 +153,18 @@ impl PlainSession {
                 audit::relax(policy, plan, name.as_ref().or(conn.synthetic.as_ref()))
             }
         };
+        // `on_unknown: hold`: a refused name waits in the approval queue before anything is
+        // dialled.
+        let plan = super::held::settle(conn, plan, Some(host.as_bytes()), HoldKind::Http).await;
         match plan {
+            Plan::Deny {
+                rule: rule @ RuleRef::Held(_),
+                reason,
+            } => {
+                let body =
+                    format!("palisade: {host} was held for approval and refused: {reason}\n");
+                Err(Refusal::new(StatusCode::FORBIDDEN, rule, reason.to_string()).saying(body))
+            }
             Plan::Deny { rule, reason } => {
                 Err(Refusal::new(StatusCode::FORBIDDEN, rule, reason.to_string()).saying(denies()))
             }

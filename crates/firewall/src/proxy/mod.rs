@@ -15,6 +15,7 @@ mod budgeted;
 mod conn;
 mod dispatch;
 mod framing;
+mod held;
 mod http;
 mod intercept;
 mod local;

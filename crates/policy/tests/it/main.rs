@@ -5,6 +5,7 @@
 
 mod addresses;
 mod corpus;
+mod hold;
 mod matching;
 mod names;
 mod props;

@@ -79,7 +79,7 @@ proptest! {
                 domain: d.clone(), inject_headers: None, strip_headers: None, http_rules: None, placeholders: None,
             }).collect()),
             budgets: None,
-            audit: false,
+            ..Default::default()
         };
         let policy = spec.validate().map_err(|e| TestCaseError::fail(e.to_string()))?;
         let again = policy.to_spec().validate();

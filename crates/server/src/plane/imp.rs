@@ -190,4 +190,24 @@ impl ControlPlane for Plane {
     ) -> Result<(PolicyInfo, crate::suggest::Suggestion), ApiError> {
         self.apply_suggestion(org, sandbox_id, keep_audit).await
     }
+
+    async fn list_approvals(&self, org: &OrgId) -> Result<Vec<ApprovalView>, ApiError> {
+        Ok(self.pending_approvals(org))
+    }
+
+    async fn subscribe_approvals(
+        &self,
+        org: &OrgId,
+    ) -> Result<BoxStream<'static, ApprovalUpdate>, ApiError> {
+        Ok(self.approval_updates(org))
+    }
+
+    async fn decide_approval(
+        &self,
+        org: &OrgId,
+        id: &str,
+        decision: Decision,
+    ) -> Result<ApprovalDecided, ApiError> {
+        self.decide(org, id, decision).await
+    }
 }

@@ -9,6 +9,7 @@
 //! without root ([`crate::testing`]). The store, the CA and the firewall's registry are pure
 //! code and always real.
 
+mod approvals;
 mod builds;
 mod convert;
 mod error;

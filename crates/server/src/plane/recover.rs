@@ -133,6 +133,7 @@ impl Plane {
         if let Err(e) = self.pool()?.reserve(addrs) {
             tracing::warn!(sandbox = %rec.id, error = %e, "address already reserved");
         }
+        self.registry.approvals().set_owner(&rec.id, &rec.org_id);
         self.registry.upsert(
             &rec.id,
             addrs.sandbox,

@@ -99,6 +99,8 @@ impl Plane {
             self.pool()?.release(addrs);
             return Err(e.into());
         }
+        // Before the data plane knows the sandbox, so its first held request has an owner.
+        self.registry.approvals().set_owner(&id, &org.0);
         match self.bring_up(&id, addrs, &l).await {
             Ok(()) => {
                 let rec = self.store.get_sandbox(&org.0, &id).await?;

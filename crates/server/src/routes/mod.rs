@@ -1,6 +1,7 @@
 //! Handlers: each parses its request into a typed command, makes one call on the control
 //! plane and shapes the answer. No decisions are taken here.
 
+pub(crate) mod approvals;
 pub(crate) mod network;
 pub(crate) mod sandboxes;
 pub(crate) mod snapshots;

@@ -54,11 +54,11 @@ pub(crate) async fn get_policy(
 fn filter(pairs: &[(String, String)]) -> Result<EventFilter, ApiError> {
     let verdict = match param(pairs, "verdict") {
         None | Some("") => None,
-        Some(v @ ("allow" | "deny" | "would-deny")) => Some(v.to_owned()),
+        Some(v @ ("allow" | "deny" | "would-deny" | "hold")) => Some(v.to_owned()),
         Some(_) => {
             return Err(ApiError::field(
                 "verdict",
-                "must be 'allow', 'deny' or 'would-deny'",
+                "must be 'allow', 'deny', 'would-deny' or 'hold'",
             ));
         }
     };

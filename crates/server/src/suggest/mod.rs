@@ -304,6 +304,8 @@ pub fn suggest(
         transforms: current.transforms.clone(),
         budgets: current.budgets.clone(),
         audit: false,
+        on_unknown: current.on_unknown,
+        deny_domains: current.deny_domains.clone(),
     };
     let problems = match spec.validate() {
         Ok(_) => Vec::new(),
