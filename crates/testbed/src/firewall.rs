@@ -190,6 +190,12 @@ impl SandboxNetBed {
     /// Replaces the policy live, as the control plane does: rules first, then the data plane.
     pub fn set_policy(&self, policy: &Policy, version: u64) -> Result<()> {
         self.apply_rules(policy)?;
+        self.swap_policy(policy, version)
+    }
+
+    /// Replaces the data plane's policy only (the kernel rules stay): for policies that differ
+    /// in names and transforms, not in CIDRs, when only the swap is measured.
+    pub fn swap_policy(&self, policy: &Policy, version: u64) -> Result<()> {
         if !self
             .nets
             .registry
