@@ -4,26 +4,19 @@
 //! that redirects the direct namespace's HTTPS to whichever peer proxy is being measured.
 //! Everything is removed on drop.
 
-use std::fs::File;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
-use ipnet::{IpNet, Ipv4Net};
-use nix::sched::{CloneFlags, CpuSet, sched_setaffinity, setns};
-use nix::unistd::Pid;
+use anyhow::{Context, Result, bail};
 use palisade_ca::SandboxCa;
-use palisade_firewall::{Firewall, FirewallConfig};
-use palisade_netns::nft::{self, FirewallPorts, SandboxRules};
-use palisade_netns::{AddressPool, RealPlatform, SandboxNet, SandboxNetSpec};
-use palisade_policy::NetworkPolicySpec;
-use palisade_testbed::{Netns, SandboxLike, World, addrs};
-
-const PROXY_PORT: u16 = 15001;
-const DNS_PORT: u16 = 15053;
+use palisade_firewall::Firewall;
+use palisade_netns::SandboxNet;
+use palisade_netns::nft;
+use palisade_testbed::firewall::{self as fwbed, NetOptions, SandboxNetBed, SandboxNets};
+use palisade_testbed::{Netns, RuntimeOptions, SandboxLike, World, addrs};
 /// Name of every thread of this firewall's runtime (how its CPU time is found in /proc).
 pub(crate) const FW_THREAD: &str = "benchb-fw";
 /// The CPU the firewall and every peer proxy run on; load generators run on CPU 1.
@@ -52,6 +45,7 @@ pub(crate) struct IBed {
     dns_limit: Option<nft::DnsPacketLimit>,
     nat: NatTable,
     _hosts: Vec<HostsFile>,
+    nets: SandboxNets,
     pub(crate) sandbox: ISandbox,
     pub(crate) direct: SandboxLike,
     _fw: Firewall,
@@ -61,13 +55,12 @@ pub(crate) struct IBed {
     pub(crate) dir: tempfile::TempDir,
 }
 
-/// The transform sandbox: network, registry entry, rules, CA.
+/// The transform sandbox: network, registry entry, rules, CA (all removed on drop).
 #[derive(Debug)]
 pub(crate) struct ISandbox {
     pub(crate) net: SandboxNet,
     pub(crate) ca: Arc<SandboxCa>,
-    fw_netns: String,
-    registry: Arc<palisade_firewall::Registry>,
+    inner: SandboxNetBed,
 }
 
 impl IBed {
@@ -79,15 +72,12 @@ impl IBed {
         let dir = tempfile::Builder::new()
             .prefix("palisade-benchb-")
             .tempdir()?;
-        let rt = fw_runtime(world.fw.path(), 2)?;
-        let mut config = FirewallConfig {
-            proxy_listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, PROXY_PORT)),
-            dns_listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, DNS_PORT)),
-            extra_roots: vec![world.test_ca_path().to_owned()],
-            ..FirewallConfig::default()
-        };
-        config.resolver.upstreams = vec![SocketAddr::from((addrs::DNS_V4, 53))];
-        config.resolver.timeout = Duration::from_secs(1);
+        let rt = world.fw.runtime_with(&RuntimeOptions {
+            workers: 2,
+            thread_name: Some(FW_THREAD.to_owned()),
+            cpu: Some(PROXY_CPU),
+        })?;
+        let mut config = fwbed::config(&world);
         if !dns_rate_limit {
             config.dns.queries_per_second_per_source = 0;
         }
@@ -96,23 +86,9 @@ impl IBed {
             per_second: config.dns.queries_per_second_per_source * 2,
             burst: config.dns.query_burst_per_source * 2,
         });
-        let fw = rt
-            .block_on(rt.spawn(async move { Firewall::start(&config).await }))
-            .context("firewall start task")?
-            .context("firewall starts")?;
-        let pool_net = Ipv4Net::new(addrs::SANDBOX_POOL_V4, 20)?;
-        let ports = FirewallPorts {
-            proxy: PROXY_PORT,
-            dns: DNS_PORT,
-        };
-        nft::apply(
-            &RealPlatform,
-            Some(world.fw.name()),
-            &nft::render_base(&ports, pool_net),
-        )
-        .context("base nftables rules")?;
-        let mut pool = AddressPool::new(pool_net)?;
-        let sandbox = ISandbox::new(&world, &fw, &mut pool, dns_limit)?;
+        let fw = fwbed::start(&world, &rt, config)?;
+        let nets = SandboxNets::new(&world, &fw)?;
+        let sandbox = ISandbox::new(&nets, dns_limit)?;
         let direct = world.sandbox_like().context("direct namespace")?;
         let nat = NatTable::new(world.fw.name(), direct.addr)?;
         let hosts = vec![
@@ -123,6 +99,7 @@ impl IBed {
             dns_limit,
             nat,
             _hosts: hosts,
+            nets,
             sandbox,
             direct,
             _fw: fw,
@@ -219,9 +196,7 @@ impl IBed {
     /// A second sandbox under the same policy (its own address, rules and CA), removed on
     /// drop: the noisy neighbour of `noisy.rs`.
     pub(crate) fn neighbour(&self) -> Result<ISandbox> {
-        let mut pool = AddressPool::new(Ipv4Net::new(addrs::SANDBOX_POOL_V4, 20)?)?;
-        pool.reserve(self.sandbox.net.addrs)?;
-        ISandbox::new(&self.world, &self._fw, &mut pool, self.dns_limit)
+        ISandbox::new(&self.nets, self.dns_limit)
     }
 
     /// Upstream TCP connections the `good` server accepted so far.
@@ -265,90 +240,30 @@ pub(crate) fn run_ok(cmd: &mut std::process::Command, what: &str) -> Result<std:
 }
 
 impl ISandbox {
-    fn new(
-        world: &World,
-        fw: &Firewall,
-        pool: &mut AddressPool,
-        dns_limit: Option<nft::DnsPacketLimit>,
-    ) -> Result<Self> {
-        let spec: NetworkPolicySpec = serde_json::from_str(&policy_json()).context("policy")?;
-        let policy = spec
-            .validate()
-            .map_err(|e| anyhow!("invalid policy: {e:?}"))?;
-        let addrs = pool.allocate().context("address pool is full")?;
+    fn new(nets: &SandboxNets, dns_limit: Option<nft::DnsPacketLimit>) -> Result<Self> {
+        let policy = fwbed::parse_policy(&policy_json())?;
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let id = format!("bb{:x}x{n}", std::process::id() % 0xff_ffff);
-        let net = palisade_netns::create_sandbox_net(
-            &RealPlatform,
-            &SandboxNetSpec {
-                id: &id,
-                host_netns: Some(world.fw.name()),
-                addrs,
-                owner_userns: None,
-            },
-        )
-        .context("sandbox network")?;
-        let ca = Arc::new(SandboxCa::generate(&id).context("sandbox CA")?);
-        let sandbox = ISandbox {
-            net,
-            ca: Arc::clone(&ca),
-            fw_netns: world.fw.name().to_owned(),
-            registry: Arc::clone(fw.registry()),
-        };
-        let cidrs: Vec<Ipv4Net> = policy
-            .allow_cidrs()
-            .iter()
-            .filter_map(|c| match c {
-                IpNet::V4(v4) => Some(*v4),
-                IpNet::V6(_) => None,
-            })
-            .collect();
-        nft::apply(
-            &RealPlatform,
-            Some(&sandbox.fw_netns),
-            &nft::render_sandbox(&SandboxRules {
+        let inner = nets.create(
+            &id,
+            &policy,
+            NetOptions {
                 dns_limit,
-                ..SandboxRules::for_net(&sandbox.net, cidrs)
-            }),
-        )
-        .context("sandbox nftables rules")?;
-        sandbox
-            .registry
-            .upsert(&sandbox.net.id, addrs.sandbox, policy.compile(), 1);
-        if !sandbox.registry.set_ca(&sandbox.net.id, ca) {
-            bail!("the registry did not take the sandbox CA");
-        }
-        Ok(sandbox)
+                ca: true,
+                ..NetOptions::default()
+            },
+        )?;
+        let ca = inner.ca.clone().context("the sandbox CA")?;
+        Ok(ISandbox {
+            net: inner.net.clone(),
+            ca,
+            inner,
+        })
     }
-}
 
-impl ISandbox {
     /// Replaces the sandbox's policy live (same rules: the policies swapped in have no CIDRs).
     pub(crate) fn set_policy(&self, json: &str, version: u64) -> Result<()> {
-        let spec: NetworkPolicySpec = serde_json::from_str(json).context("policy")?;
-        let policy = spec
-            .validate()
-            .map_err(|e| anyhow!("invalid policy: {e:?}"))?;
-        if !self
-            .registry
-            .update_policy(&self.net.id, policy.compile(), version)
-        {
-            bail!("the registry does not know the sandbox");
-        }
-        Ok(())
-    }
-}
-
-impl Drop for ISandbox {
-    fn drop(&mut self) {
-        self.registry.remove(&self.net.id);
-        let _ = nft::apply(
-            &RealPlatform,
-            Some(&self.fw_netns),
-            &nft::render_remove_sandbox(&self.net.id, &self.net.host_if),
-        );
-        let _ =
-            palisade_netns::remove_sandbox_net(&RealPlatform, &self.net.id, Some(&self.fw_netns));
+        self.inner.swap_policy(&fwbed::parse_policy(json)?, version)
     }
 }
 
@@ -453,40 +368,4 @@ impl Drop for NatTable {
     fn drop(&mut self) {
         let _ = self.nft(&format!("delete table ip {}\n", self.name));
     }
-}
-
-/// A runtime whose threads all live in the namespace at `path`, named [`FW_THREAD`] and pinned
-/// to [`PROXY_CPU`] (as every peer proxy is).
-fn fw_runtime(path: &Path, workers: usize) -> Result<tokio::runtime::Runtime> {
-    let file = Arc::new(File::open(path).with_context(|| format!("opening {}", path.display()))?);
-    let mut set = CpuSet::new();
-    set.set(PROXY_CPU).context("CPU number")?;
-    {
-        let file = Arc::clone(&file);
-        std::thread::spawn(move || -> Result<()> {
-            setns(&*file, CloneFlags::CLONE_NEWNET)?;
-            sched_setaffinity(Pid::from_raw(0), &set)?;
-            Ok(())
-        })
-        .join()
-        .map_err(|_| anyhow!("setns probe thread panicked"))?
-        .context("entering the fw namespace / pinning")?;
-    }
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .thread_name(FW_THREAD)
-        .on_thread_start(move || {
-            if let Err(e) = setns(&*file, CloneFlags::CLONE_NEWNET) {
-                // A firewall thread left in the real namespace could reach the real network.
-                tracing::error!("setns into the fw namespace failed ({e}); aborting");
-                std::process::abort();
-            }
-            if let Err(e) = sched_setaffinity(Pid::from_raw(0), &set) {
-                tracing::error!("pinning a firewall thread failed ({e}); aborting");
-                std::process::abort();
-            }
-        })
-        .build()
-        .context("building the firewall runtime")
 }

@@ -12,6 +12,8 @@ pub mod addrs;
 mod ca;
 mod dns;
 mod echo;
+#[cfg(feature = "firewall")]
+pub mod firewall;
 mod http;
 mod log;
 mod netns;
@@ -23,5 +25,5 @@ mod world;
 pub use dns::DnsZone;
 pub use echo::{pattern, pattern_byte, sha256_hex};
 pub use log::{DnsQuery, Kind, LogEntry, ServerLog, Transport};
-pub use netns::{Netns, cleanup_stale};
+pub use netns::{Netns, RuntimeOptions, cleanup_stale};
 pub use world::{SandboxLike, World};

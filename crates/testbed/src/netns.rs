@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use anyhow::{Context, Result, bail};
-use nix::sched::{CloneFlags, setns};
+use nix::sched::{CloneFlags, CpuSet, sched_setaffinity, setns};
+use nix::unistd::Pid;
 
 /// Where `ip netns` keeps its bind mounts.
 const NETNS_DIR: &str = "/var/run/netns";
@@ -88,7 +89,14 @@ impl Netns {
     /// namespace. Create sockets inside tasks (`rt.spawn(...)`), e.g.
     /// `rt.block_on(rt.spawn(async { TcpListener::bind(..).await }))`.
     pub fn runtime(&self) -> Result<tokio::runtime::Runtime> {
-        ns_runtime(&self.path, &self.name)
+        self.runtime_with(&RuntimeOptions::default())
+    }
+
+    /// [`Netns::runtime`] with a number of workers, a thread name and a CPU to pin every
+    /// thread to (benchmarks find the firewall's CPU time by thread name and keep it off the
+    /// load generators' CPUs).
+    pub fn runtime_with(&self, opts: &RuntimeOptions) -> Result<tokio::runtime::Runtime> {
+        ns_runtime(&self.path, &self.name, opts)
     }
 
     /// A command that runs `program` inside this namespace (`ip netns exec <name> program`),
@@ -169,21 +177,50 @@ fn remove_netns(name: &str) {
     }
 }
 
-fn ns_runtime(path: &Path, name: &str) -> Result<tokio::runtime::Runtime> {
+/// How [`Netns::runtime_with`] builds its runtime.
+#[derive(Debug, Clone, Default)]
+pub struct RuntimeOptions {
+    /// Worker threads (`0`: two).
+    pub workers: usize,
+    /// Every thread's name (`None`: `ns-<namespace>`).
+    pub thread_name: Option<String>,
+    /// The CPU every thread is pinned to.
+    pub cpu: Option<usize>,
+}
+
+fn ns_runtime(path: &Path, name: &str, opts: &RuntimeOptions) -> Result<tokio::runtime::Runtime> {
     let file = Arc::new(
         File::open(path).with_context(|| format!("opening {} (netns {name})", path.display()))?,
     );
-    // Prove setns works here before handing it to threads that cannot report an error.
+    let cpus = match opts.cpu {
+        Some(cpu) => {
+            let mut set = CpuSet::new();
+            set.set(cpu).context("CPU number")?;
+            Some(set)
+        }
+        None => None,
+    };
+    // Prove setns (and the pinning) work here before handing them to threads that cannot
+    // report an error.
     {
         let file = Arc::clone(&file);
-        std::thread::spawn(move || setns(&*file, CloneFlags::CLONE_NEWNET))
-            .join()
-            .map_err(|_| anyhow::anyhow!("setns probe thread panicked"))?
-            .with_context(|| format!("entering netns {name}"))?;
+        std::thread::spawn(move || -> nix::Result<()> {
+            setns(&*file, CloneFlags::CLONE_NEWNET)?;
+            if let Some(set) = cpus {
+                sched_setaffinity(Pid::from_raw(0), &set)?;
+            }
+            Ok(())
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("setns probe thread panicked"))?
+        .with_context(|| format!("entering netns {name}"))?;
     }
-    let thread_name = format!("ns-{name}");
+    let thread_name = opts
+        .thread_name
+        .clone()
+        .unwrap_or_else(|| format!("ns-{name}"));
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(if opts.workers == 0 { 2 } else { opts.workers })
         .enable_all()
         .thread_name(thread_name)
         .on_thread_start(move || {
@@ -191,6 +228,12 @@ fn ns_runtime(path: &Path, name: &str) -> Result<tokio::runtime::Runtime> {
                 // A thread left in the real network namespace could reach the real network:
                 // fail closed, loudly.
                 tracing::error!("setns into test namespace failed ({e}); aborting");
+                std::process::abort();
+            }
+            if let Some(set) = cpus
+                && let Err(e) = sched_setaffinity(Pid::from_raw(0), &set)
+            {
+                tracing::error!("pinning a namespace thread failed ({e}); aborting");
                 std::process::abort();
             }
         })

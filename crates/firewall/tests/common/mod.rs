@@ -3,6 +3,7 @@
 
 #![allow(
     dead_code,
+    unused_imports,
     unreachable_pub,
     reason = "each test binary uses a different part"
 )]
@@ -14,27 +15,25 @@
 
 use std::net::Ipv4Addr;
 use std::process::Output;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use ipnet::{IpNet, Ipv4Net};
-use palisade_firewall::{Firewall, FirewallConfig};
-use palisade_netns::nft::{self, FirewallPorts, SandboxRules};
-use palisade_netns::{AddressPool, RealPlatform, SandboxNet, SandboxNetSpec};
-use palisade_policy::{NetworkPolicySpec, Policy};
-use palisade_testbed::{World, addrs};
+use palisade_firewall::Firewall;
+use palisade_netns::SandboxNet;
+use palisade_policy::Policy;
+use palisade_testbed::World;
+use palisade_testbed::firewall::{self as bed, NetOptions, SandboxNetBed, SandboxNets};
 
-pub const PROXY_PORT: u16 = 15001;
-pub const DNS_PORT: u16 = 15053;
+pub use palisade_testbed::firewall::{DNS_PORT, PROXY_PORT};
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
-/// A world with the firewall running in its `fw` namespace.
+/// A world with the firewall running in its `fw` namespace (the shared test bed of
+/// `palisade-testbed`, feature `firewall`).
 pub struct Bed {
+    nets: SandboxNets,
     pub fw: Firewall,
     rt: tokio::runtime::Runtime,
-    pool: Mutex<AddressPool>,
     pub world: World,
 }
 
@@ -46,37 +45,14 @@ impl Bed {
             .try_init();
         let world = World::new().expect("testbed world");
         let rt = world.fw.runtime().expect("runtime in fw namespace");
-        let mut config = FirewallConfig {
-            proxy_listen: format!("0.0.0.0:{PROXY_PORT}").parse().unwrap(),
-            dns_listen: format!("0.0.0.0:{DNS_PORT}").parse().unwrap(),
-            ..FirewallConfig::default()
-        };
-        config.resolver.upstreams = vec![format!("{}:53", addrs::DNS_V4).parse().unwrap()];
-        config.resolver.timeout = Duration::from_secs(1);
-        // Intercepted connections verify the upstreams, which the testbed's CA signs.
-        config.extra_roots = vec![world.test_ca_path().to_owned()];
+        let mut config = bed::config(&world);
         config.limits.peek_timeout_ms = 2_000;
-        // Spawned, not run on this thread: only the runtime's threads are inside `fw`, and the
-        // listening sockets must be created there.
-        let fw = rt
-            .block_on(rt.spawn(async move { Firewall::start(&config).await }))
-            .expect("start task")
-            .expect("firewall starts");
-        let pool_net = Ipv4Net::new(addrs::SANDBOX_POOL_V4, 20).unwrap();
-        let ports = FirewallPorts {
-            proxy: PROXY_PORT,
-            dns: DNS_PORT,
-        };
-        nft::apply(
-            &RealPlatform,
-            Some(world.fw.name()),
-            &nft::render_base(&ports, pool_net),
-        )
-        .expect("base rules");
+        let fw = bed::start(&world, &rt, config).expect("firewall and base rules");
+        let nets = SandboxNets::new(&world, &fw).expect("address pool");
         Bed {
+            nets,
             fw,
             rt,
-            pool: Mutex::new(AddressPool::new(pool_net).unwrap()),
             world,
         }
     }
@@ -84,37 +60,30 @@ impl Bed {
     /// A sandbox network with the given policy (JSON as the API takes it).
     pub fn sandbox(&self, policy_json: &str) -> Sandbox<'_> {
         let policy = parse_policy(policy_json);
-        let addrs = self.pool.lock().unwrap().allocate().expect("pool has room");
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let id = format!("{:x}t{:x}", std::process::id() % 0xffff, n);
-        let net = palisade_netns::create_sandbox_net(
-            &RealPlatform,
-            &SandboxNetSpec {
-                id: &id,
-                host_netns: Some(self.world.fw.name()),
-                addrs,
-                owner_userns: None,
-            },
-        )
-        .expect("sandbox net");
-        let sandbox = Sandbox { bed: self, net, id };
-        sandbox.apply_rules(&policy);
-        self.fw
-            .registry()
-            .upsert(&sandbox.id, addrs.sandbox, policy.compile(), 1);
-        sandbox
+        let inner = self
+            .nets
+            .create(&id, &policy, NetOptions::default())
+            .expect("sandbox net");
+        Sandbox {
+            bed: self,
+            net: inner.net.clone(),
+            id,
+            inner,
+        }
     }
 }
 
 pub fn parse_policy(json: &str) -> Policy {
-    let spec: NetworkPolicySpec = serde_json::from_str(json).expect("policy JSON");
-    spec.validate().expect("valid policy")
+    bed::parse_policy(json).expect("valid policy")
 }
 
 pub struct Sandbox<'a> {
     bed: &'a Bed,
     pub net: SandboxNet,
     pub id: String,
+    inner: SandboxNetBed,
 }
 
 impl Sandbox<'_> {
@@ -126,34 +95,11 @@ impl Sandbox<'_> {
         self.net.addrs.host
     }
 
-    fn apply_rules(&self, policy: &Policy) {
-        let cidrs: Vec<Ipv4Net> = policy
-            .allow_cidrs()
-            .iter()
-            .filter_map(|c| match c {
-                IpNet::V4(v4) => Some(*v4),
-                IpNet::V6(_) => None,
-            })
-            .collect();
-        let rules = SandboxRules::for_net(&self.net, cidrs);
-        nft::apply(
-            &RealPlatform,
-            Some(self.bed.world.fw.name()),
-            &nft::render_sandbox(&rules),
-        )
-        .expect("sandbox rules");
-    }
-
     /// Replaces the policy live, as the control plane does: rules first, then the data plane.
     pub fn set_policy(&self, json: &str, version: u64) {
-        let policy = parse_policy(json);
-        self.apply_rules(&policy);
-        assert!(
-            self.bed
-                .fw
-                .registry()
-                .update_policy(&self.id, policy.compile(), version)
-        );
+        self.inner
+            .set_policy(&parse_policy(json), version)
+            .expect("policy update");
     }
 
     /// Runs `sh -c script` inside the sandbox's namespace, with a hard time limit.
@@ -192,23 +138,6 @@ impl Sandbox<'_> {
 
     pub fn ca_path(&self) -> String {
         self.bed.world.test_ca_path().display().to_string()
-    }
-}
-
-impl Drop for Sandbox<'_> {
-    fn drop(&mut self) {
-        self.bed.fw.registry().remove(&self.id);
-        let _ = nft::apply(
-            &RealPlatform,
-            Some(self.bed.world.fw.name()),
-            &nft::render_remove_sandbox(&self.id, &self.net.host_if),
-        );
-        let _ = palisade_netns::remove_sandbox_net(
-            &RealPlatform,
-            &self.id,
-            Some(self.bed.world.fw.name()),
-        );
-        self.bed.pool.lock().unwrap().release(self.net.addrs);
     }
 }
 

@@ -10,22 +10,17 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ipnet::{IpNet, Ipv4Net};
-use palisade_firewall::{Firewall, FirewallConfig};
-use palisade_netns::nft::{self, FirewallPorts, SandboxRules};
-use palisade_netns::{AddressPool, RealPlatform, SandboxNet, SandboxNetSpec};
-use palisade_policy::{NetworkPolicySpec, Policy};
+use palisade_firewall::Firewall;
+use palisade_netns::SandboxNet;
+use palisade_policy::Policy;
 use palisade_runtime::{
     ExecRequest, ExecResult, HOST_TEMPLATE, Runtime, RuntimeConfig, SandboxSpec,
 };
-use palisade_testbed::{World, addrs};
+use palisade_testbed::World;
+use palisade_testbed::firewall::{self as fwbed, NetOptions, SandboxNetBed, SandboxNets};
 
-pub(crate) const PROXY_PORT: u16 = 15001;
-pub(crate) const DNS_PORT: u16 = 15053;
-/// Where each sandbox finds the testbed CA (for passthrough HTTPS, which is not intercepted).
 pub(crate) const TESTBED_CA_IN_BOX: &str = "/tmp/testbed-ca.pem";
 /// curl's "Operation timed out": a denial must never look like this.
 pub(crate) const CURL_TIMED_OUT: i32 = 28;
@@ -96,12 +91,12 @@ pub(crate) fn scrub(data: &Path) {
 /// directory of its own. Fields drop in order: data directory scrubbed (in `Drop`), firewall,
 /// runtimes, then the world's namespaces.
 pub(crate) struct Bed {
+    pub(crate) nets: SandboxNets,
     pub(crate) fw: Firewall,
     pub(crate) _fw_rt: tokio::runtime::Runtime,
     pub(crate) host_rt: tokio::runtime::Runtime,
     pub(crate) runtime: Runtime,
     pub(crate) data: PathBuf,
-    pub(crate) pool: Mutex<AddressPool>,
     pub(crate) world: World,
 }
 
@@ -113,40 +108,15 @@ impl Bed {
             .try_init();
         let world = World::new().unwrap();
         let fw_rt = world.fw.runtime().unwrap();
-        let mut config = FirewallConfig {
-            proxy_listen: format!("0.0.0.0:{PROXY_PORT}").parse().unwrap(),
-            dns_listen: format!("0.0.0.0:{DNS_PORT}").parse().unwrap(),
-            ..FirewallConfig::default()
-        };
-        config.resolver.upstreams = vec![format!("{}:53", addrs::DNS_V4).parse().unwrap()];
-        config.resolver.timeout = Duration::from_secs(1);
+        let mut config = fwbed::config(&world);
         config.limits.peek_timeout_ms = 2_000;
-        // Intercepted (transform) connections verify the upstream against the testbed CA.
-        config.extra_roots = vec![world.test_ca_path().to_owned()];
-        // Spawned so the listening sockets are made on the runtime's threads, inside `fw`.
-        let fw = fw_rt
-            .block_on(fw_rt.spawn(async move { Firewall::start(&config).await }))
-            .unwrap()
-            .unwrap();
-        let pool_net = Ipv4Net::new(addrs::SANDBOX_POOL_V4, 20).unwrap();
-        let ports = FirewallPorts {
-            proxy: PROXY_PORT,
-            dns: DNS_PORT,
-        };
-        nft::apply(
-            &RealPlatform,
-            Some(world.fw.name()),
-            &nft::render_base(&ports, pool_net),
-        )
-        .unwrap();
-        // A disk file system (overlay upper directories cannot live on overlayfs).
+        let fw = fwbed::start(&world, &fw_rt, config).unwrap();
+        let nets = SandboxNets::new(&world, &fw).unwrap();
         let data = PathBuf::from(format!(
             "/var/tmp/pt-rtfw-{}-{}",
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));
-        // Private, as the daemon's data directory is (the store lives there): sandboxes'
-        // roots must not need to traverse it.
         std::fs::create_dir(&data).unwrap();
         std::fs::set_permissions(&data, std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .unwrap();
@@ -156,21 +126,18 @@ impl Bed {
             .build()
             .unwrap();
         Bed {
+            nets,
             fw,
             _fw_rt: fw_rt,
             host_rt,
             runtime,
             data,
-            pool: Mutex::new(AddressPool::new(pool_net).unwrap()),
             world,
         }
     }
 
-    /// A runc sandbox on the host template behind the firewall, with the given policy (JSON as
-    /// the API takes it) and a CA of its own.
     pub(crate) fn sandbox(&self, policy_json: &str) -> Sbx<'_> {
         let policy = parse_policy(policy_json);
-        let addrs = self.pool.lock().unwrap().allocate().unwrap();
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let id = format!("{:x}r{:x}", std::process::id() % 0xffff, n);
         // The sandbox's user namespace first: its network namespace is made inside it.
@@ -178,29 +145,26 @@ impl Bed {
             .host_rt
             .block_on(self.runtime.prepare_userns(&id))
             .unwrap();
-        let net = palisade_netns::create_sandbox_net(
-            &RealPlatform,
-            &SandboxNetSpec {
-                id: &id,
-                host_netns: Some(self.world.fw.name()),
-                addrs,
-                owner_userns: userns.as_deref(),
-            },
-        )
-        .unwrap();
-        // From here on the guard owns what exists, so a failure below still cleans up.
+        let inner = self
+            .nets
+            .create(
+                &id,
+                &policy,
+                NetOptions {
+                    owner_userns: userns.as_deref(),
+                    ca: true,
+                    ..NetOptions::default()
+                },
+            )
+            .unwrap();
+        let ca_pem = inner.ca.as_ref().unwrap().cert_pem().to_owned();
         let mut sbx = Sbx {
             bed: self,
-            net,
+            net: inner.net.clone(),
             id,
             container: false,
+            inner: Some(inner),
         };
-        sbx.apply_rules(&policy);
-        let registry = self.fw.registry();
-        registry.upsert(&sbx.id, addrs.sandbox, policy.compile(), 1);
-        let ca = palisade_ca::SandboxCa::generate(&sbx.id).unwrap();
-        let ca_pem = ca.cert_pem().to_owned();
-        assert!(registry.set_ca(&sbx.id, Arc::new(ca)));
 
         let spec = SandboxSpec {
             id: sbx.id.clone(),
@@ -237,17 +201,16 @@ impl Drop for Bed {
 }
 
 pub(crate) fn parse_policy(json: &str) -> Policy {
-    let spec: NetworkPolicySpec = serde_json::from_str(json).unwrap();
-    spec.validate().unwrap()
+    fwbed::parse_policy(json).unwrap()
 }
 
-/// One runc sandbox and its network; dropping it deletes the container, the firewall's entry,
-/// the nftables chain and the namespace, in that order.
 pub(crate) struct Sbx<'a> {
     pub(crate) bed: &'a Bed,
     pub(crate) net: SandboxNet,
     pub(crate) id: String,
     pub(crate) container: bool,
+    /// Network, rules, registry entry and CA; removed after the container.
+    inner: Option<SandboxNetBed>,
 }
 
 impl Sbx<'_> {
@@ -256,25 +219,11 @@ impl Sbx<'_> {
     }
 
     pub(crate) fn apply_rules(&self, policy: &Policy) {
-        let cidrs: Vec<Ipv4Net> = policy
-            .allow_cidrs()
-            .iter()
-            .filter_map(|c| match c {
-                IpNet::V4(v4) => Some(*v4),
-                IpNet::V6(_) => None,
-            })
-            .collect();
-        let rules = SandboxRules::for_net(&self.net, cidrs);
-        nft::apply(
-            &RealPlatform,
-            Some(self.bed.world.fw.name()),
-            &nft::render_sandbox(&rules),
-        )
-        .unwrap();
+        if let Some(inner) = &self.inner {
+            inner.apply_rules(policy).unwrap();
+        }
     }
 
-    /// `/bin/sh -c script` inside the container, as the API's exec runs it: no extra
-    /// environment, a hard time limit.
     pub(crate) fn sh(&self, script: &str) -> ExecResult {
         let req = ExecRequest {
             command: script.into(),
@@ -307,20 +256,8 @@ impl Drop for Sbx<'_> {
         {
             eprintln!("deleting sandbox {}: {e}", self.id);
         }
-        self.bed.fw.registry().remove(&self.id);
-        let _ = nft::apply(
-            &RealPlatform,
-            Some(self.bed.world.fw.name()),
-            &nft::render_remove_sandbox(&self.id, &self.net.host_if),
-        );
-        let _ = palisade_netns::remove_sandbox_net(
-            &RealPlatform,
-            &self.id,
-            Some(self.bed.world.fw.name()),
-        );
-        if let Ok(mut pool) = self.bed.pool.lock() {
-            pool.release(self.net.addrs);
-        }
+        // The container first: its network goes after it.
+        drop(self.inner.take());
     }
 }
 
