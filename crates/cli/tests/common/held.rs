@@ -25,7 +25,17 @@ pub fn bed_with(approvals: &str) -> Bed {
     config.push_str(&format!("\n[firewall.approvals]\n{approvals}\n"));
     std::fs::write(&bed.config, config).unwrap();
     bed.start();
+    add_names(&bed);
     bed
+}
+
+/// Names the held tests ask for, all at the good server (198.51.100.10), none in the policy.
+pub fn add_names(bed: &Bed) {
+    for n in ["one", "two", "three", "four", "five", "nope", "a", "b", "c"] {
+        bed.world
+            .dns()
+            .set_a(&format!("{n}.wild.test"), &[super::common::addrs::GOOD_V4]);
+    }
 }
 
 /// Starts `cmd` in the background inside the sandbox; [`finished`] collects it.
