@@ -497,7 +497,8 @@ function queueState(text, kind) {
 function held(a) {
   const kinds = (a.kinds || []).map((k) => ({ dns: 'DNS query', tls: 'TLS', http: 'HTTP' }[k] || k));
   const ports = a.ports?.length ? ` to port ${a.ports.join(', ')}` : '';
-  return `${kinds.join(', ')}${ports}`;
+  const n = a.held > 1 ? ` (${a.held} waiting)` : '';
+  return `${kinds.join(', ')}${ports}${n}`;
 }
 
 function timeLeft(a) {
@@ -517,13 +518,11 @@ function upsertApproval(a) {
   if (old) {
     // Joined by another query or connection: update in place, so focus stays on its buttons.
     old.cells.held.textContent = held(a);
-    old.cells.count.textContent = String(a.held);
     old.approval = a;
     return;
   }
   const cells = {
     held: el('td', { text: held(a) }),
-    count: el('td', { text: String(a.held) }),
     left: el('td', { class: 'left', text: timeLeft(a) }),
   };
   const buttons = DECISIONS.map(([decision, label, cls]) => {
