@@ -145,6 +145,17 @@ fn approving_in_the_page_releases_a_held_curl() {
             vec![],
         )
         .await?;
+        // One entry per decision, though both the answer and the stream report it.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let decided = cc
+            .execute(
+                "return document.querySelectorAll('#approvals-decided li').length",
+                vec![],
+            )
+            .await?;
+        if decided != json!(1) {
+            bail!("{decided} decided entries");
+        }
         let status = text_of(&cc, "#approvals-status").await?;
         if !status.contains("beta.test") {
             bail!("status reads {status:?}");

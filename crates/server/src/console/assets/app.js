@@ -545,14 +545,14 @@ function upsertApproval(a) {
 
 function removeApproval(id, decision, a) {
   const row = queue.rows.get(id);
-  if (row) {
-    // Keep keyboard users in the list: focus moves to the next approval, or the heading.
-    const hadFocus = row.tr.contains(document.activeElement);
-    const next = row.tr.nextElementSibling || row.tr.previousElementSibling;
-    row.tr.remove();
-    queue.rows.delete(id);
-    if (hadFocus) (next?.querySelector('button') || $('approvals-title')).focus();
-  }
+  // The POST's answer and the stream's `resolved` both report a decision: the first wins.
+  if (!row) return;
+  // Keep keyboard users in the list: focus moves to the next approval, or the heading.
+  const hadFocus = row.tr.contains(document.activeElement);
+  const next = row.tr.nextElementSibling || row.tr.previousElementSibling;
+  row.tr.remove();
+  queue.rows.delete(id);
+  if (hadFocus) (next?.querySelector('button') || $('approvals-title')).focus();
   queueCount();
   if (!decision || !a) return;
   const item = el('li', {}, el('span', { class: `verdict verdict-${decision.startsWith('allow') ? 'allow' : 'deny'}`, text: DECIDED_WORDS[decision] || decision }),
