@@ -429,7 +429,7 @@ impl Approvals {
         decision: Decision,
     ) -> Result<ApprovalView, NoSuchApproval> {
         let mut st = self.lock();
-        if !st.pending.get(id).is_some_and(|e| e.view.org == org) {
+        if st.pending.get(id).is_none_or(|e| e.view.org != org) {
             return Err(NoSuchApproval);
         }
         let outcome = Outcome {
