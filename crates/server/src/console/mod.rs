@@ -49,6 +49,11 @@ const ASSETS: &[Asset] = &[
         body: include_bytes!("assets/suggestions.js"),
     },
     Asset {
+        name: "approvals.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("assets/approvals.js"),
+    },
+    Asset {
         name: "icon.svg",
         content_type: "image/svg+xml",
         body: include_bytes!("assets/icon.svg"),

@@ -31,6 +31,24 @@ pub(crate) fn order_param(pairs: &[(String, String)]) -> Result<Order, ApiError>
     }
 }
 
+/// The value of the query parameter `name` among `choices` (the first is the default when it is
+/// absent), or a 400 listing them.
+pub(crate) fn choice_param<T: Copy>(
+    pairs: &[(String, String)],
+    name: &str,
+    choices: &[(&str, T)],
+) -> Result<T, ApiError> {
+    let given = crate::extract::param(pairs, name);
+    let found = match given {
+        None => choices.first(),
+        Some(v) => choices.iter().find(|(c, _)| *c == v),
+    };
+    found.map(|(_, t)| *t).ok_or_else(|| {
+        let names: Vec<String> = choices.iter().map(|(c, _)| format!("'{c}'")).collect();
+        ApiError::field(name, format!("must be one of [{}]", names.join(", ")))
+    })
+}
+
 pub(crate) fn paging(pairs: &[(String, String)]) -> Result<(u32, u32), ApiError> {
     let page = crate::extract::int_param(pairs, "page", 1, i64::from(u32::MAX))?.unwrap_or(1);
     let size = match crate::extract::int_param(pairs, "page-size", 1, 100)? {

@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use palisade_store::{SandboxSort, SandboxState};
 
-use super::{Cp, order_param, paging};
+use super::{Cp, choice_param, order_param, paging};
 use crate::control::{ListSandboxes, OrgId};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{JsonBody, param, query_pairs};
@@ -53,29 +53,23 @@ pub(crate) async fn list(
             ApiError::field("state", "must be one of starting, snapshotting, running, paused, unpausing, deleting, deleted")
         })?),
     };
-    let sort = match param(&q, "sort") {
-        None | Some("created_at") => SandboxSort::CreatedAt,
-        Some("state") => SandboxSort::State,
-        Some(_) => {
-            return Err(ApiError::field(
-                "sort",
-                "must be one of ['created_at', 'state']",
-            ));
-        }
-    };
+    let sort = choice_param(
+        &q,
+        "sort",
+        &[
+            ("created_at", SandboxSort::CreatedAt),
+            ("state", SandboxSort::State),
+        ],
+    )?;
     let (page, page_size) = paging(&q)?;
-    let result = cp
-        .list_sandboxes(
-            &org,
-            ListSandboxes {
-                state,
-                sort,
-                order: order_param(&q)?,
-                page,
-                page_size,
-            },
-        )
-        .await?;
+    let query = ListSandboxes {
+        state,
+        sort,
+        order: order_param(&q)?,
+        page,
+        page_size,
+    };
+    let result = cp.list_sandboxes(&org, query).await?;
     Ok(Json(SandboxListResponse {
         items: result.items.into_iter().map(Into::into).collect(),
         total_items: result.total,

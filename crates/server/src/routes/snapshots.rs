@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use palisade_store::SnapshotSort;
 
-use super::{Cp, order_param, paging};
+use super::{Cp, choice_param, order_param, paging};
 use crate::control::{ListSnapshots, OrgId};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{JsonBody, param, query_pairs};
@@ -23,9 +23,18 @@ pub(crate) async fn create(
     Path(id): Path<String>,
     JsonBody(req): JsonBody<CreateSnapshotRequest>,
 ) -> Result<(StatusCode, Json<SnapshotResponse>), ApiError> {
-    let snapshot = cp
-        .create_snapshot(&org, &id, req.into_command(false)?)
-        .await?;
+    snapshot(&cp, &org, &id, req, false).await
+}
+
+/// Both snapshot routes: `stop` is the 0.6.1 pause-snapshot.
+async fn snapshot(
+    cp: &Cp,
+    org: &OrgId,
+    id: &str,
+    req: CreateSnapshotRequest,
+    stop: bool,
+) -> Result<(StatusCode, Json<SnapshotResponse>), ApiError> {
+    let snapshot = cp.create_snapshot(org, id, req.into_command(stop)?).await?;
     Ok((StatusCode::CREATED, Json(snapshot.into())))
 }
 
@@ -39,10 +48,7 @@ pub(crate) async fn pause(
     Path(id): Path<String>,
     JsonBody(req): JsonBody<CreateSnapshotRequest>,
 ) -> Result<(StatusCode, Json<SnapshotResponse>), ApiError> {
-    let snapshot = cp
-        .create_snapshot(&org, &id, req.into_command(true)?)
-        .await?;
-    Ok((StatusCode::CREATED, Json(snapshot.into())))
+    snapshot(&cp, &org, &id, req, true).await
 }
 
 #[utoipa::path(get, path = "/v1/snapshots", tag = "snapshots",
@@ -60,29 +66,23 @@ pub(crate) async fn list(
     if query.chars().count() > 64 {
         return Err(ApiError::field("query", "must be at most 64 characters"));
     }
-    let sort = match param(&q, "sort") {
-        None | Some("created_at") => SnapshotSort::CreatedAt,
-        Some("template_id") => SnapshotSort::TemplateId,
-        Some(_) => {
-            return Err(ApiError::field(
-                "sort",
-                "must be one of ['created_at', 'template_id']",
-            ));
-        }
-    };
+    let sort = choice_param(
+        &q,
+        "sort",
+        &[
+            ("created_at", SnapshotSort::CreatedAt),
+            ("template_id", SnapshotSort::TemplateId),
+        ],
+    )?;
     let (page, page_size) = paging(&q)?;
-    let result = cp
-        .list_snapshots(
-            &org,
-            ListSnapshots {
-                query,
-                sort,
-                order: order_param(&q)?,
-                page,
-                page_size,
-            },
-        )
-        .await?;
+    let list = ListSnapshots {
+        query,
+        sort,
+        order: order_param(&q)?,
+        page,
+        page_size,
+    };
+    let result = cp.list_snapshots(&org, list).await?;
     Ok(Json(SnapshotListResponse {
         items: result.items.into_iter().map(Into::into).collect(),
         total_items: result.total,

@@ -1,0 +1,272 @@
+//! Response bodies, shaped as both Leap0 SDKs read them (a submodule of `model.rs`).
+
+use palisade_policy::NetworkPolicySpec;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::NetworkPolicyDoc;
+use crate::control::{ExecResult, PolicyInfo, SandboxInfo, SnapshotInfo, TemplateInfo};
+use crate::time::{rfc3339, unix_secs};
+
+/// A sandbox. Both SDK generations' field names are present (`memory` and `memory_mib`,
+/// `disk` and `disk_mib`); `network_policy` has every injected value redacted.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SandboxResponse {
+    pub id: String,
+    pub template_id: String,
+    pub vcpu: u32,
+    pub memory: u32,
+    pub memory_mib: u32,
+    pub disk: u32,
+    pub disk_mib: u32,
+    /// Seconds.
+    pub timeout: u32,
+    pub state: String,
+    pub auto_pause: bool,
+    pub created_at: String,
+    #[schema(value_type = Option<NetworkPolicyDoc>)]
+    pub network_policy: Option<NetworkPolicySpec>,
+    /// The policy version the data plane enforces (beyond Leap0).
+    pub policy_version: i64,
+}
+
+impl From<SandboxInfo> for SandboxResponse {
+    fn from(s: SandboxInfo) -> Self {
+        Self {
+            id: s.id,
+            template_id: s.template_id,
+            vcpu: s.vcpu,
+            memory: s.memory_mib,
+            memory_mib: s.memory_mib,
+            disk: s.disk_mib,
+            disk_mib: s.disk_mib,
+            timeout: s.timeout_secs,
+            state: s.state.as_str().to_owned(),
+            auto_pause: s.auto_pause,
+            created_at: rfc3339(s.created_at_ms),
+            network_policy: s.network_policy,
+            policy_version: s.policy_version,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SandboxListItem {
+    pub id: String,
+    pub template_id: String,
+    pub state: String,
+    pub launch_time: String,
+    pub state_change_time: String,
+    /// Unix seconds when the timeout fires, if it is armed.
+    pub timeout_at: Option<i64>,
+    pub created_at: String,
+    /// Beyond Leap0: the policy mode (`allow-all`, `deny-all`, `custom`), for lists and the console.
+    pub policy_mode: Option<String>,
+}
+
+impl From<SandboxInfo> for SandboxListItem {
+    fn from(s: SandboxInfo) -> Self {
+        Self {
+            id: s.id,
+            template_id: s.template_id,
+            state: s.state.as_str().to_owned(),
+            launch_time: rfc3339(s.created_at_ms),
+            state_change_time: rfc3339(s.state_changed_at_ms),
+            timeout_at: s.deadline_at_ms.map(unix_secs),
+            created_at: rfc3339(s.created_at_ms),
+            policy_mode: s
+                .network_policy
+                .as_ref()
+                .map(|p| p.mode.as_str().to_owned()),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SandboxListResponse {
+    pub items: Vec<SandboxListItem>,
+    pub total_items: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SnapshotResponse {
+    pub id: String,
+    pub name: String,
+    pub sandbox_id: Option<String>,
+    pub template_id: String,
+    pub vcpu: u32,
+    pub memory: u32,
+    pub memory_mib: u32,
+    pub disk: u32,
+    pub disk_mib: u32,
+    pub state: String,
+    #[schema(value_type = Option<NetworkPolicyDoc>)]
+    pub network_policy: Option<NetworkPolicySpec>,
+    pub created_at: String,
+}
+
+impl From<SnapshotInfo> for SnapshotResponse {
+    fn from(s: SnapshotInfo) -> Self {
+        Self {
+            id: s.id,
+            name: s.name,
+            sandbox_id: s.sandbox_id,
+            template_id: s.template_id,
+            vcpu: s.vcpu,
+            memory: s.memory_mib,
+            memory_mib: s.memory_mib,
+            disk: s.disk_mib,
+            disk_mib: s.disk_mib,
+            state: s.state,
+            network_policy: s.network_policy,
+            created_at: rfc3339(s.created_at_ms),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SnapshotListResponse {
+    pub items: Vec<SnapshotResponse>,
+    pub total_items: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TemplateResponse {
+    pub id: String,
+    pub name: String,
+    pub digest: String,
+    #[schema(value_type = Option<Object>)]
+    pub image_config: Option<serde_json::Value>,
+    pub is_system: bool,
+    pub created_at: String,
+    /// `ready` | `building` | `failed` | `absent` (never built on this host). Sandboxes are made
+    /// only from a ready template; a create on another answers 503 saying why.
+    pub build_state: String,
+    /// Why the last build failed (with `failed`).
+    pub build_error: Option<String>,
+    pub build_started_at: Option<String>,
+    pub build_finished_at: Option<String>,
+    /// The builder's latest progress line while building.
+    pub build_progress: Option<String>,
+    /// Progress lines so far in the running or last build.
+    pub build_progress_lines: u64,
+}
+
+impl From<TemplateInfo> for TemplateResponse {
+    fn from(t: TemplateInfo) -> Self {
+        Self {
+            id: t.id,
+            name: t.name,
+            digest: t.digest,
+            image_config: t.image_config,
+            is_system: t.is_system,
+            created_at: rfc3339(t.created_at_ms),
+            build_state: t.build.state.as_str().to_owned(),
+            build_error: t.build.error,
+            build_started_at: t.build.started_at_ms.map(rfc3339),
+            build_finished_at: t.build.finished_at_ms.map(rfc3339),
+            build_progress: t.build.progress,
+            build_progress_lines: t.build.progress_lines,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TemplateListResponse {
+    pub items: Vec<TemplateResponse>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProcessResponse {
+    pub exit_code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    /// Beyond Leap0 (the SDKs read only the three above): output cut at the cap.
+    pub truncated: bool,
+    /// Beyond Leap0: the command was killed at its timeout.
+    pub timed_out: bool,
+}
+
+impl From<ExecResult> for ProcessResponse {
+    fn from(r: ExecResult) -> Self {
+        Self {
+            exit_code: r.exit_code,
+            stdout: r.stdout,
+            stderr: r.stderr,
+            truncated: r.truncated,
+            timed_out: r.timed_out,
+        }
+    }
+}
+
+/// The policy a sandbox's data plane enforces, redacted, and its version.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PolicyResponse {
+    pub sandbox_id: String,
+    /// The live version: answered only once the data plane enforces it.
+    pub version: i64,
+    #[schema(value_type = NetworkPolicyDoc)]
+    pub network_policy: NetworkPolicySpec,
+}
+
+impl From<PolicyInfo> for PolicyResponse {
+    fn from(p: PolicyInfo) -> Self {
+        Self {
+            sandbox_id: p.sandbox_id,
+            version: p.version,
+            network_policy: p.network_policy,
+        }
+    }
+}
+
+/// One egress decision.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventResponse {
+    pub id: i64,
+    pub sandbox_id: String,
+    pub at: String,
+    pub at_ms: i64,
+    /// `allow`, `deny`, `would-deny` (audit mode) or `hold` (waiting for approval).
+    pub verdict: String,
+    pub protocol: String,
+    pub dst_addr: Option<String>,
+    pub dst_port: Option<i64>,
+    pub name: Option<String>,
+    pub rule: Option<String>,
+    pub reason: Option<String>,
+    pub bytes_up: i64,
+    pub bytes_down: i64,
+    pub duration_ms: i64,
+    #[schema(value_type = Option<Object>)]
+    pub detail: Option<serde_json::Value>,
+}
+
+impl From<palisade_store::EgressEventRecord> for EventResponse {
+    fn from(e: palisade_store::EgressEventRecord) -> Self {
+        Self {
+            at: rfc3339(e.at_ms),
+            detail: e
+                .detail
+                .as_deref()
+                .and_then(|d| serde_json::from_str(d).ok()),
+            id: e.id,
+            sandbox_id: e.sandbox_id,
+            at_ms: e.at_ms,
+            verdict: e.verdict,
+            protocol: e.protocol,
+            dst_addr: e.dst_addr,
+            dst_port: e.dst_port,
+            name: e.name,
+            rule: e.rule,
+            reason: e.reason,
+            bytes_up: e.bytes_up,
+            bytes_down: e.bytes_down,
+            duration_ms: e.duration_ms,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventListResponse {
+    pub items: Vec<EventResponse>,
+}
