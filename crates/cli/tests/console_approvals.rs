@@ -112,14 +112,15 @@ fn approving_in_the_page_releases_a_held_curl() {
         "held name leaked upstream"
     );
 
-    // From the keyboard: focus the row's "Allow once" button and press Enter.
+    // From the keyboard: Tab from the row's sandbox link to its "Allow once" button, Enter.
     let (cc, dir) = (c.clone(), out.clone());
     step(&rt, &driver, "allow once from the keyboard", async move {
         cc.execute(
-            "document.querySelector('#approvals-table button[data-decision=\"allow-once\"]').focus()",
+            "document.querySelector('#approvals-table tbody a').focus()",
             vec![],
         )
         .await?;
+        cc.active_element().await?.send_keys("\u{E004}").await?;
         let focus = cc
             .execute(
                 "const a = document.activeElement; \
@@ -144,6 +145,17 @@ fn approving_in_the_page_releases_a_held_curl() {
             vec![],
         )
         .await?;
+        // One entry per decision, though both the answer and the stream report it.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let decided = cc
+            .execute(
+                "return document.querySelectorAll('#approvals-decided li').length",
+                vec![],
+            )
+            .await?;
+        if decided != json!(1) {
+            bail!("{decided} decided entries");
+        }
         let status = text_of(&cc, "#approvals-status").await?;
         if !status.contains("beta.test") {
             bail!("status reads {status:?}");

@@ -510,7 +510,8 @@ function queueState(text, kind) {
 function held(a) {
   const kinds = (a.kinds || []).map((k) => ({ dns: 'DNS query', tls: 'TLS', http: 'HTTP' }[k] || k));
   const ports = a.ports?.length ? ` to port ${a.ports.join(', ')}` : '';
-  return `${kinds.join(', ')}${ports}`;
+  const n = a.held > 1 ? ` (${a.held} waiting)` : '';
+  return `${kinds.join(', ')}${ports}${n}`;
 }
 
 function timeLeft(a) {
@@ -530,13 +531,11 @@ function upsertApproval(a) {
   if (old) {
     // Joined by another query or connection: update in place, so focus stays on its buttons.
     old.cells.held.textContent = held(a);
-    old.cells.count.textContent = String(a.held);
     old.approval = a;
     return;
   }
   const cells = {
     held: el('td', { text: held(a) }),
-    count: el('td', { text: String(a.held) }),
     left: el('td', { class: 'left', text: timeLeft(a) }),
   };
   const buttons = DECISIONS.map(([decision, label, cls]) => {
@@ -559,14 +558,14 @@ function upsertApproval(a) {
 
 function removeApproval(id, decision, a) {
   const row = queue.rows.get(id);
-  if (row) {
-    // Keep keyboard users in the list: focus moves to the next approval, or the heading.
-    const hadFocus = row.tr.contains(document.activeElement);
-    const next = row.tr.nextElementSibling || row.tr.previousElementSibling;
-    row.tr.remove();
-    queue.rows.delete(id);
-    if (hadFocus) (next?.querySelector('button') || $('approvals-title')).focus();
-  }
+  // The POST's answer and the stream's `resolved` both report a decision: the first wins.
+  if (!row) return;
+  // Keep keyboard users in the list: focus moves to the next approval, or the heading.
+  const hadFocus = row.tr.contains(document.activeElement);
+  const next = row.tr.nextElementSibling || row.tr.previousElementSibling;
+  row.tr.remove();
+  queue.rows.delete(id);
+  if (hadFocus) (next?.querySelector('button') || $('approvals-title')).focus();
   queueCount();
   if (!decision || !a) return;
   const item = el('li', {}, el('span', { class: `verdict verdict-${decision.startsWith('allow') ? 'allow' : 'deny'}`, text: DECIDED_WORDS[decision] || decision }),
