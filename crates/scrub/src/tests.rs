@@ -20,7 +20,7 @@ fn scrub_split(p: &Arc<Patterns>, data: &[u8], cuts: &[usize]) -> (Vec<u8>, u64)
 fn scrub_split_with(p: &Arc<Patterns>, data: &[u8], cuts: &[usize], fast: bool) -> (Vec<u8>, u64) {
     let mut s = p.stream();
     let mut out = Vec::new();
-    let mut feed = |s: &mut Scrubber, piece: &[u8], out: &mut Vec<u8>| {
+    let feed = |s: &mut Scrubber, piece: &[u8], out: &mut Vec<u8>| {
         if fast && let Some(n) = s.feed_unchanged(piece) {
             out.extend_from_slice(&piece[..n]);
             return;
