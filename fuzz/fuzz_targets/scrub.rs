@@ -21,18 +21,25 @@ fuzz_target!(|data: &[u8]| {
     let stride = usize::from(rest[len]).max(1);
     let stream = &rest[len + 1..];
     let Ok(Some(p)) = Patterns::new([secret.as_slice()]) else { return };
-    let run = |cut: usize| {
+    // `fast`: each piece tries the no-copy path first, as the proxy does.
+    let run = |cut: usize, fast: bool| {
         let mut s = p.stream();
         let mut out = Vec::new();
         for piece in stream.chunks(cut) {
-            s.feed(piece, &mut out);
+            let unchanged = if fast { s.feed_unchanged(piece) } else { None };
+            match unchanged {
+                Some(n) => out.extend_from_slice(&piece[..n]),
+                None => s.feed(piece, &mut out),
+            }
         }
         s.finish(&mut out);
         out
     };
-    let whole = run(stream.len().max(1));
-    assert_eq!(whole, run(stride), "split every {stride} bytes");
-    assert_eq!(whole, run(1), "byte by byte");
+    let whole = run(stream.len().max(1), false);
+    assert_eq!(whole, run(stride, false), "split every {stride} bytes");
+    assert_eq!(whole, run(stride, true), "split every {stride} bytes, no-copy path");
+    assert_eq!(whole, run(1, false), "byte by byte");
+    assert_eq!(whole, run(1, true), "byte by byte, no-copy path");
     if secret.len() >= MIN_PATTERN {
         assert!(!whole.windows(secret.len()).any(|w| w == secret.as_slice()));
     }

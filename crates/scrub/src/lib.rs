@@ -92,6 +92,11 @@ impl Patterns {
         })))
     }
 
+    /// Whether `value` holds a secret in any of its forms (no allocation).
+    pub fn is_match(&self, value: &[u8]) -> bool {
+        self.matcher.is_match(value)
+    }
+
     /// How many patterns the secrets gave.
     pub fn len(&self) -> usize {
         self.patterns.len()
@@ -192,6 +197,28 @@ impl Scrubber {
             self.carry.extend_from_slice(&buf[keep..]);
             drop(Zeroizing::new(buf));
         }
+    }
+
+    /// [`Scrubber::feed`] without a copy, for the common read that holds no secret: when
+    /// nothing is held back from earlier reads and no match starts in the part of `data` that
+    /// can go out now, takes `data` and returns how many of its first bytes go out unchanged
+    /// (the rest is held back exactly as `feed` would hold it). Otherwise takes nothing and
+    /// returns `None`: call `feed`. Either way the stream's output is the same.
+    pub fn feed_unchanged(&mut self, data: &[u8]) -> Option<usize> {
+        if !self.carry.is_empty() {
+            return None;
+        }
+        let hold = self.patterns.hold_from(data);
+        if self
+            .patterns
+            .matcher
+            .find(data)
+            .is_some_and(|m| m.start() < hold)
+        {
+            return None;
+        }
+        self.carry.extend_from_slice(&data[hold..]);
+        Some(hold)
     }
 
     /// The end of the stream: the held-back tail, scrubbed.

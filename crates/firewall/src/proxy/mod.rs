@@ -14,6 +14,7 @@ mod audit;
 mod budgeted;
 mod conn;
 mod dispatch;
+mod drain;
 mod framing;
 mod held;
 mod http;

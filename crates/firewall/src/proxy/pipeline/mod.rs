@@ -311,6 +311,8 @@ impl<'a> Exchange<'a> {
             return Response::from_parts(rparts, empty());
         }
         strip_hop_by_hop(&mut rparts.headers, false);
+        // Read to its end even if the sandbox's side stops at the Content-Length (see drain.rs).
+        let rbody = super::drain::Drained::new(rbody);
         if !scrub {
             return Response::from_parts(rparts, rbody.map_err(Into::into).boxed());
         }

@@ -31,6 +31,10 @@ const INPUT_STEP: usize = 4 * 1024;
 pub(crate) fn scrub_headers(headers: &mut HeaderMap, patterns: &Arc<Patterns>) -> u64 {
     let mut replaced = 0;
     for value in headers.values_mut() {
+        // Most values hold no secret: checked without building a scrubbed copy.
+        if !patterns.is_match(value.as_bytes()) {
+            continue;
+        }
         let (out, n) = patterns.scrub_all(value.as_bytes());
         if n > 0 {
             replaced += n;
@@ -258,6 +262,21 @@ where
                     Ok(data) => {
                         if this.decoder.is_some() {
                             this.pending = data;
+                            continue;
+                        }
+                        // The common frame holds no secret: it goes on as it came, uncopied.
+                        if let Some(n) = this.scrubber.feed_unchanged(&data) {
+                            let mut out = data.slice(..n);
+                            if this.inner.is_end_stream() {
+                                this.ended = true;
+                                let tail = this.finish()?;
+                                if !tail.is_empty() {
+                                    out = Bytes::from([out.as_ref(), tail.as_slice()].concat());
+                                }
+                            }
+                            if !out.is_empty() {
+                                return Poll::Ready(Some(Ok(Frame::data(out))));
+                            }
                             continue;
                         }
                         let mut out = this.push(&data)?;
