@@ -57,6 +57,20 @@ fn has_budget_event(events: &[EgressEvent], rule: &str) -> bool {
     })
 }
 
+/// The upload lengths the upstream logged, once there are `n` (it logs a cut body when its
+/// handler sees the connection end, which may come just after curl has exited), or what there
+/// is after 5 s.
+fn uploads(read: impl Fn() -> Vec<u64>, n: usize) -> Vec<u64> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let got = read();
+        if got.len() >= n || std::time::Instant::now() > deadline {
+            return got;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// Uploads `size` zero bytes with curl `args`; the curl output.
 fn upload(sb: &Sandbox<'_>, ca: &str, size: u64, args: &str) -> std::process::Output {
     sb.sh(&format!(
@@ -99,7 +113,7 @@ fn domain_budgets_cut_uploads_through_tunnels_and_interception_and_refuse_what_f
         "the upload went through: {}",
         show(&out)
     );
-    let got = log.upload_lengths("good");
+    let got = uploads(|| log.upload_lengths("good"), 1);
     assert_eq!(got.len(), 1, "{got:?}");
     assert!(
         got[0] <= MB,
@@ -132,7 +146,7 @@ fn domain_budgets_cut_uploads_through_tunnels_and_interception_and_refuse_what_f
         "the upload went through: {}",
         show(&out)
     );
-    let got = log.upload_lengths("good");
+    let got = uploads(|| log.upload_lengths("good"), 2);
     assert_eq!(got.len(), 2, "{got:?}");
     assert!(
         got[1] <= MB,
@@ -181,7 +195,7 @@ fn domain_budgets_cut_uploads_through_tunnels_and_interception_and_refuse_what_f
         "the upload went through: {}",
         show(&out)
     );
-    let got = log.upload_lengths("good");
+    let got = uploads(|| log.upload_lengths("good"), 3);
     assert_eq!(got.len(), 3, "{got:?}");
     assert!(
         got[2] <= MB,
