@@ -15,153 +15,20 @@
     reason = "a harness that cannot build its world is a failed test"
 )]
 
+#[path = "common/browser.rs"]
+mod browser;
 mod common;
 
-use std::future::Future;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
-
-use anyhow::{Context, bail};
+use anyhow::bail;
+use browser::{CONSOLE, Driver, WAIT, screenshots, shoot, step, text_of, until};
 use common::Bed;
-use fantoccini::{Client, ClientBuilder, Locator};
-use serde_json::{Value, json};
+use fantoccini::{Client, Locator};
+use serde_json::json;
 
 const SECRET: &str = "Bearer sk-console-7e3a91c4";
 const PLACEHOLDER_SECRET: &str = "sk-console-ph-55aa0f";
+/// chromedriver's port inside the firewall namespace.
 const DRIVER_PORT: u16 = 9515;
-/// Every browser step is bounded; a hang is a failure, not a stuck test.
-const STEP: Duration = Duration::from_secs(60);
-const WAIT: Duration = Duration::from_secs(30);
-const CONSOLE: &str = "http://127.0.0.1:8080/console/";
-
-/// chromedriver (and the Chromium it starts) in the world's firewall namespace, in a process
-/// group of its own so that dropping it ends every browser process it made, and nothing else.
-struct Driver {
-    child: Child,
-    log: PathBuf,
-    profile: tempfile::TempDir,
-}
-
-impl Driver {
-    fn start(bed: &Bed) -> Driver {
-        use std::os::unix::process::CommandExt;
-        for tool in ["/usr/bin/chromedriver", "/usr/bin/chromium"] {
-            assert!(
-                Path::new(tool).exists(),
-                "{tool} missing: run `make apt` (Debian packages chromium, chromium-driver)"
-            );
-        }
-        let profile = tempfile::tempdir().unwrap();
-        let log = profile.path().join("chromedriver.log");
-        let child = bed
-            .world
-            .fw
-            .command("chromedriver")
-            .arg(format!("--port={DRIVER_PORT}"))
-            .arg(format!("--log-path={}", log.display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .unwrap();
-        Driver {
-            child,
-            log,
-            profile,
-        }
-    }
-
-    fn user_data_dir(&self) -> PathBuf {
-        self.profile.path().join("profile")
-    }
-
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let start = text.len().saturating_sub(4000);
-        text.get(start..).unwrap_or("").to_owned()
-    }
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        if let Ok(pid) = i32::try_from(self.child.id()) {
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-        let _ = self.child.wait();
-    }
-}
-
-/// Runs one browser step on the namespace runtime (its sockets live in the firewall namespace),
-/// bounded by [`STEP`].
-fn step<T: Send + 'static>(
-    rt: &tokio::runtime::Runtime,
-    driver: &Driver,
-    what: &str,
-    f: impl Future<Output = anyhow::Result<T>> + Send + 'static,
-) -> T {
-    match rt.block_on(rt.spawn(async move { tokio::time::timeout(STEP, f).await })) {
-        Ok(Ok(Ok(v))) => v,
-        Ok(Ok(Err(e))) => panic!("{what}: {e:#}\nchromedriver log:\n{}", driver.log_tail()),
-        Ok(Err(_)) => panic!("{what}: no answer within {STEP:?}"),
-        Err(e) => panic!("{what}: {e}"),
-    }
-}
-
-/// Polls `script` (returning a boolean) until it is true, bounded by [`WAIT`].
-async fn until(c: &Client, what: &str, script: &str, args: Vec<Value>) -> anyhow::Result<()> {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let v = c.execute(script, args.clone()).await?;
-        if v.as_bool() == Some(true) {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            let seen = c
-                .execute("return document.body.innerText", vec![])
-                .await
-                .unwrap_or_default();
-            bail!("timed out waiting for {what}; the page shows:\n{seen}");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-async fn text_of(c: &Client, css: &str) -> anyhow::Result<String> {
-    let v = c
-        .execute(
-            "const e = document.querySelector(arguments[0]); return e ? e.innerText : '';",
-            vec![json!(css)],
-        )
-        .await?;
-    Ok(v.as_str().unwrap_or("").to_owned())
-}
-
-/// The visible rows of the egress log, as a person reads them.
-async fn log_rows(c: &Client) -> anyhow::Result<Vec<String>> {
-    let v = c
-        .execute(
-            "return [...document.querySelectorAll('#log-table tbody tr')]
-               .filter((r) => !r.hidden).map((r) => r.innerText);",
-            vec![],
-        )
-        .await?;
-    Ok(serde_json::from_value(v)?)
-}
-
-async fn shoot(c: &Client, dir: &Path, name: &str) -> anyhow::Result<()> {
-    let png = c.screenshot().await?;
-    std::fs::write(dir.join(name), png).with_context(|| format!("writing {name}"))
-}
-
-fn screenshots() -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("console");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 #[test]
 fn console_in_a_real_browser() {
@@ -229,45 +96,11 @@ fn console_in_a_real_browser() {
         "{refused:?}"
     );
 
-    let driver = Driver::start(&bed);
+    let driver = Driver::start(&bed, DRIVER_PORT);
     let rt = bed.world.fw.runtime().unwrap();
-    let out = screenshots();
-    let profile = driver.user_data_dir();
+    let out = screenshots("console");
 
-    let c: Client = step(&rt, &driver, "start chromium", async move {
-        let deadline = Instant::now() + WAIT;
-        // chromedriver listens once it is ready; poll its port (bounded).
-        while tokio::net::TcpStream::connect(("127.0.0.1", DRIVER_PORT))
-            .await
-            .is_err()
-        {
-            if Instant::now() > deadline {
-                bail!("chromedriver did not listen on {DRIVER_PORT}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let caps = json!({
-            "browserName": "chrome",
-            "goog:chromeOptions": {
-                "binary": "/usr/bin/chromium",
-                "args": [
-                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                    "--no-first-run", "--disable-background-networking",
-                    "--disable-component-update", "--disable-sync", "--no-proxy-server",
-                    "--disable-dev-shm-usage", "--window-size=1280,1200",
-                    format!("--user-data-dir={}", profile.display()),
-                ]
-            }
-        });
-        let Value::Object(caps) = caps else {
-            bail!("capabilities")
-        };
-        let c = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-            .capabilities(caps)
-            .connect(&format!("http://127.0.0.1:{DRIVER_PORT}"))
-            .await?;
-        Ok(c)
-    });
+    let c: Client = driver.client(&rt);
 
     // A wrong key: a clear message, nothing kept.
     let (cc, dir) = (c.clone(), out.clone());
@@ -374,7 +207,7 @@ fn console_in_a_real_browser() {
             "return [...document.querySelectorAll('#log-table tbody tr')].some((r) => r.innerText.includes('beta.test') && r.innerText.includes('denied'));",
             vec![]).await?;
         shoot(&cc, &dir, "sandbox.png").await?;
-        log_rows(&cc).await
+        browser::rows(&cc, "#log-table").await
     });
     let denied = rows
         .iter()
@@ -410,7 +243,7 @@ fn console_in_a_real_browser() {
             .await?
             .select_by_value("deny")
             .await?;
-        let only_denied = log_rows(&cc).await?;
+        let only_denied = browser::rows(&cc, "#log-table").await?;
         shoot(&cc, &dir, "sandbox-denied.png").await?;
         cc.find(Locator::Id("filter-verdict"))
             .await?
@@ -420,7 +253,7 @@ fn console_in_a_real_browser() {
             .await?
             .send_keys("alpha")
             .await?;
-        let only_alpha = log_rows(&cc).await?;
+        let only_alpha = browser::rows(&cc, "#log-table").await?;
         Ok((only_denied, only_alpha))
     });
     assert!(

@@ -10,7 +10,7 @@
     reason = "a harness that cannot build its world is a failed test"
 )]
 
-#[path = "common/browser_approvals.rs"]
+#[path = "common/browser.rs"]
 mod browser;
 mod common;
 #[path = "common/held.rs"]
@@ -19,7 +19,7 @@ mod held;
 use std::time::Duration;
 
 use anyhow::bail;
-use browser::{CONSOLE, Driver, WAIT, connect, screenshots, shoot, step, text_of, until};
+use browser::{CONSOLE, Driver, WAIT, screenshots, shoot, step, text_of, until};
 use fantoccini::Locator;
 use held::{HOLD_POLICY, background, bed_with, finished, upstream_queries};
 use serde_json::json;
@@ -28,10 +28,10 @@ use serde_json::json;
 fn approving_in_the_page_releases_a_held_curl() {
     let bed = bed_with("timeout = \"60s\"");
     let id = bed.create(HOLD_POLICY);
-    let driver = Driver::start(&bed);
+    let driver = Driver::start(&bed, 9515);
     let rt = bed.world.fw.runtime().unwrap();
-    let out = screenshots();
-    let c = connect(&rt, &driver);
+    let out = screenshots("console");
+    let c = driver.client(&rt);
 
     let (cc, key) = (c.clone(), bed.key.clone());
     step(

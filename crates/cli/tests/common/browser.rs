@@ -1,7 +1,6 @@
 //! Headless Chromium through chromedriver (WebDriver, `fantoccini`) in the test world's firewall
-//! namespace, for browser tests of the console beside `palisade serve`. The same shape as
-//! `console.rs`'s own harness, kept apart so tests of different views can be written at once;
-//! `console.rs` can move onto it.
+//! namespace, for browser tests of the console beside `palisade serve` (console.rs,
+//! console_approvals.rs, audit.rs).
 
 #![allow(
     clippy::unwrap_used,
