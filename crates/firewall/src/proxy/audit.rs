@@ -39,17 +39,18 @@ impl WouldDeny {
 /// Under audit, lets a denied plan through: to `name` (dialled where the firewall resolves it,
 /// never where the sandbox pointed) when the connection names one, else to the original
 /// destination, whose address is still checked when it is dialled. Without audit, or for an
-/// allowed plan, the plan is returned as it is.
+/// allowed plan, the plan is returned as it is and `name` is never asked (it canonicalises,
+/// which only a let-through denial needs).
 pub(crate) fn relax(
     policy: &CompiledPolicy,
     plan: Plan,
-    name: Option<&CanonicalName>,
+    name: impl FnOnce() -> Option<CanonicalName>,
 ) -> (Plan, Option<WouldDeny>) {
     match plan {
         Plan::Deny { rule, reason } if policy.audit() => {
-            let next = match name {
+            let next = match name() {
                 Some(name) => Plan::DialName {
-                    name: name.clone(),
+                    name,
                     transform: None,
                     rule: RuleRef::Audit,
                 },
@@ -87,7 +88,7 @@ mod tests {
             compiled(r#"{"mode":"custom","allow_domains":["api.example.com"],"audit":true}"#);
         let enforce = compiled(r#"{"mode":"custom","allow_domains":["api.example.com"]}"#);
 
-        let (plan, would) = relax(&audit, plan_name(&audit, &name), Some(&name));
+        let (plan, would) = relax(&audit, plan_name(&audit, &name), || Some(name.clone()));
         assert!(
             matches!(plan, Plan::DialName { ref name, transform: None, .. } if name.as_str() == "other.example.com"),
             "{plan:?}"
@@ -102,12 +103,12 @@ mod tests {
         );
 
         // An allowed name: no would-deny.
-        let (plan, would) = relax(&audit, plan_name(&audit, &listed), Some(&listed));
+        let (plan, would) = relax(&audit, plan_name(&audit, &listed), || Some(listed.clone()));
         assert!(matches!(plan, Plan::DialName { .. }));
         assert!(would.is_none());
 
         // Not in audit: the denial stands.
-        let (plan, would) = relax(&enforce, plan_name(&enforce, &name), Some(&name));
+        let (plan, would) = relax(&enforce, plan_name(&enforce, &name), || Some(name.clone()));
         assert!(matches!(plan, Plan::Deny { .. }));
         assert!(would.is_none());
 
@@ -116,7 +117,7 @@ mod tests {
         let (plan, would) = relax(
             &audit,
             plan_nameless(&audit, orig, None, crate::decision::Carrier::Connection),
-            None,
+            || None,
         );
         assert!(matches!(plan, Plan::DialAddr { .. }), "{plan:?}");
         assert!(would.is_some());

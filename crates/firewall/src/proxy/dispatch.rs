@@ -40,7 +40,7 @@ pub(super) async fn dispatch(conn: Conn, mut stream: TcpStream, is_synthetic: bo
     let (nameless, nameless_would) = audit::relax(
         &policy,
         plan_nameless(&policy, orig, conn.synthetic.as_ref(), Carrier::Connection),
-        conn.synthetic.as_ref(),
+        || conn.synthetic.clone(),
     );
     let quiet = (!nameless.is_deny()).then_some(SERVER_FIRST_WAIT);
     let mut buf = Vec::new();
@@ -68,9 +68,13 @@ pub(super) async fn dispatch(conn: Conn, mut stream: TcpStream, is_synthetic: bo
                 intercept::serve_intercepted(conn, stream, buf, name).await;
                 return;
             }
-            let sni = hello.sni.as_deref().and_then(|s| canonicalize(s).ok());
-            let (plan, would) =
-                audit::relax(&policy, plan, sni.as_ref().or(conn.synthetic.as_ref()));
+            let (plan, would) = audit::relax(&policy, plan, || {
+                hello
+                    .sni
+                    .as_deref()
+                    .and_then(|s| canonicalize(s).ok())
+                    .or_else(|| conn.synthetic.clone())
+            });
             let name = hello
                 .sni
                 .as_deref()

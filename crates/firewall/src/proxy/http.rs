@@ -148,10 +148,11 @@ impl PlainSession {
                 reason: Reason::UnusableHost(_),
                 ..
             } => (plan, None),
-            plan => {
-                let name = canonicalize(host.as_bytes()).ok();
-                audit::relax(policy, plan, name.as_ref().or(conn.synthetic.as_ref()))
-            }
+            plan => audit::relax(policy, plan, || {
+                canonicalize(host.as_bytes())
+                    .ok()
+                    .or_else(|| conn.synthetic.clone())
+            }),
         };
         // `on_unknown: hold`: a refused name waits in the approval queue before anything is
         // dialled.
