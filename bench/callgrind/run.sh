@@ -5,6 +5,7 @@
 #
 #   bench/callgrind/run.sh            # builds the release bench, prints Ir per connection
 #   BIN=path/to/palisade-bench bench/callgrind/run.sh   # an already built binary
+#   KINDS=dns bench/callgrind/run.sh   # only some of conns, tls, dns
 #
 # Only instructions executed inside the proxy's accept loop and its per-connection tasks are
 # counted (--toggle-collect on palisade_firewall::proxy::Proxy::run*, callees included): the
@@ -18,14 +19,26 @@ if [ -z "${BIN:-}" ]; then
 fi
 OUT="${OUT:-$(mktemp -d /tmp/palisade-callgrind.XXXXXX)}"
 mkdir -p "$OUT"
-printf '| scenario | connections through the proxy | Ir (user space, proxy) | Ir per connection |\n|---|---|---|---|\n'
-for kind in conns tls; do
-  timeout -s KILL 300 valgrind --tool=callgrind --callgrind-out-file="$OUT/$kind.out" \
-    --toggle-collect='palisade_firewall::proxy::Proxy::run*' \
-    "$BIN" --only "$kind" --reps 1 --conn-secs 3 --out "$OUT" >"$OUT/$kind.log" 2>&1 || {
+printf '| scenario | connections (dns: queries) through the proxy | Ir (user space, proxy) | Ir per connection |\n|---|---|---|---|\n'
+for kind in ${KINDS:-conns tls dns}; do
+  case "$kind" in
+    # The resolver's UDP loop and the query tasks it spawns (closures of serve_udp).
+    dns) toggle='palisade_firewall::dns::server::serve_udp*'; args=(--only dns) ;;
+    *) toggle='palisade_firewall::proxy::Proxy::run*'; args=(--only "$kind" --conn-secs 3) ;;
+  esac
+  timeout -s KILL 600 valgrind --tool=callgrind --callgrind-out-file="$OUT/$kind.out" \
+    --toggle-collect="$toggle" \
+    "$BIN" "${args[@]}" --reps 1 --out "$OUT" >"$OUT/$kind.log" 2>&1 || {
       echo "callgrind run for $kind failed; see $OUT/$kind.log" >&2; exit 1; }
-  conns=$(sed 's/\x1b\[[0-9;]*m//g' "$OUT/$kind.log" | grep 'path="Palisade"' \
-    | sed -n 's/.* amount=\([0-9.]*\).*/\1/p' | awk '{s+=$1} END {printf "%d", s}')
+  log=$(sed 's/\x1b\[[0-9;]*m//g' "$OUT/$kind.log")
+  if [ "$kind" = dns ]; then
+    # Queries dnsperf saw answered by Palisade (throughput and latency runs, warm-ups included).
+    conns=$(grep 'config="Palisade' <<<"$log" | sed -n 's/.* completed=\([0-9.]*\).*/\1/p' \
+      | awk '{s+=$1} END {printf "%d", s}')
+  else
+    conns=$(grep 'path="Palisade"' <<<"$log" | sed -n 's/.* amount=\([0-9.]*\).*/\1/p' \
+      | awk '{s+=$1} END {printf "%d", s}')
+  fi
   ir=$(grep -E '^(summary|totals):' "$OUT/$kind.out" | head -1 | awk '{print $2}')
   if [ -z "$conns" ] || [ "$conns" -eq 0 ] || [ -z "$ir" ]; then
     echo "no connection count or no Ir for $kind; see $OUT/$kind.log" >&2; exit 1
@@ -33,4 +46,4 @@ for kind in conns tls; do
   printf '| %s | %s | %s | %s |\n' "$kind" "$conns" "$ir" "$((ir / conns))"
 done
 echo
-echo "callgrind files: $OUT/{conns,tls}.out (callgrind_annotate --inclusive=yes <file>)"
+echo "callgrind files: $OUT/<kind>.out (callgrind_annotate --inclusive=yes <file>)"

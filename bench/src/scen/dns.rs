@@ -172,6 +172,7 @@ pub(crate) fn run(bed: &IBed, reps: usize, deadline: Instant) -> Result<Vec<Comp
             config = paths[i].name,
             qps = perf.qps,
             lost = perf.lost,
+            completed = perf.completed,
             "dns"
         );
         Ok(Sample {
@@ -200,7 +201,12 @@ pub(crate) fn run(bed: &IBed, reps: usize, deadline: Instant) -> Result<Vec<Comp
     let lat = interleave(paths.len(), reps, deadline, |i, warm| {
         let (mut perf, _) = one(&paths[i], Some(RATE), warm)?;
         let p99 = percentile(&mut perf.latencies_us, 0.99);
-        tracing::info!(config = paths[i].name, p99, "dns latency");
+        tracing::info!(
+            config = paths[i].name,
+            p99,
+            completed = perf.completed,
+            "dns latency"
+        );
         Ok(Sample {
             value: p99,
             ..Sample::default()
