@@ -15,6 +15,7 @@
 //! dropped (UDP) or refused (TCP) before they are parsed, with one event a second counting them.
 
 mod answer;
+mod batch;
 mod limits;
 mod query;
 mod rate;

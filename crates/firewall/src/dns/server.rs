@@ -14,6 +14,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tracing::Instrument;
 
 use super::DnsView;
+use super::batch::{RecvBatch, SendBatch};
 use super::limits::{DnsLimits, SlotGuard, Slots};
 use super::query::{Origin, Responder, Transport};
 use super::rate::{Rates, Take};
@@ -153,22 +154,60 @@ async fn serve_udp(
     rates: Rates,
 ) {
     let mut tasks = JoinSet::new();
-    // The largest datagram: a longer one would be cut, then fail to parse.
-    let mut buf = vec![0u8; 65_535];
+    let mut received = RecvBatch::new();
+    let mut replies = SendBatch::default();
     loop {
         while tasks.try_join_next().is_some() {}
-        let received = sock.recv_from(&mut buf).await;
-        let Some((len, peer)) =
-            or_back_off(received, "UDP receive", Duration::from_millis(10)).await
-        else {
+        let got = received.recv(&sock).await;
+        if or_back_off(got, "UDP receive", Duration::from_millis(10))
+            .await
+            .is_none()
+        {
             continue;
-        };
-        let src = client_ip(peer);
-        let origin = Origin {
-            src,
-            server,
-            transport: Transport::Udp,
-        };
+        }
+        for (packet, peer) in received.datagrams() {
+            let origin = Origin {
+                src: client_ip(peer),
+                server,
+                transport: Transport::Udp,
+            };
+            let query = Datagram {
+                packet,
+                peer,
+                origin,
+            };
+            if let Some(reply) = query.answer_now(&sock, &responder, &slots, &rates, &mut tasks) {
+                replies.push(reply, peer);
+            }
+        }
+        replies.flush(&sock).await;
+    }
+}
+
+/// One datagram of a received batch.
+struct Datagram<'a> {
+    packet: &'a [u8],
+    peer: SocketAddr,
+    origin: Origin,
+}
+
+impl Datagram<'_> {
+    /// The answer when it is ready at once; a query that waits for the upstream resolver gets
+    /// a task of its own in `tasks`, which sends its answer itself.
+    fn answer_now(
+        self,
+        sock: &Arc<UdpSocket>,
+        responder: &Arc<Responder>,
+        slots: &Slots,
+        rates: &Rates,
+        tasks: &mut JoinSet<()>,
+    ) -> Option<Vec<u8>> {
+        let Datagram {
+            packet,
+            peer,
+            origin,
+        } = self;
+        let src = origin.src;
         // First, before the packet is even parsed: a source over its rate costs this lookup
         // and nothing else, so its flood cannot outrun this loop and fill the socket's receive
         // queue, where the other sandboxes' queries wait.
@@ -176,14 +215,14 @@ async fn serve_udp(
             if let Some(dropped) = report {
                 responder.report_over_rate(origin, dropped);
             }
-            continue;
+            return None;
         }
         let Some(slot) = slots.try_acquire(src) else {
             tracing::debug!(%src, "DNS query dropped: too many in flight");
-            continue;
+            return None;
         };
-        let packet = buf.get(..len).unwrap_or_default().to_vec();
-        let task_responder = Arc::clone(&responder);
+        let packet = packet.to_vec();
+        let task_responder = Arc::clone(responder);
         let span = tracing::debug_span!("dns", %src, transport = "udp");
         let mut answer = Box::pin(
             async move {
@@ -197,15 +236,15 @@ async fn serve_udp(
         // worker thread (on a shared CPU, for a whole scheduler slice). Only a query that waits
         // for the upstream resolver gets a task of its own.
         match poll_once(&mut answer) {
-            Poll::Ready(Some(response)) => send_reply(&sock, &response, peer).await,
-            Poll::Ready(None) => {}
+            Poll::Ready(response) => response,
             Poll::Pending => {
-                let sock = Arc::clone(&sock);
+                let sock = Arc::clone(sock);
                 tasks.spawn(async move {
                     if let Some(response) = answer.await {
                         send_reply(&sock, &response, peer).await;
                     }
                 });
+                None
             }
         }
     }
