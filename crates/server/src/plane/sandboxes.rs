@@ -90,7 +90,7 @@ impl Plane {
                 auto_pause: l.auto_pause,
                 timeout_secs: i64::from(l.timeout_secs),
                 deadline_at: Some(now_ms() + i64::from(l.timeout_secs) * 1000),
-                env: palisade_store::EnvVars(l.env.0.clone()),
+                env: l.env.clone(),
                 address: Some(addrs.sandbox.to_string()),
             })
             .await;
@@ -312,13 +312,7 @@ impl Plane {
                 return Err(e.into());
             }
         };
-        Ok(ExecResult {
-            exit_code: out.exit_code,
-            stdout: out.stdout,
-            stderr: out.stderr,
-            truncated: out.truncated,
-            timed_out: out.timed_out,
-        })
+        Ok(out)
     }
 
     /// Stores the new version, swaps the kernel rules, then the data plane; marks it applied

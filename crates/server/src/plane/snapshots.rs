@@ -3,15 +3,15 @@
 //! A restore is a new sandbox (new id, new CA) with the snapshot's policy unless overridden.
 
 use palisade_policy::Policy;
-use palisade_store::{NewSnapshot, SandboxState, SecretString, SnapshotQuery};
+use palisade_store::{NewSnapshot, SandboxState, SecretString};
 
 use super::Plane;
 use super::PlaneError;
 use super::convert::{full_policy, snapshot_info};
 use super::sandboxes::{Launch, is_stopped, stopped_conflict};
 use crate::control::{
-    AfterSnapshot, CreateSnapshot, EnvVars, ListSnapshots, OrgId, Page, RestoreSnapshot,
-    SandboxInfo, SnapshotInfo,
+    AfterSnapshot, CreateSnapshot, ListSnapshots, OrgId, Page, RestoreSnapshot, SandboxInfo,
+    SnapshotInfo,
 };
 
 /// A restored sandbox's timeout when the request names none.
@@ -93,19 +93,7 @@ impl Plane {
         org: &OrgId,
         q: ListSnapshots,
     ) -> Result<Page<SnapshotInfo>, PlaneError> {
-        let page = self
-            .store
-            .list_snapshots(
-                &org.0,
-                &SnapshotQuery {
-                    query: q.query,
-                    sort: q.sort,
-                    order: q.order,
-                    page: q.page,
-                    page_size: q.page_size,
-                },
-            )
-            .await?;
+        let page = self.store.list_snapshots(&org.0, &q).await?;
         Ok(Page {
             items: page
                 .items
@@ -147,7 +135,7 @@ impl Plane {
                 memory_mib: super::convert::clamp_u32(snap.memory_mib),
                 timeout_secs: req.timeout_secs.unwrap_or(DEFAULT_TIMEOUT_SECS),
                 auto_pause: req.auto_pause,
-                env: EnvVars(env.0),
+                env,
                 policy,
                 archive: Some(snap.archive_path.into()),
             },
