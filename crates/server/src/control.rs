@@ -17,11 +17,12 @@ pub use palisade_firewall::hold::{ApprovalUpdate, ApprovalView, Decision};
 pub struct OrgId(pub String);
 
 // The store's types where the API asks for exactly what the store keeps: environment variables
-// (names only in `Debug`), list queries and pages pass through unchanged, and a command's
-// result is the runtime's as it is.
+// (names only in `Debug`), list queries, event filters and pages pass through unchanged, and a
+// command's result is the runtime's as it is.
 pub use palisade_runtime::ExecResult;
 pub use palisade_store::{
-    EnvVars, Page, SandboxQuery as ListSandboxes, SnapshotQuery as ListSnapshots,
+    EnvVars, EventQuery as EventFilter, Page, SandboxQuery as ListSandboxes,
+    SnapshotQuery as ListSnapshots,
 };
 
 #[derive(Debug, Clone)]
@@ -168,17 +169,6 @@ pub struct PolicyInfo {
     pub sandbox_id: String,
     pub version: i64,
     pub network_policy: NetworkPolicySpec,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct EventFilter {
-    pub verdict: Option<String>,
-    pub name: Option<String>,
-    pub since_ms: Option<i64>,
-    pub until_ms: Option<i64>,
-    pub after_id: Option<i64>,
-    pub before_id: Option<i64>,
-    pub limit: Option<u32>,
 }
 
 /// A decision taken on a pending approval.
