@@ -8,7 +8,7 @@ use palisade_store::{NewSnapshot, SandboxState, SecretString};
 use super::Plane;
 use super::PlaneError;
 use super::convert::{full_policy, snapshot_info};
-use super::sandboxes::{Launch, is_stopped, stopped_conflict};
+use super::sandboxes::{Launch, is_stopped, state_conflict, stopped_conflict};
 use crate::control::{
     AfterSnapshot, CreateSnapshot, ListSnapshots, OrgId, Page, RestoreSnapshot, SandboxInfo,
     SnapshotInfo,
@@ -24,10 +24,9 @@ impl Plane {
         sandbox_id: &str,
         req: CreateSnapshot,
     ) -> Result<SnapshotInfo, PlaneError> {
-        let _guard = self.locks.lock(sandbox_id).await;
-        let rec = self.store.get_sandbox(&org.0, sandbox_id).await?;
+        let (_guard, rec) = self.lock_sandbox(org, sandbox_id).await?;
         if !matches!(rec.state, SandboxState::Running | SandboxState::Paused) {
-            return Err(PlaneError::Conflict(format!("sandbox is {}", rec.state)));
+            return Err(state_conflict(&rec));
         }
         if is_stopped(&rec) {
             return Err(stopped_conflict(sandbox_id));
