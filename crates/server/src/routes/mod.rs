@@ -10,7 +10,7 @@ pub(crate) mod templates;
 
 use std::sync::Arc;
 
-use crate::control::ControlPlane;
+use crate::control::{ControlPlane, Page};
 
 pub(crate) type Cp = axum::extract::State<Arc<dyn ControlPlane>>;
 
@@ -63,6 +63,11 @@ pub(crate) fn sort_and_page<S: Copy>(
 /// The control plane's results as their response bodies.
 pub(crate) fn bodies<T, B: From<T>>(items: Vec<T>) -> Vec<B> {
     items.into_iter().map(Into::into).collect()
+}
+
+/// A page of results as a paged list response's `items` and `total_items`.
+pub(crate) fn paged<T, B: From<T>>(page: Page<T>) -> (Vec<B>, i64) {
+    (bodies(page.items), page.total)
 }
 
 fn paging(pairs: &[(String, String)]) -> Result<(u32, u32), ApiError> {

@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use palisade_store::{SandboxSort, SandboxState};
 
-use super::{Cp, bodies, sort_and_page};
+use super::{Cp, paged, sort_and_page};
 use crate::control::{ListSandboxes, OrgId};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{JsonBody, param, query_pairs};
@@ -65,11 +65,8 @@ pub(crate) async fn list(
         page,
         page_size,
     };
-    let result = cp.list_sandboxes(&org, query).await?;
-    Ok(Json(SandboxListResponse {
-        items: bodies(result.items),
-        total_items: result.total,
-    }))
+    let (items, total_items) = paged(cp.list_sandboxes(&org, query).await?);
+    Ok(Json(SandboxListResponse { items, total_items }))
 }
 
 #[utoipa::path(delete, path = "/v1/sandbox/{id}/", tag = "sandboxes", params(("id" = String, Path)),

@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use palisade_store::SnapshotSort;
 
-use super::{Cp, bodies, sort_and_page};
+use super::{Cp, paged, sort_and_page};
 use crate::control::{ListSnapshots, OrgId};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{JsonBody, param, query_pairs};
@@ -78,11 +78,8 @@ pub(crate) async fn list(
         page,
         page_size,
     };
-    let result = cp.list_snapshots(&org, list).await?;
-    Ok(Json(SnapshotListResponse {
-        items: bodies(result.items),
-        total_items: result.total,
-    }))
+    let (items, total_items) = paged(cp.list_snapshots(&org, list).await?);
+    Ok(Json(SnapshotListResponse { items, total_items }))
 }
 
 #[utoipa::path(delete, path = "/v1/snapshot/{id}", tag = "snapshots", params(("id" = String, Path)),
