@@ -56,6 +56,11 @@ impl Api {
     }
 
     /// One call; a non-2xx answer becomes an error with the server's message.
+    /// [`call`](Self::call) with a POST body, the shape of every command that makes something.
+    pub(crate) async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        self.call(http::Method::POST, path, Some(body)).await
+    }
+
     pub(crate) async fn call(
         &self,
         method: http::Method,

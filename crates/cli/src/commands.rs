@@ -154,7 +154,7 @@ pub(crate) async fn sandbox(cmd: SandboxCmd, json: bool) -> anyhow::Result<()> {
                     "creating sandbox from {template} (the Debian template is built on first use, which takes minutes)..."
                 );
             }
-            let v = api.call(Method::POST, "/v1/sandbox", Some(&body)).await?;
+            let v = api.post("/v1/sandbox", &body).await?;
             print(&v, json, SANDBOX_COLS);
         }
         SandboxCmd::List => {
@@ -166,11 +166,7 @@ pub(crate) async fn sandbox(cmd: SandboxCmd, json: bool) -> anyhow::Result<()> {
         SandboxCmd::Exec { id, command } => {
             let body = json!({ "command": command.join(" ") });
             let v = api
-                .call(
-                    Method::POST,
-                    &format!("/v1/sandbox/{id}/process/execute"),
-                    Some(&body),
-                )
+                .post(&format!("/v1/sandbox/{id}/process/execute"), &body)
                 .await?;
             if json {
                 println!("{v}");
@@ -273,11 +269,7 @@ pub(crate) async fn snapshot(cmd: SnapshotCmd, json: bool) -> anyhow::Result<()>
             }
             let body = json!({ "name": name });
             let v = api
-                .call(
-                    Method::POST,
-                    &format!("/v1/sandbox/{id}/snapshot/create"),
-                    Some(&body),
-                )
+                .post(&format!("/v1/sandbox/{id}/snapshot/create"), &body)
                 .await?;
             print(&v, json, SNAPSHOT_COLS);
         }
@@ -296,9 +288,7 @@ pub(crate) async fn snapshot(cmd: SnapshotCmd, json: bool) -> anyhow::Result<()>
             if let Some(p) = policy {
                 body["network_policy"] = read_policy(&p)?;
             }
-            let v = api
-                .call(Method::POST, "/v1/snapshot/restore", Some(&body))
-                .await?;
+            let v = api.post("/v1/snapshot/restore", &body).await?;
             print(&v, json, SANDBOX_COLS);
         }
     }

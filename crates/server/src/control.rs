@@ -2,13 +2,10 @@
 //! parses and validates the request shape and calls one method; everything else (templates,
 //! quotas, the runtime, the firewall, the store) happens behind this trait.
 
-use std::collections::BTreeMap;
-use std::fmt;
-
 use async_trait::async_trait;
 use futures_util::stream::BoxStream;
 use palisade_policy::{NetworkPolicySpec, Policy};
-use palisade_store::{EgressEventRecord, Order, SandboxSort, SandboxState, SnapshotSort};
+use palisade_store::{EgressEventRecord, SandboxState};
 
 use crate::ApiError;
 use crate::plane::PlaneError;
@@ -19,15 +16,14 @@ pub use palisade_firewall::hold::{ApprovalUpdate, ApprovalView, Decision};
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct OrgId(pub String);
 
-/// Environment variables for a sandbox: values may be secrets, so `Debug` shows names only.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct EnvVars(pub BTreeMap<String, String>);
-
-impl fmt::Debug for EnvVars {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_set().entries(self.0.keys()).finish()
-    }
-}
+// The store's types where the API asks for exactly what the store keeps: environment variables
+// (names only in `Debug`), list queries, event filters and pages pass through unchanged, and a
+// command's result is the runtime's as it is.
+pub use palisade_runtime::ExecResult;
+pub use palisade_store::{
+    EnvVars, EventQuery as EventFilter, Page, SandboxQuery as ListSandboxes,
+    SnapshotQuery as ListSnapshots,
+};
 
 #[derive(Debug, Clone)]
 pub struct CreateSandbox {
@@ -60,38 +56,12 @@ pub struct SandboxInfo {
     pub policy_version: i64,
 }
 
-#[derive(Debug, Clone, Default)]
-pub struct ListSandboxes {
-    pub state: Option<SandboxState>,
-    pub sort: SandboxSort,
-    pub order: Order,
-    pub page: u32,
-    pub page_size: u32,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Page<T> {
-    pub items: Vec<T>,
-    pub total: i64,
-}
-
 #[derive(Debug, Clone)]
 pub struct Execute {
     pub command: String,
     pub cwd: Option<String>,
     pub env: EnvVars,
     pub timeout_secs: Option<u32>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExecResult {
-    pub exit_code: i32,
-    pub stdout: String,
-    pub stderr: String,
-    /// Either stream was cut at the output cap.
-    pub truncated: bool,
-    /// The timeout fired and the command was killed.
-    pub timed_out: bool,
 }
 
 /// What happens to the sandbox once its snapshot is stored.
@@ -123,15 +93,6 @@ pub struct SnapshotInfo {
     pub state: String,
     pub network_policy: Option<NetworkPolicySpec>,
     pub created_at_ms: i64,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct ListSnapshots {
-    pub query: String,
-    pub sort: SnapshotSort,
-    pub order: Order,
-    pub page: u32,
-    pub page_size: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -208,17 +169,6 @@ pub struct PolicyInfo {
     pub sandbox_id: String,
     pub version: i64,
     pub network_policy: NetworkPolicySpec,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct EventFilter {
-    pub verdict: Option<String>,
-    pub name: Option<String>,
-    pub since_ms: Option<i64>,
-    pub until_ms: Option<i64>,
-    pub after_id: Option<i64>,
-    pub before_id: Option<i64>,
-    pub limit: Option<u32>,
 }
 
 /// A decision taken on a pending approval.

@@ -36,17 +36,13 @@ use routes::{approvals, network, sandboxes, snapshots, suggestion, templates};
 /// The public API router, with the web console under `/console/`. `metrics` counts every
 /// request by route.
 pub fn api_router(cp: Arc<dyn ControlPlane>, metrics: Arc<Metrics>) -> Router {
+    let one_sandbox = || get(sandboxes::get).delete(sandboxes::delete);
     let authed = Router::new()
         .route("/v1/sandbox", post(sandboxes::create))
         .route("/v1/sandboxes", get(sandboxes::list))
-        .route(
-            "/v1/sandbox/{id}",
-            get(sandboxes::get).delete(sandboxes::delete),
-        )
-        .route(
-            "/v1/sandbox/{id}/",
-            get(sandboxes::get).delete(sandboxes::delete),
-        )
+        // Served with and without the trailing slash: clients spell it both ways.
+        .route("/v1/sandbox/{id}", one_sandbox())
+        .route("/v1/sandbox/{id}/", one_sandbox())
         .route("/v1/sandbox/{id}/pause", post(sandboxes::pause))
         .route("/v1/sandbox/{id}/process/execute", post(sandboxes::execute))
         .route("/v1/sandbox/{id}/snapshot/create", post(snapshots::create))

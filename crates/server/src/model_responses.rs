@@ -8,17 +8,37 @@ use super::NetworkPolicyDoc;
 use crate::control::{ExecResult, PolicyInfo, SandboxInfo, SnapshotInfo, TemplateInfo};
 use crate::time::{rfc3339, unix_secs};
 
-/// A sandbox. Both SDK generations' field names are present (`memory` and `memory_mib`,
-/// `disk` and `disk_mib`); `network_policy` has every injected value redacted.
+/// The size of a sandbox or snapshot under both SDK generations' field names (`memory` and
+/// `memory_mib`, `disk` and `disk_mib`). Flattened, so its fields stand in the response where
+/// the field holding it is declared and the JSON is the same as if they were written there.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct SandboxResponse {
-    pub id: String,
-    pub template_id: String,
+pub struct SizeFields {
     pub vcpu: u32,
     pub memory: u32,
     pub memory_mib: u32,
     pub disk: u32,
     pub disk_mib: u32,
+}
+
+impl SizeFields {
+    fn new(vcpu: u32, memory_mib: u32, disk_mib: u32) -> Self {
+        Self {
+            vcpu,
+            memory: memory_mib,
+            memory_mib,
+            disk: disk_mib,
+            disk_mib,
+        }
+    }
+}
+
+/// A sandbox; `network_policy` has every injected value redacted.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SandboxResponse {
+    pub id: String,
+    pub template_id: String,
+    #[serde(flatten)]
+    pub size: SizeFields,
     /// Seconds.
     pub timeout: u32,
     pub state: String,
@@ -35,11 +55,7 @@ impl From<SandboxInfo> for SandboxResponse {
         Self {
             id: s.id,
             template_id: s.template_id,
-            vcpu: s.vcpu,
-            memory: s.memory_mib,
-            memory_mib: s.memory_mib,
-            disk: s.disk_mib,
-            disk_mib: s.disk_mib,
+            size: SizeFields::new(s.vcpu, s.memory_mib, s.disk_mib),
             timeout: s.timeout_secs,
             state: s.state.as_str().to_owned(),
             auto_pause: s.auto_pause,
@@ -94,11 +110,8 @@ pub struct SnapshotResponse {
     pub name: String,
     pub sandbox_id: Option<String>,
     pub template_id: String,
-    pub vcpu: u32,
-    pub memory: u32,
-    pub memory_mib: u32,
-    pub disk: u32,
-    pub disk_mib: u32,
+    #[serde(flatten)]
+    pub size: SizeFields,
     pub state: String,
     #[schema(value_type = Option<NetworkPolicyDoc>)]
     pub network_policy: Option<NetworkPolicySpec>,
@@ -112,11 +125,7 @@ impl From<SnapshotInfo> for SnapshotResponse {
             name: s.name,
             sandbox_id: s.sandbox_id,
             template_id: s.template_id,
-            vcpu: s.vcpu,
-            memory: s.memory_mib,
-            memory_mib: s.memory_mib,
-            disk: s.disk_mib,
-            disk_mib: s.disk_mib,
+            size: SizeFields::new(s.vcpu, s.memory_mib, s.disk_mib),
             state: s.state,
             network_policy: s.network_policy,
             created_at: rfc3339(s.created_at_ms),

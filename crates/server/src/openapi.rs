@@ -26,7 +26,7 @@ use crate::routes::{approvals, network, sandboxes, snapshots, suggestion, templa
     ),
     components(schemas(
         ErrorBody, FieldProblem, NetworkPolicyDoc, TransformDoc, CreateSandboxRequest,
-        SandboxResponse, SandboxListItem, SandboxListResponse, ExecuteRequest, ProcessResponse,
+        SandboxResponse, SizeFields, SandboxListItem, SandboxListResponse, ExecuteRequest, ProcessResponse,
         CreateSnapshotRequest, RestoreSnapshotRequest, SnapshotResponse, SnapshotListResponse,
         CreateTemplateRequest, RenameTemplateRequest, TemplateResponse, TemplateListResponse,
         PolicyResponse, EventResponse, EventListResponse,

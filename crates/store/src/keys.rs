@@ -6,7 +6,7 @@ use std::fmt;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use crate::{Store, StoreError, conflict_or_db, new_id, now_ms};
+use crate::{Store, StoreError, conflict_or_db, found, new_id, now_ms};
 
 /// Every API key starts with this.
 pub const API_KEY_PREFIX: &str = "pl_";
@@ -89,27 +89,18 @@ impl Store {
     }
 
     pub async fn get_org(&self, id: &str) -> Result<Org, StoreError> {
-        sqlx::query_as("SELECT id, name, max_sandboxes, created_at FROM orgs WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or(StoreError::NotFound("organisation"))
+        let sql = "SELECT id, name, max_sandboxes, created_at FROM orgs WHERE id = ?";
+        self.row(sql, &[id], "organisation").await
     }
 
     pub async fn get_org_by_name(&self, name: &str) -> Result<Org, StoreError> {
-        sqlx::query_as("SELECT id, name, max_sandboxes, created_at FROM orgs WHERE name = ?")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or(StoreError::NotFound("organisation"))
+        let sql = "SELECT id, name, max_sandboxes, created_at FROM orgs WHERE name = ?";
+        self.row(sql, &[name], "organisation").await
     }
 
     pub async fn list_orgs(&self) -> Result<Vec<Org>, StoreError> {
-        Ok(
-            sqlx::query_as("SELECT id, name, max_sandboxes, created_at FROM orgs ORDER BY name")
-                .fetch_all(&self.pool)
-                .await?,
-        )
+        let sql = "SELECT id, name, max_sandboxes, created_at FROM orgs ORDER BY name";
+        self.rows(sql, &[]).await
     }
 
     pub async fn set_org_quota(
@@ -122,10 +113,7 @@ impl Store {
             .bind(org_id)
             .execute(&self.pool)
             .await?;
-        if r.rows_affected() == 0 {
-            return Err(StoreError::NotFound("organisation"));
-        }
-        Ok(())
+        found(r, "organisation")
     }
 
     /// Create a key for `org_id`. The clear key is returned once and not kept.
@@ -198,13 +186,9 @@ impl Store {
     }
 
     pub async fn list_api_keys(&self, org_id: &str) -> Result<Vec<ApiKeyRecord>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT id, org_id, name, key_prefix, created_at, last_used_at, revoked_at \
-             FROM api_keys WHERE org_id = ? ORDER BY created_at, id",
-        )
-        .bind(org_id)
-        .fetch_all(&self.pool)
-        .await?)
+        let sql = "SELECT id, org_id, name, key_prefix, created_at, last_used_at, revoked_at \
+                   FROM api_keys WHERE org_id = ? ORDER BY created_at, id";
+        self.rows(sql, &[org_id]).await
     }
 
     pub async fn revoke_api_key(&self, org_id: &str, key_id: &str) -> Result<(), StoreError> {
@@ -216,68 +200,10 @@ impl Store {
         .bind(org_id)
         .execute(&self.pool)
         .await?;
-        if r.rows_affected() == 0 {
-            return Err(StoreError::NotFound("api key"));
-        }
-        Ok(())
+        found(r, "api key")
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use crate::StoreError;
-    use crate::testutil::store;
-
-    #[tokio::test]
-    async fn orgs_and_keys() {
-        let (_d, s) = store().await;
-        let org = s.create_org("acme", Some(3)).await.unwrap();
-        assert!(matches!(
-            s.create_org("acme", None).await,
-            Err(StoreError::Conflict("organisation"))
-        ));
-        assert!(s.create_org(" ", None).await.is_err());
-        assert_eq!(s.get_org(&org.id).await.unwrap(), org);
-        assert_eq!(s.get_org_by_name("acme").await.unwrap(), org);
-        s.set_org_quota(&org.id, None).await.unwrap();
-        assert_eq!(s.get_org(&org.id).await.unwrap().max_sandboxes, None);
-        assert_eq!(s.list_orgs().await.unwrap().len(), 1);
-
-        let (rec, key) = s.create_api_key(&org.id, "ci").await.unwrap();
-        assert!(key.expose().starts_with("pl_") && key.expose().len() == 67);
-        assert!(!format!("{key:?}").contains(&key.expose()[3..]));
-        let auth = s.authenticate(key.expose()).await.unwrap().unwrap();
-        assert_eq!(
-            (auth.key_id.as_str(), auth.org_id.as_str()),
-            (rec.id.as_str(), org.id.as_str())
-        );
-        assert!(
-            s.list_api_keys(&org.id).await.unwrap()[0]
-                .last_used_at
-                .is_some()
-        );
-        assert_eq!(s.authenticate("pl_nope").await.unwrap(), None);
-        assert_eq!(s.authenticate("Bearer x").await.unwrap(), None);
-        assert_eq!(s.authenticate(&"pl_".repeat(200)).await.unwrap(), None);
-
-        // The clear key is nowhere in the database.
-        let hashes: Vec<String> = sqlx::query_scalar("SELECT key_hash FROM api_keys")
-            .fetch_all(s.pool())
-            .await
-            .unwrap();
-        assert!(!hashes[0].contains(&key.expose()[3..]));
-
-        // Another organisation cannot revoke it; its owner can, and then it stops working.
-        let other = s.create_org("other", None).await.unwrap();
-        assert!(matches!(
-            s.revoke_api_key(&other.id, &rec.id).await,
-            Err(StoreError::NotFound(_))
-        ));
-        s.revoke_api_key(&org.id, &rec.id).await.unwrap();
-        assert_eq!(s.authenticate(key.expose()).await.unwrap(), None);
-        assert!(matches!(
-            s.create_api_key("missing-org", "x").await,
-            Err(StoreError::NotFound("organisation"))
-        ));
-    }
-}
+#[path = "keys_tests.rs"]
+mod tests;

@@ -23,8 +23,10 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sqlx::SqlitePool;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{SqlSafeStr, SqlitePool};
 
 pub use events::{
     EgressEventRecord, EventQuery, EventSink, EventWriter, EventWriterConfig, Retention, retain_all,
@@ -152,6 +154,17 @@ pub(crate) fn conflict_or_db(what: &'static str) -> impl FnOnce(sqlx::Error) -> 
     }
 }
 
+/// Whether an UPDATE or DELETE aimed at one row found it: none touched means it is missing.
+pub(crate) fn found(
+    r: sqlx::sqlite::SqliteQueryResult,
+    what: &'static str,
+) -> Result<(), StoreError> {
+    if r.rows_affected() == 0 {
+        return Err(StoreError::NotFound(what));
+    }
+    Ok(())
+}
+
 /// The store: a connection pool and the sealing key.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -192,6 +205,70 @@ impl Store {
         &self,
     ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    /// The one row `sql` selects with the text parameters `args`, or `NotFound(what)`.
+    pub(crate) async fn row<T>(
+        &self,
+        sql: impl SqlSafeStr,
+        args: &[&str],
+        what: &'static str,
+    ) -> Result<T, StoreError>
+    where
+        T: for<'r> sqlx::FromRow<'r, SqliteRow> + Send + Unpin,
+    {
+        args.iter()
+            .fold(sqlx::query_as(sql), |q, a| q.bind(*a))
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound(what))
+    }
+
+    /// Every row `sql` selects with the text parameters `args`.
+    pub(crate) async fn rows<T>(
+        &self,
+        sql: impl SqlSafeStr,
+        args: &[&str],
+    ) -> Result<Vec<T>, StoreError>
+    where
+        T: for<'r> sqlx::FromRow<'r, SqliteRow> + Send + Unpin,
+    {
+        Ok(args
+            .iter()
+            .fold(sqlx::query_as(sql), |q, a| q.bind(*a))
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// The sealed value in the single-column `sql` of the row with this id (`None` when the
+    /// column is NULL), or `NotFound(what)` when there is no such row.
+    pub(crate) async fn sealed_column(
+        &self,
+        sql: &'static str,
+        id: &str,
+        what: &'static str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let sealed: Option<Option<Vec<u8>>> = sqlx::query_scalar(sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        sealed.ok_or(StoreError::NotFound(what))
+    }
+
+    /// Delete the row `id` of `org_id` from `table` (named by the caller, never by a user).
+    pub(crate) async fn delete_owned(
+        &self,
+        table: &'static str,
+        org_id: &str,
+        id: &str,
+    ) -> Result<(), StoreError> {
+        let sql = format!("DELETE FROM {table} WHERE id = ? AND org_id = ?");
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .bind(org_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// The data directory this store lives in.

@@ -6,8 +6,8 @@ use std::fmt;
 
 use sqlx::{QueryBuilder, Sqlite};
 
-use crate::seal::binding;
-use crate::{Page, Store, StoreError, conflict_or_db, limit_offset, now_ms};
+use crate::seal::{Sealer, binding};
+use crate::{Page, Store, StoreError, conflict_or_db, found, limit_offset, now_ms};
 
 /// Lifecycle states, spelled as Leap0 spells them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -67,6 +67,39 @@ pub struct EnvVars(pub BTreeMap<String, String>);
 impl fmt::Debug for EnvVars {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_set().entries(self.0.keys()).finish()
+    }
+}
+
+impl EnvVars {
+    /// Sealed under `binding` for its column; `None` (a NULL column) when there are none.
+    pub(crate) fn seal(
+        &self,
+        sealer: &Sealer,
+        binding: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        if self.0.is_empty() {
+            return Ok(None);
+        }
+        let json = zeroize::Zeroizing::new(
+            serde_json::to_vec(&self.0).map_err(|_| StoreError::Invalid("environment"))?,
+        );
+        Ok(Some(sealer.seal(binding, &json)?))
+    }
+
+    /// What [`seal`](Self::seal) stored; `corrupt` names the column when it does not open.
+    pub(crate) fn open(
+        sealer: &Sealer,
+        binding: &str,
+        sealed: Option<Vec<u8>>,
+        corrupt: &'static str,
+    ) -> Result<Self, StoreError> {
+        let Some(sealed) = sealed else {
+            return Ok(Self::default());
+        };
+        let plain = sealer.open(binding, &sealed)?;
+        serde_json::from_slice(plain.expose())
+            .map(Self)
+            .map_err(|_| StoreError::Corrupt(corrupt))
     }
 }
 
@@ -191,14 +224,7 @@ fn rows(rows: Vec<Row>) -> Result<Vec<SandboxRecord>, StoreError> {
 impl Store {
     pub async fn insert_sandbox(&self, s: NewSandbox) -> Result<SandboxRecord, StoreError> {
         let now = now_ms();
-        let env_sealed = if s.env.0.is_empty() {
-            None
-        } else {
-            let json = zeroize::Zeroizing::new(
-                serde_json::to_vec(&s.env.0).map_err(|_| StoreError::Invalid("environment"))?,
-            );
-            Some(self.sealer.seal(&binding::sandbox_env(&s.id), &json)?)
-        };
+        let env_sealed = s.env.seal(&self.sealer, &binding::sandbox_env(&s.id))?;
         sqlx::query(
             "INSERT INTO sandboxes (id, org_id, template_id, vcpu, memory_mib, disk_mib, state, \
              auto_pause, timeout_secs, deadline_at, env_sealed, address, policy_version, \
@@ -244,26 +270,17 @@ impl Store {
 
     /// A sandbox of `org_id`; another organisation's reads as missing.
     pub async fn get_sandbox(&self, org_id: &str, id: &str) -> Result<SandboxRecord, StoreError> {
-        let row: Row = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM sandboxes WHERE id = ? AND org_id = ?"
-        )))
-        .bind(id)
-        .bind(org_id)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or(StoreError::NotFound("sandbox"))?;
+        let sql = format!("SELECT {COLUMNS} FROM sandboxes WHERE id = ? AND org_id = ?");
+        let row: Row = self
+            .row(sqlx::AssertSqlSafe(sql), &[id, org_id], "sandbox")
+            .await?;
         row.try_into()
     }
 
     /// A sandbox by id alone, for the daemon's own bookkeeping (never for a user request).
     pub async fn get_sandbox_unscoped(&self, id: &str) -> Result<SandboxRecord, StoreError> {
-        let row: Row = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM sandboxes WHERE id = ?"
-        )))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or(StoreError::NotFound("sandbox"))?;
+        let sql = format!("SELECT {COLUMNS} FROM sandboxes WHERE id = ?");
+        let row: Row = self.row(sqlx::AssertSqlSafe(sql), &[id], "sandbox").await?;
         row.try_into()
     }
 
@@ -326,10 +343,7 @@ impl Store {
         .bind(id)
         .execute(&self.pool)
         .await?;
-        if r.rows_affected() == 0 {
-            return Err(StoreError::NotFound("sandbox"));
-        }
-        Ok(())
+        found(r, "sandbox")
     }
 
     pub async fn set_sandbox_address(
@@ -337,16 +351,7 @@ impl Store {
         id: &str,
         address: Option<&str>,
     ) -> Result<(), StoreError> {
-        let r = sqlx::query("UPDATE sandboxes SET address = ?, updated_at = ? WHERE id = ?")
-            .bind(address)
-            .bind(now_ms())
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        if r.rows_affected() == 0 {
-            return Err(StoreError::NotFound("sandbox"));
-        }
-        Ok(())
+        self.set_sandbox_column("address", address, id).await
     }
 
     pub async fn set_sandbox_deadline(
@@ -354,34 +359,36 @@ impl Store {
         id: &str,
         deadline_at: Option<i64>,
     ) -> Result<(), StoreError> {
-        let r = sqlx::query("UPDATE sandboxes SET deadline_at = ?, updated_at = ? WHERE id = ?")
-            .bind(deadline_at)
+        self.set_sandbox_column("deadline_at", deadline_at, id)
+            .await
+    }
+
+    /// Set one column (named by the caller, never by a user) of a sandbox row.
+    async fn set_sandbox_column<'t, T>(
+        &self,
+        column: &'static str,
+        value: T,
+        id: &str,
+    ) -> Result<(), StoreError>
+    where
+        T: sqlx::Encode<'t, Sqlite> + sqlx::Type<Sqlite>,
+    {
+        let sql = format!("UPDATE sandboxes SET {column} = ?, updated_at = ? WHERE id = ?");
+        let r = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(value)
             .bind(now_ms())
             .bind(id)
             .execute(&self.pool)
             .await?;
-        if r.rows_affected() == 0 {
-            return Err(StoreError::NotFound("sandbox"));
-        }
-        Ok(())
+        found(r, "sandbox")
     }
 
     /// The sandbox's environment variables, unsealed.
     pub async fn sandbox_env(&self, id: &str) -> Result<EnvVars, StoreError> {
-        let sealed: Option<Option<Vec<u8>>> =
-            sqlx::query_scalar("SELECT env_sealed FROM sandboxes WHERE id = ?")
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?;
-        match sealed.ok_or(StoreError::NotFound("sandbox"))? {
-            None => Ok(EnvVars::default()),
-            Some(sealed) => {
-                let plain = self.sealer.open(&binding::sandbox_env(id), &sealed)?;
-                serde_json::from_slice(plain.expose())
-                    .map(EnvVars)
-                    .map_err(|_| StoreError::Corrupt("sandbox environment"))
-            }
-        }
+        let sql = "SELECT env_sealed FROM sandboxes WHERE id = ?";
+        let sealed = self.sealed_column(sql, id, "sandbox").await?;
+        let binding = binding::sandbox_env(id);
+        EnvVars::open(&self.sealer, &binding, sealed, "sandbox environment")
     }
 
     /// Running sandboxes whose deadline has passed at `now` (the timeout sweeper's work list).
@@ -420,11 +427,7 @@ impl Store {
         id: &str,
     ) -> Result<SandboxRecord, StoreError> {
         let rec = self.get_sandbox(org_id, id).await?;
-        sqlx::query("DELETE FROM sandboxes WHERE id = ? AND org_id = ?")
-            .bind(id)
-            .bind(org_id)
-            .execute(&self.pool)
-            .await?;
+        self.delete_owned("sandboxes", org_id, id).await?;
         Ok(rec)
     }
 }

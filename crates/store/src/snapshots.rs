@@ -3,10 +3,10 @@
 
 use sqlx::{QueryBuilder, Sqlite};
 
-use crate::policies::SecretString;
+use crate::policies::{SecretString, secret_from};
 use crate::sandboxes::{EnvVars, Order};
 use crate::seal::binding;
-use crate::{Page, Store, StoreError, conflict_or_db, limit_offset, now_ms};
+use crate::{Page, Store, StoreError, conflict_or_db, found, limit_offset, now_ms};
 
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct SnapshotRecord {
@@ -91,14 +91,7 @@ impl Store {
             ),
             None => (None, None),
         };
-        let env_sealed = if s.env.0.is_empty() {
-            None
-        } else {
-            let json = zeroize::Zeroizing::new(
-                serde_json::to_vec(&s.env.0).map_err(|_| StoreError::Invalid("environment"))?,
-            );
-            Some(self.sealer.seal(&binding::snapshot_env(&s.id), &json)?)
-        };
+        let env_sealed = s.env.seal(&self.sealer, &binding::snapshot_env(&s.id))?;
         sqlx::query(
             "INSERT INTO snapshots (id, org_id, name, sandbox_id, template_id, vcpu, memory_mib, \
              disk_mib, state, archive_path, archive_bytes, policy_sealed, policy_redacted, \
@@ -140,14 +133,9 @@ impl Store {
     }
 
     pub async fn get_snapshot(&self, org_id: &str, id: &str) -> Result<SnapshotRecord, StoreError> {
-        sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM snapshots WHERE id = ? AND org_id = ?"
-        )))
-        .bind(id)
-        .bind(org_id)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or(StoreError::NotFound("snapshot"))
+        let sql = format!("SELECT {COLUMNS} FROM snapshots WHERE id = ? AND org_id = ?");
+        self.row(sqlx::AssertSqlSafe(sql), &[id, org_id], "snapshot")
+            .await
     }
 
     /// Every snapshot's archive path, all organisations (daemon start: files not listed here
@@ -164,17 +152,12 @@ impl Store {
         org_id: &str,
         name_or_id: &str,
     ) -> Result<SnapshotRecord, StoreError> {
-        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        let sql = format!(
             "SELECT {COLUMNS} FROM snapshots WHERE org_id = ? AND (name = ? OR id = ?) \
              ORDER BY name = ? DESC LIMIT 1"
-        )))
-        .bind(org_id)
-        .bind(name_or_id)
-        .bind(name_or_id)
-        .bind(name_or_id)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or(StoreError::NotFound("snapshot"))
+        );
+        let args = [org_id, name_or_id, name_or_id, name_or_id];
+        self.row(sqlx::AssertSqlSafe(sql), &args, "snapshot").await
     }
 
     pub async fn list_snapshots(
@@ -224,41 +207,24 @@ impl Store {
             .bind(id)
             .execute(&self.pool)
             .await?;
-        if r.rows_affected() == 0 {
-            return Err(StoreError::NotFound("snapshot"));
-        }
-        Ok(())
+        found(r, "snapshot")
     }
 
     /// The full policy stored with the snapshot, opened; `None` when it had none.
     pub async fn snapshot_policy(&self, id: &str) -> Result<Option<SecretString>, StoreError> {
-        let sealed: Option<Option<Vec<u8>>> =
-            sqlx::query_scalar("SELECT policy_sealed FROM snapshots WHERE id = ?")
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?;
-        let Some(sealed) = sealed.ok_or(StoreError::NotFound("snapshot"))? else {
+        let sql = "SELECT policy_sealed FROM snapshots WHERE id = ?";
+        let Some(sealed) = self.sealed_column(sql, id, "snapshot").await? else {
             return Ok(None);
         };
         let plain = self.sealer.open(&binding::snapshot_policy(id), &sealed)?;
-        std::str::from_utf8(plain.expose())
-            .map(|s| Some(SecretString::new(s.to_owned())))
-            .map_err(|_| StoreError::Corrupt("snapshot policy"))
+        secret_from(plain, "snapshot policy").map(Some)
     }
 
     pub async fn snapshot_env(&self, id: &str) -> Result<EnvVars, StoreError> {
-        let sealed: Option<Option<Vec<u8>>> =
-            sqlx::query_scalar("SELECT env_sealed FROM snapshots WHERE id = ?")
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?;
-        let Some(sealed) = sealed.ok_or(StoreError::NotFound("snapshot"))? else {
-            return Ok(EnvVars::default());
-        };
-        let plain = self.sealer.open(&binding::snapshot_env(id), &sealed)?;
-        serde_json::from_slice(plain.expose())
-            .map(EnvVars)
-            .map_err(|_| StoreError::Corrupt("snapshot environment"))
+        let sql = "SELECT env_sealed FROM snapshots WHERE id = ?";
+        let sealed = self.sealed_column(sql, id, "snapshot").await?;
+        let binding = binding::snapshot_env(id);
+        EnvVars::open(&self.sealer, &binding, sealed, "snapshot environment")
     }
 
     /// Remove the row; the caller removes the archive it names.
@@ -268,156 +234,11 @@ impl Store {
         id: &str,
     ) -> Result<SnapshotRecord, StoreError> {
         let rec = self.get_snapshot(org_id, id).await?;
-        sqlx::query("DELETE FROM snapshots WHERE id = ? AND org_id = ?")
-            .bind(id)
-            .bind(org_id)
-            .execute(&self.pool)
-            .await?;
+        self.delete_owned("snapshots", org_id, id).await?;
         Ok(rec)
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::testutil::store;
-
-    fn snap(id: &str, org: &str, name: &str, template: &str) -> NewSnapshot {
-        NewSnapshot {
-            id: id.into(),
-            org_id: org.into(),
-            name: name.into(),
-            sandbox_id: Some("sb".into()),
-            template_id: template.into(),
-            vcpu: 1,
-            memory_mib: 512,
-            disk_mib: 1024,
-            state: "ready".into(),
-            archive_path: format!("/data/snapshots/{id}.tar.zst"),
-            archive_bytes: 42,
-            policy: None,
-            env: EnvVars::default(),
-        }
-    }
-
-    #[tokio::test]
-    async fn snapshots_crud_paging_and_sealed_policy() {
-        let (_d, s) = store().await;
-        let a = s.create_org("a", None).await.unwrap();
-        let b = s.create_org("b", None).await.unwrap();
-        let mut first = snap("n1", &a.id, "base_1", "tz");
-        first.policy = Some((
-            SecretString::new(r#"{"inject":"sk-snap-secret"}"#.into()),
-            r#"{"inject":"[REDACTED]"}"#.into(),
-        ));
-        first.env = EnvVars([("K".to_string(), "envsecret".to_string())].into());
-        let rec = s.insert_snapshot(first).await.unwrap();
-        assert!(matches!(
-            s.insert_snapshot(snap("n2", &a.id, "base_1", "t")).await,
-            Err(StoreError::Conflict(_))
-        ));
-        s.insert_snapshot(snap("n2", &a.id, "other%", "ta"))
-            .await
-            .unwrap();
-        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-        s.insert_snapshot(snap("n3", &a.id, "base-2", "tb"))
-            .await
-            .unwrap();
-        s.insert_snapshot(snap("n4", &b.id, "base_1", "t"))
-            .await
-            .unwrap();
-
-        assert_eq!(s.get_snapshot(&a.id, "n1").await.unwrap(), rec);
-        assert!(matches!(
-            s.get_snapshot(&b.id, "n1").await,
-            Err(StoreError::NotFound(_))
-        ));
-        assert_eq!(s.find_snapshot(&a.id, "base_1").await.unwrap().id, "n1");
-        assert_eq!(s.find_snapshot(&a.id, "n3").await.unwrap().id, "n3");
-        assert_eq!(s.find_snapshot(&b.id, "base_1").await.unwrap().id, "n4");
-        assert!(s.find_snapshot(&b.id, "n1").await.is_err());
-
-        let all = s
-            .list_snapshots(
-                &a.id,
-                &SnapshotQuery {
-                    page: 1,
-                    page_size: 10,
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap();
-        assert_eq!((all.total, all.items[0].id.as_str()), (3, "n3"));
-        // `_` and `%` in the query match literally.
-        let q = s
-            .list_snapshots(
-                &a.id,
-                &SnapshotQuery {
-                    query: "base_".into(),
-                    page: 1,
-                    page_size: 10,
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap();
-        assert_eq!((q.total, q.items[0].id.as_str()), (1, "n1"));
-        let q = s
-            .list_snapshots(
-                &a.id,
-                &SnapshotQuery {
-                    query: "%".into(),
-                    page: 1,
-                    page_size: 10,
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap();
-        assert_eq!(q.total, 1);
-        let by_tpl = s
-            .list_snapshots(
-                &a.id,
-                &SnapshotQuery {
-                    sort: SnapshotSort::TemplateId,
-                    order: Order::Asc,
-                    page: 1,
-                    page_size: 2,
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap();
-        assert_eq!(
-            by_tpl
-                .items
-                .iter()
-                .map(|r| r.template_id.as_str())
-                .collect::<Vec<_>>(),
-            ["ta", "tb"]
-        );
-        assert_eq!(by_tpl.total, 3);
-
-        let p = s.snapshot_policy("n1").await.unwrap().unwrap();
-        assert!(p.expose().contains("sk-snap-secret"));
-        assert_eq!(s.snapshot_policy("n2").await.unwrap(), None);
-        assert_eq!(s.snapshot_env("n1").await.unwrap().0["K"], "envsecret");
-        assert!(s.snapshot_env("n2").await.unwrap().0.is_empty());
-        s.set_snapshot_state("n2", "failed", 0).await.unwrap();
-        assert_eq!(s.get_snapshot(&a.id, "n2").await.unwrap().state, "failed");
-
-        assert!(matches!(
-            s.delete_snapshot(&b.id, "n1").await,
-            Err(StoreError::NotFound(_))
-        ));
-        assert_eq!(
-            s.delete_snapshot(&a.id, "n1").await.unwrap().archive_path,
-            "/data/snapshots/n1.tar.zst"
-        );
-        assert!(matches!(
-            s.snapshot_policy("n1").await,
-            Err(StoreError::NotFound(_))
-        ));
-    }
-}
+#[path = "snapshots_tests.rs"]
+mod tests;

@@ -1,7 +1,7 @@
 //! Templates: the root filesystems sandboxes start from. System templates (`org_id` NULL) are
 //! visible to every organisation and changed by none.
 
-use crate::{Store, StoreError, conflict_or_db, now_ms};
+use crate::{Store, StoreError, conflict_or_db, found, now_ms};
 
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct TemplateRecord {
@@ -76,14 +76,11 @@ impl Store {
 
     /// A template `org_id` may use: its own or a system one.
     pub async fn get_template(&self, org_id: &str, id: &str) -> Result<TemplateRecord, StoreError> {
-        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        let sql = format!(
             "SELECT {COLUMNS} FROM templates WHERE id = ? AND (org_id = ? OR org_id IS NULL)"
-        )))
-        .bind(id)
-        .bind(org_id)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or(StoreError::NotFound("template"))
+        );
+        self.row(sqlx::AssertSqlSafe(sql), &[id, org_id], "template")
+            .await
     }
 
     /// Resolve a name as a sandbox create request gives it: the organisation's own template
@@ -93,25 +90,20 @@ impl Store {
         org_id: &str,
         name: &str,
     ) -> Result<TemplateRecord, StoreError> {
-        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        let sql = format!(
             "SELECT {COLUMNS} FROM templates WHERE name = ? AND (org_id = ? OR org_id IS NULL) \
              ORDER BY org_id IS NULL LIMIT 1"
-        )))
-        .bind(name)
-        .bind(org_id)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or(StoreError::NotFound("template"))
+        );
+        self.row(sqlx::AssertSqlSafe(sql), &[name, org_id], "template")
+            .await
     }
 
     pub async fn list_templates(&self, org_id: &str) -> Result<Vec<TemplateRecord>, StoreError> {
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        let sql = format!(
             "SELECT {COLUMNS} FROM templates WHERE org_id = ? OR org_id IS NULL \
              ORDER BY org_id IS NULL, name"
-        )))
-        .bind(org_id)
-        .fetch_all(&self.pool)
-        .await?)
+        );
+        self.rows(sqlx::AssertSqlSafe(sql), &[org_id]).await
     }
 
     /// Rename one of the organisation's templates (system templates read as missing here).
@@ -131,10 +123,7 @@ impl Store {
         .execute(&self.pool)
         .await
         .map_err(conflict_or_db("template name"))?;
-        if r.rows_affected() == 0 {
-            return Err(StoreError::NotFound("template"));
-        }
-        Ok(())
+        found(r, "template")
     }
 
     /// Record the outcome of building a template (state, digest, image configuration).
@@ -155,10 +144,7 @@ impl Store {
         .bind(id)
         .execute(&self.pool)
         .await?;
-        if r.rows_affected() == 0 {
-            return Err(StoreError::NotFound("template"));
-        }
-        Ok(())
+        found(r, "template")
     }
 
     /// Delete one of the organisation's templates; refused (Conflict) while a sandbox uses it.
@@ -194,107 +180,5 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::testutil::store;
-
-    pub(crate) fn tpl(id: &str, org: Option<&str>, name: &str) -> NewTemplate {
-        NewTemplate {
-            id: id.into(),
-            org_id: org.map(Into::into),
-            name: name.into(),
-            source_kind: "host".into(),
-            source_uri: "/".into(),
-            digest: String::new(),
-            image_config: None,
-            state: "ready".into(),
-        }
-    }
-
-    #[tokio::test]
-    async fn templates_scoped_and_renamed() {
-        let (_d, s) = store().await;
-        let a = s.create_org("a", None).await.unwrap();
-        let b = s.create_org("b", None).await.unwrap();
-        s.insert_template(tpl("sys", None, "system/debian:bookworm"))
-            .await
-            .unwrap();
-        assert!(matches!(
-            s.insert_template(tpl("sys2", None, "system/debian:bookworm"))
-                .await,
-            Err(StoreError::Conflict(_))
-        ));
-        let mine = s
-            .insert_template(tpl("t1", Some(&a.id), "mine"))
-            .await
-            .unwrap();
-        assert!(!mine.is_system());
-        // The same name in another organisation is fine, twice in one is a conflict.
-        s.insert_template(tpl("t2", Some(&b.id), "mine"))
-            .await
-            .unwrap();
-        assert!(matches!(
-            s.insert_template(tpl("t3", Some(&a.id), "mine")).await,
-            Err(StoreError::Conflict(_))
-        ));
-        assert_eq!(s.get_template(&a.id, "t1").await.unwrap(), mine);
-        assert!(s.get_template(&a.id, "sys").await.unwrap().is_system());
-        assert!(matches!(
-            s.get_template(&b.id, "t1").await,
-            Err(StoreError::NotFound(_))
-        ));
-        assert_eq!(
-            s.find_template_by_name(&a.id, "mine").await.unwrap().id,
-            "t1"
-        );
-        assert_eq!(
-            s.find_template_by_name(&b.id, "mine").await.unwrap().id,
-            "t2"
-        );
-        assert_eq!(
-            s.find_template_by_name(&b.id, "system/debian:bookworm")
-                .await
-                .unwrap()
-                .id,
-            "sys"
-        );
-        assert_eq!(s.list_templates(&a.id).await.unwrap().len(), 2);
-
-        s.insert_template(tpl("t4", Some(&a.id), "other"))
-            .await
-            .unwrap();
-        assert!(matches!(
-            s.rename_template(&a.id, "t4", "mine").await,
-            Err(StoreError::Conflict(_))
-        ));
-        s.rename_template(&a.id, "t4", "renamed").await.unwrap();
-        assert!(matches!(
-            s.rename_template(&b.id, "t4", "x").await,
-            Err(StoreError::NotFound(_))
-        ));
-        assert!(matches!(
-            s.rename_template(&a.id, "sys", "x").await,
-            Err(StoreError::NotFound(_))
-        ));
-        s.update_template_build("t4", "ready", "sha256:ab", Some("{\"user\":\"root\"}"))
-            .await
-            .unwrap();
-        assert_eq!(
-            s.get_template(&a.id, "t4").await.unwrap().digest,
-            "sha256:ab"
-        );
-        assert!(matches!(
-            s.delete_template(&b.id, "t4").await,
-            Err(StoreError::NotFound(_))
-        ));
-        assert!(matches!(
-            s.delete_template(&a.id, "sys").await,
-            Err(StoreError::NotFound(_))
-        ));
-        s.delete_template(&a.id, "t4").await.unwrap();
-        assert!(matches!(
-            s.get_template(&a.id, "t4").await,
-            Err(StoreError::NotFound(_))
-        ));
-    }
-}
+#[path = "templates_tests.rs"]
+mod tests;

@@ -32,32 +32,25 @@ struct Asset {
     body: &'static [u8],
 }
 
+/// An [`Asset`] named once: its file under `assets/` is its name under [`PREFIX`].
+macro_rules! asset {
+    ($name:literal, $content_type:expr) => {
+        Asset {
+            name: $name,
+            content_type: $content_type,
+            body: include_bytes!(concat!("assets/", $name)),
+        }
+    };
+}
+
+const JS: &str = "text/javascript; charset=utf-8";
+
 const ASSETS: &[Asset] = &[
-    Asset {
-        name: "app.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("assets/app.js"),
-    },
-    Asset {
-        name: "console.css",
-        content_type: "text/css; charset=utf-8",
-        body: include_bytes!("assets/console.css"),
-    },
-    Asset {
-        name: "suggestions.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("assets/suggestions.js"),
-    },
-    Asset {
-        name: "approvals.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("assets/approvals.js"),
-    },
-    Asset {
-        name: "icon.svg",
-        content_type: "image/svg+xml",
-        body: include_bytes!("assets/icon.svg"),
-    },
+    asset!("app.js", JS),
+    asset!("console.css", "text/css; charset=utf-8"),
+    asset!("suggestions.js", JS),
+    asset!("approvals.js", JS),
+    asset!("icon.svg", "image/svg+xml"),
 ];
 
 const INDEX: &[u8] = include_bytes!("assets/index.html");

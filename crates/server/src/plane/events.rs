@@ -7,7 +7,7 @@ use std::time::UNIX_EPOCH;
 use futures_util::stream::{self, BoxStream, StreamExt};
 use palisade_firewall::events::EventKind;
 use palisade_firewall::{EgressEvent, EventLog};
-use palisade_store::{EgressEventRecord, EventQuery, EventSink};
+use palisade_store::{EgressEventRecord, EventSink};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::Plane;
@@ -74,21 +74,7 @@ impl Plane {
     ) -> Result<Vec<EgressEventRecord>, PlaneError> {
         let rec = self.store.get_sandbox(&org.0, sandbox_id).await?;
         self.sink.flush().await;
-        Ok(self
-            .store
-            .list_events(
-                &rec.id,
-                &EventQuery {
-                    after_id: f.after_id,
-                    before_id: f.before_id,
-                    since_ms: f.since_ms,
-                    until_ms: f.until_ms,
-                    verdict: f.verdict,
-                    name: f.name,
-                    limit: f.limit,
-                },
-            )
-            .await?)
+        Ok(self.store.list_events(&rec.id, &f).await?)
     }
 
     pub(super) async fn subscribe_events(

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use futures_util::stream::BoxStream;
 use palisade_policy::Policy;
-use palisade_store::{EgressEventRecord, SandboxQuery};
+use palisade_store::EgressEventRecord;
 
 use super::Plane;
 use super::PlaneError;
@@ -53,19 +53,7 @@ impl ControlPlane for Plane {
         org: &OrgId,
         q: ListSandboxes,
     ) -> Result<Page<SandboxInfo>, PlaneError> {
-        let page = self
-            .store
-            .list_sandboxes(
-                &org.0,
-                &SandboxQuery {
-                    state: q.state,
-                    sort: q.sort,
-                    order: q.order,
-                    page: q.page,
-                    page_size: q.page_size,
-                },
-            )
-            .await?;
+        let page = self.store.list_sandboxes(&org.0, &q).await?;
         let mut items = Vec::with_capacity(page.items.len());
         for rec in page.items {
             items.push(self.info(rec).await?);

@@ -9,6 +9,7 @@ use palisade_ca::SandboxCa;
 use palisade_policy::Policy;
 use palisade_runtime::{ExecRequest, SandboxSpec};
 use palisade_store::{NewSandbox, SandboxRecord, SandboxState, StoreError, TemplateRecord, now_ms};
+use tokio::sync::OwnedMutexGuard;
 
 use super::PlaneError;
 use super::convert::{policy_json, redacted_spec, sandbox_info};
@@ -33,6 +34,11 @@ pub(super) struct Launch {
 /// Stopped into a snapshot: the row stays, the sandbox holds nothing (see `stop_locked`).
 pub(super) fn is_stopped(rec: &SandboxRecord) -> bool {
     rec.address.is_none()
+}
+
+/// A request the sandbox's state forbids.
+pub(super) fn state_conflict(rec: &SandboxRecord) -> PlaneError {
+    PlaneError::Conflict(format!("sandbox is {}", rec.state))
 }
 
 pub(super) fn stopped_conflict(id: &str) -> PlaneError {
@@ -90,7 +96,7 @@ impl Plane {
                 auto_pause: l.auto_pause,
                 timeout_secs: i64::from(l.timeout_secs),
                 deadline_at: Some(now_ms() + i64::from(l.timeout_secs) * 1000),
-                env: palisade_store::EnvVars(l.env.0.clone()),
+                env: l.env.clone(),
                 address: Some(addrs.sandbox.to_string()),
             })
             .await;
@@ -214,6 +220,18 @@ impl Plane {
         Ok(())
     }
 
+    /// Takes the sandbox's lock, then reads its row: the state a change is judged on cannot
+    /// move before the change is made.
+    pub(super) async fn lock_sandbox(
+        &self,
+        org: &OrgId,
+        id: &str,
+    ) -> Result<(OwnedMutexGuard<()>, SandboxRecord), PlaneError> {
+        let guard = self.locks.lock(id).await;
+        let rec = self.store.get_sandbox(&org.0, id).await?;
+        Ok((guard, rec))
+    }
+
     pub(super) async fn pause(&self, org: &OrgId, id: &str) -> Result<SandboxInfo, PlaneError> {
         let _guard = self.locks.lock(id).await;
         self.pause_locked(org, id).await
@@ -261,8 +279,7 @@ impl Plane {
         {
             // Only the state check and the resume hold the lock: a command may run for hours
             // and must not hold up a delete.
-            let _guard = self.locks.lock(id).await;
-            let rec = self.store.get_sandbox(&org.0, id).await?;
+            let (_guard, rec) = self.lock_sandbox(org, id).await?;
             if is_stopped(&rec) {
                 return Err(stopped_conflict(id));
             }
@@ -272,7 +289,7 @@ impl Plane {
                     .set_sandbox_state(id, SandboxState::Running)
                     .await?;
             } else if rec.state != SandboxState::Running {
-                return Err(PlaneError::Conflict(format!("sandbox is {}", rec.state)));
+                return Err(state_conflict(&rec));
             }
         }
         let res = self
@@ -291,10 +308,9 @@ impl Plane {
             Ok(out) => out,
             // Deleted or paused while the command ran: say so rather than a runc error.
             Err(e) => {
-                let _guard = self.locks.lock(id).await;
-                let rec = self.store.get_sandbox(&org.0, id).await?;
+                let (_guard, rec) = self.lock_sandbox(org, id).await?;
                 if rec.state != SandboxState::Running {
-                    return Err(PlaneError::Conflict(format!("sandbox is {}", rec.state)));
+                    return Err(state_conflict(&rec));
                 }
                 // Its container exited on its own (OOM, init killed): a state, not a fault.
                 if let Ok(sbx) = self.runtime.get(id).await
@@ -312,13 +328,7 @@ impl Plane {
                 return Err(e.into());
             }
         };
-        Ok(ExecResult {
-            exit_code: out.exit_code,
-            stdout: out.stdout,
-            stderr: out.stderr,
-            truncated: out.truncated,
-            timed_out: out.timed_out,
-        })
+        Ok(out)
     }
 
     /// Stores the new version, swaps the kernel rules, then the data plane; marks it applied
@@ -329,16 +339,15 @@ impl Plane {
         id: &str,
         policy: Policy,
     ) -> Result<PolicyInfo, PlaneError> {
-        let _guard = self.locks.lock(id).await;
-        let rec = self.store.get_sandbox(&org.0, id).await?;
+        let (_guard, rec) = self.lock_sandbox(org, id).await?;
         if !matches!(rec.state, SandboxState::Running | SandboxState::Paused) {
-            return Err(PlaneError::Conflict(format!("sandbox is {}", rec.state)));
+            return Err(state_conflict(&rec));
         }
         let addrs = rec
             .address
             .as_deref()
             .and_then(addrs_of)
-            .ok_or_else(|| PlaneError::Conflict(format!("sandbox is {}", rec.state)))?;
+            .ok_or_else(|| state_conflict(&rec))?;
         let (full, redacted) = policy_json(&policy)?;
         let version = self.store.add_policy_version(id, &full, &redacted).await?;
         self.apply_rules(rules(id, addrs, &policy, self.cfg.dns_limit))

@@ -3,15 +3,15 @@
 //! A restore is a new sandbox (new id, new CA) with the snapshot's policy unless overridden.
 
 use palisade_policy::Policy;
-use palisade_store::{NewSnapshot, SandboxState, SecretString, SnapshotQuery};
+use palisade_store::{NewSnapshot, SandboxState, SecretString};
 
 use super::Plane;
 use super::PlaneError;
 use super::convert::{full_policy, snapshot_info};
-use super::sandboxes::{Launch, is_stopped, stopped_conflict};
+use super::sandboxes::{Launch, is_stopped, state_conflict, stopped_conflict};
 use crate::control::{
-    AfterSnapshot, CreateSnapshot, EnvVars, ListSnapshots, OrgId, Page, RestoreSnapshot,
-    SandboxInfo, SnapshotInfo,
+    AfterSnapshot, CreateSnapshot, ListSnapshots, OrgId, Page, RestoreSnapshot, SandboxInfo,
+    SnapshotInfo,
 };
 
 /// A restored sandbox's timeout when the request names none.
@@ -24,10 +24,9 @@ impl Plane {
         sandbox_id: &str,
         req: CreateSnapshot,
     ) -> Result<SnapshotInfo, PlaneError> {
-        let _guard = self.locks.lock(sandbox_id).await;
-        let rec = self.store.get_sandbox(&org.0, sandbox_id).await?;
+        let (_guard, rec) = self.lock_sandbox(org, sandbox_id).await?;
         if !matches!(rec.state, SandboxState::Running | SandboxState::Paused) {
-            return Err(PlaneError::Conflict(format!("sandbox is {}", rec.state)));
+            return Err(state_conflict(&rec));
         }
         if is_stopped(&rec) {
             return Err(stopped_conflict(sandbox_id));
@@ -93,19 +92,7 @@ impl Plane {
         org: &OrgId,
         q: ListSnapshots,
     ) -> Result<Page<SnapshotInfo>, PlaneError> {
-        let page = self
-            .store
-            .list_snapshots(
-                &org.0,
-                &SnapshotQuery {
-                    query: q.query,
-                    sort: q.sort,
-                    order: q.order,
-                    page: q.page,
-                    page_size: q.page_size,
-                },
-            )
-            .await?;
+        let page = self.store.list_snapshots(&org.0, &q).await?;
         Ok(Page {
             items: page
                 .items
@@ -147,7 +134,7 @@ impl Plane {
                 memory_mib: super::convert::clamp_u32(snap.memory_mib),
                 timeout_secs: req.timeout_secs.unwrap_or(DEFAULT_TIMEOUT_SECS),
                 auto_pause: req.auto_pause,
-                env: EnvVars(env.0),
+                env,
                 policy,
                 archive: Some(snap.archive_path.into()),
             },

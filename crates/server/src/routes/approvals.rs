@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::Cp;
+use super::{Cp, bodies};
 use crate::control::{ApprovalDecided, ApprovalUpdate, ApprovalView, Decision, OrgId};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::JsonBody;
@@ -121,10 +121,8 @@ pub(crate) async fn list(
     cp: Cp,
     Extension(org): Extension<OrgId>,
 ) -> Result<Json<ApprovalListResponse>, ApiError> {
-    let items = cp.list_approvals(&org).await?;
-    Ok(Json(ApprovalListResponse {
-        items: items.into_iter().map(Into::into).collect(),
-    }))
+    let items = bodies(cp.list_approvals(&org).await?);
+    Ok(Json(ApprovalListResponse { items }))
 }
 
 /// Server-sent events: `event: pending` (an approval, new or joined; the ones already waiting

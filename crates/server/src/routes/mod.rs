@@ -10,7 +10,7 @@ pub(crate) mod templates;
 
 use std::sync::Arc;
 
-use crate::control::ControlPlane;
+use crate::control::{ControlPlane, Page};
 
 pub(crate) type Cp = axum::extract::State<Arc<dyn ControlPlane>>;
 
@@ -18,7 +18,7 @@ use palisade_store::Order;
 
 use crate::error::ApiError;
 
-pub(crate) fn order_param(pairs: &[(String, String)]) -> Result<Order, ApiError> {
+fn order_param(pairs: &[(String, String)]) -> Result<Order, ApiError> {
     match crate::extract::param(pairs, "order-by")
         .or_else(|| crate::extract::param(pairs, "order_by"))
     {
@@ -33,7 +33,7 @@ pub(crate) fn order_param(pairs: &[(String, String)]) -> Result<Order, ApiError>
 
 /// The value of the query parameter `name` among `choices` (the first is the default when it is
 /// absent), or a 400 listing them.
-pub(crate) fn choice_param<T: Copy>(
+fn choice_param<T: Copy>(
     pairs: &[(String, String)],
     name: &str,
     choices: &[(&str, T)],
@@ -49,7 +49,28 @@ pub(crate) fn choice_param<T: Copy>(
     })
 }
 
-pub(crate) fn paging(pairs: &[(String, String)]) -> Result<(u32, u32), ApiError> {
+/// What every paged listing takes besides its filter: the `sort` (one of `sorts`, the first the
+/// default), the order, the page and its size.
+pub(crate) fn sort_and_page<S: Copy>(
+    pairs: &[(String, String)],
+    sorts: &[(&str, S)],
+) -> Result<(S, Order, u32, u32), ApiError> {
+    let sort = choice_param(pairs, "sort", sorts)?;
+    let (page, page_size) = paging(pairs)?;
+    Ok((sort, order_param(pairs)?, page, page_size))
+}
+
+/// The control plane's results as their response bodies.
+pub(crate) fn bodies<T, B: From<T>>(items: Vec<T>) -> Vec<B> {
+    items.into_iter().map(Into::into).collect()
+}
+
+/// A page of results as a paged list response's `items` and `total_items`.
+pub(crate) fn paged<T, B: From<T>>(page: Page<T>) -> (Vec<B>, i64) {
+    (bodies(page.items), page.total)
+}
+
+fn paging(pairs: &[(String, String)]) -> Result<(u32, u32), ApiError> {
     let page = crate::extract::int_param(pairs, "page", 1, i64::from(u32::MAX))?.unwrap_or(1);
     let size = match crate::extract::int_param(pairs, "page-size", 1, 100)? {
         Some(s) => s,

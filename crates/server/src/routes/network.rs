@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use futures_util::StreamExt;
 
-use super::Cp;
+use super::{Cp, bodies};
 use crate::control::{EventFilter, OrgId};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{JsonBody, int_param, param, query_pairs};
@@ -109,11 +109,8 @@ pub(crate) async fn events(
         Some(_) => return Err(ApiError::field("follow", "must be true or false")),
     };
     if !follow {
-        let items = cp.list_events(&org, &id, f).await?;
-        return Ok(Json(EventListResponse {
-            items: items.into_iter().map(Into::into).collect(),
-        })
-        .into_response());
+        let items = bodies(cp.list_events(&org, &id, f).await?);
+        return Ok(Json(EventListResponse { items }).into_response());
     }
     let stream = cp.subscribe_events(&org, &id, f).await?.map(|e| {
         let id = e.id;

@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use palisade_store::{SandboxSort, SandboxState};
 
-use super::{Cp, choice_param, order_param, paging};
+use super::{Cp, paged, sort_and_page};
 use crate::control::{ListSandboxes, OrgId};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{JsonBody, param, query_pairs};
@@ -53,27 +53,20 @@ pub(crate) async fn list(
             ApiError::field("state", "must be one of starting, snapshotting, running, paused, unpausing, deleting, deleted")
         })?),
     };
-    let sort = choice_param(
-        &q,
-        "sort",
-        &[
-            ("created_at", SandboxSort::CreatedAt),
-            ("state", SandboxSort::State),
-        ],
-    )?;
-    let (page, page_size) = paging(&q)?;
+    let sorts = [
+        ("created_at", SandboxSort::CreatedAt),
+        ("state", SandboxSort::State),
+    ];
+    let (sort, order, page, page_size) = sort_and_page(&q, &sorts)?;
     let query = ListSandboxes {
         state,
         sort,
-        order: order_param(&q)?,
+        order,
         page,
         page_size,
     };
-    let result = cp.list_sandboxes(&org, query).await?;
-    Ok(Json(SandboxListResponse {
-        items: result.items.into_iter().map(Into::into).collect(),
-        total_items: result.total,
-    }))
+    let (items, total_items) = paged(cp.list_sandboxes(&org, query).await?);
+    Ok(Json(SandboxListResponse { items, total_items }))
 }
 
 #[utoipa::path(delete, path = "/v1/sandbox/{id}/", tag = "sandboxes", params(("id" = String, Path)),

@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use palisade_store::SnapshotSort;
 
-use super::{Cp, choice_param, order_param, paging};
+use super::{Cp, paged, sort_and_page};
 use crate::control::{ListSnapshots, OrgId};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{JsonBody, param, query_pairs};
@@ -66,27 +66,20 @@ pub(crate) async fn list(
     if query.chars().count() > 64 {
         return Err(ApiError::field("query", "must be at most 64 characters"));
     }
-    let sort = choice_param(
-        &q,
-        "sort",
-        &[
-            ("created_at", SnapshotSort::CreatedAt),
-            ("template_id", SnapshotSort::TemplateId),
-        ],
-    )?;
-    let (page, page_size) = paging(&q)?;
+    let sorts = [
+        ("created_at", SnapshotSort::CreatedAt),
+        ("template_id", SnapshotSort::TemplateId),
+    ];
+    let (sort, order, page, page_size) = sort_and_page(&q, &sorts)?;
     let list = ListSnapshots {
         query,
         sort,
-        order: order_param(&q)?,
+        order,
         page,
         page_size,
     };
-    let result = cp.list_snapshots(&org, list).await?;
-    Ok(Json(SnapshotListResponse {
-        items: result.items.into_iter().map(Into::into).collect(),
-        total_items: result.total,
-    }))
+    let (items, total_items) = paged(cp.list_snapshots(&org, list).await?);
+    Ok(Json(SnapshotListResponse { items, total_items }))
 }
 
 #[utoipa::path(delete, path = "/v1/snapshot/{id}", tag = "snapshots", params(("id" = String, Path)),

@@ -4,7 +4,7 @@ use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 
-use super::Cp;
+use super::{Cp, bodies};
 use crate::control::OrgId;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::JsonBody;
@@ -29,10 +29,8 @@ pub(crate) async fn list(
     cp: Cp,
     Extension(org): Extension<OrgId>,
 ) -> Result<Json<TemplateListResponse>, ApiError> {
-    let items = cp.list_templates(&org).await?;
-    Ok(Json(TemplateListResponse {
-        items: items.into_iter().map(Into::into).collect(),
-    }))
+    let items = bodies(cp.list_templates(&org).await?);
+    Ok(Json(TemplateListResponse { items }))
 }
 
 #[utoipa::path(patch, path = "/v1/template/{id}", tag = "templates", params(("id" = String, Path)),

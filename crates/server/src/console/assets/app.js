@@ -96,7 +96,7 @@ function clock(iso) {
 const views = {
   sandboxes: { nav: 'sandboxes', title: 'Sandboxes', show: showSandboxes },
   sandbox: { nav: 'sandboxes', title: 'Sandbox', show: showSandbox },
-  approvals: { nav: 'approvals', title: 'Approvals', show: () => showApprovalsView({ $, el, post, headers, key, errorOf, readSse, signedOut }) },
+  approvals: { nav: 'approvals', title: 'Approvals', show: () => showApprovalsView({ $, el, post, signedOut, followStream }) },
   suggestions: { nav: 'suggestions', title: 'Suggestions', show: (id) => showSuggestions(id, { el, api, post, signedOut, $ }) },
   missing: { nav: '', title: 'Not found', show: () => {} },
 };
@@ -336,11 +336,6 @@ function stopLog() {
   log.seen.clear();
 }
 
-function streamState(text, kind) {
-  const s = $('log-stream');
-  s.textContent = text;
-  s.dataset.state = kind;
-}
 
 function eventKey(e) {
   return [e.at_ms, e.verdict, e.protocol, e.name, e.dst_addr, e.dst_port, e.rule].join('|');
@@ -440,35 +435,36 @@ async function readSse(res, onMessage, signal) {
   }
 }
 
-async function follow(id, signal, attempt) {
-  const base = `/v1/sandbox/${encodeURIComponent(id)}/network/events`;
+// One live server-sent event stream, for the egress log and the approval queue: its state is
+// shown in the pill `s.pill`; it reconnects after 1 s, doubling to 30 s, keeping the timer in
+// `s.state.timer`, and stops on a 401 (signed out) or, with `s.gone`, a 404. `s.opened()` runs
+// once subscribed, before `s.message(type, data)` sees the first event.
+async function followStream(s, signal, attempt = 0) {
+  const show = (text, kind) => {
+    const pill = $(s.pill);
+    pill.textContent = text;
+    pill.dataset.state = kind;
+  };
   try {
-    streamState('Connecting…', 'connecting');
-    const res = await fetch(`${base}?follow=true`, {
+    show('Connecting…', 'connecting');
+    const res = await fetch(s.url, {
       headers: headers(key.get(), { Accept: 'text/event-stream' }),
       cache: 'no-store', credentials: 'omit', signal,
     });
     if (!res.ok) throw await errorOf(res);
-    // Subscribed from here on; history is read after, so nothing falls between the two.
-    const history = await api(`${base}?limit=${HISTORY}`, { signal });
-    for (const e of history.items) addEvent(e, true);
-    countRows();
-    streamState('Live', 'live');
+    await s.opened();
+    show('Live', 'live');
     attempt = 0;
-    await readSse(res, (type, data) => {
-      if (type !== 'egress') return;
-      try { addEvent(JSON.parse(data)); } catch { return; }
-      countRows();
-    }, signal);
+    await readSse(res, s.message, signal);
     if (signal.aborted) return;
     throw new Error('the stream ended');
   } catch (e) {
     if (signal.aborted) return;
     if (e.status === 401) return signedOut('Your key is no longer accepted. Sign in again.');
-    if (e.status === 404) return streamState('Sandbox gone', 'down');
+    if (e.status === 404 && s.gone) return show(s.gone, 'down');
     const wait = Math.min(30, 2 ** attempt);
-    streamState(`Disconnected (${e.message}); retrying in ${wait} s`, 'down');
-    log.timer = setTimeout(() => follow(id, signal, attempt + 1), wait * 1000);
+    show(`Disconnected (${e.message}); retrying in ${wait} s`, 'down');
+    s.state.timer = setTimeout(() => followStream(s, signal, attempt + 1), wait * 1000);
   }
 }
 
@@ -476,7 +472,22 @@ function startLog(id) {
   stopLog();
   log.controller = new AbortController();
   countRows();
-  follow(id, log.controller.signal, 0);
+  const base = `/v1/sandbox/${encodeURIComponent(id)}/network/events`;
+  const signal = log.controller.signal;
+  followStream({
+    url: `${base}?follow=true`, pill: 'log-stream', state: log, gone: 'Sandbox gone',
+    // Subscribed from here on; history is read after, so nothing falls between the two.
+    opened: async () => {
+      const history = await api(`${base}?limit=${HISTORY}`, { signal });
+      for (const e of history.items) addEvent(e, true);
+      countRows();
+    },
+    message: (type, data) => {
+      if (type !== 'egress') return;
+      try { addEvent(JSON.parse(data)); } catch { return; }
+      countRows();
+    },
+  }, signal);
 }
 
 // ---- start --------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 // event stream, one-click (or Tab and Enter) decisions, and the last decisions taken. The page's
 // helpers come from app.js through showApprovals' context, so this module holds no key itself.
 
-let $, el, post, headers, key, errorOf, readSse, signedOut;
+let $, el, post, signedOut, followStream;
 
 const queue = { controller: null, timer: 0, tick: 0, rows: new Map() };
 
@@ -23,12 +23,6 @@ export function stopApprovals() {
   clearTimeout(queue.timer);
   clearInterval(queue.tick);
   queue.rows.clear();
-}
-
-function queueState(text, kind) {
-  const s = $('approvals-stream');
-  s.textContent = text;
-  s.dataset.state = kind;
 }
 
 function held(a) {
@@ -121,37 +115,22 @@ async function decideApproval(id, decision) {
   }
 }
 
-async function followApprovals(signal, attempt) {
-  try {
-    queueState('Connecting…', 'connecting');
-    const res = await fetch('/v1/approvals/stream', {
-      headers: headers(key.get(), { Accept: 'text/event-stream' }),
-      cache: 'no-store', credentials: 'omit', signal,
-    });
-    if (!res.ok) throw await errorOf(res);
+function followApprovals(signal) {
+  followStream({
+    url: '/v1/approvals/stream', pill: 'approvals-stream', state: queue,
     // The stream starts with every approval already waiting: start from an empty table.
-    for (const id of [...queue.rows.keys()]) removeApproval(id);
-    queueState('Live', 'live');
-    attempt = 0;
-    await readSse(res, (type, data) => {
+    opened: () => { for (const id of [...queue.rows.keys()]) removeApproval(id); },
+    message: (type, data) => {
       let v;
       try { v = JSON.parse(data); } catch { return; }
       if (type === 'pending') upsertApproval(v);
       else if (type === 'resolved') removeApproval(v.approval.id, v.decision, v.approval);
-    }, signal);
-    if (signal.aborted) return;
-    throw new Error('the stream ended');
-  } catch (e) {
-    if (signal.aborted) return;
-    if (e.status === 401) return signedOut('Your key is no longer accepted. Sign in again.');
-    const wait = Math.min(30, 2 ** attempt);
-    queueState(`Disconnected (${e.message}); retrying in ${wait} s`, 'down');
-    queue.timer = setTimeout(() => followApprovals(signal, attempt + 1), wait * 1000);
-  }
+    },
+  }, signal);
 }
 
 export function showApprovals(ctx) {
-  ({ $, el, post, headers, key, errorOf, readSse, signedOut } = ctx);
+  ({ $, el, post, signedOut, followStream } = ctx);
   stopApprovals();
   $('approvals-table').tBodies[0].replaceChildren();
   $('approvals-status').textContent = '';
@@ -160,5 +139,5 @@ export function showApprovals(ctx) {
   queue.tick = setInterval(() => {
     for (const r of queue.rows.values()) r.cells.left.textContent = timeLeft(r.approval);
   }, 1000);
-  followApprovals(queue.controller.signal, 0);
+  followApprovals(queue.controller.signal);
 }
