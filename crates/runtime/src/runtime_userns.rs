@@ -161,13 +161,7 @@ impl<P: ContainerPlatform> Runtime<P> {
 
     /// Ids with an entry in the reach directory (for reconcile).
     pub(super) fn reach_ids(&self) -> Vec<String> {
-        std::fs::read_dir(&self.reach)
-            .map(|rd| {
-                rd.flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default()
+        crate::userns::entry_names(&self.reach)
     }
 
     /// Unpins the namespace and frees its range. Idempotent.

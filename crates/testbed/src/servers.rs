@@ -112,36 +112,16 @@ pub(crate) fn start(rt: &Runtime, ca: &Arc<TestCa>, zone: &DnsZone, log: &Server
                 log.clone(),
             ));
             tokio::spawn(serve_http(tcp(SHARED_V4, 80).await?, SHARED, log.clone()));
-            tokio::spawn(serve_tcp(
-                tcp(SHARED_V4, 7).await?,
-                "shared-echo",
-                TcpRole::Echo,
-                log.clone(),
-            ));
-            tokio::spawn(serve_tcp(
-                tcp(SHARED_V4, 22).await?,
-                "shared-ssh",
-                TcpRole::Banner(SSH_BANNER),
-                log.clone(),
-            ));
-            tokio::spawn(serve_tcp(
-                tcp(TCP_V4, 7).await?,
-                "tcp",
-                TcpRole::Echo,
-                log.clone(),
-            ));
-            tokio::spawn(serve_tcp(
-                tcp(TCP_V4, 9).await?,
-                "tcp",
-                TcpRole::Sink,
-                log.clone(),
-            ));
-            tokio::spawn(serve_tcp(
-                tcp(TCP_V4, 22).await?,
-                "tcp",
-                TcpRole::Banner(SSH_BANNER),
-                log.clone(),
-            ));
+            let tcp_servers = [
+                (SHARED_V4, 7, "shared-echo", TcpRole::Echo),
+                (SHARED_V4, 22, "shared-ssh", TcpRole::Banner(SSH_BANNER)),
+                (TCP_V4, 7, "tcp", TcpRole::Echo),
+                (TCP_V4, 9, "tcp", TcpRole::Sink),
+                (TCP_V4, 22, "tcp", TcpRole::Banner(SSH_BANNER)),
+            ];
+            for (ip, port, server, role) in tcp_servers {
+                tokio::spawn(serve_tcp(tcp(ip, port).await?, server, role, log.clone()));
+            }
             tokio::spawn(serve_udp(udp(TCP_V4, 7).await?, "tcp", true, log.clone()));
             tokio::spawn(dns::serve_udp(
                 udp(DNS_V4, 53).await?,
