@@ -66,24 +66,16 @@ pub(crate) fn start(rt: &Runtime, ca: &Arc<TestCa>, zone: &DnsZone, log: &Server
     let (tx, rx) = std::sync::mpsc::channel();
     rt.spawn(async move {
         let result = async {
-            tokio::spawn(serve_https(
-                tcp(GOOD_V4, 443).await?,
-                GOOD,
-                good_tls,
-                log.clone(),
-            ));
-            tokio::spawn(serve_http(tcp(GOOD_V4, 80).await?, GOOD, log.clone()));
-            tokio::spawn(serve_https(
-                tcp(ATTACKER_V4, 443).await?,
-                ATTACKER,
-                attacker_tls,
-                log.clone(),
-            ));
-            tokio::spawn(serve_http(
-                tcp(ATTACKER_V4, 80).await?,
-                ATTACKER,
-                log.clone(),
-            ));
+            // The named web hosts: HTTPS on 443 (certificates for their names) and HTTP on 80.
+            let web = [
+                (GOOD_V4, GOOD, good_tls),
+                (ATTACKER_V4, ATTACKER, attacker_tls),
+                (SHARED_V4, SHARED, shared_tls),
+            ];
+            for (ip, role, tls) in web {
+                tokio::spawn(serve_https(tcp(ip, 443).await?, role, tls, log.clone()));
+                tokio::spawn(serve_http(tcp(ip, 80).await?, role, log.clone()));
+            }
             for port in ATTACKER_SINK_PORTS {
                 tokio::spawn(serve_tcp(
                     tcp(ATTACKER_V4, port).await?,
@@ -105,13 +97,6 @@ pub(crate) fn start(rt: &Runtime, ca: &Arc<TestCa>, zone: &DnsZone, log: &Server
                 plain("echo"),
                 log.clone(),
             ));
-            tokio::spawn(serve_https(
-                tcp(SHARED_V4, 443).await?,
-                SHARED,
-                shared_tls,
-                log.clone(),
-            ));
-            tokio::spawn(serve_http(tcp(SHARED_V4, 80).await?, SHARED, log.clone()));
             let tcp_servers = [
                 (SHARED_V4, 7, "shared-echo", TcpRole::Echo),
                 (SHARED_V4, 22, "shared-ssh", TcpRole::Banner(SSH_BANNER)),
