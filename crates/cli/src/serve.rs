@@ -53,7 +53,7 @@ pub(crate) async fn run(mut config: Config, prepare: Option<String>) -> anyhow::
         PlaneParts {
             store,
             runtime,
-            net: Arc::new(palisade_netns::RealPlatform),
+            net: Arc::new(palisade_netns::HostNetPlatform),
             registry: Arc::clone(firewall.registry()),
             events: Arc::clone(firewall.events()),
             sink,

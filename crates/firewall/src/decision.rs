@@ -11,6 +11,8 @@ use std::net::Ipv4Addr;
 
 use palisade_policy::{CanonicalName, DenyReason, DomainPattern, NameError, Rule};
 
+use crate::hold::HoldRule;
+
 /// The rule behind a decision, as the event's `rule` field names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RuleRef {
@@ -51,9 +53,8 @@ pub enum RuleRef {
     DnsRateLimit,
     /// `audit`: let through under audit mode (the event names the rule that would have denied).
     Audit,
-    /// The approval queue's decision on a held name, as [`crate::hold`] spells it:
-    /// `approval:<decision>` or `hold-limit`.
-    Held(String),
+    /// The approval queue's rule that ended a held name (`approval:<decision>`, `hold-limit`…).
+    Held(HoldRule),
 }
 
 /// Which byte budget a [`RuleRef::Budget`] names.
@@ -86,7 +87,7 @@ impl fmt::Display for RuleRef {
             RuleRef::AddressClass => f.write_str("address-class"),
             RuleRef::DnsRateLimit => f.write_str("dns-rate-limit"),
             RuleRef::Audit => f.write_str("audit"),
-            RuleRef::Held(rule) => f.write_str(rule),
+            RuleRef::Held(rule) => rule.fmt(f),
         }
     }
 }

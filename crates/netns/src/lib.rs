@@ -5,7 +5,7 @@
 //! host, `eth0` inside) carrying a /30 from an [`AddressPool`]; inside, IPv4 only, a default route
 //! and `resolv.conf` pointing at the host side. The firewall's rules live in the nftables table
 //! `inet palisade` of the host namespace ([`nft`]). All effects go through [`NetPlatform`]: the real
-//! one runs `ip`, `nft` and `sysctl`; [`RecordingPlatform`] records calls for tests.
+//! one runs `ip`, `nft` and `sysctl`; [`RecordingNetPlatform`] records calls for tests.
 //!
 //! Everything takes an optional host namespace: `None` in production (the daemon's own), a
 //! test-made namespace in tests, so tests never touch the real host's links or rules.
@@ -24,7 +24,7 @@ mod redirect;
 mod sandbox;
 
 pub use error::NetnsError;
-pub use platform::{Call, NetPlatform, RealPlatform, RecordingPlatform};
+pub use platform::{Call, HostNetPlatform, NetPlatform, RecordingNetPlatform};
 pub use pool::{AddressPool, DEFAULT_POOL, SandboxAddrs};
 pub use reconcile::remove_stale_sandbox_nets;
 pub use redirect::original_dst;

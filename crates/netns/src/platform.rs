@@ -1,6 +1,6 @@
 //! The one door to the system: every `ip`, `nft` and `sysctl` invocation and every file this
 //! crate writes goes through [`NetPlatform`], so the logic above it is tested with
-//! [`RecordingPlatform`] and no root.
+//! [`RecordingNetPlatform`] and no root.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -40,9 +40,9 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Runs real programs (found on `PATH`, then in `/usr/sbin` and `/sbin`) and touches real files.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct RealPlatform;
+pub struct HostNetPlatform;
 
-impl NetPlatform for RealPlatform {
+impl NetPlatform for HostNetPlatform {
     fn run(&self, program: &str, args: &[&str], stdin: Option<&str>) -> Result<String, NetnsError> {
         let command = command_line(program, args, stdin.is_some());
         tracing::debug!(%command, "run");
@@ -177,7 +177,7 @@ fn command_line(program: &str, args: &[&str], with_stdin: bool) -> String {
     line
 }
 
-/// One recorded call to [`RecordingPlatform::run`].
+/// One recorded call to [`RecordingNetPlatform::run`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Call {
     /// Program name as passed.
@@ -199,7 +199,7 @@ impl Call {
 /// A fake [`NetPlatform`] that records every call, answers with canned stdout, and can be told to
 /// fail on the Nth call (1-based) to exercise clean-up paths.
 #[derive(Debug, Default)]
-pub struct RecordingPlatform {
+pub struct RecordingNetPlatform {
     state: Mutex<Recorded>,
 }
 
@@ -210,7 +210,7 @@ struct Recorded {
     responses: Vec<(String, String)>,
 }
 
-impl RecordingPlatform {
+impl RecordingNetPlatform {
     /// A fake that succeeds on every call with empty stdout.
     pub fn new() -> Self {
         Self::default()
@@ -246,7 +246,7 @@ impl RecordingPlatform {
     }
 }
 
-impl NetPlatform for RecordingPlatform {
+impl NetPlatform for RecordingNetPlatform {
     fn run(&self, program: &str, args: &[&str], stdin: Option<&str>) -> Result<String, NetnsError> {
         let call = Call {
             program: program.to_owned(),
@@ -277,13 +277,13 @@ mod tests {
 
     #[test]
     fn real_platform_returns_stdout_and_feeds_stdin() {
-        let out = RealPlatform.run("cat", &[], Some("hello\n")).unwrap();
+        let out = HostNetPlatform.run("cat", &[], Some("hello\n")).unwrap();
         assert_eq!(out, "hello\n");
     }
 
     #[test]
     fn real_platform_reports_stderr_and_status() {
-        let err = RealPlatform
+        let err = HostNetPlatform
             .run("sh", &["-c", "echo oops >&2; exit 3"], None)
             .unwrap_err();
         let text = err.to_string();
@@ -293,7 +293,7 @@ mod tests {
 
     #[test]
     fn real_platform_missing_program_is_an_error() {
-        let err = RealPlatform
+        let err = HostNetPlatform
             .run("palisade-no-such-program", &[], None)
             .unwrap_err();
         assert!(matches!(err, NetnsError::Spawn { .. }), "{err}");
@@ -302,7 +302,7 @@ mod tests {
     #[test]
     fn real_platform_large_stdin_and_stdout_do_not_deadlock() {
         let big = "x".repeat(1 << 20);
-        let out = RealPlatform.run("cat", &[], Some(&big)).unwrap();
+        let out = HostNetPlatform.run("cat", &[], Some(&big)).unwrap();
         assert_eq!(out.len(), big.len());
     }
 
@@ -310,21 +310,21 @@ mod tests {
     fn real_platform_files() {
         let dir = std::env::temp_dir().join(format!("palisade-netns-unit-{}", std::process::id()));
         let file = dir.join("a/b/resolv.conf");
-        RealPlatform
+        HostNetPlatform
             .write_file(&file, "nameserver 1.2.3.4\n")
             .unwrap();
         assert_eq!(
             std::fs::read_to_string(&file).unwrap(),
             "nameserver 1.2.3.4\n"
         );
-        RealPlatform.remove_dir_all(&dir).unwrap();
+        HostNetPlatform.remove_dir_all(&dir).unwrap();
         assert!(!dir.exists());
-        RealPlatform.remove_dir_all(&dir).unwrap();
+        HostNetPlatform.remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn recording_platform_records_responds_and_fails() {
-        let p = RecordingPlatform::new()
+        let p = RecordingNetPlatform::new()
             .respond("ip netns list", "pls-a\n")
             .fail_on_call(3);
         assert_eq!(p.run("ip", &["netns", "list"], None).unwrap(), "pls-a\n");
@@ -341,7 +341,7 @@ mod tests {
 
     #[test]
     fn default_file_methods_go_through_run() {
-        let p = RecordingPlatform::new();
+        let p = RecordingNetPlatform::new();
         p.write_file(Path::new("/etc/netns/pls-a/resolv.conf"), "ns\n")
             .unwrap();
         p.remove_dir_all(Path::new("/etc/netns/pls-a")).unwrap();

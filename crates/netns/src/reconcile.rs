@@ -40,12 +40,12 @@ pub fn remove_stale_sandbox_nets(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::RecordingPlatform;
+    use crate::RecordingNetPlatform;
 
     #[test]
     fn removes_only_unknown_sandboxes() {
-        let p =
-            RecordingPlatform::new().respond("ip netns list", "pls-keep (id: 1)\npls-old\nother\n");
+        let p = RecordingNetPlatform::new()
+            .respond("ip netns list", "pls-keep (id: 1)\npls-old\nother\n");
         let removed = remove_stale_sandbox_nets(&p, Some("h"), &["keep"]).unwrap();
         assert_eq!(removed, ["old"]);
         let lines = p.lines();
@@ -60,7 +60,7 @@ mod tests {
 
     #[test]
     fn nothing_stale_runs_only_the_listing() {
-        let p = RecordingPlatform::new().respond("ip netns list", "pls-a\n");
+        let p = RecordingNetPlatform::new().respond("ip netns list", "pls-a\n");
         assert!(
             remove_stale_sandbox_nets(&p, None, &["a"])
                 .unwrap()

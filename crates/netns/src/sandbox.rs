@@ -348,7 +348,7 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use super::*;
-    use crate::RecordingPlatform;
+    use crate::RecordingNetPlatform;
 
     fn addrs() -> SandboxAddrs {
         SandboxAddrs {
@@ -385,7 +385,7 @@ mod tests {
 
     #[test]
     fn create_in_test_host_namespace_runs_everything_there() {
-        let p = RecordingPlatform::new();
+        let p = RecordingNetPlatform::new();
         let net = create_sandbox_net(&p, &spec(Some("pt-1-fw"))).unwrap();
         assert_eq!(net.netns, "pls-ab12");
         assert_eq!(net.netns_path, PathBuf::from("/var/run/netns/pls-ab12"));
@@ -418,7 +418,7 @@ mod tests {
 
     #[test]
     fn namespace_made_inside_the_given_user_namespace() {
-        let p = RecordingPlatform::new();
+        let p = RecordingNetPlatform::new();
         let mut s = spec(None);
         let userns = std::path::PathBuf::from("/data/userns/ab12/ns");
         s.owner_userns = Some(&userns);
@@ -441,7 +441,7 @@ mod tests {
 
     #[test]
     fn create_in_real_host_namespace_uses_no_netns_flags_for_host_side() {
-        let p = RecordingPlatform::new();
+        let p = RecordingNetPlatform::new();
         create_sandbox_net(&p, &spec(None)).unwrap();
         let lines = p.lines();
         assert!(
@@ -455,7 +455,7 @@ mod tests {
 
     #[test]
     fn existing_namespace_is_refused_and_untouched() {
-        let p = RecordingPlatform::new().respond("ip netns list", "pls-ab12 (id: 3)\nother\n");
+        let p = RecordingNetPlatform::new().respond("ip netns list", "pls-ab12 (id: 3)\nother\n");
         let err = create_sandbox_net(&p, &spec(None)).unwrap_err();
         assert!(matches!(err, NetnsError::AlreadyExists(ref n) if n == "pls-ab12"));
         assert_eq!(p.lines(), ["ip netns list"]);
@@ -463,7 +463,7 @@ mod tests {
 
     #[test]
     fn failing_netns_add_removes_nothing() {
-        let p = RecordingPlatform::new().fail_on_call(2);
+        let p = RecordingNetPlatform::new().fail_on_call(2);
         create_sandbox_net(&p, &spec(None)).unwrap_err();
         assert_eq!(p.lines(), ["ip netns list", "ip netns add pls-ab12"]);
     }
@@ -472,7 +472,7 @@ mod tests {
     fn every_later_failure_cleans_up() {
         // Calls 3..=13 are the build steps; failing any one must end in the full removal.
         for n in 3..=13 {
-            let p = RecordingPlatform::new().fail_on_call(n);
+            let p = RecordingNetPlatform::new().fail_on_call(n);
             let err = create_sandbox_net(&p, &spec(Some("h"))).unwrap_err();
             assert!(
                 matches!(err, NetnsError::Injected { call, .. } if call == n),
@@ -494,7 +494,7 @@ mod tests {
 
     #[test]
     fn bad_input_runs_nothing() {
-        let p = RecordingPlatform::new();
+        let p = RecordingNetPlatform::new();
         let mut s = spec(None);
         s.id = "../x";
         assert!(matches!(
@@ -510,11 +510,11 @@ mod tests {
     #[test]
     fn remove_is_idempotent_when_things_are_gone() {
         // Both deletions fail, and the listings show nothing left: success.
-        let p = RecordingPlatform::new()
+        let p = RecordingNetPlatform::new()
             .fail_on_call(1)
             .respond("ip -n h -o link show", "1: lo: <LOOPBACK,UP> mtu 65536\n");
         remove_sandbox_net(&p, "ab12", Some("h")).unwrap();
-        let p = RecordingPlatform::new()
+        let p = RecordingNetPlatform::new()
             .fail_on_call(2)
             .respond("ip netns list", "pls-other\n");
         remove_sandbox_net(&p, "ab12", None).unwrap();
@@ -531,7 +531,7 @@ mod tests {
 
     #[test]
     fn remove_reports_a_real_failure_but_still_tries_the_rest() {
-        let p = RecordingPlatform::new()
+        let p = RecordingNetPlatform::new()
             .fail_on_call(1)
             .respond("ip -o link show", "7: plh-ab12@if2: <BROADCAST> mtu 1500\n");
         let err = remove_sandbox_net(&p, "ab12", None).unwrap_err();
@@ -549,7 +549,7 @@ mod tests {
 
     #[test]
     fn list_filters_sandbox_namespaces() {
-        let p = RecordingPlatform::new().respond(
+        let p = RecordingNetPlatform::new().respond(
             "ip netns list",
             "pls-abc (id: 2)\npt-netns-1-0\npls-Bad\npls-\npls-x9\n",
         );

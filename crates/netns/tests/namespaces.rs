@@ -14,7 +14,7 @@ use std::net::Ipv4Addr;
 
 use common::*;
 use palisade_netns::{
-    NetnsError, RealPlatform, SandboxNetSpec, create_sandbox_net, list_sandbox_netns,
+    HostNetPlatform, NetnsError, SandboxNetSpec, create_sandbox_net, list_sandbox_netns,
     remove_sandbox_net,
 };
 
@@ -76,12 +76,12 @@ fn sandbox_net_is_built_as_specified_and_removed_without_trace() {
         ""
     );
 
-    let ids = list_sandbox_netns(&RealPlatform).unwrap();
+    let ids = list_sandbox_netns(&HostNetPlatform).unwrap();
     assert!(ids.contains(&a.id) && ids.contains(&b.id), "{ids:?}");
 
     // Creating it again is refused and leaves the live one alone.
     let again = create_sandbox_net(
-        &RealPlatform,
+        &HostNetPlatform,
         &SandboxNetSpec {
             id: &a.id,
             host_netns: Some(&w.host),
@@ -99,8 +99,12 @@ fn sandbox_net_is_built_as_specified_and_removed_without_trace() {
     assert!(!netns_exists(&a.netns));
     assert!(!link_exists(&w.host, &a.host_if));
     assert!(!std::path::Path::new("/etc/netns").join(&a.netns).exists());
-    assert!(!list_sandbox_netns(&RealPlatform).unwrap().contains(&a.id));
-    remove_sandbox_net(&RealPlatform, &a.id, Some(&w.host)).unwrap();
+    assert!(
+        !list_sandbox_netns(&HostNetPlatform)
+            .unwrap()
+            .contains(&a.id)
+    );
+    remove_sandbox_net(&HostNetPlatform, &a.id, Some(&w.host)).unwrap();
     // The other sandbox is untouched.
     assert!(netns_exists(&b.netns) && link_exists(&w.host, &b.host_if));
 }
@@ -115,7 +119,7 @@ fn failed_create_leaves_nothing_behind() {
         "-n", &w.host, "link", "add", &stale, "type", "veth", "peer", "name", "stale0",
     ]);
     let r = create_sandbox_net(
-        &RealPlatform,
+        &HostNetPlatform,
         &SandboxNetSpec {
             id: &id,
             host_netns: Some(&w.host),

@@ -15,13 +15,13 @@ use std::net::Ipv4Addr;
 
 use common::*;
 use palisade_netns::nft::{self, SandboxRules};
-use palisade_netns::{NetnsError, RealPlatform};
+use palisade_netns::{HostNetPlatform, NetnsError};
 
 #[test]
 fn nft_accepts_every_rendered_script_and_reapplies_idempotently() {
     let w = World::host_only();
     let h = Some(w.host.as_str());
-    let p = &RealPlatform;
+    let p = &HostNetPlatform;
     let pool = w.pool.net();
     let a = SandboxRules {
         id: "deny1".into(),

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use common::*;
 use palisade_netns::nft;
-use palisade_netns::{RealPlatform, original_dst};
+use palisade_netns::{HostNetPlatform, original_dst};
 
 /// The whole data plane with real packets: sandbox `a` may send UDP/ICMP to 198.51.100.2 and
 /// (to prove sandboxes are still isolated) to the whole pool; sandbox `b` is deny-all.
@@ -26,7 +26,7 @@ fn rules_enforce_the_design_with_real_traffic() {
     let mut w = World::new();
     let a = w.sandbox();
     let b = w.sandbox();
-    let p = &RealPlatform;
+    let p = &HostNetPlatform;
     let h = Some(w.host.as_str());
     nft::apply(p, h, &nft::render_base(&ports(), w.pool.net())).unwrap();
     nft::apply(
@@ -224,7 +224,7 @@ fn rules_enforce_the_design_with_real_traffic() {
 fn ipv6_goes_nowhere() {
     let mut w = World::new();
     let a = w.sandbox();
-    let p = &RealPlatform;
+    let p = &HostNetPlatform;
     let h = Some(w.host.as_str());
     nft::apply(p, h, &nft::render_base(&ports(), w.pool.net())).unwrap();
     nft::apply(p, h, &nft::render_sandbox(&rules(&a, &["0.0.0.0/0"]))).unwrap();
@@ -341,7 +341,7 @@ fn sandbox_without_its_rules_is_cut_off() {
     let mut w = World::new();
     let a = w.sandbox();
     let c = w.sandbox();
-    let p = &RealPlatform;
+    let p = &HostNetPlatform;
     let h = Some(w.host.as_str());
     nft::apply(p, h, &nft::render_base(&ports(), w.pool.net())).unwrap();
     nft::apply(p, h, &nft::render_sandbox(&rules(&a, &[]))).unwrap();

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Errors;
 use crate::name::{CanonicalName, canonicalize};
-use crate::validate::quote;
+use crate::validate::{parse_word, quote};
 use crate::wire::{Mode, ROOT};
 
 /// The most entries in `deny_domains`.
@@ -54,14 +54,8 @@ impl fmt::Display for OnUnknown {
 impl TryFrom<String> for OnUnknown {
     type Error = String;
     fn try_from(s: String) -> Result<OnUnknown, String> {
-        match s.as_str() {
-            "deny" => Ok(OnUnknown::Deny),
-            "hold" => Ok(OnUnknown::Hold),
-            other => Err(format!(
-                "unknown on_unknown {}, expected \"deny\" or \"hold\"",
-                quote(other)
-            )),
-        }
+        let all = [OnUnknown::Deny, OnUnknown::Hold];
+        parse_word("on_unknown", &s, &all, OnUnknown::as_str)
     }
 }
 

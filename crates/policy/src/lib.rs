@@ -23,6 +23,7 @@ mod validate;
 mod wire;
 
 #[doc(hidden)]
+#[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 
 pub use addr::{AddrVerdict, AddressClass, classify, embedded_v4};

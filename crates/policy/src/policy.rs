@@ -183,18 +183,22 @@ impl Policy {
     /// This policy with `name` added to `allow_domains` ("allow always"): validated again, so
     /// the domain limit still holds. Unchanged when the name is already listed.
     pub fn with_allowed_name(&self, name: &CanonicalName) -> Result<Policy, ValidationErrors> {
-        let mut spec = self.to_spec();
-        let domains = spec.allow_domains.get_or_insert_with(Vec::new);
-        if !domains.iter().any(|d| d == name.as_str()) {
-            domains.push(name.to_string());
-        }
-        spec.validate()
+        self.with_name_in(name, |spec| &mut spec.allow_domains)
     }
 
     /// This policy with `name` added to `deny_domains` ("deny always"), validated again.
     pub fn with_denied_name(&self, name: &CanonicalName) -> Result<Policy, ValidationErrors> {
+        self.with_name_in(name, |spec| &mut spec.deny_domains)
+    }
+
+    /// This policy with `name` added, unless already there, to the list `list` picks.
+    fn with_name_in(
+        &self,
+        name: &CanonicalName,
+        list: impl FnOnce(&mut NetworkPolicySpec) -> &mut Option<Vec<String>>,
+    ) -> Result<Policy, ValidationErrors> {
         let mut spec = self.to_spec();
-        let names = spec.deny_domains.get_or_insert_with(Vec::new);
+        let names = list(&mut spec).get_or_insert_with(Vec::new);
         if !names.iter().any(|d| d == name.as_str()) {
             names.push(name.to_string());
         }

@@ -196,6 +196,27 @@ pub(crate) fn quote(s: &str) -> String {
     }
 }
 
+/// Reads a wire enum from its spelling (`word` of one of `all`), or says which were expected:
+/// `unknown <what> "x", expected "a", "b" or "c"`.
+pub(crate) fn parse_word<T: Copy>(
+    what: &str,
+    s: &str,
+    all: &[T],
+    word: fn(T) -> &'static str,
+) -> Result<T, String> {
+    if let Some(v) = all.iter().copied().find(|v| word(*v) == s) {
+        return Ok(v);
+    }
+    let mut expected = String::new();
+    for (i, v) in all.iter().enumerate() {
+        if i > 0 {
+            expected.push_str(if i + 1 == all.len() { " or " } else { ", " });
+        }
+        expected.push_str(&format!("{:?}", word(*v)));
+    }
+    Err(format!("unknown {what} {}, expected {expected}", quote(s)))
+}
+
 fn parse_domains(raw: &[String], errs: &mut Errors) -> Vec<DomainPattern> {
     let mut seen = HashSet::new();
     let mut out = Vec::new();

@@ -41,15 +41,8 @@ impl Mode {
 impl TryFrom<String> for Mode {
     type Error = String;
     fn try_from(s: String) -> Result<Mode, String> {
-        match s.as_str() {
-            "allow-all" => Ok(Mode::AllowAll),
-            "deny-all" => Ok(Mode::DenyAll),
-            "custom" => Ok(Mode::Custom),
-            other => Err(format!(
-                "unknown mode {}, expected \"allow-all\", \"deny-all\" or \"custom\"",
-                crate::validate::quote(other)
-            )),
-        }
+        let all = [Mode::AllowAll, Mode::DenyAll, Mode::Custom];
+        crate::validate::parse_word("mode", &s, &all, Mode::as_str)
     }
 }
 

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::Result;
-use crate::platform::Platform;
+use crate::platform::ContainerPlatform;
 use crate::runtime::{ReconcileReport, Runtime};
 use crate::types::{
     ExecRequest, ExecResult, Sandbox, SandboxSpec, SnapshotManifest, TemplateInfo, TemplateProgress,
@@ -57,7 +57,7 @@ pub trait SandboxRuntime: std::fmt::Debug + Send + Sync + 'static {
 }
 
 #[async_trait::async_trait]
-impl<P: Platform> SandboxRuntime for Runtime<P> {
+impl<P: ContainerPlatform> SandboxRuntime for Runtime<P> {
     async fn prepare_userns(&self, id: &str) -> Result<Option<PathBuf>> {
         Runtime::prepare_userns(self, id).await
     }

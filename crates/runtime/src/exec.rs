@@ -12,7 +12,7 @@ use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::error::{Result, RuntimeError};
-use crate::platform::Platform;
+use crate::platform::ContainerPlatform;
 use crate::types::{ExecRequest, ExecResult, TRUNCATION_MARKER, validate_env};
 
 /// After the command exits, how long to keep reading output that its background children may
@@ -92,7 +92,7 @@ fn read_pid(pid_file: &Path) -> Option<i32> {
 }
 
 /// Runs the request; `pid_file` is a fresh path runc writes the command's host PID to.
-pub(crate) async fn run<P: Platform>(
+pub(crate) async fn run<P: ContainerPlatform>(
     platform: &P,
     id: &str,
     req: &ExecRequest,
@@ -172,15 +172,22 @@ pub(crate) async fn run<P: Platform>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::platform::FakePlatform;
+    use crate::platform::RecordingContainerPlatform;
 
     async fn fake(req: ExecRequest, cap: usize) -> ExecResult {
         let dir = tempfile::tempdir().unwrap();
         let pid_file = dir.path().join("exec.pid");
         let t = req.timeout.unwrap_or(Duration::from_secs(20));
-        run(&FakePlatform::default(), "sbx", &req, cap, t, &pid_file)
-            .await
-            .unwrap()
+        run(
+            &RecordingContainerPlatform::default(),
+            "sbx",
+            &req,
+            cap,
+            t,
+            &pid_file,
+        )
+        .await
+        .unwrap()
     }
 
     fn cmd(c: &str) -> ExecRequest {

@@ -5,7 +5,7 @@
 //! with cgroup CPU, memory and pids limits and a static init (catatonit) as PID 1. Commands run
 //! through `runc exec`. The data directory holds `templates/`, `sandboxes/<id>/` and `runc/`.
 //!
-//! Platform effects (mounts, runc) sit behind [`Platform`]; [`FakePlatform`] records them so
+//! Platform effects (mounts, runc) sit behind [`ContainerPlatform`]; [`RecordingContainerPlatform`] records them so
 //! the logic and the generated `config.json` are tested without root.
 
 #![deny(unsafe_code)]
@@ -36,7 +36,9 @@ mod userns;
 pub use backend::SandboxRuntime;
 pub use error::{Result, RuntimeError};
 pub use names::{DEBIAN_TEMPLATE, HOST_TEMPLATE};
-pub use platform::{FakePlatform, HostPlatform, OverlayMount, Platform};
+pub use platform::{
+    ContainerPlatform, HostContainerPlatform, OverlayMount, RecordingContainerPlatform,
+};
 #[cfg(any(test, feature = "fake"))]
 pub use recording::{RecordingRuntime, RuntimeCall};
 pub use runtime::{ReconcileReport, Runtime};

@@ -57,11 +57,11 @@ struct DockerManifest {
 struct Descriptor {
     media_type: Option<String>,
     digest: String,
-    platform: Option<Platform>,
+    platform: Option<ImagePlatform>,
 }
 
 #[derive(Deserialize)]
-struct Platform {
+struct ImagePlatform {
     architecture: String,
     os: String,
 }

@@ -1,4 +1,4 @@
-//! Platform effects (mounts and runc) behind a small trait, with the real implementation and
+//! Container effects (mounts and runc) behind a small trait, with the real implementation and
 //! a recording fake for unit tests without root.
 
 use std::ffi::OsString;
@@ -23,7 +23,7 @@ pub struct OverlayMount {
 }
 
 /// The runtime's system effects.
-pub trait Platform: fmt::Debug + Send + Sync + 'static {
+pub trait ContainerPlatform: fmt::Debug + Send + Sync + 'static {
     /// Mounts an overlay.
     fn mount_overlay(&self, m: &OverlayMount) -> std::io::Result<()>;
     /// Unmounts `target` (lazily, so a busy mount never blocks a delete).
@@ -57,12 +57,12 @@ pub trait Platform: fmt::Debug + Send + Sync + 'static {
 
 /// The real host: nix mounts and the runc binary.
 #[derive(Debug, Clone)]
-pub struct HostPlatform {
+pub struct HostContainerPlatform {
     runc: PathBuf,
     runc_root: PathBuf,
 }
 
-impl HostPlatform {
+impl HostContainerPlatform {
     /// runc at `runc`, keeping its state under `runc_root`.
     pub fn new(runc: PathBuf, runc_root: PathBuf) -> Self {
         Self { runc, runc_root }
@@ -183,7 +183,7 @@ fn bad_path(p: &Path) -> std::io::Error {
     )
 }
 
-impl Platform for HostPlatform {
+impl ContainerPlatform for HostContainerPlatform {
     fn mount_overlay(&self, m: &OverlayMount) -> std::io::Result<()> {
         let opts = overlay_options(m)?;
         nix::mount::mount(
@@ -266,7 +266,7 @@ impl Platform for HostPlatform {
 /// command on the host as `/bin/sh -c` in its own process group, writing `--pid-file`, so the
 /// exec logic (caps, timeouts, process-group kill) is tested without root or containers.
 #[derive(Debug, Default)]
-pub struct FakePlatform {
+pub struct RecordingContainerPlatform {
     calls: Mutex<Vec<String>>,
     mounted: Mutex<Vec<PathBuf>>,
     /// Canned stdout for `runc state` / `runc list` (JSON), keyed by subcommand.
@@ -275,7 +275,7 @@ pub struct FakePlatform {
     pub failing: Mutex<Vec<String>>,
 }
 
-impl FakePlatform {
+impl RecordingContainerPlatform {
     /// The calls so far, one line each (`mount …`, `umount …`, `runc …`).
     pub fn calls(&self) -> Vec<String> {
         self.calls.lock().map(|c| c.clone()).unwrap_or_default()
@@ -295,7 +295,7 @@ fn join(args: &[OsString]) -> String {
         .join(" ")
 }
 
-impl Platform for FakePlatform {
+impl ContainerPlatform for RecordingContainerPlatform {
     fn mount_overlay(&self, m: &OverlayMount) -> std::io::Result<()> {
         self.record(format!(
             "mount overlay {} on {}",

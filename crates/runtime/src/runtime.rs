@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{IoContext, Result, RuntimeError};
-use crate::platform::{HostPlatform, OverlayMount, Platform};
+use crate::platform::{ContainerPlatform, HostContainerPlatform, OverlayMount};
 use crate::spec::{self, SpecInput};
 use crate::templates::Templates;
 use crate::types::{
@@ -47,7 +47,7 @@ pub struct ReconcileReport {
 
 /// Sandboxes on this host. Cheap to share behind an `Arc`; every method takes `&self`.
 #[derive(Debug)]
-pub struct Runtime<P: Platform = HostPlatform> {
+pub struct Runtime<P: ContainerPlatform = HostContainerPlatform> {
     cfg: RuntimeConfig,
     platform: P,
     templates: Templates,
@@ -59,11 +59,11 @@ pub struct Runtime<P: Platform = HostPlatform> {
     reach: PathBuf,
 }
 
-impl Runtime<HostPlatform> {
+impl Runtime<HostContainerPlatform> {
     /// The runtime on this host, with runc state under `<data_dir>/runc`.
     pub fn new(cfg: RuntimeConfig) -> Result<Self> {
         let data = prepare_data_dir(&cfg.data_dir)?;
-        let platform = HostPlatform::new(cfg.runc.clone(), data.join("runc"));
+        let platform = HostContainerPlatform::new(cfg.runc.clone(), data.join("runc"));
         Self::with_platform(cfg, platform)
     }
 }
@@ -121,8 +121,8 @@ fn write_private(p: &Path, data: &[u8]) -> Result<()> {
     f.write_all(data).at(p)
 }
 
-impl<P: Platform> Runtime<P> {
-    /// The runtime with the given platform (tests pass a `FakePlatform`).
+impl<P: ContainerPlatform> Runtime<P> {
+    /// The runtime with the given platform (tests pass a `RecordingContainerPlatform`).
     pub fn with_platform(mut cfg: RuntimeConfig, platform: P) -> Result<Self> {
         let data = prepare_data_dir(&cfg.data_dir)?;
         cfg.data_dir = data.clone();

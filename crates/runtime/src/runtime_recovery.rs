@@ -4,12 +4,12 @@ use std::path::Path;
 
 use super::{ReconcileReport, Runtime, now_unix};
 use crate::error::{IoContext, Result, RuntimeError};
-use crate::platform::Platform;
+use crate::platform::ContainerPlatform;
 use crate::snapshot;
 use crate::types::validate_id;
 use crate::types::{SandboxState, SnapshotManifest};
 
-impl<P: Platform> Runtime<P> {
+impl<P: ContainerPlatform> Runtime<P> {
     /// Removes everything not in `known`: runc containers, overlay mounts, sandbox directories
     /// and interrupted template builds. Call at start-up, after a crash.
     pub async fn reconcile(&self, known: &[String]) -> Result<ReconcileReport> {

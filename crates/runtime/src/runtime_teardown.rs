@@ -3,10 +3,10 @@
 
 use super::{Runtime, os, runc_message};
 use crate::error::{IoContext, Result, RuntimeError};
-use crate::platform::Platform;
+use crate::platform::ContainerPlatform;
 use crate::types::validate_id;
 
-impl<P: Platform> Runtime<P> {
+impl<P: ContainerPlatform> Runtime<P> {
     /// Kills the sandbox and removes its container, cgroups, mount and directory. The caller
     /// removes the network namespace and firewall chain it made.
     pub async fn delete(&self, id: &str) -> Result<()> {

@@ -4,10 +4,10 @@ use std::path::Path;
 
 use super::Runtime;
 use crate::error::{Result, RuntimeError};
-use crate::platform::Platform;
+use crate::platform::ContainerPlatform;
 use crate::types::{TemplateInfo, TemplateProgress};
 
-impl<P: Platform> Runtime<P> {
+impl<P: ContainerPlatform> Runtime<P> {
     /// All templates, ready or not.
     pub fn templates(&self) -> Vec<TemplateInfo> {
         self.templates.list()

@@ -1,15 +1,15 @@
 //! The runtime's logic against the recording fake platform: no root, no containers.
 
 use super::*;
-use crate::platform::FakePlatform;
+use crate::platform::RecordingContainerPlatform;
 use crate::types::TemplateProgress;
 
 /// Without user namespaces: the calls stay few and no test needs root for a chown.
-fn fake() -> (tempfile::TempDir, Runtime<FakePlatform>) {
+fn fake() -> (tempfile::TempDir, Runtime<RecordingContainerPlatform>) {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = RuntimeConfig::new(dir.path());
     cfg.userns = None;
-    let rt = Runtime::with_platform(cfg, FakePlatform::default()).unwrap();
+    let rt = Runtime::with_platform(cfg, RecordingContainerPlatform::default()).unwrap();
     (dir, rt)
 }
 
@@ -141,7 +141,10 @@ async fn reconcile_removes_unknown_containers_and_directories() {
 fn data_dir_with_overlay_separators_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("a:b");
-    let r = Runtime::with_platform(RuntimeConfig::new(&bad), FakePlatform::default());
+    let r = Runtime::with_platform(
+        RuntimeConfig::new(&bad),
+        RecordingContainerPlatform::default(),
+    );
     assert!(matches!(r, Err(RuntimeError::Invalid(_))));
 }
 
@@ -161,13 +164,13 @@ fn futures_are_send() {
     send(&rt.ensure_template("system/host", &mut progress));
 }
 
-fn fake_userns(dir: &Path) -> Runtime<FakePlatform> {
+fn fake_userns(dir: &Path) -> Runtime<RecordingContainerPlatform> {
     let mut cfg = RuntimeConfig::new(dir);
     cfg.userns = Some(crate::UsernsConfig {
         first_host_id: 1 << 20,
         slots: 2,
     });
-    Runtime::with_platform(cfg, FakePlatform::default()).unwrap()
+    Runtime::with_platform(cfg, RecordingContainerPlatform::default()).unwrap()
 }
 
 #[tokio::test]

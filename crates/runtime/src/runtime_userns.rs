@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 
 use super::Runtime;
 use crate::error::{IoContext, Result, RuntimeError};
-use crate::platform::Platform;
+use crate::platform::ContainerPlatform;
 use crate::types::{SandboxSpec, validate_id};
 use crate::userns::{IDS_PER_SANDBOX, Userns};
 
-impl<P: Platform> Runtime<P> {
+impl<P: ContainerPlatform> Runtime<P> {
     /// Makes the sandbox's user namespace ahead of [`Runtime::create`] and returns its pinned
     /// file, or `None` when user namespaces are off. A caller that makes the network namespace
     /// itself makes it inside this one (`palisade-netns`'s `owner_userns`); `create` then
@@ -161,13 +161,7 @@ impl<P: Platform> Runtime<P> {
 
     /// Ids with an entry in the reach directory (for reconcile).
     pub(super) fn reach_ids(&self) -> Vec<String> {
-        std::fs::read_dir(&self.reach)
-            .map(|rd| {
-                rd.flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default()
+        crate::userns::entry_names(&self.reach)
     }
 
     /// Unpins the namespace and frees its range. Idempotent.

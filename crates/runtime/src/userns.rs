@@ -130,14 +130,19 @@ impl Slots {
 
     /// Ids with a namespace directory.
     pub(crate) fn ids(&self) -> Vec<String> {
-        std::fs::read_dir(&self.dir)
-            .map(|rd| {
-                rd.flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default()
+        entry_names(&self.dir)
     }
+}
+
+/// The names in `dir`; none when it cannot be read (absent until the first sandbox needs it).
+pub(crate) fn entry_names(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The directory through which sandboxes with a user namespace reach their bundles: under

@@ -157,7 +157,7 @@ impl Netns {
     /// makes them.
     fn new(userns: Option<&Path>) -> Self {
         let name = uniq("pt-rt-");
-        palisade_netns::add_netns(&palisade_netns::RealPlatform, &name, userns).unwrap();
+        palisade_netns::add_netns(&palisade_netns::HostNetPlatform, &name, userns).unwrap();
         Netns(name)
     }
     fn path(&self) -> PathBuf {

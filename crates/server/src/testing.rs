@@ -1,5 +1,5 @@
 //! The real [`Plane`] over recording platforms, for tests without root: a store in a
-//! directory the caller owns, [`RecordingRuntime`] for runc, [`RecordingPlatform`] for `ip`
+//! directory the caller owns, [`RecordingRuntime`] for runc, [`RecordingNetPlatform`] for `ip`
 //! and `nft`, and the firewall's real registry and event log. Tests drive it through the API
 //! (or its methods) and assert on what it did to each platform.
 
@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use palisade_firewall::{EventLog, Registry};
-use palisade_netns::RecordingPlatform;
+use palisade_netns::RecordingNetPlatform;
 use palisade_netns::nft::FirewallPorts;
 use palisade_policy::NetworkPolicySpec;
 use palisade_runtime::RecordingRuntime;
@@ -20,7 +20,7 @@ use crate::plane::{Plane, PlaneConfig, PlaneError, PlaneParts};
 pub struct TestPlane {
     pub plane: Arc<Plane>,
     pub runtime: Arc<RecordingRuntime>,
-    pub net: Arc<RecordingPlatform>,
+    pub net: Arc<RecordingNetPlatform>,
     pub registry: Arc<Registry>,
     pub events: Arc<EventLog>,
 }
@@ -28,11 +28,11 @@ pub struct TestPlane {
 impl TestPlane {
     /// A plane keeping its store and snapshots under `dir`.
     pub async fn new(dir: &Path) -> Result<Self, PlaneError> {
-        Self::with_net(dir, RecordingPlatform::new()).await
+        Self::with_net(dir, RecordingNetPlatform::new()).await
     }
 
     /// [`TestPlane::new`] over a given network platform (one told to fail, say).
-    pub async fn with_net(dir: &Path, net: RecordingPlatform) -> Result<Self, PlaneError> {
+    pub async fn with_net(dir: &Path, net: RecordingNetPlatform) -> Result<Self, PlaneError> {
         let store = Store::open(dir).await?;
         let runtime = Arc::new(RecordingRuntime::new());
         let net = Arc::new(net);

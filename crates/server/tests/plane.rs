@@ -4,7 +4,7 @@
 
 #![expect(clippy::unwrap_used, reason = "test helpers outside #[test] functions")]
 
-use palisade_netns::RecordingPlatform;
+use palisade_netns::RecordingNetPlatform;
 use palisade_policy::Policy;
 use palisade_runtime::RuntimeCall;
 use palisade_server::ApiError;
@@ -45,7 +45,7 @@ async fn count(bed: &TestPlane, org: &OrgId) -> i64 {
 }
 
 /// Programs and first arguments of the recorded commands, `ip netns`, `nft -f`…
-fn commands(net: &RecordingPlatform) -> Vec<String> {
+fn commands(net: &RecordingNetPlatform) -> Vec<String> {
     net.calls()
         .iter()
         .map(|c| {
@@ -153,7 +153,7 @@ async fn a_container_that_fails_to_start_leaves_nothing_behind() {
 async fn a_failing_network_is_a_typed_500_and_nothing_is_left() {
     let dir = tempfile::tempdir().unwrap();
     // The first command (listing namespaces) fails, as `ip` without privileges would.
-    let bed = TestPlane::with_net(dir.path(), RecordingPlatform::new().fail_on_call(1))
+    let bed = TestPlane::with_net(dir.path(), RecordingNetPlatform::new().fail_on_call(1))
         .await
         .unwrap();
     let org = org(&bed).await;

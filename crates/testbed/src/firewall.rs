@@ -14,7 +14,7 @@ use ipnet::{IpNet, Ipv4Net};
 use palisade_ca::SandboxCa;
 use palisade_firewall::{Firewall, FirewallConfig, Registry};
 use palisade_netns::nft::{self, DnsPacketLimit, FirewallPorts, SandboxRules};
-use palisade_netns::{AddressPool, RealPlatform, SandboxNet, SandboxNetSpec};
+use palisade_netns::{AddressPool, HostNetPlatform, SandboxNet, SandboxNetSpec};
 use palisade_policy::{NetworkPolicySpec, Policy};
 
 use crate::{World, addrs};
@@ -59,7 +59,7 @@ pub fn start(
         dns: DNS_PORT,
     };
     nft::apply(
-        &RealPlatform,
+        &HostNetPlatform,
         Some(world.fw.name()),
         &nft::render_base(&ports, sandbox_pool()),
     )
@@ -111,7 +111,7 @@ impl SandboxNets {
             .allocate()
             .context("address pool is full")?;
         let made = palisade_netns::create_sandbox_net(
-            &RealPlatform,
+            &HostNetPlatform,
             &SandboxNetSpec {
                 id,
                 host_netns: Some(&self.fw_netns),
@@ -180,7 +180,7 @@ impl SandboxNetBed {
             ..SandboxRules::for_net(&self.net, cidrs)
         };
         nft::apply(
-            &RealPlatform,
+            &HostNetPlatform,
             Some(&self.nets.fw_netns),
             &nft::render_sandbox(&rules),
         )
@@ -211,12 +211,12 @@ impl Drop for SandboxNetBed {
     fn drop(&mut self) {
         self.nets.registry.remove(&self.net.id);
         let _ = nft::apply(
-            &RealPlatform,
+            &HostNetPlatform,
             Some(&self.nets.fw_netns),
             &nft::render_remove_sandbox(&self.net.id, &self.net.host_if),
         );
         let _ = palisade_netns::remove_sandbox_net(
-            &RealPlatform,
+            &HostNetPlatform,
             &self.net.id,
             Some(&self.nets.fw_netns),
         );

@@ -302,14 +302,10 @@ impl ServerLog {
     pub fn wait_for(&self, timeout: Duration, pred: impl Fn(&[LogEntry]) -> bool) -> bool {
         let deadline = Instant::now() + timeout;
         loop {
-            // A snapshot, not the locked Vec: `pred` may itself read the log.
-            if pred(&self.entries()) {
-                return true;
+            if let Some(held) = self.settled(deadline, &pred) {
+                return held;
             }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(10));
+            std::thread::sleep(POLL);
         }
     }
 
@@ -321,16 +317,29 @@ impl ServerLog {
     ) -> bool {
         let deadline = Instant::now() + timeout;
         loop {
-            if pred(&self.entries()) {
-                return true;
+            if let Some(held) = self.settled(deadline, &pred) {
+                return held;
             }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// One poll of the `wait_for`s: `Some(true)` once `pred` holds, `Some(false)` past
+    /// `deadline`, `None` to poll again.
+    fn settled(&self, deadline: Instant, pred: impl Fn(&[LogEntry]) -> bool) -> Option<bool> {
+        // A snapshot, not the locked Vec: `pred` may itself read the log.
+        if pred(&self.entries()) {
+            Some(true)
+        } else if Instant::now() >= deadline {
+            Some(false)
+        } else {
+            None
         }
     }
 }
+
+/// How often the `wait_for`s look at the log again.
+const POLL: Duration = Duration::from_millis(10);
 
 /// Printable form of bytes, at most `max` input bytes, marking truncation.
 pub(crate) fn escape(data: &[u8], max: usize) -> String {

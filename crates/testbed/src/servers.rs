@@ -66,24 +66,16 @@ pub(crate) fn start(rt: &Runtime, ca: &Arc<TestCa>, zone: &DnsZone, log: &Server
     let (tx, rx) = std::sync::mpsc::channel();
     rt.spawn(async move {
         let result = async {
-            tokio::spawn(serve_https(
-                tcp(GOOD_V4, 443).await?,
-                GOOD,
-                good_tls,
-                log.clone(),
-            ));
-            tokio::spawn(serve_http(tcp(GOOD_V4, 80).await?, GOOD, log.clone()));
-            tokio::spawn(serve_https(
-                tcp(ATTACKER_V4, 443).await?,
-                ATTACKER,
-                attacker_tls,
-                log.clone(),
-            ));
-            tokio::spawn(serve_http(
-                tcp(ATTACKER_V4, 80).await?,
-                ATTACKER,
-                log.clone(),
-            ));
+            // The named web hosts: HTTPS on 443 (certificates for their names) and HTTP on 80.
+            let web = [
+                (GOOD_V4, GOOD, good_tls),
+                (ATTACKER_V4, ATTACKER, attacker_tls),
+                (SHARED_V4, SHARED, shared_tls),
+            ];
+            for (ip, role, tls) in web {
+                tokio::spawn(serve_https(tcp(ip, 443).await?, role, tls, log.clone()));
+                tokio::spawn(serve_http(tcp(ip, 80).await?, role, log.clone()));
+            }
             for port in ATTACKER_SINK_PORTS {
                 tokio::spawn(serve_tcp(
                     tcp(ATTACKER_V4, port).await?,
@@ -105,43 +97,16 @@ pub(crate) fn start(rt: &Runtime, ca: &Arc<TestCa>, zone: &DnsZone, log: &Server
                 plain("echo"),
                 log.clone(),
             ));
-            tokio::spawn(serve_https(
-                tcp(SHARED_V4, 443).await?,
-                SHARED,
-                shared_tls,
-                log.clone(),
-            ));
-            tokio::spawn(serve_http(tcp(SHARED_V4, 80).await?, SHARED, log.clone()));
-            tokio::spawn(serve_tcp(
-                tcp(SHARED_V4, 7).await?,
-                "shared-echo",
-                TcpRole::Echo,
-                log.clone(),
-            ));
-            tokio::spawn(serve_tcp(
-                tcp(SHARED_V4, 22).await?,
-                "shared-ssh",
-                TcpRole::Banner(SSH_BANNER),
-                log.clone(),
-            ));
-            tokio::spawn(serve_tcp(
-                tcp(TCP_V4, 7).await?,
-                "tcp",
-                TcpRole::Echo,
-                log.clone(),
-            ));
-            tokio::spawn(serve_tcp(
-                tcp(TCP_V4, 9).await?,
-                "tcp",
-                TcpRole::Sink,
-                log.clone(),
-            ));
-            tokio::spawn(serve_tcp(
-                tcp(TCP_V4, 22).await?,
-                "tcp",
-                TcpRole::Banner(SSH_BANNER),
-                log.clone(),
-            ));
+            let tcp_servers = [
+                (SHARED_V4, 7, "shared-echo", TcpRole::Echo),
+                (SHARED_V4, 22, "shared-ssh", TcpRole::Banner(SSH_BANNER)),
+                (TCP_V4, 7, "tcp", TcpRole::Echo),
+                (TCP_V4, 9, "tcp", TcpRole::Sink),
+                (TCP_V4, 22, "tcp", TcpRole::Banner(SSH_BANNER)),
+            ];
+            for (ip, port, server, role) in tcp_servers {
+                tokio::spawn(serve_tcp(tcp(ip, port).await?, server, role, log.clone()));
+            }
             tokio::spawn(serve_udp(udp(TCP_V4, 7).await?, "tcp", true, log.clone()));
             tokio::spawn(dns::serve_udp(
                 udp(DNS_V4, 53).await?,

@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 mod http;
+#[cfg(feature = "fuzzing")]
 pub mod invariants;
 mod reader;
 mod tls;

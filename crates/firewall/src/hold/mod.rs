@@ -10,6 +10,7 @@
 //! sandbox's policy by the control plane, which outlives this queue.
 
 mod config;
+mod rule;
 #[cfg(test)]
 mod tests;
 
@@ -24,6 +25,7 @@ use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 
 pub use config::ApprovalsConfig;
+pub use rule::{Decision, HoldRule};
 
 use crate::events::{EgressEvent, EventKind, EventLog, EventVerdict};
 
@@ -49,61 +51,19 @@ impl HoldKind {
     }
 }
 
-/// A person's decision on a pending approval.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
-    /// Release what is held, and what follows for the name within `grant_ttl`.
-    AllowOnce,
-    /// Release, and the control plane adds the name to the sandbox's `allow_domains`.
-    AllowAlways,
-    /// Refuse what is held, and what follows within `grant_ttl`.
-    Deny,
-    /// Refuse, and the control plane adds the name to the sandbox's `deny_domains`.
-    DenyAlways,
-}
-
-impl Decision {
-    /// The wire spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Decision::AllowOnce => "allow-once",
-            Decision::AllowAlways => "allow-always",
-            Decision::Deny => "deny",
-            Decision::DenyAlways => "deny-always",
-        }
-    }
-
-    pub fn allows(self) -> bool {
-        matches!(self, Decision::AllowOnce | Decision::AllowAlways)
-    }
-}
-
-impl std::str::FromStr for Decision {
-    type Err = ();
-    fn from_str(s: &str) -> Result<Decision, ()> {
-        match s {
-            "allow-once" => Ok(Decision::AllowOnce),
-            "allow-always" => Ok(Decision::AllowAlways),
-            "deny" => Ok(Decision::Deny),
-            "deny-always" => Ok(Decision::DenyAlways),
-            _ => Err(()),
-        }
-    }
-}
-
 /// How a held request ends: allowed or refused, with the rule and reason its event records.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
     pub allowed: bool,
-    pub rule: String,
+    pub rule: HoldRule,
     pub reason: String,
 }
 
 impl Outcome {
-    fn deny(rule: &str, reason: impl Into<String>) -> Outcome {
+    fn deny(rule: HoldRule, reason: impl Into<String>) -> Outcome {
         Outcome {
             allowed: false,
-            rule: rule.to_owned(),
+            rule,
             reason: reason.into(),
         }
     }
@@ -276,7 +236,10 @@ impl Approvals {
             .map(|(id, _)| id.clone())
             .collect();
         for id in ids {
-            let outcome = Outcome::deny("approval", "the sandbox was removed while this was held");
+            let outcome = Outcome::deny(
+                HoldRule::Queue,
+                "the sandbox was removed while this was held",
+            );
             self.finish(&mut st, &id, outcome, "removed");
         }
     }
@@ -330,7 +293,7 @@ impl Approvals {
             .map(|(s, o)| (Arc::clone(s), Arc::clone(o)))
         else {
             return Hold::Now(Outcome::deny(
-                "approval",
+                HoldRule::Queue,
                 "nothing can be held for a sandbox whose organisation is unknown",
             ));
         };
@@ -400,7 +363,7 @@ impl Approvals {
         };
         *st.held.entry(Arc::clone(&sandbox)).or_insert(0) += 1;
         let Some(entry) = st.pending.get_mut(&id) else {
-            return Hold::Now(Outcome::deny("approval", "the approval vanished"));
+            return Hold::Now(Outcome::deny(HoldRule::Queue, "the approval vanished"));
         };
         entry.view.held += 1;
         entry.kinds.insert(kind);
@@ -434,7 +397,7 @@ impl Approvals {
         }
         let outcome = Outcome {
             allowed: decision.allows(),
-            rule: format!("approval:{}", decision.as_str()),
+            rule: HoldRule::Decided(decision),
             reason: format!(
                 "{} by a person through the approval queue",
                 decision.as_str()
@@ -449,11 +412,11 @@ impl Approvals {
         let reason = format!("not held: {why}");
         let mut ev = EgressEvent::new(sandbox, kind.event_kind(), EventVerdict::Deny);
         ev.name = Some(name.to_string());
-        ev.rule = "hold-limit".into();
+        ev.rule = HoldRule::Limit.to_string();
         ev.reason = reason.clone();
         self.events.record(ev);
         tracing::warn!(%sandbox, name = name.as_str(), %reason, "approval queue limit");
-        Outcome::deny("hold-limit", reason)
+        Outcome::deny(HoldRule::Limit, reason)
     }
 
     /// Ends approvals past their deadline and lapsed grants.
@@ -468,7 +431,7 @@ impl Approvals {
         let secs = self.config().timeout.as_secs();
         for id in expired {
             let outcome = Outcome::deny(
-                "approval:timeout",
+                HoldRule::Timeout,
                 format!("no decision within {secs} s; denied"),
             );
             self.finish(st, &id, outcome, "timeout");
@@ -558,12 +521,12 @@ impl Waiter {
         match decided {
             Ok(Ok(Some(outcome))) => outcome,
             // The queue itself went away: nothing decided, nothing let through.
-            Ok(Ok(None) | Err(_)) => Outcome::deny("approval", "the approval queue went away"),
+            Ok(Ok(None) | Err(_)) => Outcome::deny(HoldRule::Queue, "the approval queue went away"),
             Err(_) => {
                 self.approvals.expire_due();
                 match self.rx.borrow().clone() {
                     Some(outcome) => outcome,
-                    None => Outcome::deny("approval:timeout", "no decision in time; denied"),
+                    None => Outcome::deny(HoldRule::Timeout, "no decision in time; denied"),
                 }
             }
         }

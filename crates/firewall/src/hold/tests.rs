@@ -70,7 +70,7 @@ async fn requests_for_one_name_join_one_approval_and_allow_once_releases_them() 
     for w in [a, b] {
         let o = w.wait().await;
         assert!(o.allowed, "{o:?}");
-        assert_eq!(o.rule, "approval:allow-once");
+        assert_eq!(o.rule.to_string(), "approval:allow-once");
     }
     // Decided once: a second decision finds nothing.
     assert_eq!(q.resolve("org-a", &id, Decision::Deny), Err(NoSuchApproval));
@@ -104,7 +104,7 @@ async fn deny_and_timeout_refuse_and_nothing_is_left_behind() {
     q.resolve("org-a", w.id(), Decision::Deny).unwrap();
     let o = w.wait().await;
     assert!(!o.allowed);
-    assert_eq!(o.rule, "approval:deny");
+    assert_eq!(o.rule.to_string(), "approval:deny");
     // A deny is remembered for grant_ttl too, so a retry does not ask again at once.
     assert!(!now(q.hold("sb1", &name("d.test"), Some(80), HoldKind::Http)).allowed);
 
@@ -113,7 +113,7 @@ async fn deny_and_timeout_refuse_and_nothing_is_left_behind() {
     let o = w.wait().await;
     assert_eq!(started.elapsed(), Duration::from_secs(5));
     assert!(!o.allowed);
-    assert_eq!(o.rule, "approval:timeout");
+    assert_eq!(o.rule.to_string(), "approval:timeout");
     assert!(q.list("org-a").is_empty());
     assert!(q.lock().held.is_empty(), "every waiter released its count");
 }
@@ -129,7 +129,7 @@ async fn bounds_deny_at_once_with_an_event() {
     let _a = wait(q.hold("sb1", &name("a.test"), None, HoldKind::Dns));
     let _b = wait(q.hold("sb1", &name("b.test"), None, HoldKind::Dns));
     let o = now(q.hold("sb1", &name("c.test"), None, HoldKind::Dns));
-    assert_eq!(o.rule, "hold-limit");
+    assert_eq!(o.rule.to_string(), "hold-limit");
     assert!(o.reason.contains("max_pending_per_sandbox"), "{o:?}");
     let _c = wait(q.hold("sb2", &name("c.test"), None, HoldKind::Dns));
     let o = now(q.hold("sb2", &name("d.test"), None, HoldKind::Dns));

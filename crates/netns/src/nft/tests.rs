@@ -1,7 +1,7 @@
 use std::net::Ipv4Addr;
 
 use super::*;
-use crate::RecordingPlatform;
+use crate::RecordingNetPlatform;
 
 fn ports() -> FirewallPorts {
     FirewallPorts {
@@ -38,7 +38,7 @@ fn bad_ports_render_a_script_apply_refuses() {
         (15001, 53),
     ] {
         let script = render_base(&FirewallPorts { proxy, dns }, pool());
-        let p = RecordingPlatform::new();
+        let p = RecordingNetPlatform::new();
         let err = apply(&p, None, &script).unwrap_err();
         assert!(matches!(err, NetnsError::InvalidRules(_)), "{err}");
         assert!(p.calls().is_empty());
@@ -53,23 +53,23 @@ fn injection_through_fields_is_refused() {
     r.id = "ab_pre {\n}\nflush ruleset".to_owned();
     let script = render_sandbox(&r);
     assert!(!script.contains("\nflush ruleset"), "{script}");
-    assert!(apply(&RecordingPlatform::new(), None, &script).is_err());
+    assert!(apply(&RecordingNetPlatform::new(), None, &script).is_err());
 
     let mut r = rules("ab", &[]);
     r.host_if = "plh-ab\" } ; flush ruleset".to_owned();
-    assert!(apply(&RecordingPlatform::new(), None, &render_sandbox(&r)).is_err());
+    assert!(apply(&RecordingNetPlatform::new(), None, &render_sandbox(&r)).is_err());
     r.host_if = "eth0".to_owned();
-    assert!(apply(&RecordingPlatform::new(), None, &render_sandbox(&r)).is_err());
+    assert!(apply(&RecordingNetPlatform::new(), None, &render_sandbox(&r)).is_err());
     r.host_if = "plh-abcdefghijk".to_owned();
-    assert!(apply(&RecordingPlatform::new(), None, &render_sandbox(&r)).is_err());
+    assert!(apply(&RecordingNetPlatform::new(), None, &render_sandbox(&r)).is_err());
 
     let mut r = rules("ab", &[]);
     r.addrs.sandbox = Ipv4Addr::UNSPECIFIED;
-    assert!(apply(&RecordingPlatform::new(), None, &render_sandbox(&r)).is_err());
+    assert!(apply(&RecordingNetPlatform::new(), None, &render_sandbox(&r)).is_err());
 
     assert!(
         apply(
-            &RecordingPlatform::new(),
+            &RecordingNetPlatform::new(),
             None,
             &render_remove_sandbox("a b", "plh-a")
         )
@@ -77,7 +77,7 @@ fn injection_through_fields_is_refused() {
     );
     assert!(
         apply(
-            &RecordingPlatform::new(),
+            &RecordingNetPlatform::new(),
             None,
             &render_remove_sandbox("ab", "x")
         )
@@ -86,7 +86,7 @@ fn injection_through_fields_is_refused() {
 
     // A bad sandbox spoils the whole full script, so the kernel keeps the old table.
     let full = render_full(&ports(), pool(), &[rules("ok", &[]), rules("B@d", &[])]);
-    assert!(apply(&RecordingPlatform::new(), None, &full).is_err());
+    assert!(apply(&RecordingNetPlatform::new(), None, &full).is_err());
 }
 
 #[test]
@@ -122,7 +122,7 @@ fn no_cidrs_means_no_accept_rule() {
 
 #[test]
 fn apply_runs_nft_in_the_host_namespace() {
-    let p = RecordingPlatform::new();
+    let p = RecordingNetPlatform::new();
     let script = render_base(&ports(), pool());
     apply(&p, Some("pt-1-fw"), &script).unwrap();
     apply(&p, None, &script).unwrap();
@@ -138,7 +138,7 @@ fn apply_runs_nft_in_the_host_namespace() {
 #[test]
 fn list_sandbox_ids_parses_chains() {
     let listing = "table inet palisade {\n\tmap sandbox_pre {\n\t\ttype ifname : verdict\n\t}\n\tchain raw_prerouting {\n\t}\n\tchain sb_ab12_pre {\n\t}\n\tchain sb_ab12_fwd {\n\t}\n\tchain sb_x_fwd {\n\t}\n\tchain sb_Bad_pre {\n\t}\n}\n";
-    let p = RecordingPlatform::new()
+    let p = RecordingNetPlatform::new()
         .respond(
             "ip netns exec h nft list tables inet",
             "table inet filter\ntable inet palisade\n",
@@ -149,7 +149,7 @@ fn list_sandbox_ids_parses_chains() {
 
 #[test]
 fn list_sandbox_ids_without_table_is_empty() {
-    let p = RecordingPlatform::new().respond("nft list tables inet", "table inet other\n");
+    let p = RecordingNetPlatform::new().respond("nft list tables inet", "table inet other\n");
     assert!(list_sandbox_ids(&p, None).unwrap().is_empty());
     assert_eq!(p.lines(), ["nft list tables inet"]);
 }

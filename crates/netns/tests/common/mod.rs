@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use nix::sched::{CloneFlags, setns};
 use palisade_netns::nft::{FirewallPorts, SandboxRules};
 use palisade_netns::{
-    AddressPool, NetPlatform, RealPlatform, SandboxNet, SandboxNetSpec, create_sandbox_net,
+    AddressPool, HostNetPlatform, NetPlatform, SandboxNet, SandboxNetSpec, create_sandbox_net,
     remove_sandbox_net,
 };
 
@@ -52,12 +52,12 @@ fn base36(mut n: usize) -> String {
 
 /// `ip …`, panicking with stderr on failure.
 pub fn ip(args: &[&str]) -> String {
-    RealPlatform.run("ip", args, None).unwrap()
+    HostNetPlatform.run("ip", args, None).unwrap()
 }
 
 /// A command run inside a namespace.
 pub fn exec(ns: &str, program: &str, args: &[&str]) -> Result<String, palisade_netns::NetnsError> {
-    RealPlatform.run(
+    HostNetPlatform.run(
         "ip",
         &[&["netns", "exec", ns, program][..], args].concat(),
         None,
@@ -121,7 +121,7 @@ impl World {
         // Registered before creation, so a half-made sandbox is removed too.
         self.sandboxes.push(id.clone());
         create_sandbox_net(
-            &RealPlatform,
+            &HostNetPlatform,
             &SandboxNetSpec {
                 id: &id,
                 host_netns: Some(&self.host),
@@ -134,7 +134,7 @@ impl World {
 
     /// Removes one sandbox now (the guard forgets it).
     pub fn remove(&mut self, id: &str) {
-        remove_sandbox_net(&RealPlatform, id, Some(&self.host)).unwrap();
+        remove_sandbox_net(&HostNetPlatform, id, Some(&self.host)).unwrap();
         self.sandboxes.retain(|s| s != id);
     }
 }
@@ -142,10 +142,10 @@ impl World {
 impl Drop for World {
     fn drop(&mut self) {
         for id in &self.sandboxes {
-            let _ = remove_sandbox_net(&RealPlatform, id, Some(&self.host));
+            let _ = remove_sandbox_net(&HostNetPlatform, id, Some(&self.host));
         }
         for ns in self.extra_netns.iter().chain([&self.host]) {
-            let _ = RealPlatform.run("ip", &["netns", "del", ns], None);
+            let _ = HostNetPlatform.run("ip", &["netns", "del", ns], None);
         }
     }
 }
@@ -226,7 +226,7 @@ pub fn netns_exists(name: &str) -> bool {
 }
 
 pub fn link_exists(host: &str, link: &str) -> bool {
-    RealPlatform
+    HostNetPlatform
         .run("ip", &["-n", host, "link", "show", "dev", link], None)
         .is_ok()
 }

@@ -86,7 +86,7 @@ impl std::fmt::Debug for Plane {
 pub struct PlaneParts {
     pub store: Store,
     pub runtime: Arc<dyn SandboxRuntime>,
-    /// Runs `ip`, `nft` and `sysctl` for sandbox networks (`palisade_netns::RealPlatform`).
+    /// Runs `ip`, `nft` and `sysctl` for sandbox networks (`palisade_netns::HostNetPlatform`).
     pub net: Arc<dyn NetPlatform>,
     pub registry: Arc<Registry>,
     pub events: Arc<EventLog>,
