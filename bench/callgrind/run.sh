@@ -44,8 +44,8 @@ for kind in ${KINDS:-conns tls dns}; do
   fi
   if [ "$kind" = dns ]; then
     ir=$(callgrind_annotate --inclusive=yes --threshold=100 "$OUT/$kind.out" \
-      | grep -E 'dns::server::(DnsServer::run|serve_udp::\{\{closure\}\}|Datagram::answer_now)::\{\{closure\}\}( |$)' \
-      | awk '{gsub(",", "", $1); s+=$1} END {printf "%.0f", s}')
+      | grep -E 'dns::server::(DnsServer::run|serve_udp::\{\{closure\}\}|Datagram::answer_now)::\{\{closure\}\} \[' \
+      | sort -u | awk '{gsub(",", "", $1); s+=$1} END {printf "%.0f", s}')
   else
     ir=$(grep -E '^(summary|totals):' "$OUT/$kind.out" | head -1 | awk '{print $2}')
   fi

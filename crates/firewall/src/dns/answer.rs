@@ -154,7 +154,7 @@ impl Reply {
         if let Some(q) = &self.query
             && q.name()
                 .iter()
-                .last()
+                .next_back()
                 .is_some_and(|l| l.eq_ignore_ascii_case(b"invalid"))
         {
             return None;
