@@ -205,16 +205,7 @@ impl Responder {
         src: IpAddr,
         sandbox: &str,
     ) -> (Reply, Note) {
-        let edns = req.edns.as_ref();
-        let reply = |query: Option<&Query>, rcode| {
-            Reply::new(
-                &req.metadata,
-                query,
-                edns,
-                self.limits.max_udp_payload,
-                rcode,
-            )
-        };
+        let reply = |query: Option<&Query>, rcode| self.reply(req, query, rcode);
         if req.metadata.op_code != OpCode::Query {
             let note = Note::deny(
                 None,
@@ -223,7 +214,7 @@ impl Responder {
             );
             return (reply(None, ResponseCode::NotImp), note);
         }
-        if let Some(version) = edns.map(|e| e.version()).filter(|v| *v > 0) {
+        if let Some(version) = req.edns.as_ref().map(|e| e.version()).filter(|v| *v > 0) {
             // RFC 6891 §6.1.3: answer BADVERS with the highest version we speak (0).
             let note = Note::deny(None, DEFAULT, format!("EDNS version {version} not served"));
             return (reply(None, ResponseCode::BADVERS), note);
@@ -321,16 +312,7 @@ impl Responder {
         name: CanonicalName,
         rule: RuleRef,
     ) -> (Reply, Note) {
-        let edns = req.edns.as_ref();
-        let reply = |query: Option<&Query>, rcode| {
-            Reply::new(
-                &req.metadata,
-                query,
-                edns,
-                self.limits.max_udp_payload,
-                rcode,
-            )
-        };
+        let reply = |query: Option<&Query>, rcode| self.reply(req, query, rcode);
         let canon = Some(name.as_str().to_owned());
         if query.query_type() != RecordType::A {
             // The sandbox is IPv4-only, and every other type would only widen what an allowed
@@ -395,6 +377,17 @@ impl Responder {
 }
 
 impl Responder {
+    /// A response to `req` with `rcode`, echoing `query`.
+    fn reply(&self, req: &Message, query: Option<&Query>, rcode: ResponseCode) -> Reply {
+        Reply::new(
+            &req.metadata,
+            query,
+            req.edns.as_ref(),
+            self.limits.max_udp_payload,
+            rcode,
+        )
+    }
+
     /// Waits in the approval queue for a name the policy holds; `None` without a queue.
     async fn held(&self, sandbox: &str, name: &CanonicalName) -> Option<crate::hold::Outcome> {
         let approvals = self.view.approvals()?;
