@@ -9,6 +9,10 @@
 
 #![forbid(unsafe_code)]
 
+/// The daemon's allocator (crates/cli/src/main.rs), since the bench runs the firewall in-process.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 mod bed;
 mod clients;
 mod measure;

@@ -9,6 +9,11 @@
     reason = "a command-line tool: its output is for the person at the terminal"
 )]
 
+/// jemalloc: per-thread caches and no heap consolidation on the request path (see the
+/// workspace Cargo.toml).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 mod approvals_cmd;
 mod client;
 mod commands;
