@@ -8,7 +8,7 @@
 #   KINDS=dns bench/callgrind/run.sh   # only some of conns, tls, dns
 #
 # Only instructions executed inside the proxy's accept loop and its per-connection tasks are
-# counted (--toggle-collect on palisade_firewall::proxy::Proxy::run*, callees included): the
+# counted (--toggle-collect on palisade_firewall::proxy::accept::Proxy::run*, callees included): the
 # runtime's scheduling between polls and all kernel work (TCP, netfilter) are not. The bench
 # logs how many connections went through the proxy (warm-up included); the script divides.
 set -euo pipefail
@@ -26,7 +26,7 @@ for kind in ${KINDS:-conns tls dns}; do
     # loop is inlined there) and of the query tasks it spawns is read off below. (A toggle
     # would be switched off again by a nested function that matches it too.)
     dns) toggles=(); args=(--only dns) ;;
-    *) toggles=(--toggle-collect='palisade_firewall::proxy::Proxy::run*')
+    *) toggles=(--toggle-collect='palisade_firewall::proxy::accept::Proxy::run*')
        args=(--only "$kind" --conn-secs 3) ;;
   esac
   timeout -s KILL 600 valgrind --tool=callgrind --callgrind-out-file="$OUT/$kind.out" \

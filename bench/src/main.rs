@@ -44,8 +44,9 @@ struct Args {
     /// on CPU 1).
     #[arg(long, default_value = "0")]
     fw_cpu: String,
-    /// Worker threads of the firewall's runtime. One by default, like the peers (one thread
-    /// each, pinned to the same CPU): two workers pinned to one CPU only add wake-ups.
+    /// Worker threads of the firewall's runtime, in every bed. One by default: the runtime is
+    /// pinned to one CPU, and one worker per CPU is what tokio itself defaults to (two workers
+    /// pinned to one CPU only add wake-ups).
     #[arg(long, default_value_t = 1)]
     fw_workers: usize,
     /// Relay tunnel bytes by copying through buffers instead of splice(2) (for A/B runs).
@@ -113,7 +114,7 @@ fn bench(args: &Args) -> Result<()> {
     };
     let exe = std::env::current_exe().context("finding this binary")?;
     let (scenarios, idle) = scenarios::run_tunnel(&bed, durations, exe, deadline, &args.only)?;
-    let comparisons = scen::run(&args.only, args.reps)?;
+    let comparisons = scen::run(&args.only, args.reps, args.fw_workers)?;
     let fw = match pinning {
         FwPinning::Cpu(n) => format!(
             "firewall runtime ({} workers) pinned to CPU {n}",

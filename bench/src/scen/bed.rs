@@ -53,6 +53,8 @@ pub(crate) struct IBed {
     pub(crate) world: World,
     /// Scratch files: CA files, peer configs, the peers' certificate.
     pub(crate) dir: tempfile::TempDir,
+    /// The firewall runtime's worker threads (for the tables' notes).
+    pub(crate) workers: usize,
 }
 
 /// The transform sandbox: network, registry entry, rules, CA (all removed on drop).
@@ -67,13 +69,14 @@ impl IBed {
     /// `dns_rate_limit`: keep the per-sandbox DNS query rate of the default configuration.
     /// Scenario 6 measures the resolver's own throughput from one sandbox, which that limit
     /// (500/s by default) would cap, so it runs without it; scenario 11 (noisy) keeps it.
-    pub(crate) fn new(dns_rate_limit: bool) -> Result<IBed> {
+    /// `workers`: the firewall runtime's worker threads, all pinned to [`PROXY_CPU`].
+    pub(crate) fn new(dns_rate_limit: bool, workers: usize) -> Result<IBed> {
         let world = World::new().context("testbed world")?;
         let dir = tempfile::Builder::new()
             .prefix("palisade-benchb-")
             .tempdir()?;
         let rt = world.fw.runtime_with(&RuntimeOptions {
-            workers: 2,
+            workers,
             thread_name: Some(FW_THREAD.to_owned()),
             cpu: Some(PROXY_CPU),
         })?;
@@ -96,6 +99,7 @@ impl IBed {
             HostsFile::new(direct.netns.name())?,
         ];
         let bed = IBed {
+            workers,
             dns_limit,
             nat,
             _hosts: hosts,

@@ -291,10 +291,11 @@ pub(crate) fn run(bed: &IBed, reps: usize, deadline: Instant) -> Result<Vec<Comp
         ),
         format!(
             "hudsucker: bench/src/bin/hudsucker_peer.rs, one tokio worker, pinned to CPU \
-             {PROXY_CPU} like Palisade's runtime (2 workers); leaves from RcgenAuthority with the \
-             measured sandbox's CA (leaf key = CA key, cached), upstream verified against the \
-             testbed CA only, upstream connections pooled by hudsucker's hyper client; the \
-             client reaches it with CONNECT at the direct namespace's gateway"
+             {PROXY_CPU} like Palisade's runtime ({} worker(s)); leaves from RcgenAuthority with \
+             the measured sandbox's CA (leaf key = CA key, cached), upstream verified against \
+             the testbed CA only, upstream connections pooled by hudsucker's hyper client; the \
+             client reaches it with CONNECT at the direct namespace's gateway",
+            bed.workers
         ),
         "checked before load: the upstream saw exactly the injected secret through Palisade \
          and hudsucker (the client's own value removed), and the client's value directly"

@@ -117,12 +117,12 @@ fn seen_authorization(bed: &IBed, c: &mut Config<'_>) -> Result<Vec<String>> {
 }
 
 pub(crate) fn run(bed: &IBed, reps: usize, deadline: Instant) -> Result<Vec<Comparison>> {
-    let mut notes = vec![
+    let mut notes = vec![format!(
         "client: wrk -t1 -c16 (HTTP/1.1 keep-alive, small echo response) on CPU 1; every proxy \
-         pinned to CPU 0 (Palisade's runtime: 2 workers; HAProxy nbthread 2); the upstream is \
-         the testbed's in-process HTTPS server, unpinned"
-            .to_owned(),
-    ];
+         pinned to CPU 0 (Palisade's runtime: {} worker(s); HAProxy nbthread 2); the upstream \
+         is the testbed's in-process HTTPS server, unpinned",
+        bed.workers
+    )];
     let mut started = start_peers(bed, &mut notes);
     let mut configs = vec![
         Config {

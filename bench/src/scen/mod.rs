@@ -64,14 +64,15 @@ pub(crate) struct Sample {
 }
 
 /// Runs the scenarios in `only` (all of them when it names none of ours).
-pub(crate) fn run(only: &[String], reps: usize) -> Result<Vec<Comparison>> {
+/// `workers`: the firewall runtime's worker threads (`--fw-workers`), as for the tunnel bed.
+pub(crate) fn run(only: &[String], reps: usize, workers: usize) -> Result<Vec<Comparison>> {
     let want = |n: &str| only.is_empty() || only.iter().any(|o| o == n || o == "all");
     let deadline = Instant::now() + LIMIT;
     let mut out = Vec::new();
     // `scrub` (4f, issue 15) is part of `intercept`; named alone it runs without the peers.
     let scrub_alone = !want("intercept") && only.iter().any(|o| o == "scrub");
     if want("intercept") || want("h2") || want("dns") || want("hudsucker") || scrub_alone {
-        let bed = bed::IBed::new(false)?;
+        let bed = bed::IBed::new(false, workers)?;
         if scrub_alone {
             out.extend(report_err(
                 "scrub",
@@ -98,11 +99,11 @@ pub(crate) fn run(only: &[String], reps: usize) -> Result<Vec<Comparison>> {
         }
     }
     if want("splice") {
-        let r = bed::IBed::new(false).and_then(|bed| splice::run(&bed, reps, deadline));
+        let r = bed::IBed::new(false, workers).and_then(|bed| splice::run(&bed, reps, deadline));
         out.extend(report_err("splice", r));
     }
     if want("noisy") {
-        let r = bed::IBed::new(true).and_then(|bed| noisy::run(&bed, reps, deadline));
+        let r = bed::IBed::new(true, workers).and_then(|bed| noisy::run(&bed, reps, deadline));
         out.extend(report_err("noisy", r));
     }
     if want("sandbox") {

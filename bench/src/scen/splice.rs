@@ -196,8 +196,9 @@ fn check(bed: &IBed, squid: &mut Squid) -> Result<Vec<String>> {
         format!(
             "client: wrk -t1 -c{CONNS} -H 'Connection: close' https://{NAME}/ on CPU 1 (TCP + \
              full TLS handshake + one GET per connection), {SECS} s per run, interleaved after a \
-             1 s warm-up each; Palisade's runtime (2 workers) and Squid (-N, one worker) pinned \
-             to CPU 0; the upstream is the testbed's in-process HTTPS server, unpinned"
+             1 s warm-up each; Palisade's runtime ({} worker(s)) and Squid (-N, one worker) \
+             pinned to CPU 0; the upstream is the testbed's in-process HTTPS server, unpinned",
+            bed.workers
         ),
     ])
 }
