@@ -22,8 +22,10 @@ use serde::Serialize;
 
 use crate::measure::Summary;
 
-/// All of these scenarios together must finish within this.
-const LIMIT: Duration = Duration::from_secs(9 * 60);
+/// All of these scenarios together must finish within this. Nine minutes were enough until
+/// 4f (scrubbing, five configurations) joined them; on a slower day the last three scenarios
+/// then ran out of time.
+const LIMIT: Duration = Duration::from_secs(14 * 60);
 
 /// One scenario: several configurations measured the same way.
 #[derive(Debug, Serialize)]
