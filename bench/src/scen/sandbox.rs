@@ -75,11 +75,15 @@ impl Drop for Data {
 }
 
 /// `runc --root root args…` under a time limit. Its output goes to /dev/null: a detached
-/// container inherits runc's stdio and would hold a captured pipe open forever.
+/// container inherits runc's stdio and would hold a captured pipe open forever. What runc says
+/// goes to its log file in `root` instead, whose last lines a failure quotes.
 fn runc(root: &Path, args: &[&str]) -> Result<()> {
+    let log = root.join("runc.log");
     let status = Command::new("timeout")
         .args(["-s", "KILL", "20", "runc", "--root"])
         .arg(root)
+        .arg("--log")
+        .arg(&log)
         .args(args)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
@@ -87,7 +91,9 @@ fn runc(root: &Path, args: &[&str]) -> Result<()> {
         .status()
         .context("running runc")?;
     if !status.success() {
-        bail!("runc {:?} failed ({status})", args);
+        let said = std::fs::read_to_string(&log).unwrap_or_default();
+        let tail: Vec<&str> = said.lines().rev().take(3).collect();
+        bail!("runc {:?} failed ({status}): {}", args, tail.join(" | "));
     }
     Ok(())
 }
@@ -159,7 +165,8 @@ pub(crate) fn run(deadline: Instant) -> Result<Vec<Comparison>> {
         let dir = data.dir.join(format!("bare-{i}"));
         std::fs::create_dir_all(&dir)?;
         let mut c = config.clone();
-        c["root"]["path"] = serde_json::Value::String(kept.rootfs.display().to_string());
+        // `root.path` stays as the runtime wrote it: under a user namespace that is the path the
+        // sandbox's root can reach (the state directory itself is root-only).
         c["linux"]["cgroupsPath"] = serde_json::Value::String(format!("/palisade-bench/{bid}"));
         std::fs::write(dir.join("config.json"), serde_json::to_vec(&c)?)?;
         let dir_s = dir.display().to_string();
