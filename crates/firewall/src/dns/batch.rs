@@ -9,7 +9,7 @@ use std::io::{self, IoSlice, IoSliceMut};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 
-use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrLike, SockaddrStorage, recvmmsg};
+use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
@@ -94,12 +94,8 @@ impl SendBatch {
     pub(crate) async fn flush(&mut self, sock: &UdpSocket) {
         let mut start = 0;
         while start < self.replies.len() {
-            let chunk = self
-                .replies
-                .get(start..)
-                .unwrap_or_default()
-                .get(..BATCH)
-                .unwrap_or_else(|| self.replies.get(start..).unwrap_or_default());
+            let rest = self.replies.get(start..).unwrap_or_default();
+            let chunk = rest.get(..BATCH).unwrap_or(rest);
             let sent = sock.try_io(Interest::WRITABLE, || send_now(sock, chunk));
             match sent {
                 Ok(n) => start += n.max(1),
@@ -143,5 +139,4 @@ fn socket_addr(addr: &SockaddrStorage) -> Option<SocketAddr> {
     }
     addr.as_sockaddr_in6()
         .map(|v6| SocketAddr::V6((*v6).into()))
-        .filter(|_| addr.len() > 0)
 }
