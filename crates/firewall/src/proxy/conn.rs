@@ -99,7 +99,9 @@ impl Conn {
         let linger = async {
             stream.write_all(answer.as_bytes()).await?;
             stream.shutdown().await?;
-            let mut sink = [0u8; 4096];
+            // On the heap: an array here would make the future of every connection (they all
+            // may take this path) 4 KiB larger for its whole life, idle tunnels included.
+            let mut sink = vec![0u8; 4096];
             let mut left = MALFORMED_DRAIN_BYTES;
             while left > 0 {
                 match tokio::io::AsyncReadExt::read(&mut stream, &mut sink).await? {

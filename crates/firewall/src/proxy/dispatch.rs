@@ -65,7 +65,10 @@ pub(super) async fn dispatch(conn: Conn, mut stream: TcpStream, is_synthetic: bo
                 ..
             } = plan
             {
-                intercept::serve_intercepted(conn, stream, buf, name).await;
+                // Boxed: interception's state (TLS, hyper's connection) is several KiB, and an
+                // async fn's future is as large as its largest branch, so inline it would make
+                // every tunnel's task that large for the tunnel's whole life.
+                Box::pin(intercept::serve_intercepted(conn, stream, buf, name)).await;
                 return;
             }
             let (plan, would) = audit::relax(&policy, plan, || {
