@@ -10,7 +10,7 @@ pub(crate) mod templates;
 
 use std::sync::Arc;
 
-use crate::control::{ControlPlane, Page};
+use crate::control::{ControlPlane, Listing, Page};
 
 pub(crate) type Cp = axum::extract::State<Arc<dyn ControlPlane>>;
 
@@ -54,10 +54,15 @@ fn choice_param<T: Copy>(
 pub(crate) fn sort_and_page<S: Copy>(
     pairs: &[(String, String)],
     sorts: &[(&str, S)],
-) -> Result<(S, Order, u32, u32), ApiError> {
+) -> Result<Listing<S>, ApiError> {
     let sort = choice_param(pairs, "sort", sorts)?;
     let (page, page_size) = paging(pairs)?;
-    Ok((sort, order_param(pairs)?, page, page_size))
+    Ok(Listing {
+        sort,
+        order: order_param(pairs)?,
+        page,
+        page_size,
+    })
 }
 
 /// The control plane's results as their response bodies.

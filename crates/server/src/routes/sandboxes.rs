@@ -57,14 +57,8 @@ pub(crate) async fn list(
         ("created_at", SandboxSort::CreatedAt),
         ("state", SandboxSort::State),
     ];
-    let (sort, order, page, page_size) = sort_and_page(&q, &sorts)?;
-    let query = ListSandboxes {
-        state,
-        sort,
-        order,
-        page,
-        page_size,
-    };
+    let listing = sort_and_page(&q, &sorts)?;
+    let query = ListSandboxes { state, listing };
     let (items, total_items) = paged(cp.list_sandboxes(&org, query).await?);
     Ok(Json(SandboxListResponse { items, total_items }))
 }

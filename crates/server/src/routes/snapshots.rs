@@ -70,14 +70,8 @@ pub(crate) async fn list(
         ("created_at", SnapshotSort::CreatedAt),
         ("template_id", SnapshotSort::TemplateId),
     ];
-    let (sort, order, page, page_size) = sort_and_page(&q, &sorts)?;
-    let list = ListSnapshots {
-        query,
-        sort,
-        order,
-        page,
-        page_size,
-    };
+    let listing = sort_and_page(&q, &sorts)?;
+    let list = ListSnapshots { query, listing };
     let (items, total_items) = paged(cp.list_snapshots(&org, list).await?);
     Ok(Json(SnapshotListResponse { items, total_items }))
 }
