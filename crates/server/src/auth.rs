@@ -60,32 +60,27 @@ mod tests {
 
     #[test]
     fn header_forms() {
-        assert_eq!(
-            presented_key(&h(&[("authorization", "Bearer pl_a")])),
-            Some("pl_a")
-        );
-        assert_eq!(
-            presented_key(&h(&[("authorization", "bearer  pl_a ")])),
-            Some("pl_a")
-        );
-        assert_eq!(
-            presented_key(&h(&[("leap0-authorization", "pl_b")])),
-            Some("pl_b")
-        );
-        assert_eq!(
-            presented_key(&h(&[("leap0-authorization", "Bearer pl_b")])),
-            Some("pl_b")
-        );
-        assert_eq!(
-            presented_key(&h(&[
-                ("authorization", "Bearer pl_a"),
-                ("leap0-authorization", "pl_b")
-            ])),
-            Some("pl_b")
-        );
-        assert_eq!(presented_key(&h(&[("authorization", "Bearer ")])), None);
-        assert_eq!(presented_key(&h(&[])), None);
         let long = format!("Bearer {}", "a".repeat(600));
-        assert_eq!(presented_key(&h(&[("authorization", &long)])), None);
+        // Headers sent, and the key they present.
+        type Case<'a> = (&'a [(&'static str, &'a str)], Option<&'a str>);
+        let cases: [Case<'_>; 8] = [
+            (&[("authorization", "Bearer pl_a")], Some("pl_a")),
+            (&[("authorization", "bearer  pl_a ")], Some("pl_a")),
+            (&[("leap0-authorization", "pl_b")], Some("pl_b")),
+            (&[("leap0-authorization", "Bearer pl_b")], Some("pl_b")),
+            (
+                &[
+                    ("authorization", "Bearer pl_a"),
+                    ("leap0-authorization", "pl_b"),
+                ],
+                Some("pl_b"),
+            ),
+            (&[("authorization", "Bearer ")], None),
+            (&[], None),
+            (&[("authorization", &long)], None),
+        ];
+        for (headers, want) in cases {
+            assert_eq!(presented_key(&h(headers)), want, "{headers:?}");
+        }
     }
 }

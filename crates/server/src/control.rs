@@ -21,7 +21,7 @@ pub struct OrgId(pub String);
 // command's result is the runtime's as it is.
 pub use palisade_runtime::ExecResult;
 pub use palisade_store::{
-    EnvVars, EventQuery as EventFilter, Page, SandboxQuery as ListSandboxes,
+    EnvVars, EventQuery as EventFilter, Listing, Page, SandboxQuery as ListSandboxes,
     SnapshotQuery as ListSnapshots,
 };
 

@@ -8,7 +8,9 @@ use palisade_netns::RecordingNetPlatform;
 use palisade_policy::Policy;
 use palisade_runtime::RuntimeCall;
 use palisade_server::ApiError;
-use palisade_server::control::{ControlPlane, CreateSandbox, EnvVars, ListSandboxes, OrgId};
+use palisade_server::control::{
+    ControlPlane, CreateSandbox, EnvVars, ListSandboxes, Listing, OrgId,
+};
 use palisade_server::plane::PlaneError;
 use palisade_server::testing::TestPlane;
 
@@ -34,8 +36,11 @@ async fn count(bed: &TestPlane, org: &OrgId) -> i64 {
         .list_sandboxes(
             org,
             ListSandboxes {
-                page: 1,
-                page_size: 10,
+                listing: Listing {
+                    page: 1,
+                    page_size: 10,
+                    ..Listing::default()
+                },
                 ..ListSandboxes::default()
             },
         )

@@ -13,6 +13,7 @@
 mod events;
 mod ids;
 mod keys;
+mod listing;
 mod policies;
 mod sandboxes;
 pub mod seal;
@@ -33,10 +34,9 @@ pub use events::{
 };
 pub use ids::new_id;
 pub use keys::{API_KEY_PREFIX, ApiKeyRecord, ApiKeySecret, AuthenticatedKey, Org};
+pub use listing::{Listing, Order, Page};
 pub use policies::{CaRecord, PolicyRecord, PolicyVersionInfo, SecretString};
-pub use sandboxes::{
-    EnvVars, NewSandbox, Order, SandboxQuery, SandboxRecord, SandboxSort, SandboxState,
-};
+pub use sandboxes::{EnvVars, NewSandbox, SandboxQuery, SandboxRecord, SandboxSort, SandboxState};
 pub use seal::{SealError, Sealer, SecretBytes};
 pub use snapshots::{NewSnapshot, SnapshotQuery, SnapshotRecord, SnapshotSort};
 pub use templates::{NewTemplate, TemplateRecord};
@@ -312,20 +312,6 @@ pub fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
-}
-
-/// One page of a listing, with the total the filter matched.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Page<T> {
-    pub items: Vec<T>,
-    pub total: i64,
-}
-
-/// 1-based page and its size, clamped to 1..=100 as Leap0 allows.
-pub(crate) fn limit_offset(page: u32, page_size: u32) -> (i64, i64) {
-    let size = i64::from(page_size.clamp(1, 100));
-    let page = i64::from(page.max(1));
-    (size, (page - 1).saturating_mul(size))
 }
 
 #[cfg(test)]

@@ -6,8 +6,9 @@ use std::fmt;
 
 use sqlx::{QueryBuilder, Sqlite};
 
+use crate::listing::{Listing, Page};
 use crate::seal::{Sealer, binding};
-use crate::{Page, Store, StoreError, conflict_or_db, found, limit_offset, now_ms};
+use crate::{Store, StoreError, conflict_or_db, found, now_ms};
 
 /// Lifecycle states, spelled as Leap0 spells them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -191,18 +192,12 @@ pub enum SandboxSort {
     State,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Order {
-    Asc,
-    #[default]
-    Desc,
-}
-
-impl Order {
-    pub(crate) fn sql(self) -> &'static str {
+impl SandboxSort {
+    /// The columns a listing sorted by this key orders by.
+    fn columns(self) -> &'static [&'static str] {
         match self {
-            Order::Asc => "ASC",
-            Order::Desc => "DESC",
+            Self::CreatedAt => &["created_at", "id"],
+            Self::State => &["state", "created_at", "id"],
         }
     }
 }
@@ -210,11 +205,7 @@ impl Order {
 #[derive(Debug, Clone, Default)]
 pub struct SandboxQuery {
     pub state: Option<SandboxState>,
-    pub sort: SandboxSort,
-    pub order: Order,
-    /// 1-based.
-    pub page: u32,
-    pub page_size: u32,
+    pub listing: Listing<SandboxSort>,
 }
 
 fn rows(rows: Vec<Row>) -> Result<Vec<SandboxRecord>, StoreError> {
@@ -298,24 +289,14 @@ impl Store {
         .bind(state)
         .fetch_one(&self.pool)
         .await?;
-        let (limit, offset) = limit_offset(q.page, q.page_size);
         let mut b: QueryBuilder<Sqlite> =
             QueryBuilder::new(format!("SELECT {COLUMNS} FROM sandboxes WHERE org_id = "));
         b.push_bind(org_id);
         if let Some(state) = state {
             b.push(" AND state = ").push_bind(state);
         }
-        let order = q.order.sql();
-        match q.sort {
-            SandboxSort::CreatedAt => b.push(format!(" ORDER BY created_at {order}, id {order}")),
-            SandboxSort::State => b.push(format!(
-                " ORDER BY state {order}, created_at {order}, id {order}"
-            )),
-        };
-        b.push(" LIMIT ")
-            .push_bind(limit)
-            .push(" OFFSET ")
-            .push_bind(offset);
+        q.listing
+            .push_order_and_page(&mut b, q.listing.sort.columns());
         let items = rows(b.build_query_as::<Row>().fetch_all(&self.pool).await?)?;
         Ok(Page { items, total })
     }

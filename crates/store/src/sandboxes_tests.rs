@@ -1,6 +1,7 @@
 //! Tests of the sandbox rows (a submodule of `sandboxes.rs`).
 use super::*;
 use crate::testutil::store;
+use crate::{Listing, Order};
 
 pub(crate) fn new_sandbox(id: &str, org: &str) -> NewSandbox {
     NewSandbox {
@@ -60,8 +61,11 @@ async fn sandbox_lifecycle_scoping_and_paging() {
         .list_sandboxes(
             &a.id,
             &SandboxQuery {
-                page: 1,
-                page_size: 2,
+                listing: Listing {
+                    page: 1,
+                    page_size: 2,
+                    ..Default::default()
+                },
                 ..Default::default()
             },
         )
@@ -76,8 +80,11 @@ async fn sandbox_lifecycle_scoping_and_paging() {
         .list_sandboxes(
             &a.id,
             &SandboxQuery {
-                page: 3,
-                page_size: 2,
+                listing: Listing {
+                    page: 3,
+                    page_size: 2,
+                    ..Default::default()
+                },
                 ..Default::default()
             },
         )
@@ -88,9 +95,12 @@ async fn sandbox_lifecycle_scoping_and_paging() {
         .list_sandboxes(
             &a.id,
             &SandboxQuery {
-                order: Order::Asc,
-                page: 1,
-                page_size: 100,
+                listing: Listing {
+                    order: Order::Asc,
+                    page: 1,
+                    page_size: 100,
+                    ..Default::default()
+                },
                 ..Default::default()
             },
         )
@@ -102,9 +112,11 @@ async fn sandbox_lifecycle_scoping_and_paging() {
             &a.id,
             &SandboxQuery {
                 state: Some(SandboxState::Paused),
-                page: 1,
-                page_size: 10,
-                ..Default::default()
+                listing: Listing {
+                    page: 1,
+                    page_size: 10,
+                    ..Default::default()
+                },
             },
         )
         .await
@@ -114,10 +126,12 @@ async fn sandbox_lifecycle_scoping_and_paging() {
         .list_sandboxes(
             &a.id,
             &SandboxQuery {
-                sort: SandboxSort::State,
-                order: Order::Asc,
-                page: 1,
-                page_size: 10,
+                listing: Listing {
+                    sort: SandboxSort::State,
+                    order: Order::Asc,
+                    page: 1,
+                    page_size: 10,
+                },
                 ..Default::default()
             },
         )

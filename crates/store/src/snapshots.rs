@@ -3,10 +3,11 @@
 
 use sqlx::{QueryBuilder, Sqlite};
 
+use crate::listing::{Listing, Page};
 use crate::policies::{SecretString, secret_from};
-use crate::sandboxes::{EnvVars, Order};
+use crate::sandboxes::EnvVars;
 use crate::seal::binding;
-use crate::{Page, Store, StoreError, conflict_or_db, found, limit_offset, now_ms};
+use crate::{Store, StoreError, conflict_or_db, found, now_ms};
 
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct SnapshotRecord {
@@ -51,14 +52,21 @@ pub enum SnapshotSort {
     TemplateId,
 }
 
+impl SnapshotSort {
+    /// The columns a listing sorted by this key orders by.
+    fn columns(self) -> &'static [&'static str] {
+        match self {
+            Self::CreatedAt => &["created_at", "id"],
+            Self::TemplateId => &["template_id", "created_at", "id"],
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct SnapshotQuery {
     /// Substring of the name; empty matches all.
     pub query: String,
-    pub sort: SnapshotSort,
-    pub order: Order,
-    pub page: u32,
-    pub page_size: u32,
+    pub listing: Listing<SnapshotSort>,
 }
 
 const COLUMNS: &str = "id, org_id, name, sandbox_id, template_id, vcpu, memory_mib, disk_mib, \
@@ -173,24 +181,14 @@ impl Store {
         .bind(&pattern)
         .fetch_one(&self.pool)
         .await?;
-        let (limit, offset) = limit_offset(q.page, q.page_size);
         let mut b: QueryBuilder<Sqlite> =
             QueryBuilder::new(format!("SELECT {COLUMNS} FROM snapshots WHERE org_id = "));
         b.push_bind(org_id);
         b.push(" AND name LIKE ")
             .push_bind(pattern)
             .push(" ESCAPE '\\'");
-        let order = q.order.sql();
-        match q.sort {
-            SnapshotSort::CreatedAt => b.push(format!(" ORDER BY created_at {order}, id {order}")),
-            SnapshotSort::TemplateId => b.push(format!(
-                " ORDER BY template_id {order}, created_at {order}, id {order}"
-            )),
-        };
-        b.push(" LIMIT ")
-            .push_bind(limit)
-            .push(" OFFSET ")
-            .push_bind(offset);
+        q.listing
+            .push_order_and_page(&mut b, q.listing.sort.columns());
         let items = b.build_query_as().fetch_all(&self.pool).await?;
         Ok(Page { items, total })
     }

@@ -1,5 +1,6 @@
 use super::*;
 use crate::testutil::store;
+use crate::{Listing, Order};
 
 fn snap(id: &str, org: &str, name: &str, template: &str) -> NewSnapshot {
     NewSnapshot {
@@ -60,8 +61,11 @@ async fn snapshots_crud_paging_and_sealed_policy() {
         .list_snapshots(
             &a.id,
             &SnapshotQuery {
-                page: 1,
-                page_size: 10,
+                listing: Listing {
+                    page: 1,
+                    page_size: 10,
+                    ..Default::default()
+                },
                 ..Default::default()
             },
         )
@@ -74,9 +78,11 @@ async fn snapshots_crud_paging_and_sealed_policy() {
             &a.id,
             &SnapshotQuery {
                 query: "base_".into(),
-                page: 1,
-                page_size: 10,
-                ..Default::default()
+                listing: Listing {
+                    page: 1,
+                    page_size: 10,
+                    ..Default::default()
+                },
             },
         )
         .await
@@ -87,9 +93,11 @@ async fn snapshots_crud_paging_and_sealed_policy() {
             &a.id,
             &SnapshotQuery {
                 query: "%".into(),
-                page: 1,
-                page_size: 10,
-                ..Default::default()
+                listing: Listing {
+                    page: 1,
+                    page_size: 10,
+                    ..Default::default()
+                },
             },
         )
         .await
@@ -99,10 +107,12 @@ async fn snapshots_crud_paging_and_sealed_policy() {
         .list_snapshots(
             &a.id,
             &SnapshotQuery {
-                sort: SnapshotSort::TemplateId,
-                order: Order::Asc,
-                page: 1,
-                page_size: 2,
+                listing: Listing {
+                    sort: SnapshotSort::TemplateId,
+                    order: Order::Asc,
+                    page: 1,
+                    page_size: 2,
+                },
                 ..Default::default()
             },
         )

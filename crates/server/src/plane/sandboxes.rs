@@ -232,6 +232,20 @@ impl Plane {
         Ok((guard, rec))
     }
 
+    /// [`Plane::lock_sandbox`] for a change that needs the sandbox's container and network:
+    /// refused (Conflict) unless it is running or paused.
+    pub(super) async fn lock_live_sandbox(
+        &self,
+        org: &OrgId,
+        id: &str,
+    ) -> Result<(OwnedMutexGuard<()>, SandboxRecord), PlaneError> {
+        let (guard, rec) = self.lock_sandbox(org, id).await?;
+        if !matches!(rec.state, SandboxState::Running | SandboxState::Paused) {
+            return Err(state_conflict(&rec));
+        }
+        Ok((guard, rec))
+    }
+
     pub(super) async fn pause(&self, org: &OrgId, id: &str) -> Result<SandboxInfo, PlaneError> {
         let _guard = self.locks.lock(id).await;
         self.pause_locked(org, id).await
@@ -339,10 +353,7 @@ impl Plane {
         id: &str,
         policy: Policy,
     ) -> Result<PolicyInfo, PlaneError> {
-        let (_guard, rec) = self.lock_sandbox(org, id).await?;
-        if !matches!(rec.state, SandboxState::Running | SandboxState::Paused) {
-            return Err(state_conflict(&rec));
-        }
+        let (_guard, rec) = self.lock_live_sandbox(org, id).await?;
         let addrs = rec
             .address
             .as_deref()

@@ -3,12 +3,12 @@
 //! A restore is a new sandbox (new id, new CA) with the snapshot's policy unless overridden.
 
 use palisade_policy::Policy;
-use palisade_store::{NewSnapshot, SandboxState, SecretString};
+use palisade_store::{NewSnapshot, SecretString};
 
 use super::Plane;
 use super::PlaneError;
 use super::convert::{full_policy, snapshot_info};
-use super::sandboxes::{Launch, is_stopped, state_conflict, stopped_conflict};
+use super::sandboxes::{Launch, is_stopped, stopped_conflict};
 use crate::control::{
     AfterSnapshot, CreateSnapshot, ListSnapshots, OrgId, Page, RestoreSnapshot, SandboxInfo,
     SnapshotInfo,
@@ -24,10 +24,7 @@ impl Plane {
         sandbox_id: &str,
         req: CreateSnapshot,
     ) -> Result<SnapshotInfo, PlaneError> {
-        let (_guard, rec) = self.lock_sandbox(org, sandbox_id).await?;
-        if !matches!(rec.state, SandboxState::Running | SandboxState::Paused) {
-            return Err(state_conflict(&rec));
-        }
+        let (_guard, rec) = self.lock_live_sandbox(org, sandbox_id).await?;
         if is_stopped(&rec) {
             return Err(stopped_conflict(sandbox_id));
         }

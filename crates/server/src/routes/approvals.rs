@@ -3,7 +3,6 @@
 
 use std::convert::Infallible;
 
-use axum::extract::Path;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -11,7 +10,7 @@ use futures_util::StreamExt;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::{Cp, bodies};
+use super::{Cp, OrgItem, bodies};
 use crate::control::{ApprovalDecided, ApprovalUpdate, ApprovalView, Decision, OrgId};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::JsonBody;
@@ -158,8 +157,7 @@ pub(crate) async fn stream(cp: Cp, Extension(org): Extension<OrgId>) -> Result<R
               (status = 409, body = ErrorBody, description = "the policy cannot take the name (e.g. allow_domains is full)")))]
 pub(crate) async fn decide(
     cp: Cp,
-    Extension(org): Extension<OrgId>,
-    Path(id): Path<String>,
+    OrgItem { org, id }: OrgItem,
     JsonBody(body): JsonBody<serde_json::Value>,
 ) -> Result<Json<ApprovalDecisionResponse>, ApiError> {
     let decision = parse_decision(body)?;

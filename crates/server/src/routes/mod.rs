@@ -10,13 +10,45 @@ pub(crate) mod templates;
 
 use std::sync::Arc;
 
-use crate::control::{ControlPlane, Page};
+use axum::extract::{FromRequestParts, Path};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use palisade_store::Order;
+
+use crate::control::{ControlPlane, Listing, OrgId, Page};
+use crate::error::ApiError;
 
 pub(crate) type Cp = axum::extract::State<Arc<dyn ControlPlane>>;
 
-use palisade_store::Order;
+/// The organisation the request is authenticated as (put there by the auth middleware) and
+/// the `{id}` its path names: what every handler of one resource starts from.
+pub(crate) struct OrgItem {
+    pub(crate) org: OrgId,
+    pub(crate) id: String,
+}
 
-use crate::error::ApiError;
+impl<S: Send + Sync> FromRequestParts<S> for OrgItem {
+    // The two extractors' own rejections, unchanged, so that a handler answers as it did when
+    // it took `Extension<OrgId>` and `Path<String>` apart.
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        let Extension(org) = Extension::<OrgId>::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let Path(id) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        Ok(Self { org, id })
+    }
+}
+
+/// A `201 Created` answer with the plane's result as its body.
+pub(crate) fn created<T, B: From<T>>(item: T) -> (StatusCode, Json<B>) {
+    (StatusCode::CREATED, Json(item.into()))
+}
 
 fn order_param(pairs: &[(String, String)]) -> Result<Order, ApiError> {
     match crate::extract::param(pairs, "order-by")
@@ -54,10 +86,15 @@ fn choice_param<T: Copy>(
 pub(crate) fn sort_and_page<S: Copy>(
     pairs: &[(String, String)],
     sorts: &[(&str, S)],
-) -> Result<(S, Order, u32, u32), ApiError> {
+) -> Result<Listing<S>, ApiError> {
     let sort = choice_param(pairs, "sort", sorts)?;
     let (page, page_size) = paging(pairs)?;
-    Ok((sort, order_param(pairs)?, page, page_size))
+    Ok(Listing {
+        sort,
+        order: order_param(pairs)?,
+        page,
+        page_size,
+    })
 }
 
 /// The control plane's results as their response bodies.

@@ -2,15 +2,15 @@
 
 use std::convert::Infallible;
 
-use axum::extract::{Path, RawQuery};
+use axum::Json;
+use axum::extract::RawQuery;
 use axum::http::{HeaderMap, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
 use futures_util::StreamExt;
 
-use super::{Cp, bodies};
-use crate::control::{EventFilter, OrgId};
+use super::{Cp, OrgItem, bodies};
+use crate::control::EventFilter;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{JsonBody, int_param, param, query_pairs};
 use crate::model::{
@@ -23,8 +23,7 @@ use crate::model::{
               (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn put_policy(
     cp: Cp,
-    Extension(org): Extension<OrgId>,
-    Path(id): Path<String>,
+    OrgItem { org, id }: OrgItem,
     JsonBody(body): JsonBody<serde_json::Value>,
 ) -> Result<Json<PolicyResponse>, ApiError> {
     // Accept the policy itself, or wrapped as {"network_policy": {...}}.
@@ -45,8 +44,7 @@ pub(crate) async fn put_policy(
     responses((status = 200, body = PolicyResponse), (status = 404, body = ErrorBody)))]
 pub(crate) async fn get_policy(
     cp: Cp,
-    Extension(org): Extension<OrgId>,
-    Path(id): Path<String>,
+    OrgItem { org, id }: OrgItem,
 ) -> Result<Json<PolicyResponse>, ApiError> {
     Ok(Json(cp.get_network_policy(&org, &id).await?.into()))
 }
@@ -91,8 +89,7 @@ fn filter(pairs: &[(String, String)]) -> Result<EventFilter, ApiError> {
               (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn events(
     cp: Cp,
-    Extension(org): Extension<OrgId>,
-    Path(id): Path<String>,
+    OrgItem { org, id }: OrgItem,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {

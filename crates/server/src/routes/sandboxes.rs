@@ -1,11 +1,11 @@
 //! `/v1/sandbox…`: create, get, list, delete, pause, execute.
 
-use axum::extract::{Path, RawQuery};
+use axum::extract::RawQuery;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use palisade_store::{SandboxSort, SandboxState};
 
-use super::{Cp, paged, sort_and_page};
+use super::{Cp, OrgItem, created, paged, sort_and_page};
 use crate::control::{ListSandboxes, OrgId};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{JsonBody, param, query_pairs};
@@ -22,16 +22,14 @@ pub(crate) async fn create(
     Extension(org): Extension<OrgId>,
     JsonBody(req): JsonBody<CreateSandboxRequest>,
 ) -> Result<(StatusCode, Json<SandboxResponse>), ApiError> {
-    let sandbox = cp.create_sandbox(&org, req.try_into()?).await?;
-    Ok((StatusCode::CREATED, Json(sandbox.into())))
+    Ok(created(cp.create_sandbox(&org, req.try_into()?).await?))
 }
 
 #[utoipa::path(get, path = "/v1/sandbox/{id}/", tag = "sandboxes", params(("id" = String, Path)),
     responses((status = 200, body = SandboxResponse), (status = 404, body = ErrorBody)))]
 pub(crate) async fn get(
     cp: Cp,
-    Extension(org): Extension<OrgId>,
-    Path(id): Path<String>,
+    OrgItem { org, id }: OrgItem,
 ) -> Result<Json<SandboxResponse>, ApiError> {
     Ok(Json(cp.get_sandbox(&org, &id).await?.into()))
 }
@@ -57,25 +55,15 @@ pub(crate) async fn list(
         ("created_at", SandboxSort::CreatedAt),
         ("state", SandboxSort::State),
     ];
-    let (sort, order, page, page_size) = sort_and_page(&q, &sorts)?;
-    let query = ListSandboxes {
-        state,
-        sort,
-        order,
-        page,
-        page_size,
-    };
+    let listing = sort_and_page(&q, &sorts)?;
+    let query = ListSandboxes { state, listing };
     let (items, total_items) = paged(cp.list_sandboxes(&org, query).await?);
     Ok(Json(SandboxListResponse { items, total_items }))
 }
 
 #[utoipa::path(delete, path = "/v1/sandbox/{id}/", tag = "sandboxes", params(("id" = String, Path)),
     responses((status = 204), (status = 404, body = ErrorBody)))]
-pub(crate) async fn delete(
-    cp: Cp,
-    Extension(org): Extension<OrgId>,
-    Path(id): Path<String>,
-) -> Result<StatusCode, ApiError> {
+pub(crate) async fn delete(cp: Cp, OrgItem { org, id }: OrgItem) -> Result<StatusCode, ApiError> {
     cp.delete_sandbox(&org, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -84,11 +72,9 @@ pub(crate) async fn delete(
     responses((status = 201, body = SandboxResponse), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(crate) async fn pause(
     cp: Cp,
-    Extension(org): Extension<OrgId>,
-    Path(id): Path<String>,
+    OrgItem { org, id }: OrgItem,
 ) -> Result<(StatusCode, Json<SandboxResponse>), ApiError> {
-    let sandbox = cp.pause_sandbox(&org, &id).await?;
-    Ok((StatusCode::CREATED, Json(sandbox.into())))
+    Ok(created(cp.pause_sandbox(&org, &id).await?))
 }
 
 #[utoipa::path(post, path = "/v1/sandbox/{id}/process/execute", tag = "process", params(("id" = String, Path)),
@@ -96,8 +82,7 @@ pub(crate) async fn pause(
     responses((status = 200, body = ProcessResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn execute(
     cp: Cp,
-    Extension(org): Extension<OrgId>,
-    Path(id): Path<String>,
+    OrgItem { org, id }: OrgItem,
     JsonBody(req): JsonBody<ExecuteRequest>,
 ) -> Result<Json<ProcessResponse>, ApiError> {
     Ok(Json(cp.execute(&org, &id, req.try_into()?).await?.into()))

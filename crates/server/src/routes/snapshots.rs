@@ -1,11 +1,11 @@
 //! Snapshots: create (and pause-snapshot) from a sandbox, list, delete, restore/resume.
 
-use axum::extract::{Path, RawQuery};
+use axum::extract::RawQuery;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use palisade_store::SnapshotSort;
 
-use super::{Cp, paged, sort_and_page};
+use super::{Cp, OrgItem, created, paged, sort_and_page};
 use crate::control::{ListSnapshots, OrgId};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{JsonBody, param, query_pairs};
@@ -19,23 +19,21 @@ use crate::model::{
     responses((status = 201, body = SnapshotResponse), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(crate) async fn create(
     cp: Cp,
-    Extension(org): Extension<OrgId>,
-    Path(id): Path<String>,
+    item: OrgItem,
     JsonBody(req): JsonBody<CreateSnapshotRequest>,
 ) -> Result<(StatusCode, Json<SnapshotResponse>), ApiError> {
-    snapshot(&cp, &org, &id, req, false).await
+    snapshot(&cp, item, req, false).await
 }
 
 /// Both snapshot routes: `stop` is the 0.6.1 pause-snapshot.
 async fn snapshot(
     cp: &Cp,
-    org: &OrgId,
-    id: &str,
+    OrgItem { org, id }: OrgItem,
     req: CreateSnapshotRequest,
     stop: bool,
 ) -> Result<(StatusCode, Json<SnapshotResponse>), ApiError> {
-    let snapshot = cp.create_snapshot(org, id, req.into_command(stop)?).await?;
-    Ok((StatusCode::CREATED, Json(snapshot.into())))
+    let command = req.into_command(stop)?;
+    Ok(created(cp.create_snapshot(&org, &id, command).await?))
 }
 
 #[utoipa::path(post, path = "/v1/sandbox/{id}/snapshot/pause", tag = "snapshots", params(("id" = String, Path)),
@@ -44,11 +42,10 @@ async fn snapshot(
               (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(crate) async fn pause(
     cp: Cp,
-    Extension(org): Extension<OrgId>,
-    Path(id): Path<String>,
+    item: OrgItem,
     JsonBody(req): JsonBody<CreateSnapshotRequest>,
 ) -> Result<(StatusCode, Json<SnapshotResponse>), ApiError> {
-    snapshot(&cp, &org, &id, req, true).await
+    snapshot(&cp, item, req, true).await
 }
 
 #[utoipa::path(get, path = "/v1/snapshots", tag = "snapshots",
@@ -70,25 +67,15 @@ pub(crate) async fn list(
         ("created_at", SnapshotSort::CreatedAt),
         ("template_id", SnapshotSort::TemplateId),
     ];
-    let (sort, order, page, page_size) = sort_and_page(&q, &sorts)?;
-    let list = ListSnapshots {
-        query,
-        sort,
-        order,
-        page,
-        page_size,
-    };
+    let listing = sort_and_page(&q, &sorts)?;
+    let list = ListSnapshots { query, listing };
     let (items, total_items) = paged(cp.list_snapshots(&org, list).await?);
     Ok(Json(SnapshotListResponse { items, total_items }))
 }
 
 #[utoipa::path(delete, path = "/v1/snapshot/{id}", tag = "snapshots", params(("id" = String, Path)),
     responses((status = 204), (status = 404, body = ErrorBody)))]
-pub(crate) async fn delete(
-    cp: Cp,
-    Extension(org): Extension<OrgId>,
-    Path(id): Path<String>,
-) -> Result<StatusCode, ApiError> {
+pub(crate) async fn delete(cp: Cp, OrgItem { org, id }: OrgItem) -> Result<StatusCode, ApiError> {
     cp.delete_snapshot(&org, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -102,8 +89,7 @@ pub(crate) async fn restore(
     Extension(org): Extension<OrgId>,
     JsonBody(req): JsonBody<RestoreSnapshotRequest>,
 ) -> Result<(StatusCode, Json<SandboxResponse>), ApiError> {
-    let sandbox = cp.restore_snapshot(&org, req.try_into()?).await?;
-    Ok((StatusCode::CREATED, Json(sandbox.into())))
+    Ok(created(cp.restore_snapshot(&org, req.try_into()?).await?))
 }
 
 #[utoipa::path(post, path = "/v1/snapshot/resume", tag = "snapshots", request_body = RestoreSnapshotRequest,

@@ -1,10 +1,8 @@
 //! Beyond Leap0: the policy a sandbox's recorded traffic suggests, and applying it live.
 
-use axum::extract::Path;
-use axum::{Extension, Json};
+use axum::Json;
 
-use super::Cp;
-use crate::control::OrgId;
+use super::{Cp, OrgItem};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::JsonBody;
 use crate::model::{ApplySuggestionRequest, ApplySuggestionResponse};
@@ -17,8 +15,7 @@ use crate::suggest::Suggestion;
     responses((status = 200, body = Suggestion), (status = 404, body = ErrorBody)))]
 pub(crate) async fn get(
     cp: Cp,
-    Extension(org): Extension<OrgId>,
-    Path(id): Path<String>,
+    OrgItem { org, id }: OrgItem,
 ) -> Result<Json<Suggestion>, ApiError> {
     Ok(Json(cp.network_policy_suggestion(&org, &id).await?))
 }
@@ -32,8 +29,7 @@ pub(crate) async fn get(
               (status = 409, body = ErrorBody)))]
 pub(crate) async fn apply(
     cp: Cp,
-    Extension(org): Extension<OrgId>,
-    Path(id): Path<String>,
+    OrgItem { org, id }: OrgItem,
     JsonBody(body): JsonBody<ApplySuggestionRequest>,
 ) -> Result<Json<ApplySuggestionResponse>, ApiError> {
     let (policy, suggestion) = cp

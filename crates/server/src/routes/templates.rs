@@ -1,10 +1,9 @@
 //! Templates: create, list, rename, delete, build.
 
-use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 
-use super::{Cp, bodies};
+use super::{Cp, OrgItem, bodies, created};
 use crate::control::OrgId;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::JsonBody;
@@ -19,8 +18,7 @@ pub(crate) async fn create(
     Extension(org): Extension<OrgId>,
     JsonBody(req): JsonBody<CreateTemplateRequest>,
 ) -> Result<(StatusCode, Json<TemplateResponse>), ApiError> {
-    let template = cp.create_template(&org, req.try_into()?).await?;
-    Ok((StatusCode::CREATED, Json(template.into())))
+    Ok(created(cp.create_template(&org, req.try_into()?).await?))
 }
 
 #[utoipa::path(get, path = "/v1/templates", tag = "templates",
@@ -38,8 +36,7 @@ pub(crate) async fn list(
     responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(crate) async fn rename(
     cp: Cp,
-    Extension(org): Extension<OrgId>,
-    Path(id): Path<String>,
+    OrgItem { org, id }: OrgItem,
     JsonBody(req): JsonBody<RenameTemplateRequest>,
 ) -> Result<StatusCode, ApiError> {
     cp.rename_template(&org, &id, req.into_name()?).await?;
@@ -48,11 +45,7 @@ pub(crate) async fn rename(
 
 #[utoipa::path(delete, path = "/v1/template/{id}", tag = "templates", params(("id" = String, Path)),
     responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "in use")))]
-pub(crate) async fn delete(
-    cp: Cp,
-    Extension(org): Extension<OrgId>,
-    Path(id): Path<String>,
-) -> Result<StatusCode, ApiError> {
+pub(crate) async fn delete(cp: Cp, OrgItem { org, id }: OrgItem) -> Result<StatusCode, ApiError> {
     cp.delete_template(&org, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -62,8 +55,7 @@ pub(crate) async fn delete(
         (status = 404, body = ErrorBody)))]
 pub(crate) async fn build(
     cp: Cp,
-    Extension(org): Extension<OrgId>,
-    Path(id): Path<String>,
+    OrgItem { org, id }: OrgItem,
 ) -> Result<(StatusCode, Json<TemplateResponse>), ApiError> {
     let template = cp.build_template(&org, &id).await?;
     Ok((StatusCode::ACCEPTED, Json(template.into())))
