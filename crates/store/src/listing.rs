@@ -26,6 +26,13 @@ impl Order {
     }
 }
 
+/// A listing's sort key.
+pub trait SortKey: Copy {
+    /// The columns a listing sorted by this key orders by, most significant first, the last
+    /// one unique so that pages neither overlap nor skip.
+    fn columns(self) -> &'static [&'static str];
+}
+
 /// How a listing is sorted and which page of it is wanted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Listing<S> {
@@ -36,13 +43,14 @@ pub struct Listing<S> {
     pub page_size: u32,
 }
 
-impl<S> Listing<S> {
-    /// End a listing's query: the sort key's `columns` (most significant first, the last one
-    /// unique so that pages neither overlap nor skip), each in the listing's order, then the
+impl<S: SortKey> Listing<S> {
+    /// End a listing's query: the sort key's columns, each in the listing's order, then the
     /// page.
-    pub(crate) fn push_order_and_page(&self, b: &mut QueryBuilder<Sqlite>, columns: &[&str]) {
+    pub(crate) fn push_order_and_page(&self, b: &mut QueryBuilder<Sqlite>) {
         let order = self.order.sql();
-        let keys: Vec<String> = (columns.iter()).map(|c| format!("{c} {order}")).collect();
+        let keys: Vec<String> = (self.sort.columns().iter())
+            .map(|c| format!("{c} {order}"))
+            .collect();
         // 1-based page and its size, clamped to 1..=100 as Leap0 allows.
         let size = i64::from(self.page_size.clamp(1, 100));
         let offset = (i64::from(self.page.max(1)) - 1).saturating_mul(size);

@@ -6,7 +6,7 @@ use std::fmt;
 
 use sqlx::{QueryBuilder, Sqlite};
 
-use crate::listing::{Listing, Page};
+use crate::listing::{Listing, Page, SortKey};
 use crate::seal::{Sealer, binding};
 use crate::{Store, StoreError, conflict_or_db, found, now_ms};
 
@@ -192,8 +192,7 @@ pub enum SandboxSort {
     State,
 }
 
-impl SandboxSort {
-    /// The columns a listing sorted by this key orders by.
+impl SortKey for SandboxSort {
     fn columns(self) -> &'static [&'static str] {
         match self {
             Self::CreatedAt => &["created_at", "id"],
@@ -295,8 +294,7 @@ impl Store {
         if let Some(state) = state {
             b.push(" AND state = ").push_bind(state);
         }
-        q.listing
-            .push_order_and_page(&mut b, q.listing.sort.columns());
+        q.listing.push_order_and_page(&mut b);
         let items = rows(b.build_query_as::<Row>().fetch_all(&self.pool).await?)?;
         Ok(Page { items, total })
     }

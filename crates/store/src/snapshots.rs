@@ -3,7 +3,7 @@
 
 use sqlx::{QueryBuilder, Sqlite};
 
-use crate::listing::{Listing, Page};
+use crate::listing::{Listing, Page, SortKey};
 use crate::policies::{SecretString, secret_from};
 use crate::sandboxes::EnvVars;
 use crate::seal::binding;
@@ -52,8 +52,7 @@ pub enum SnapshotSort {
     TemplateId,
 }
 
-impl SnapshotSort {
-    /// The columns a listing sorted by this key orders by.
+impl SortKey for SnapshotSort {
     fn columns(self) -> &'static [&'static str] {
         match self {
             Self::CreatedAt => &["created_at", "id"],
@@ -187,8 +186,7 @@ impl Store {
         b.push(" AND name LIKE ")
             .push_bind(pattern)
             .push(" ESCAPE '\\'");
-        q.listing
-            .push_order_and_page(&mut b, q.listing.sort.columns());
+        q.listing.push_order_and_page(&mut b);
         let items = b.build_query_as().fetch_all(&self.pool).await?;
         Ok(Page { items, total })
     }
