@@ -11,6 +11,7 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use serde_with::skip_serializing_none;
 
 use crate::error::Errors;
 use crate::name::{CanonicalName, DomainPattern};
@@ -23,46 +24,41 @@ pub const MAX_WINDOW_SECS: u64 = 30 * 24 * 3600;
 pub const MAX_DOMAIN_BUDGETS: usize = 50;
 
 /// `budgets` as sent.
+#[skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BudgetsSpec {
     /// Everything the sandbox sends and receives, whatever the destination.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sandbox: Option<ByteBudgetSpec>,
     /// Traffic to names matching each domain pattern.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub domains: Option<Vec<DomainBudgetSpec>>,
 }
 
 /// One budget as sent; at least one limit and the window are required.
+#[skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ByteBudgetSpec {
     /// Bytes the sandbox may send per window.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sent_bytes: Option<u64>,
     /// Bytes the sandbox may receive per window.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub received_bytes: Option<u64>,
     /// The window's length in seconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window_secs: Option<u64>,
 }
 
 /// A domain's budget as sent.
+#[skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DomainBudgetSpec {
     /// Exact name or wildcard (`*.example.com`).
     pub domain: String,
     /// Bytes the sandbox may send to it per window.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sent_bytes: Option<u64>,
     /// Bytes the sandbox may receive from it per window.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub received_bytes: Option<u64>,
     /// The window's length in seconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window_secs: Option<u64>,
 }
 

@@ -18,16 +18,17 @@
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+use serde_with::skip_serializing_none;
 
 /// One rule as sent: `{"action": "allow", "method": "GET", "path": "/v1/models"}`; `method`
 /// omitted (or `*`) matches every method.
+#[skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpRuleSpec {
     /// `allow` or `deny`.
     pub action: String,
     /// An HTTP method token, or `*` / absent for any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub method: Option<String>,
     /// An absolute path pattern.
     pub path: String,

@@ -3,8 +3,12 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::marker::PhantomData;
 
-use serde::{Deserialize, Serialize};
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_with::skip_serializing_none;
 
 use crate::budget::BudgetsSpec;
 use crate::error::{FieldError, ValidationErrors};
@@ -60,36 +64,43 @@ impl fmt::Display for Mode {
 }
 
 /// `network_policy` exactly as sent. `null` list fields are treated as absent.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+// `remote = "Self"`: the derived impls become inherent functions, which the trait impls below
+// wrap (see `ObjectOnly`).
+#[skip_serializing_none]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct NetworkPolicySpec {
     /// The mode.
     pub mode: Mode,
     /// Exact names (`api.example.com`) or wildcards (`*.example.com`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_domains: Option<Vec<String>>,
     /// IPv4 or IPv6 networks (`10.0.0.0/24`) or single addresses.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_cidrs: Option<Vec<String>>,
     /// Header rewriting for intercepted domains.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transforms: Option<Vec<TransformSpec>>,
     /// Beyond Leap0: bytes the sandbox may send and receive per window, in all and per domain.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budgets: Option<BudgetsSpec>,
-    /// Beyond Leap0 (custom mode): `hold` puts unlisted names in the approval queue.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub on_unknown: Option<OnUnknown>,
-    /// Beyond Leap0 (custom mode): exact names refused without asking ("deny always").
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub deny_domains: Option<Vec<String>>,
     /// Beyond Leap0: audit mode (custom only). Would-be denials are recorded as `would-deny`
     /// events and the traffic proceeds. Sent back only when on, so Leap0 clients see nothing new.
-    #[serde(default, skip_serializing_if = "is_false")]
+    #[serde(
+        default,
+        skip_serializing_if = "is_false",
+        deserialize_with = "null_is_false"
+    )]
     pub audit: bool,
+    /// Beyond Leap0 (custom mode): `hold` puts unlisted names in the approval queue.
+    pub on_unknown: Option<OnUnknown>,
+    /// Beyond Leap0 (custom mode): exact names refused without asking ("deny always").
+    pub deny_domains: Option<Vec<String>>,
 }
 
 fn is_false(b: &bool) -> bool {
     !*b
+}
+
+/// `"audit": null` reads as absent, like the lists.
+fn null_is_false<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    Option::<bool>::deserialize(d).map(Option::unwrap_or_default)
 }
 
 impl Default for NetworkPolicySpec {
@@ -109,21 +120,19 @@ impl Default for NetworkPolicySpec {
 }
 
 /// One transform as sent. `Debug` hides the header values (they are secrets).
-#[derive(Clone, PartialEq, Eq, Serialize)]
+#[skip_serializing_none]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct TransformSpec {
     /// Exact name or wildcard the transform applies to.
     pub domain: String,
     /// Headers set on every request (replacing any the client sent). Values are secrets.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inject_headers: Option<BTreeMap<String, String>>,
     /// Headers removed from every request.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strip_headers: Option<Vec<String>>,
     /// Beyond Leap0: which requests may go upstream, by method and path (first match wins).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_rules: Option<Vec<HttpRuleSpec>>,
     /// Beyond Leap0: tokens the sandbox may hold, replaced by the secret in the named headers.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placeholders: Option<Vec<PlaceholderSpec>>,
 }
 
@@ -226,81 +235,60 @@ fn describe_json_error(e: &serde_json::Error) -> String {
 }
 
 // Derived struct deserialisers also accept a JSON array of field values
-// (`["custom", ["a.com"]]`); the API takes objects only, so the public types deserialise
-// through a map-only visitor into these derived mirrors.
+// (`["custom", ["a.com"]]`); the API takes objects only, so the public types' trait impls
+// take a map and hand it to the derived (inherent, `remote = "Self"`) impls.
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SpecFields {
-    mode: Mode,
-    #[serde(default)]
-    allow_domains: Option<Vec<String>>,
-    #[serde(default)]
-    allow_cidrs: Option<Vec<String>>,
-    #[serde(default)]
-    transforms: Option<Vec<TransformSpec>>,
-    #[serde(default)]
-    budgets: Option<BudgetsSpec>,
-    #[serde(default)]
-    audit: Option<bool>,
-    on_unknown: Option<OnUnknown>,
-    #[serde(default)]
-    deny_domains: Option<Vec<String>>,
+/// The derived field handling of a `remote = "Self"` type, reached through a map only.
+trait FromMap<'de>: Sized {
+    fn from_map<A: MapAccess<'de>>(map: A) -> Result<Self, A::Error>;
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TransformFields {
-    domain: String,
-    #[serde(default)]
-    inject_headers: Option<BTreeMap<String, String>>,
-    #[serde(default)]
-    strip_headers: Option<Vec<String>>,
-    #[serde(default)]
-    http_rules: Option<Vec<HttpRuleSpec>>,
-    #[serde(default)]
-    placeholders: Option<Vec<PlaceholderSpec>>,
-}
+struct ObjectOnly<T>(PhantomData<T>);
 
-struct ObjectOnly<T>(std::marker::PhantomData<T>);
-
-impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for ObjectOnly<T> {
+impl<'de, T: FromMap<'de>> Visitor<'de> for ObjectOnly<T> {
     type Value = T;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("an object")
     }
 
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
-        T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+        T::from_map(map)
+    }
+}
+
+impl<'de> FromMap<'de> for NetworkPolicySpec {
+    fn from_map<A: MapAccess<'de>>(map: A) -> Result<Self, A::Error> {
+        NetworkPolicySpec::deserialize(MapAccessDeserializer::new(map))
+    }
+}
+
+impl<'de> FromMap<'de> for TransformSpec {
+    fn from_map<A: MapAccess<'de>>(map: A) -> Result<Self, A::Error> {
+        TransformSpec::deserialize(MapAccessDeserializer::new(map))
     }
 }
 
 impl<'de> Deserialize<'de> for NetworkPolicySpec {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let f: SpecFields = d.deserialize_map(ObjectOnly(std::marker::PhantomData))?;
-        Ok(NetworkPolicySpec {
-            mode: f.mode,
-            allow_domains: f.allow_domains,
-            allow_cidrs: f.allow_cidrs,
-            transforms: f.transforms,
-            budgets: f.budgets,
-            audit: f.audit.unwrap_or(false),
-            on_unknown: f.on_unknown,
-            deny_domains: f.deny_domains,
-        })
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(ObjectOnly(PhantomData))
     }
 }
 
 impl<'de> Deserialize<'de> for TransformSpec {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let f: TransformFields = d.deserialize_map(ObjectOnly(std::marker::PhantomData))?;
-        Ok(TransformSpec {
-            domain: f.domain,
-            inject_headers: f.inject_headers,
-            strip_headers: f.strip_headers,
-            http_rules: f.http_rules,
-            placeholders: f.placeholders,
-        })
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(ObjectOnly(PhantomData))
+    }
+}
+
+impl Serialize for NetworkPolicySpec {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        NetworkPolicySpec::serialize(self, s)
+    }
+}
+
+impl Serialize for TransformSpec {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        TransformSpec::serialize(self, s)
     }
 }
