@@ -16,6 +16,7 @@ use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
 use crate::CaError;
+use crate::ca_pem::{invalid, read_ca_pem};
 use crate::cache::{CacheStats, LeafCache};
 use crate::name::canonical_sni;
 use crate::resolver;
@@ -329,41 +330,26 @@ struct ParsedCa {
 
 impl ParsedCa {
     fn parse(cert_pem: &str) -> Result<Self, CaError> {
-        let invalid = |reason: &str| CaError::InvalidCaCert {
-            reason: reason.to_owned(),
-        };
-        let (rest, pem) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes())
-            .map_err(|_| invalid("not a PEM certificate"))?;
-        if pem.label != "CERTIFICATE" {
-            return Err(invalid("PEM block is not a CERTIFICATE"));
-        }
-        if !rest.iter().all(u8::is_ascii_whitespace) {
-            return Err(invalid("more than one PEM block"));
-        }
-        let x509 = pem
-            .parse_x509()
-            .map_err(|_| invalid("not an X.509 certificate"))?;
-        if !x509.is_ca() {
-            return Err(invalid("not a CA certificate (basicConstraints CA:false)"));
-        }
-        let not_after = OffsetDateTime::from_unix_timestamp(x509.validity().not_after.timestamp())
-            .map_err(|_| invalid("notAfter out of range"))?;
-        if not_after <= OffsetDateTime::now_utc() {
-            return Err(invalid("expired"));
-        }
-        let subject_cn = x509
-            .subject()
-            .iter_common_name()
-            .next()
-            .and_then(|cn| cn.as_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        let spki_key = x509.public_key().subject_public_key.data.to_vec();
-        Ok(Self {
-            der: pem.contents.clone(),
-            spki_key,
-            subject_cn,
-            not_after,
+        read_ca_pem(cert_pem, |x509, der| {
+            let not_after =
+                OffsetDateTime::from_unix_timestamp(x509.validity().not_after.timestamp())
+                    .map_err(|_| invalid("notAfter out of range"))?;
+            if not_after <= OffsetDateTime::now_utc() {
+                return Err(invalid("expired"));
+            }
+            let subject_cn = x509
+                .subject()
+                .iter_common_name()
+                .next()
+                .and_then(|cn| cn.as_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            Ok(Self {
+                der: der.to_vec(),
+                spki_key: x509.public_key().subject_public_key.data.to_vec(),
+                subject_cn,
+                not_after,
+            })
         })
     }
 }

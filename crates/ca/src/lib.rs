@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 mod authority;
+mod ca_pem;
 mod cache;
 mod error;
 mod name;

@@ -11,14 +11,6 @@ use x509_parser::x509::AttributeTypeAndValue;
 
 use x509_parser::der_parser::asn1_rs as asn1;
 
-const UTF8_STRING: u32 = 12;
-const PRINTABLE_STRING: u32 = 19;
-const T61_STRING: u32 = 20;
-const IA5_STRING: u32 = 22;
-const VISIBLE_STRING: u32 = 26;
-const UNIVERSAL_STRING: u32 = 28;
-const BMP_STRING: u32 = 30;
-
 /// `openssl x509 -hash` of the certificate's subject; `None` for names we cannot canonicalise
 /// (then no hash link is made; the bundle still works).
 pub(crate) fn subject_hash(cert: &X509Certificate<'_>) -> Option<u32> {
@@ -41,31 +33,34 @@ fn canonical_atv(atv: &AttributeTypeAndValue<'_>) -> Option<Vec<u8>> {
     if header.class() != Class::Universal || header.is_constructed() {
         return None;
     }
-    let Tag(tag) = header.tag();
+    let tag = header.tag();
     let value = match to_utf8(tag, value.data) {
-        Some(text) => tlv(UTF8_STRING as u8, canonical_text(&text).as_bytes()),
-        None if tag < 31 => tlv(u8::try_from(tag).ok()?, value.data),
+        Some(text) => tlv(
+            u8::try_from(Tag::Utf8String.0).ok()?,
+            canonical_text(&text).as_bytes(),
+        ),
+        None if tag.0 < 31 => tlv(u8::try_from(tag.0).ok()?, value.data),
         None => return None,
     };
     Some(tlv(0x30, &[oid, value].concat()))
 }
 
 /// The string value as UTF-8 when its type is one OpenSSL canonicalises.
-fn to_utf8(tag: u32, data: &[u8]) -> Option<String> {
+fn to_utf8(tag: Tag, data: &[u8]) -> Option<String> {
     match tag {
-        UTF8_STRING | PRINTABLE_STRING | IA5_STRING | VISIBLE_STRING => {
+        Tag::Utf8String | Tag::PrintableString | Tag::Ia5String | Tag::VisibleString => {
             String::from_utf8(data.to_vec()).ok()
         }
         // OpenSSL reads T61String as Latin-1.
-        T61_STRING => Some(data.iter().map(|&b| char::from(b)).collect()),
-        BMP_STRING => {
+        Tag::T61String => Some(data.iter().map(|&b| char::from(b)).collect()),
+        Tag::BmpString => {
             let units: Vec<u16> = data
                 .chunks_exact(2)
                 .map(|c| u16::from_be_bytes([c[0], c[1]]))
                 .collect();
             String::from_utf16(&units).ok()
         }
-        UNIVERSAL_STRING => data
+        Tag::UniversalString => data
             .chunks_exact(4)
             .map(|c| char::from_u32(u32::from_be_bytes([c[0], c[1], c[2], c[3]])))
             .collect(),

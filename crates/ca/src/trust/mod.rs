@@ -12,6 +12,7 @@ mod rootfs;
 use std::path::{Path, PathBuf};
 
 use crate::CaError;
+use crate::ca_pem::{invalid, read_ca_pem};
 use rootfs::{Entry, Rootfs};
 
 pub use bundle::{BEGIN_MARKER, END_MARKER};
@@ -132,27 +133,15 @@ struct CaPem {
 
 impl CaPem {
     fn parse(ca_pem: &str) -> Result<Self, CaError> {
-        let invalid = |reason: &str| CaError::InvalidCaCert {
-            reason: reason.to_owned(),
-        };
         let text = ca_pem.trim();
-        let (rest, pem) = x509_parser::pem::parse_x509_pem(text.as_bytes())
-            .map_err(|_| invalid("not a PEM certificate"))?;
-        if pem.label != "CERTIFICATE" || !rest.iter().all(u8::is_ascii_whitespace) {
-            return Err(invalid("expected exactly one PEM CERTIFICATE block"));
-        }
         if text.lines().any(|l| l.starts_with('#')) {
             return Err(invalid("comment lines are not allowed"));
         }
-        let cert = pem
-            .parse_x509()
-            .map_err(|_| invalid("not an X.509 certificate"))?;
-        if !cert.is_ca() {
-            return Err(invalid("not a CA certificate"));
-        }
-        Ok(Self {
-            text: format!("{text}\n"),
-            subject_hash: hash::subject_hash(&cert),
+        read_ca_pem(text, |cert, _| {
+            Ok(Self {
+                text: format!("{text}\n"),
+                subject_hash: hash::subject_hash(cert),
+            })
         })
     }
 }
