@@ -6,43 +6,35 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use palisade_firewall::FirewallConfig;
 use serde::Deserialize;
+use smart_default::SmartDefault;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, SmartDefault, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct ServerSection {
     /// The Leap0-compatible API.
+    #[default(SocketAddr::from(([127, 0, 0, 1], 8080)))]
     pub listen: SocketAddr,
     /// Prometheus metrics; keep it on loopback.
+    #[default(SocketAddr::from(([127, 0, 0, 1], 9090)))]
     pub admin: SocketAddr,
     /// Store, seal key, templates, sandboxes, snapshots.
+    #[default(PathBuf::from("/var/lib/palisade"))]
     pub data_dir: PathBuf,
     /// Most sandboxes alive at once per organisation when the organisation sets none.
     pub default_quota: Option<i64>,
     /// How often sandbox deadlines are checked, in seconds.
+    #[default(5)]
     pub sweep_interval_s: u64,
     /// First host uid/gid of the sandboxes' user namespace ranges (65536 ids each); the ids
     /// from here on must belong to no one on the host.
+    #[default(palisade_runtime::UsernsConfig::default().first_host_id)]
     pub sandbox_first_host_id: u32,
     /// How many id ranges (sandboxes at once on this host).
+    #[default(palisade_runtime::UsernsConfig::default().slots)]
     pub sandbox_id_ranges: u32,
     /// The Debian mirror the `system/debian:bookworm` template is built from (unset: the
     /// mirror of the host's own APT sources).
     pub debian_mirror: Option<String>,
-}
-
-impl Default for ServerSection {
-    fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            admin: SocketAddr::from(([127, 0, 0, 1], 9090)),
-            data_dir: PathBuf::from("/var/lib/palisade"),
-            default_quota: None,
-            sweep_interval_s: 5,
-            sandbox_first_host_id: palisade_runtime::UsernsConfig::default().first_host_id,
-            sandbox_id_ranges: palisade_runtime::UsernsConfig::default().slots,
-            debian_mirror: None,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

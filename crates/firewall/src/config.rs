@@ -7,18 +7,22 @@ use std::time::Duration;
 
 use ipnet::Ipv4Net;
 use serde::Deserialize;
+use smart_default::SmartDefault;
 
 use crate::dns::DnsLimits;
 use crate::resolve::ResolverConfig;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, SmartDefault, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FirewallConfig {
     /// Where the transparent proxy listens; nftables redirects sandbox TCP here.
+    #[default(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 15001)))]
     pub proxy_listen: SocketAddr,
     /// Where the filtering DNS server listens (UDP and TCP); sandbox port 53 is redirected here.
+    #[default(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 15053)))]
     pub dns_listen: SocketAddr,
     /// Addresses handed to sandboxes, a /30 each.
+    #[default(Ipv4Net::new(Ipv4Addr::new(100, 96, 0, 0), 16).unwrap_or_default())]
     pub address_pool: Ipv4Net,
     pub resolver: ResolverConfig,
     /// PEM files of roots trusted for upstream TLS, beside the system roots.
@@ -31,79 +35,48 @@ pub struct FirewallConfig {
     pub approvals: crate::hold::ApprovalsConfig,
 }
 
-impl Default for FirewallConfig {
-    fn default() -> Self {
-        Self {
-            proxy_listen: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 15001)),
-            dns_listen: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 15053)),
-            address_pool: Ipv4Net::new(Ipv4Addr::new(100, 96, 0, 0), 16).unwrap_or_default(),
-            resolver: ResolverConfig::default(),
-            extra_roots: Vec::new(),
-            limits: Limits::default(),
-            dns: DnsLimits::default(),
-            synthetic: SyntheticConfig::default(),
-            approvals: crate::hold::ApprovalsConfig::default(),
-        }
-    }
-}
-
 /// Per-sandbox synthetic addresses, which bind name-less protocols to a name (`custom` mode).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, SmartDefault, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SyntheticConfig {
     /// Where the addresses come from. It must not be a range the sandboxes need to reach
-    /// directly: a connection into it is never dialled as such.
+    /// directly: a connection into it is never dialled as such. The default is RFC 2544's
+    /// benchmarking range, never routed on the internet.
+    #[default(Ipv4Net::new(Ipv4Addr::new(198, 18, 0, 0), 15).unwrap_or_default())]
     pub range: Ipv4Net,
     /// Names per sandbox with an address at once; beyond that, addresses unused for 15 minutes
     /// are reused.
+    #[default(4096)]
     pub max_names_per_sandbox: usize,
     /// Where each sandbox's mappings are journaled, so they survive a restart; `palisade
     /// serve` uses `<data_dir>/synthetic` when unset. Unset elsewhere: kept in memory only.
     pub state_dir: Option<PathBuf>,
 }
 
-impl Default for SyntheticConfig {
-    fn default() -> Self {
-        Self {
-            // RFC 2544 benchmarking: never routed on the internet.
-            range: Ipv4Net::new(Ipv4Addr::new(198, 18, 0, 0), 15).unwrap_or_default(),
-            max_names_per_sandbox: 4096,
-            state_dir: None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, SmartDefault, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// How long the proxy waits for the first bytes that name the destination.
+    #[default(5_000)]
     pub peek_timeout_ms: u64,
     /// How many bytes it reads at most to find them; a larger ClientHello or head is denied.
+    #[default(16 * 1024)]
     pub peek_max_bytes: usize,
     /// Open connections per sandbox; more are reset.
+    #[default(1_024)]
     pub max_connections_per_sandbox: usize,
     /// Dialling an upstream gives up after this long.
+    #[default(5_000)]
     pub connect_timeout_ms: u64,
     /// A connection with no traffic either way for this long is closed.
+    #[default(600)]
     pub idle_timeout_s: u64,
     /// Relay buffer (and splice pipe) per direction, taken only while data moves.
+    #[default(256 * 1024)]
     pub relay_buffer_bytes: usize,
     /// Move tunnel bytes with splice(2) through a pipe instead of copying them through a buffer.
+    #[default(true)]
     pub relay_splice: bool,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            peek_timeout_ms: 5_000,
-            peek_max_bytes: 16 * 1024,
-            max_connections_per_sandbox: 1_024,
-            connect_timeout_ms: 5_000,
-            idle_timeout_s: 600,
-            relay_buffer_bytes: 256 * 1024,
-            relay_splice: true,
-        }
-    }
 }
 
 impl Limits {

@@ -18,35 +18,28 @@ use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::{Name, RData, RecordType};
 use palisade_policy::CanonicalName;
 use serde::Deserialize;
+use smart_default::SmartDefault;
 
 /// How to reach upstream resolvers.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, SmartDefault, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ResolverConfig {
     /// Upstream recursive resolvers, asked over UDP first and TCP on truncation or error.
     pub upstreams: Vec<SocketAddr>,
     /// Time allowed for one attempt against one upstream (`"2s"`, `"500ms"`).
+    #[default(Duration::from_secs(2))]
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
     /// Attempts per query before giving up (1..=5).
+    #[default(2)]
     pub attempts: usize,
     /// Cached responses kept (0 disables the cache).
+    #[default(4096)]
     pub cache_size: usize,
     /// The longest time an upstream answer is cached and handed to a sandbox.
+    #[default(Duration::from_secs(60))]
     #[serde(with = "humantime_serde")]
     pub max_ttl: Duration,
-}
-
-impl Default for ResolverConfig {
-    fn default() -> Self {
-        Self {
-            upstreams: Vec::new(),
-            timeout: Duration::from_secs(2),
-            attempts: 2,
-            cache_size: 4096,
-            max_ttl: Duration::from_secs(60),
-        }
-    }
 }
 
 impl ResolverConfig {

@@ -6,59 +6,53 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Deserialize;
+use smart_default::SmartDefault;
 
 /// Limits of the DNS server. Every field has a default; durations are written `"10s"`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, SmartDefault, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DnsLimits {
     /// Largest UDP response sent to a client that advertises a bigger EDNS buffer (512 without
     /// EDNS, as RFC 1035 says; 1232 is the DNS flag day value).
+    #[default(1232)]
     pub max_udp_payload: u16,
     /// Largest query accepted over TCP, in bytes; a longer one closes the connection.
+    #[default(4096)]
     pub max_tcp_message: u16,
     /// Open TCP connections, all sources together.
+    #[default(512)]
     pub max_tcp_connections: usize,
     /// Open TCP connections from one source.
+    #[default(32)]
     pub max_tcp_connections_per_source: usize,
     /// A TCP connection with no complete query for this long is closed.
+    #[default(Duration::from_secs(10))]
     #[serde(with = "humantime_serde")]
     pub tcp_idle_timeout: Duration,
     /// Queries being answered for one source at once; more are dropped (UDP) or close the
     /// connection (TCP).
+    #[default(64)]
     pub max_inflight_per_source: usize,
     /// Queries being answered at once, all sources together.
+    #[default(2048)]
     pub max_inflight: usize,
     /// Queries one source (sandbox) may send per second, sustained; past it (and the burst)
     /// UDP queries are dropped unread and TCP ones answered REFUSED, with one event a second
     /// counting them. It keeps a flooding sandbox from taking the server from the others.
     /// 0 turns the limit off.
+    #[default(500)]
     pub queries_per_second_per_source: u32,
     /// Queries one source may send at once above that rate (the bucket's size).
+    #[default(2_000)]
     pub query_burst_per_source: u32,
     /// The longest one query may take, upstream included, before it is answered SERVFAIL.
+    #[default(Duration::from_secs(5))]
     #[serde(with = "humantime_serde")]
     pub query_timeout: Duration,
     /// Negative TTL (SOA minimum) of synthesised answers: short, so a policy update is seen at once.
+    #[default(Duration::from_secs(5))]
     #[serde(with = "humantime_serde")]
     pub negative_ttl: Duration,
-}
-
-impl Default for DnsLimits {
-    fn default() -> Self {
-        Self {
-            max_udp_payload: 1232,
-            max_tcp_message: 4096,
-            max_tcp_connections: 512,
-            max_tcp_connections_per_source: 32,
-            tcp_idle_timeout: Duration::from_secs(10),
-            max_inflight_per_source: 64,
-            max_inflight: 2048,
-            queries_per_second_per_source: 500,
-            query_burst_per_source: 2_000,
-            query_timeout: Duration::from_secs(5),
-            negative_ttl: Duration::from_secs(5),
-        }
-    }
 }
 
 /// Counts of things held per source, with a total; a slot is released when its guard drops.

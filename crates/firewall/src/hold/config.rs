@@ -3,38 +3,32 @@
 use std::time::Duration;
 
 use serde::Deserialize;
+use smart_default::SmartDefault;
 
 /// Bounds of the approval queue. Every field has a default; durations are written `"30s"`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, SmartDefault, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApprovalsConfig {
     /// How long a held DNS query or connection waits for a decision before it is denied.
+    #[default(Duration::from_secs(30))]
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
     /// After allow-once (or deny), new queries and connections for the same name from the same
     /// sandbox are decided the same way for this long without asking again: the DNS answer a
     /// person released is followed at once by the connection to it.
+    #[default(Duration::from_secs(10))]
     #[serde(with = "humantime_serde")]
     pub grant_ttl: Duration,
     /// Pending approvals (distinct names) of one sandbox at once; more are denied at once.
+    #[default(16)]
     pub max_pending_per_sandbox: usize,
     /// Pending approvals of one organisation at once; more are denied at once.
+    #[default(64)]
     pub max_pending_per_org: usize,
     /// Held DNS queries and connections of one sandbox at once (several may wait on one
     /// approval); more are denied at once.
+    #[default(64)]
     pub max_held_per_sandbox: usize,
-}
-
-impl Default for ApprovalsConfig {
-    fn default() -> Self {
-        Self {
-            timeout: Duration::from_secs(30),
-            grant_ttl: Duration::from_secs(10),
-            max_pending_per_sandbox: 16,
-            max_pending_per_org: 64,
-            max_held_per_sandbox: 64,
-        }
-    }
 }
 
 impl ApprovalsConfig {
