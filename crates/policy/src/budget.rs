@@ -27,6 +27,7 @@ pub const MAX_DOMAIN_BUDGETS: usize = 50;
 #[skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BudgetsSpec {
     /// Everything the sandbox sends and receives, whatever the destination.
     pub sandbox: Option<ByteBudgetSpec>,
@@ -38,6 +39,7 @@ pub struct BudgetsSpec {
 #[skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ByteBudgetSpec {
     /// Bytes the sandbox may send per window.
     pub sent_bytes: Option<u64>,
@@ -51,6 +53,7 @@ pub struct ByteBudgetSpec {
 #[skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DomainBudgetSpec {
     /// Exact name or wildcard (`*.example.com`).
     pub domain: String,

@@ -27,6 +27,7 @@ pub const MAX_DENY_DOMAINS: usize = 256;
 /// What happens to a name no rule of a `custom` policy matches.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum OnUnknown {
     /// Refused at once (NXDOMAIN, reset, 403): Leap0's behaviour and the default.
     #[default]

@@ -18,6 +18,7 @@ const MIN_RANDOM: usize = 16;
 /// ["Authorization"]}`. `Debug` hides the value.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PlaceholderSpec {
     /// The token handed to the sandbox (in its environment, say).
     pub placeholder: String,

@@ -19,6 +19,7 @@ use crate::placeholder::PlaceholderSpec;
 /// What a sandbox may reach when no rule says otherwise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Mode {
     /// Everything public is allowed (the default when no policy is given).
     #[serde(rename = "allow-all")]
@@ -69,6 +70,7 @@ impl fmt::Display for Mode {
 #[skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(remote = "Self", deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NetworkPolicySpec {
     /// The mode.
     pub mode: Mode,
@@ -123,6 +125,7 @@ impl Default for NetworkPolicySpec {
 #[skip_serializing_none]
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(remote = "Self", deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TransformSpec {
     /// Exact name or wildcard the transform applies to.
     pub domain: String,
