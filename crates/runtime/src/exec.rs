@@ -210,7 +210,7 @@ mod tests {
     #[tokio::test]
     async fn env_and_cwd() {
         let mut req = cmd("echo \"$A\"; pwd");
-        req.envs = vec![("A".into(), "x y".into())];
+        req.envs = vec![("A".into(), "x y".into())].into();
         req.cwd = Some("/tmp".into());
         let r = fake(req, 1024).await;
         assert_eq!(r.stdout, "x y\n/tmp\n");
@@ -260,7 +260,7 @@ mod tests {
         r.cwd = Some("relative".into());
         assert!(exec_args("s", &r, p).is_err());
         let mut r = cmd("true");
-        r.envs = vec![("A=B".into(), "v".into())];
+        r.envs = vec![("A=B".into(), "v".into())].into();
         assert!(exec_args("s", &r, p).is_err());
     }
 }

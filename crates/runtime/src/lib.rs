@@ -44,7 +44,7 @@ pub use recording::{RecordingRuntime, RuntimeCall};
 pub use runtime::{ReconcileReport, Runtime};
 pub use spec::INIT_IN_SANDBOX;
 pub use types::{
-    DEFAULT_OUTPUT_CAP, ExecRequest, ExecResult, RuntimeConfig, Sandbox, SandboxSpec, SandboxState,
-    SnapshotManifest, TRUNCATION_MARKER, TemplateInfo, TemplateProgress,
+    DEFAULT_OUTPUT_CAP, Env, ExecRequest, ExecResult, RuntimeConfig, Sandbox, SandboxSpec,
+    SandboxState, SnapshotManifest, TRUNCATION_MARKER, TemplateInfo, TemplateProgress,
 };
 pub use userns::{IDS_PER_SANDBOX, UsernsConfig};

@@ -27,7 +27,7 @@ async fn create_mounts_writes_config_and_runs_then_delete_undoes_it() {
     let data = dir.path().canonicalize().unwrap();
     let mut s = spec("sbx-1");
     s.dns_server = Some("100.96.0.1".parse().unwrap());
-    s.env = vec![("A".into(), "1".into()), ("PATH".into(), "/custom".into())];
+    s.env = vec![("A".into(), "1".into()), ("PATH".into(), "/custom".into())].into();
     rt.create(s).await.unwrap();
     let sdir = data.join("sandboxes/sbx-1");
     let calls = rt.platform().calls();
@@ -98,7 +98,7 @@ async fn bad_requests_are_rejected_before_any_effect() {
     s.vcpu = Some(0.0);
     cases.push(s);
     let mut s = spec("ok3");
-    s.env = vec![("BAD=NAME".into(), "v".into())];
+    s.env = vec![("BAD=NAME".into(), "v".into())].into();
     cases.push(s);
     let mut s = spec("ok4");
     s.netns_path = Some("/nonexistent/netns".into());

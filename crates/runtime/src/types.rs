@@ -79,7 +79,7 @@ pub struct SandboxSpec {
     /// Process limit; `None` takes the runtime's default.
     pub pids_limit: Option<i64>,
     /// Environment of every process in the sandbox.
-    pub env: Vec<(String, String)>,
+    pub env: Env,
     /// Hostname inside (defaults to the id).
     pub hostname: Option<String>,
     /// Network namespace to join (made by the caller); `None` gives an empty one.
@@ -96,26 +96,64 @@ pub struct SandboxSpec {
 }
 
 /// A command to run in a sandbox.
-#[derive(Clone, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct ExecRequest {
     /// Run as `/bin/sh -c COMMAND`.
     pub command: String,
     /// Working directory inside (default `/`).
     pub cwd: Option<String>,
     /// Extra environment for this command.
-    pub envs: Vec<(String, String)>,
+    pub envs: Env,
     /// Kill the command's whole process group after this long.
     pub timeout: Option<Duration>,
 }
 
-/// Environment values may be secrets: Debug shows the names only.
-struct EnvNames<'a>(&'a [(String, String)]);
+/// Environment variables in order, `NAME` → value. Values may be secrets: `Debug` shows the
+/// names only.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Env(pub Vec<(String, String)>);
 
-impl std::fmt::Debug for EnvNames<'_> {
+impl std::fmt::Debug for Env {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_list()
             .entries(self.0.iter().map(|(k, _)| format!("{k}=<redacted>")))
             .finish()
+    }
+}
+
+impl From<Vec<(String, String)>> for Env {
+    fn from(vars: Vec<(String, String)>) -> Self {
+        Self(vars)
+    }
+}
+
+impl FromIterator<(String, String)> for Env {
+    fn from_iter<I: IntoIterator<Item = (String, String)>>(iter: I) -> Self {
+        Self(iter.into_iter().collect())
+    }
+}
+
+impl std::ops::Deref for Env {
+    type Target = [(String, String)];
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl<'a> IntoIterator for &'a Env {
+    type Item = &'a (String, String);
+    type IntoIter = std::slice::Iter<'a, (String, String)>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl<const N: usize> PartialEq<[(String, String); N]> for Env {
+    fn eq(&self, other: &[(String, String); N]) -> bool {
+        self.0 == other
     }
 }
 
@@ -127,23 +165,12 @@ impl std::fmt::Debug for SandboxSpec {
             .field("vcpu", &self.vcpu)
             .field("memory_mib", &self.memory_mib)
             .field("pids_limit", &self.pids_limit)
-            .field("env", &EnvNames(&self.env))
+            .field("env", &self.env)
             .field("hostname", &self.hostname)
             .field("netns_path", &self.netns_path)
             .field("dns_server", &self.dns_server)
             .field("ca_pem", &self.ca_pem.as_ref().map(|_| "<certificate>"))
             .field("net_raw", &self.net_raw)
-            .finish()
-    }
-}
-
-impl std::fmt::Debug for ExecRequest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ExecRequest")
-            .field("command", &self.command)
-            .field("cwd", &self.cwd)
-            .field("envs", &EnvNames(&self.envs))
-            .field("timeout", &self.timeout)
             .finish()
     }
 }
@@ -327,11 +354,11 @@ mod tests {
     #[test]
     fn debug_redacts_environment_values() {
         let spec = SandboxSpec {
-            env: vec![("API_KEY".into(), "sk-secret".into())],
+            env: vec![("API_KEY".into(), "sk-secret".into())].into(),
             ..Default::default()
         };
         let req = ExecRequest {
-            envs: vec![("T".into(), "tok-secret".into())],
+            envs: vec![("T".into(), "tok-secret".into())].into(),
             ..Default::default()
         };
         let out = format!("{spec:?} {req:?}");

@@ -215,7 +215,7 @@ async fn host_template_lifecycle_exec_pause_delete() {
     spec.hostname = Some("box-one".into());
     spec.netns_path = Some(ns.path());
     spec.dns_server = Some("100.96.0.1".parse().unwrap());
-    spec.env = vec![("GREETING".into(), "hello world".into())];
+    spec.env = vec![("GREETING".into(), "hello world".into())].into();
     spec.ca_pem = Some(ca.cert_pem().to_owned());
     spec.vcpu = Some(0.5);
     spec.memory_mib = Some(256);
@@ -250,7 +250,7 @@ async fn host_template_lifecycle_exec_pause_delete() {
             ExecRequest {
                 command: "pwd; echo \"$X\" >&2; exit 3".into(),
                 cwd: Some("/tmp".into()),
-                envs: vec![("X".into(), "per-exec".into())],
+                envs: vec![("X".into(), "per-exec".into())].into(),
                 timeout: Some(Duration::from_secs(10)),
             },
         )
