@@ -177,12 +177,7 @@ fn check_audit(mode: Mode, audit: bool, errs: &mut Errors) {
 }
 
 fn check_count(list: &str, len: usize, max: usize, errs: &mut Errors) {
-    if len > max {
-        errs.push(
-            format!("{ROOT}.{list}"),
-            format!("has {len} entries; the limit is {max}"),
-        );
-    }
+    check_count_at(&format!("{ROOT}.{list}"), len, max, errs);
 }
 
 /// Quotes user text for a message, shortened so a huge input gives a short message.
@@ -304,30 +299,11 @@ fn parse_transforms(raw: &[TransformSpec], limits: &Limits, errs: &mut Errors) -
             }
         };
         let empty = BTreeMap::new();
-        let inject = parse_inject(
-            &at,
-            t.inject_headers.as_ref().unwrap_or(&empty),
-            limits,
-            errs,
-        );
-        let strip = parse_strip(
-            &at,
-            t.strip_headers.as_deref().unwrap_or_default(),
-            limits,
-            errs,
-        );
-        let http_rules = parse_http_rules(
-            &at,
-            t.http_rules.as_deref().unwrap_or_default(),
-            limits,
-            errs,
-        );
-        let placeholders = parse_placeholders(
-            &at,
-            t.placeholders.as_deref().unwrap_or_default(),
-            limits,
-            errs,
-        );
+        let mut check = TransformCheck { at, limits, errs };
+        let inject = check.inject(t.inject_headers.as_ref().unwrap_or(&empty));
+        let strip = check.strip(t.strip_headers.as_deref().unwrap_or_default());
+        let http_rules = check.http_rules(t.http_rules.as_deref().unwrap_or_default());
+        let placeholders = check.placeholders(t.placeholders.as_deref().unwrap_or_default());
         if let Some(pattern) = pattern {
             out.push(Transform {
                 pattern,
@@ -341,148 +317,137 @@ fn parse_transforms(raw: &[TransformSpec], limits: &Limits, errs: &mut Errors) -
     out
 }
 
-fn parse_placeholders(
-    at: &str,
-    raw: &[PlaceholderSpec],
-    limits: &Limits,
-    errs: &mut Errors,
-) -> Vec<Placeholder> {
-    check_count_at(&format!("{at}.placeholders"), raw.len(), 8, errs);
-    let mut out: Vec<Placeholder> = Vec::new();
-    for (i, p) in raw.iter().enumerate() {
-        let field = format!("{at}.placeholders[{i}]");
-        let mut ok = true;
-        if let Err(msg) = placeholder::check_token(&p.placeholder) {
-            errs.push(format!("{field}.placeholder"), msg);
-            ok = false;
-        } else if out.iter().any(|q| q.token == p.placeholder) {
-            errs.push(format!("{field}.placeholder"), "is given twice".to_owned());
-            ok = false;
+/// One transform's fields: where they are reported (`network_policy.transforms[i]`), the limits
+/// they are checked against and the errors found so far.
+struct TransformCheck<'a> {
+    at: String,
+    limits: &'a Limits,
+    errs: &'a mut Errors,
+}
+
+impl TransformCheck<'_> {
+    /// `<at>.<field>` may hold at most `max` entries.
+    fn check_count(&mut self, field: &str, len: usize, max: usize) {
+        check_count_at(&format!("{}.{field}", self.at), len, max, self.errs);
+    }
+
+    fn placeholders(&mut self, raw: &[PlaceholderSpec]) -> Vec<Placeholder> {
+        self.check_count("placeholders", raw.len(), 8);
+        let Self { at, limits, errs } = self;
+        let mut out: Vec<Placeholder> = Vec::new();
+        for (i, p) in raw.iter().enumerate() {
+            let field = format!("{at}.placeholders[{i}]");
+            let mut ok = true;
+            if let Err(msg) = placeholder::check_token(&p.placeholder) {
+                errs.push(format!("{field}.placeholder"), msg);
+                ok = false;
+            } else if out.iter().any(|q| q.token == p.placeholder) {
+                errs.push(format!("{field}.placeholder"), "is given twice".to_owned());
+                ok = false;
+            }
+            if let Err(msg) = headers::check_value(&p.value, limits.max_header_value_len) {
+                errs.push(format!("{field}.value"), msg);
+                ok = false;
+            }
+            if p.headers.is_empty() {
+                errs.push(format!("{field}.headers"), "names no header".to_owned());
+                ok = false;
+            }
+            let mut names = Vec::new();
+            for (k, name) in p.headers.iter().enumerate() {
+                match check_header_name(name, limits) {
+                    Ok(lower) if !names.contains(&lower) => names.push(lower),
+                    Ok(_) => {}
+                    Err(msg) => {
+                        errs.push(
+                            format!("{field}.headers[{k}]"),
+                            format!("{} {msg}", quote(name)),
+                        );
+                        ok = false;
+                    }
+                }
+            }
+            if ok {
+                out.push(Placeholder {
+                    token: p.placeholder.clone(),
+                    value: SecretValue::new(p.value.clone()),
+                    headers: names,
+                });
+            }
         }
-        if let Err(msg) = headers::check_value(&p.value, limits.max_header_value_len) {
-            errs.push(format!("{field}.value"), msg);
-            ok = false;
+        out
+    }
+
+    fn http_rules(&mut self, raw: &[HttpRuleSpec]) -> Vec<HttpRule> {
+        self.check_count("http_rules", raw.len(), self.limits.max_http_rules);
+        let Self { at, errs, .. } = self;
+        let mut out = Vec::new();
+        for (i, spec) in raw.iter().enumerate() {
+            match HttpRule::parse(spec) {
+                Ok(r) => out.push(r),
+                Err(problems) => {
+                    for (field, message) in problems {
+                        errs.push(format!("{at}.http_rules[{i}].{field}"), message);
+                    }
+                }
+            }
         }
-        if p.headers.is_empty() {
-            errs.push(format!("{field}.headers"), "names no header".to_owned());
-            ok = false;
-        }
-        let mut names = Vec::new();
-        for (k, name) in p.headers.iter().enumerate() {
-            match check_header_name(name, limits) {
-                Ok(lower) if !names.contains(&lower) => names.push(lower),
-                Ok(_) => {}
+        out
+    }
+
+    fn inject(&mut self, raw: &BTreeMap<String, String>) -> Vec<(String, SecretValue)> {
+        self.check_count("inject_headers", raw.len(), self.limits.max_inject_headers);
+        let Self { at, limits, errs } = self;
+        let mut out: Vec<(String, SecretValue)> = Vec::new();
+        let mut originals: HashMap<String, &str> = HashMap::new();
+        for (name, value) in raw {
+            let field = format!("{at}.inject_headers[{}]", quote(name));
+            let lower = match check_header_name(name, limits) {
+                Ok(lower) => lower,
                 Err(msg) => {
-                    errs.push(
-                        format!("{field}.headers[{k}]"),
-                        format!("{} {msg}", quote(name)),
-                    );
-                    ok = false;
+                    errs.push(field, format!("{} {msg}", quote(name)));
+                    continue;
                 }
+            };
+            if let Err(msg) = headers::check_value(value, limits.max_header_value_len) {
+                errs.push(field.clone(), msg);
             }
-        }
-        if ok {
-            out.push(Placeholder {
-                token: p.placeholder.clone(),
-                value: SecretValue::new(p.value.clone()),
-                headers: names,
-            });
-        }
-    }
-    out
-}
-
-fn parse_http_rules(
-    at: &str,
-    raw: &[HttpRuleSpec],
-    limits: &Limits,
-    errs: &mut Errors,
-) -> Vec<HttpRule> {
-    check_count_at(
-        &format!("{at}.http_rules"),
-        raw.len(),
-        limits.max_http_rules,
-        errs,
-    );
-    let mut out = Vec::new();
-    for (i, spec) in raw.iter().enumerate() {
-        match HttpRule::parse(spec) {
-            Ok(r) => out.push(r),
-            Err(problems) => {
-                for (field, message) in problems {
-                    errs.push(format!("{at}.http_rules[{i}].{field}"), message);
-                }
-            }
-        }
-    }
-    out
-}
-
-fn parse_inject(
-    at: &str,
-    raw: &BTreeMap<String, String>,
-    limits: &Limits,
-    errs: &mut Errors,
-) -> Vec<(String, SecretValue)> {
-    check_count_at(
-        &format!("{at}.inject_headers"),
-        raw.len(),
-        limits.max_inject_headers,
-        errs,
-    );
-    let mut out: Vec<(String, SecretValue)> = Vec::new();
-    let mut originals: HashMap<String, &str> = HashMap::new();
-    for (name, value) in raw {
-        let field = format!("{at}.inject_headers[{}]", quote(name));
-        let lower = match check_header_name(name, limits) {
-            Ok(lower) => lower,
-            Err(msg) => {
-                errs.push(field, format!("{} {msg}", quote(name)));
+            if let Some(prev) = originals.get(&lower) {
+                errs.push(
+                    field,
+                    format!(
+                        "is given twice (as {} too; header names are case-insensitive)",
+                        quote(prev)
+                    ),
+                );
                 continue;
             }
-        };
-        if let Err(msg) = headers::check_value(value, limits.max_header_value_len) {
-            errs.push(field.clone(), msg);
+            originals.insert(lower.clone(), name);
+            out.push((lower, SecretValue::new(value.clone())));
         }
-        if let Some(prev) = originals.get(&lower) {
-            errs.push(
-                field,
-                format!(
-                    "is given twice (as {} too; header names are case-insensitive)",
-                    quote(prev)
-                ),
-            );
-            continue;
-        }
-        originals.insert(lower.clone(), name);
-        out.push((lower, SecretValue::new(value.clone())));
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
     }
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    out
-}
 
-fn parse_strip(at: &str, raw: &[String], limits: &Limits, errs: &mut Errors) -> Vec<String> {
-    check_count_at(
-        &format!("{at}.strip_headers"),
-        raw.len(),
-        limits.max_strip_headers,
-        errs,
-    );
-    let mut out: Vec<String> = Vec::new();
-    for (k, name) in raw.iter().enumerate() {
-        match check_header_name(name, limits) {
-            Ok(lower) => {
-                if !out.contains(&lower) {
-                    out.push(lower);
+    fn strip(&mut self, raw: &[String]) -> Vec<String> {
+        self.check_count("strip_headers", raw.len(), self.limits.max_strip_headers);
+        let Self { at, limits, errs } = self;
+        let mut out: Vec<String> = Vec::new();
+        for (k, name) in raw.iter().enumerate() {
+            match check_header_name(name, limits) {
+                Ok(lower) => {
+                    if !out.contains(&lower) {
+                        out.push(lower);
+                    }
                 }
+                Err(msg) => errs.push(
+                    format!("{at}.strip_headers[{k}]"),
+                    format!("{} {msg}", quote(name)),
+                ),
             }
-            Err(msg) => errs.push(
-                format!("{at}.strip_headers[{k}]"),
-                format!("{} {msg}", quote(name)),
-            ),
         }
+        out
     }
-    out
 }
 
 fn check_header_name(name: &str, limits: &Limits) -> Result<String, String> {
