@@ -1,6 +1,7 @@
 //! Response bodies, shaped as both Leap0 SDKs read them (a submodule of `model.rs`).
 
 use palisade_policy::NetworkPolicySpec;
+use palisade_store::{EgressEventFields, EgressEventRecord};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -228,49 +229,30 @@ impl From<PolicyInfo> for PolicyResponse {
     }
 }
 
-/// One egress decision.
+/// One egress decision: the event as stored, with its time also in RFC 3339 and its detail
+/// as an object.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EventResponse {
     pub id: i64,
     pub sandbox_id: String,
     pub at: String,
-    pub at_ms: i64,
-    /// `allow`, `deny`, `would-deny` (audit mode) or `hold` (waiting for approval).
-    pub verdict: String,
-    pub protocol: String,
-    pub dst_addr: Option<String>,
-    pub dst_port: Option<i64>,
-    pub name: Option<String>,
-    pub rule: Option<String>,
-    pub reason: Option<String>,
-    pub bytes_up: i64,
-    pub bytes_down: i64,
-    pub duration_ms: i64,
+    #[serde(flatten)]
+    pub event: EgressEventFields,
     #[schema(value_type = Option<Object>)]
     pub detail: Option<serde_json::Value>,
 }
 
-impl From<palisade_store::EgressEventRecord> for EventResponse {
-    fn from(e: palisade_store::EgressEventRecord) -> Self {
+impl From<EgressEventRecord> for EventResponse {
+    fn from(e: EgressEventRecord) -> Self {
         Self {
-            at: rfc3339(e.at_ms),
+            id: e.id,
+            sandbox_id: e.sandbox_id,
+            at: rfc3339(e.event.at_ms),
+            event: e.event,
             detail: e
                 .detail
                 .as_deref()
                 .and_then(|d| serde_json::from_str(d).ok()),
-            id: e.id,
-            sandbox_id: e.sandbox_id,
-            at_ms: e.at_ms,
-            verdict: e.verdict,
-            protocol: e.protocol,
-            dst_addr: e.dst_addr,
-            dst_port: e.dst_port,
-            name: e.name,
-            rule: e.rule,
-            reason: e.reason,
-            bytes_up: e.bytes_up,
-            bytes_down: e.bytes_down,
-            duration_ms: e.duration_ms,
         }
     }
 }

@@ -30,7 +30,8 @@ use sqlx::sqlite::{
 use sqlx::{SqlSafeStr, SqlitePool};
 
 pub use events::{
-    EgressEventRecord, EventQuery, EventSink, EventWriter, EventWriterConfig, Retention, retain_all,
+    EgressEventFields, EgressEventRecord, EventQuery, EventSink, EventWriter, EventWriterConfig,
+    Retention, retain_all,
 };
 pub use ids::new_id;
 pub use keys::{API_KEY_PREFIX, ApiKeyRecord, ApiKeySecret, AuthenticatedKey, Org};
