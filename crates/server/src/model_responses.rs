@@ -1,7 +1,7 @@
 //! Response bodies, shaped as both Leap0 SDKs read them (a submodule of `model.rs`).
 
 use palisade_policy::NetworkPolicySpec;
-use palisade_store::{EgressEventFields, EgressEventRecord};
+use palisade_store::{EgressEventFields, EgressEventRecord, Resources};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -21,16 +21,22 @@ pub struct SizeFields {
     pub disk_mib: u32,
 }
 
-impl SizeFields {
-    fn new(vcpu: u32, memory_mib: u32, disk_mib: u32) -> Self {
+impl From<Resources> for SizeFields {
+    fn from(r: Resources) -> Self {
+        let (memory_mib, disk_mib) = (unsigned(r.memory_mib), unsigned(r.disk_mib));
         Self {
-            vcpu,
+            vcpu: unsigned(r.vcpu),
             memory: memory_mib,
             memory_mib,
             disk: disk_mib,
             disk_mib,
         }
     }
+}
+
+/// A stored count (stored from a validated request) as the API's unsigned field.
+fn unsigned(v: i64) -> u32 {
+    u32::try_from(v.max(0)).unwrap_or(u32::MAX)
 }
 
 /// A sandbox; `network_policy` has every injected value redacted.
@@ -52,17 +58,18 @@ pub struct SandboxResponse {
 }
 
 impl From<SandboxInfo> for SandboxResponse {
-    fn from(s: SandboxInfo) -> Self {
+    fn from(info: SandboxInfo) -> Self {
+        let s = info.record.sandbox;
         Self {
             id: s.id,
             template_id: s.template_id,
-            size: SizeFields::new(s.vcpu, s.memory_mib, s.disk_mib),
-            timeout: s.timeout_secs,
+            size: s.resources.into(),
+            timeout: unsigned(s.timeout_secs),
             state: s.state.as_str().to_owned(),
             auto_pause: s.auto_pause,
-            created_at: rfc3339(s.created_at_ms),
-            network_policy: s.network_policy,
-            policy_version: s.policy_version,
+            created_at: rfc3339(info.record.created_at),
+            network_policy: info.network_policy,
+            policy_version: info.record.policy_version,
         }
     }
 }
@@ -82,19 +89,17 @@ pub struct SandboxListItem {
 }
 
 impl From<SandboxInfo> for SandboxListItem {
-    fn from(s: SandboxInfo) -> Self {
+    fn from(info: SandboxInfo) -> Self {
+        let s = info.record.sandbox;
         Self {
             id: s.id,
             template_id: s.template_id,
             state: s.state.as_str().to_owned(),
-            launch_time: rfc3339(s.created_at_ms),
-            state_change_time: rfc3339(s.state_changed_at_ms),
-            timeout_at: s.deadline_at_ms.map(unix_secs),
-            created_at: rfc3339(s.created_at_ms),
-            policy_mode: s
-                .network_policy
-                .as_ref()
-                .map(|p| p.mode.as_str().to_owned()),
+            launch_time: rfc3339(info.record.created_at),
+            state_change_time: rfc3339(info.record.state_changed_at),
+            timeout_at: s.deadline_at.map(unix_secs),
+            created_at: rfc3339(info.record.created_at),
+            policy_mode: info.network_policy.map(|p| p.mode.as_str().to_owned()),
         }
     }
 }
@@ -120,16 +125,17 @@ pub struct SnapshotResponse {
 }
 
 impl From<SnapshotInfo> for SnapshotResponse {
-    fn from(s: SnapshotInfo) -> Self {
+    fn from(info: SnapshotInfo) -> Self {
+        let s = info.record.snapshot;
         Self {
             id: s.id,
             name: s.name,
             sandbox_id: s.sandbox_id,
             template_id: s.template_id,
-            size: SizeFields::new(s.vcpu, s.memory_mib, s.disk_mib),
+            size: s.resources.into(),
             state: s.state,
-            network_policy: s.network_policy,
-            created_at: rfc3339(s.created_at_ms),
+            network_policy: info.network_policy,
+            created_at: rfc3339(info.record.created_at),
         }
     }
 }

@@ -76,7 +76,7 @@ impl Plane {
     ) -> Result<Vec<EgressEventRecord>, PlaneError> {
         let rec = self.store.get_sandbox(&org.0, sandbox_id).await?;
         self.sink.flush().await;
-        Ok(self.store.list_events(&rec.id, &f).await?)
+        Ok(self.store.list_events(&rec.sandbox.id, &f).await?)
     }
 
     pub(super) async fn subscribe_events(
@@ -87,7 +87,7 @@ impl Plane {
     ) -> Result<BoxStream<'static, EgressEventRecord>, PlaneError> {
         let rec = self.store.get_sandbox(&org.0, sandbox_id).await?;
         let rx = self.events.subscribe();
-        let id = rec.id;
+        let id = rec.sandbox.id;
         let s = stream::unfold(rx, move |mut rx| {
             let id = id.clone();
             let f = f.clone();
