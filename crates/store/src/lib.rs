@@ -221,6 +221,25 @@ impl Store {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }
 
+    /// Run `q`, an INSERT: a row already there (a unique constraint) is `Conflict(what)`.
+    pub(crate) async fn insert(
+        &self,
+        q: sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+        what: &'static str,
+    ) -> Result<(), StoreError> {
+        q.execute(&self.pool).await.map_err(conflict_or_db(what))?;
+        Ok(())
+    }
+
+    /// Run `q`, a write aimed at one row: none touched means it is missing (`NotFound(what)`).
+    pub(crate) async fn write_one(
+        &self,
+        q: sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+        what: &'static str,
+    ) -> Result<(), StoreError> {
+        found(q.execute(&self.pool).await?, what)
+    }
+
     /// The one row `sql` selects with the text parameters `args`, or `NotFound(what)`.
     pub(crate) async fn row<T>(
         &self,

@@ -10,7 +10,7 @@ use sqlx::{QueryBuilder, Sqlite};
 
 use crate::listing::{Listing, Page, SortKey};
 use crate::seal::{Sealer, binding};
-use crate::{CorruptValue, Store, StoreError, conflict_or_db, found, now_ms};
+use crate::{CorruptValue, Store, StoreError, now_ms};
 
 /// Lifecycle states, spelled as Leap0 spells them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -188,7 +188,7 @@ impl Store {
     ) -> Result<SandboxRecord, StoreError> {
         let now = now_ms();
         let env_sealed = env.seal(&self.sealer, &binding::sandbox_env(&s.id))?;
-        sqlx::query(
+        let q = sqlx::query(
             "INSERT INTO sandboxes (id, org_id, template_id, vcpu, memory_mib, disk_mib, state, \
              auto_pause, timeout_secs, deadline_at, env_sealed, address, policy_version, \
              created_at, updated_at, state_changed_at) \
@@ -208,10 +208,8 @@ impl Store {
         .bind(&s.address)
         .bind(now)
         .bind(now)
-        .bind(now)
-        .execute(&self.pool)
-        .await
-        .map_err(conflict_or_db("sandbox"))?;
+        .bind(now);
+        self.insert(q, "sandbox").await?;
         Ok(SandboxRecord {
             sandbox: s,
             policy_version: 0,
@@ -273,16 +271,14 @@ impl Store {
 
     pub async fn set_sandbox_state(&self, id: &str, state: SandboxState) -> Result<(), StoreError> {
         let now = now_ms();
-        let r = sqlx::query(
+        let q = sqlx::query(
             "UPDATE sandboxes SET state = ?, updated_at = ?, state_changed_at = ? WHERE id = ?",
         )
         .bind(state.as_str())
         .bind(now)
         .bind(now)
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        found(r, "sandbox")
+        .bind(id);
+        self.write_one(q, "sandbox").await
     }
 
     pub async fn set_sandbox_address(
@@ -313,13 +309,11 @@ impl Store {
         T: sqlx::Encode<'t, Sqlite> + sqlx::Type<Sqlite>,
     {
         let sql = format!("UPDATE sandboxes SET {column} = ?, updated_at = ? WHERE id = ?");
-        let r = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let q = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(value)
             .bind(now_ms())
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        found(r, "sandbox")
+            .bind(id);
+        self.write_one(q, "sandbox").await
     }
 
     /// The sandbox's environment variables, unsealed.

@@ -7,7 +7,7 @@ use crate::listing::{Listing, Page, SortKey};
 use crate::policies::{SecretString, secret_from};
 use crate::sandboxes::{EnvVars, Resources};
 use crate::seal::binding;
-use crate::{Store, StoreError, conflict_or_db, found, now_ms};
+use crate::{Store, StoreError, now_ms};
 
 /// The columns a snapshot is created with. Its policy and environment go in beside it, the
 /// secrets in them to be sealed.
@@ -96,7 +96,7 @@ impl Store {
             None => (None, None),
         };
         let env_sealed = env.seal(&self.sealer, &binding::snapshot_env(&s.id))?;
-        sqlx::query(
+        let q = sqlx::query(
             "INSERT INTO snapshots (id, org_id, name, sandbox_id, template_id, vcpu, memory_mib, \
              disk_mib, state, archive_path, archive_bytes, policy_sealed, policy_redacted, \
              env_sealed, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -115,10 +115,8 @@ impl Store {
         .bind(policy_sealed)
         .bind(&policy_redacted)
         .bind(env_sealed)
-        .bind(now)
-        .execute(&self.pool)
-        .await
-        .map_err(conflict_or_db("snapshot name"))?;
+        .bind(now);
+        self.insert(q, "snapshot name").await?;
         Ok(SnapshotRecord {
             snapshot: s,
             policy_redacted,
@@ -184,13 +182,11 @@ impl Store {
         state: &str,
         archive_bytes: i64,
     ) -> Result<(), StoreError> {
-        let r = sqlx::query("UPDATE snapshots SET state = ?, archive_bytes = ? WHERE id = ?")
+        let q = sqlx::query("UPDATE snapshots SET state = ?, archive_bytes = ? WHERE id = ?")
             .bind(state)
             .bind(archive_bytes)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        found(r, "snapshot")
+            .bind(id);
+        self.write_one(q, "snapshot").await
     }
 
     /// The full policy stored with the snapshot, opened; `None` when it had none.

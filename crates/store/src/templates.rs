@@ -39,7 +39,7 @@ const COLUMNS: &str = "id, org_id, name, source_kind, source_uri, digest, image_
 impl Store {
     pub async fn insert_template(&self, t: NewTemplate) -> Result<TemplateRecord, StoreError> {
         let now = now_ms();
-        sqlx::query(
+        let q = sqlx::query(
             "INSERT INTO templates (id, org_id, name, source_kind, source_uri, digest, \
              image_config, state, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
@@ -52,10 +52,8 @@ impl Store {
         .bind(&t.image_config)
         .bind(&t.state)
         .bind(now)
-        .bind(now)
-        .execute(&self.pool)
-        .await
-        .map_err(conflict_or_db("template name"))?;
+        .bind(now);
+        self.insert(q, "template name").await?;
         Ok(TemplateRecord {
             template: t,
             created_at: now,
@@ -123,17 +121,15 @@ impl Store {
         digest: &str,
         image_config: Option<&str>,
     ) -> Result<(), StoreError> {
-        let r = sqlx::query(
+        let q = sqlx::query(
             "UPDATE templates SET state = ?, digest = ?, image_config = ?, updated_at = ? WHERE id = ?",
         )
         .bind(state)
         .bind(digest)
         .bind(image_config)
         .bind(now_ms())
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        found(r, "template")
+        .bind(id);
+        self.write_one(q, "template").await
     }
 
     /// Delete one of the organisation's templates; refused (Conflict) while a sandbox uses it.
