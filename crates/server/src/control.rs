@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use futures_util::stream::BoxStream;
 use palisade_policy::{NetworkPolicySpec, Policy};
-use palisade_store::{EgressEventRecord, SandboxState};
+use palisade_store::{EgressEventRecord, SandboxRecord, SnapshotRecord};
 
 use crate::ApiError;
 use crate::plane::PlaneError;
@@ -37,23 +37,11 @@ pub struct CreateSandbox {
     pub network_policy: Option<Policy>,
 }
 
-/// A sandbox as the API shows it. `network_policy` is already redacted.
+/// A sandbox as the API shows it: as stored, with its policy, already redacted.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SandboxInfo {
-    pub id: String,
-    pub template_id: String,
-    pub vcpu: u32,
-    pub memory_mib: u32,
-    pub disk_mib: u32,
-    pub timeout_secs: u32,
-    pub state: SandboxState,
-    pub auto_pause: bool,
-    pub created_at_ms: i64,
-    pub state_changed_at_ms: i64,
-    pub deadline_at_ms: Option<i64>,
+    pub record: SandboxRecord,
     pub network_policy: Option<NetworkPolicySpec>,
-    /// The policy version the data plane enforces.
-    pub policy_version: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -80,19 +68,11 @@ pub struct CreateSnapshot {
     pub after: AfterSnapshot,
 }
 
-/// A snapshot as the API shows it. `network_policy` is already redacted.
+/// A snapshot as the API shows it: as stored, with its policy parsed (it is stored redacted).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SnapshotInfo {
-    pub id: String,
-    pub name: String,
-    pub sandbox_id: Option<String>,
-    pub template_id: String,
-    pub vcpu: u32,
-    pub memory_mib: u32,
-    pub disk_mib: u32,
-    pub state: String,
+    pub record: SnapshotRecord,
     pub network_policy: Option<NetworkPolicySpec>,
-    pub created_at_ms: i64,
 }
 
 #[derive(Debug, Clone)]

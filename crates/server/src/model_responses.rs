@@ -1,6 +1,7 @@
 //! Response bodies, shaped as both Leap0 SDKs read them (a submodule of `model.rs`).
 
 use palisade_policy::NetworkPolicySpec;
+use palisade_store::{EgressEventFields, EgressEventRecord, Resources};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -20,16 +21,22 @@ pub struct SizeFields {
     pub disk_mib: u32,
 }
 
-impl SizeFields {
-    fn new(vcpu: u32, memory_mib: u32, disk_mib: u32) -> Self {
+impl From<Resources> for SizeFields {
+    fn from(r: Resources) -> Self {
+        let (memory_mib, disk_mib) = (unsigned(r.memory_mib), unsigned(r.disk_mib));
         Self {
-            vcpu,
+            vcpu: unsigned(r.vcpu),
             memory: memory_mib,
             memory_mib,
             disk: disk_mib,
             disk_mib,
         }
     }
+}
+
+/// A stored count (stored from a validated request) as the API's unsigned field.
+fn unsigned(v: i64) -> u32 {
+    u32::try_from(v.max(0)).unwrap_or(u32::MAX)
 }
 
 /// A sandbox; `network_policy` has every injected value redacted.
@@ -51,17 +58,18 @@ pub struct SandboxResponse {
 }
 
 impl From<SandboxInfo> for SandboxResponse {
-    fn from(s: SandboxInfo) -> Self {
+    fn from(info: SandboxInfo) -> Self {
+        let s = info.record.sandbox;
         Self {
             id: s.id,
             template_id: s.template_id,
-            size: SizeFields::new(s.vcpu, s.memory_mib, s.disk_mib),
-            timeout: s.timeout_secs,
+            size: s.resources.into(),
+            timeout: unsigned(s.timeout_secs),
             state: s.state.as_str().to_owned(),
             auto_pause: s.auto_pause,
-            created_at: rfc3339(s.created_at_ms),
-            network_policy: s.network_policy,
-            policy_version: s.policy_version,
+            created_at: rfc3339(info.record.created_at),
+            network_policy: info.network_policy,
+            policy_version: info.record.policy_version,
         }
     }
 }
@@ -81,19 +89,17 @@ pub struct SandboxListItem {
 }
 
 impl From<SandboxInfo> for SandboxListItem {
-    fn from(s: SandboxInfo) -> Self {
+    fn from(info: SandboxInfo) -> Self {
+        let s = info.record.sandbox;
         Self {
             id: s.id,
             template_id: s.template_id,
             state: s.state.as_str().to_owned(),
-            launch_time: rfc3339(s.created_at_ms),
-            state_change_time: rfc3339(s.state_changed_at_ms),
-            timeout_at: s.deadline_at_ms.map(unix_secs),
-            created_at: rfc3339(s.created_at_ms),
-            policy_mode: s
-                .network_policy
-                .as_ref()
-                .map(|p| p.mode.as_str().to_owned()),
+            launch_time: rfc3339(info.record.created_at),
+            state_change_time: rfc3339(info.record.state_changed_at),
+            timeout_at: s.deadline_at.map(unix_secs),
+            created_at: rfc3339(info.record.created_at),
+            policy_mode: info.network_policy.map(|p| p.mode.as_str().to_owned()),
         }
     }
 }
@@ -119,16 +125,17 @@ pub struct SnapshotResponse {
 }
 
 impl From<SnapshotInfo> for SnapshotResponse {
-    fn from(s: SnapshotInfo) -> Self {
+    fn from(info: SnapshotInfo) -> Self {
+        let s = info.record.snapshot;
         Self {
             id: s.id,
             name: s.name,
             sandbox_id: s.sandbox_id,
             template_id: s.template_id,
-            size: SizeFields::new(s.vcpu, s.memory_mib, s.disk_mib),
+            size: s.resources.into(),
             state: s.state,
-            network_policy: s.network_policy,
-            created_at: rfc3339(s.created_at_ms),
+            network_policy: info.network_policy,
+            created_at: rfc3339(info.record.created_at),
         }
     }
 }
@@ -228,49 +235,30 @@ impl From<PolicyInfo> for PolicyResponse {
     }
 }
 
-/// One egress decision.
+/// One egress decision: the event as stored, with its time also in RFC 3339 and its detail
+/// as an object.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EventResponse {
     pub id: i64,
     pub sandbox_id: String,
     pub at: String,
-    pub at_ms: i64,
-    /// `allow`, `deny`, `would-deny` (audit mode) or `hold` (waiting for approval).
-    pub verdict: String,
-    pub protocol: String,
-    pub dst_addr: Option<String>,
-    pub dst_port: Option<i64>,
-    pub name: Option<String>,
-    pub rule: Option<String>,
-    pub reason: Option<String>,
-    pub bytes_up: i64,
-    pub bytes_down: i64,
-    pub duration_ms: i64,
+    #[serde(flatten)]
+    pub event: EgressEventFields,
     #[schema(value_type = Option<Object>)]
     pub detail: Option<serde_json::Value>,
 }
 
-impl From<palisade_store::EgressEventRecord> for EventResponse {
-    fn from(e: palisade_store::EgressEventRecord) -> Self {
+impl From<EgressEventRecord> for EventResponse {
+    fn from(e: EgressEventRecord) -> Self {
         Self {
-            at: rfc3339(e.at_ms),
+            id: e.id,
+            sandbox_id: e.sandbox_id,
+            at: rfc3339(e.event.at_ms),
+            event: e.event,
             detail: e
                 .detail
                 .as_deref()
                 .and_then(|d| serde_json::from_str(d).ok()),
-            id: e.id,
-            sandbox_id: e.sandbox_id,
-            at_ms: e.at_ms,
-            verdict: e.verdict,
-            protocol: e.protocol,
-            dst_addr: e.dst_addr,
-            dst_port: e.dst_port,
-            name: e.name,
-            rule: e.rule,
-            reason: e.reason,
-            bytes_up: e.bytes_up,
-            bytes_down: e.bytes_down,
-            duration_ms: e.duration_ms,
         }
     }
 }

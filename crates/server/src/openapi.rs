@@ -29,7 +29,7 @@ use crate::routes::{approvals, network, sandboxes, snapshots, suggestion, templa
         SandboxResponse, SizeFields, SandboxListItem, SandboxListResponse, ExecuteRequest, ProcessResponse,
         CreateSnapshotRequest, RestoreSnapshotRequest, SnapshotResponse, SnapshotListResponse,
         CreateTemplateRequest, RenameTemplateRequest, TemplateResponse, TemplateListResponse,
-        PolicyResponse, EventResponse, EventListResponse,
+        PolicyResponse, EventResponse, palisade_store::EgressEventFields, EventListResponse,
         crate::suggest::Suggestion, crate::suggest::DomainEntry, crate::suggest::CidrEntry,
         crate::suggest::NotSuggested, crate::suggest::Evidence, ApplySuggestionRequest,
         ApplySuggestionResponse,

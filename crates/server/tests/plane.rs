@@ -85,7 +85,7 @@ async fn create_goes_userns_network_rules_then_container() {
     // the host side; ICMP to allow_cidrs needs raw sockets.
     assert_eq!(
         spec.netns_path.unwrap().display().to_string(),
-        format!("/var/run/netns/pls-{}", sb.id)
+        format!("/var/run/netns/pls-{}", sb.record.sandbox.id)
     );
     assert!(spec.ca_pem.unwrap().contains("BEGIN CERTIFICATE"));
     assert!(spec.dns_server.is_some() && spec.net_raw);
@@ -104,8 +104,8 @@ async fn create_goes_userns_network_rules_then_container() {
         })
         .unwrap();
     assert!(netns_add < nft, "{cmds:?}");
-    let entry = bed.registry.by_id(&sb.id).unwrap();
-    assert_eq!((entry.version(), sb.policy_version), (1, 1));
+    let entry = bed.registry.by_id(&sb.record.sandbox.id).unwrap();
+    assert_eq!((entry.version(), sb.record.policy_version), (1, 1));
 }
 
 #[tokio::test]
@@ -151,7 +151,7 @@ async fn a_container_that_fails_to_start_leaves_nothing_behind() {
         .await
         .unwrap();
     assert_eq!(count(&bed, &org).await, 1);
-    assert!(bed.registry.by_id(&sb.id).is_some());
+    assert!(bed.registry.by_id(&sb.record.sandbox.id).is_some());
 }
 
 #[tokio::test]
@@ -198,7 +198,7 @@ async fn a_policy_update_reaches_the_rules_and_the_registry() {
     let p = Policy::from_json(br#"{"mode":"custom","allow_cidrs":["203.0.113.0/24"]}"#).unwrap();
     let info = bed
         .plane
-        .update_network_policy(&org, &sb.id, p)
+        .update_network_policy(&org, &sb.record.sandbox.id, p)
         .await
         .unwrap();
     assert_eq!(info.version, 2);
@@ -210,15 +210,21 @@ async fn a_policy_update_reaches_the_rules_and_the_registry() {
                 .is_some_and(|s| s.contains("203.0.113.0/24"))),
         "{new_rules:?}"
     );
-    assert_eq!(bed.registry.by_id(&sb.id).unwrap().version(), 2);
+    assert_eq!(
+        bed.registry.by_id(&sb.record.sandbox.id).unwrap().version(),
+        2
+    );
     // A sandbox of another organisation is not found, and nothing is applied for it.
     let other = OrgId("someone-else".into());
     let p = Policy::from_json(br#"{"mode":"allow-all"}"#).unwrap();
     let err = bed
         .plane
-        .update_network_policy(&other, &sb.id, p)
+        .update_network_policy(&other, &sb.record.sandbox.id, p)
         .await
         .unwrap_err();
     assert!(matches!(err, PlaneError::NotFound("sandbox")), "{err:?}");
-    assert_eq!(bed.registry.by_id(&sb.id).unwrap().version(), 2);
+    assert_eq!(
+        bed.registry.by_id(&sb.record.sandbox.id).unwrap().version(),
+        2
+    );
 }

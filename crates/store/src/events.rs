@@ -16,8 +16,19 @@ pub struct EgressEventRecord {
     /// Assigned by the store; ignored on insert.
     pub id: i64,
     pub sandbox_id: String,
+    #[sqlx(flatten)]
+    pub event: EgressEventFields,
+    /// Further detail (HTTP method, host, path, status...) as JSON.
+    pub detail: Option<String>,
+}
+
+/// What an egress event says besides whose it is and its free-form detail: as stored, and as
+/// the API answers it (which adds a readable time and the detail parsed).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EgressEventFields {
     pub at_ms: i64,
-    /// `allow`, `deny` or `would-deny`.
+    /// `allow`, `deny`, `would-deny` (audit mode) or `hold` (waiting for approval).
     pub verdict: String,
     /// `tls`, `http`, `dns`, `tcp`, `udp`...
     pub protocol: String,
@@ -29,8 +40,6 @@ pub struct EgressEventRecord {
     pub bytes_up: i64,
     pub bytes_down: i64,
     pub duration_ms: i64,
-    /// Further detail (HTTP method, host, path, status...) as JSON.
-    pub detail: Option<String>,
 }
 
 /// How long events are kept.
@@ -77,21 +86,30 @@ impl Store {
                 "INSERT INTO egress_events (sandbox_id, at_ms, verdict, protocol, dst_addr, \
                  dst_port, name, rule, reason, bytes_up, bytes_down, duration_ms, detail) ",
             );
-            b.push_values(chunk, |mut row, e| {
-                row.push_bind(e.sandbox_id.clone())
-                    .push_bind(e.at_ms)
-                    .push_bind(e.verdict.clone())
-                    .push_bind(e.protocol.clone())
-                    .push_bind(e.dst_addr.clone())
-                    .push_bind(e.dst_port)
-                    .push_bind(e.name.clone())
-                    .push_bind(e.rule.clone())
-                    .push_bind(e.reason.clone())
-                    .push_bind(e.bytes_up)
-                    .push_bind(e.bytes_down)
-                    .push_bind(e.duration_ms)
-                    .push_bind(e.detail.clone());
-            });
+            b.push_values(
+                chunk,
+                |mut row,
+                 EgressEventRecord {
+                     sandbox_id,
+                     event: e,
+                     detail,
+                     ..
+                 }| {
+                    row.push_bind(sandbox_id.clone())
+                        .push_bind(e.at_ms)
+                        .push_bind(e.verdict.clone())
+                        .push_bind(e.protocol.clone())
+                        .push_bind(e.dst_addr.clone())
+                        .push_bind(e.dst_port)
+                        .push_bind(e.name.clone())
+                        .push_bind(e.rule.clone())
+                        .push_bind(e.reason.clone())
+                        .push_bind(e.bytes_up)
+                        .push_bind(e.bytes_down)
+                        .push_bind(e.duration_ms)
+                        .push_bind(detail.clone());
+                },
+            );
             b.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;

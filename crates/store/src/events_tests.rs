@@ -5,17 +5,19 @@ fn ev(sandbox: &str, at: i64, verdict: &str, name: &str) -> EgressEventRecord {
     EgressEventRecord {
         id: 0,
         sandbox_id: sandbox.into(),
-        at_ms: at,
-        verdict: verdict.into(),
-        protocol: "tls".into(),
-        dst_addr: Some("203.0.113.7".into()),
-        dst_port: Some(443),
-        name: Some(name.into()),
-        rule: Some("allow_domains[0]".into()),
-        reason: None,
-        bytes_up: 10,
-        bytes_down: 20,
-        duration_ms: 3,
+        event: EgressEventFields {
+            at_ms: at,
+            verdict: verdict.into(),
+            protocol: "tls".into(),
+            dst_addr: Some("203.0.113.7".into()),
+            dst_port: Some(443),
+            name: Some(name.into()),
+            rule: Some("allow_domains[0]".into()),
+            reason: None,
+            bytes_up: 10,
+            bytes_down: 20,
+            duration_ms: 3,
+        },
         detail: Some(r#"{"method":"GET"}"#.into()),
     }
 }
@@ -44,7 +46,7 @@ async fn insert_filter_and_retention() {
     let newest = s.list_events("a", &EventQuery::default()).await.unwrap();
     assert_eq!(newest.len(), 100);
     assert!(newest[0].id > newest[1].id);
-    assert_eq!(newest[0].at_ms, now - 1);
+    assert_eq!(newest[0].event.at_ms, now - 1);
     let denies = s
         .list_events(
             "a",
@@ -113,7 +115,7 @@ async fn insert_filter_and_retention() {
         .await
         .unwrap();
     assert_eq!(left.len(), 1000);
-    assert_eq!(left[0].at_ms, now - 1); // the newest were kept
+    assert_eq!(left[0].event.at_ms, now - 1); // the newest were kept
     assert_eq!(
         retain_all(
             &s,
@@ -182,7 +184,7 @@ async fn writer_batches_flushes_and_drains_on_close() {
         .await
         .unwrap();
     assert_eq!(left.len(), 150);
-    assert_eq!(left[0].verdict, "deny");
+    assert_eq!(left[0].event.verdict, "deny");
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ use std::fmt;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use crate::{Store, StoreError, conflict_or_db, found, new_id, now_ms};
+use crate::{Store, StoreError, new_id, now_ms};
 
 /// Every API key starts with this.
 pub const API_KEY_PREFIX: &str = "pl_";
@@ -77,14 +77,14 @@ impl Store {
             max_sandboxes,
             created_at: now_ms(),
         };
-        sqlx::query("INSERT INTO orgs (id, name, max_sandboxes, created_at) VALUES (?, ?, ?, ?)")
-            .bind(&org.id)
-            .bind(&org.name)
-            .bind(org.max_sandboxes)
-            .bind(org.created_at)
-            .execute(&self.pool)
-            .await
-            .map_err(conflict_or_db("organisation"))?;
+        let q = sqlx::query(
+            "INSERT INTO orgs (id, name, max_sandboxes, created_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(&org.id)
+        .bind(&org.name)
+        .bind(org.max_sandboxes)
+        .bind(org.created_at);
+        self.insert(q, "organisation").await?;
         Ok(org)
     }
 
@@ -108,12 +108,10 @@ impl Store {
         org_id: &str,
         max_sandboxes: Option<i64>,
     ) -> Result<(), StoreError> {
-        let r = sqlx::query("UPDATE orgs SET max_sandboxes = ? WHERE id = ?")
+        let q = sqlx::query("UPDATE orgs SET max_sandboxes = ? WHERE id = ?")
             .bind(max_sandboxes)
-            .bind(org_id)
-            .execute(&self.pool)
-            .await?;
-        found(r, "organisation")
+            .bind(org_id);
+        self.write_one(q, "organisation").await
     }
 
     /// Create a key for `org_id`. The clear key is returned once and not kept.
@@ -192,15 +190,13 @@ impl Store {
     }
 
     pub async fn revoke_api_key(&self, org_id: &str, key_id: &str) -> Result<(), StoreError> {
-        let r = sqlx::query(
+        let q = sqlx::query(
             "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND org_id = ? AND revoked_at IS NULL",
         )
         .bind(now_ms())
         .bind(key_id)
-        .bind(org_id)
-        .execute(&self.pool)
-        .await?;
-        found(r, "api key")
+        .bind(org_id);
+        self.write_one(q, "api key").await
     }
 }
 

@@ -30,13 +30,16 @@ use sqlx::sqlite::{
 use sqlx::{SqlSafeStr, SqlitePool};
 
 pub use events::{
-    EgressEventRecord, EventQuery, EventSink, EventWriter, EventWriterConfig, Retention, retain_all,
+    EgressEventFields, EgressEventRecord, EventQuery, EventSink, EventWriter, EventWriterConfig,
+    Retention, retain_all,
 };
 pub use ids::new_id;
 pub use keys::{API_KEY_PREFIX, ApiKeyRecord, ApiKeySecret, AuthenticatedKey, Org};
 pub use listing::{Listing, Order, Page};
 pub use policies::{CaRecord, PolicyRecord, PolicyVersionInfo, SecretString};
-pub use sandboxes::{EnvVars, NewSandbox, SandboxQuery, SandboxRecord, SandboxSort, SandboxState};
+pub use sandboxes::{
+    EnvVars, NewSandbox, Resources, SandboxQuery, SandboxRecord, SandboxSort, SandboxState,
+};
 pub use seal::{SealError, Sealer, SecretBytes};
 pub use snapshots::{NewSnapshot, SnapshotQuery, SnapshotRecord, SnapshotSort};
 pub use templates::{NewTemplate, TemplateRecord};
@@ -72,8 +75,19 @@ pub enum StoreError {
     Invalid(&'static str),
 }
 
+/// A stored value a column's decoder does not accept, named as [`StoreError::Corrupt`] names
+/// it: the decoder returns it inside sqlx's column error, and the conversion below unwraps it.
+#[derive(Debug, thiserror::Error)]
+#[error("stored {0} is corrupt")]
+pub(crate) struct CorruptValue(pub(crate) &'static str);
+
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
+        if let sqlx::Error::ColumnDecode { source, .. } = &e
+            && let Some(CorruptValue(what)) = source.downcast_ref()
+        {
+            return StoreError::Corrupt(what);
+        }
         StoreError::Db(e)
     }
 }
@@ -205,6 +219,25 @@ impl Store {
         &self,
     ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    /// Run `q`, an INSERT: a row already there (a unique constraint) is `Conflict(what)`.
+    pub(crate) async fn insert(
+        &self,
+        q: sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+        what: &'static str,
+    ) -> Result<(), StoreError> {
+        q.execute(&self.pool).await.map_err(conflict_or_db(what))?;
+        Ok(())
+    }
+
+    /// Run `q`, a write aimed at one row: none touched means it is missing (`NotFound(what)`).
+    pub(crate) async fn write_one(
+        &self,
+        q: sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+        what: &'static str,
+    ) -> Result<(), StoreError> {
+        found(q.execute(&self.pool).await?, what)
     }
 
     /// The one row `sql` selects with the text parameters `args`, or `NotFound(what)`.
@@ -416,9 +449,9 @@ mod tests {
         let (dir, s) = testutil::store().await;
         let org = s.create_org("acme", None).await.unwrap();
         let (_, key) = s.create_api_key(&org.id, "k").await.unwrap();
-        let mut sb = sandboxes::tests::new_sandbox("sb1", &org.id);
-        sb.env = EnvVars([("DB_PASSWORD".to_string(), "ENV-SECRET-4f1b".to_string())].into());
-        s.insert_sandbox(sb).await.unwrap();
+        let sb = sandboxes::tests::new_sandbox("sb1", &org.id);
+        let env = EnvVars([("DB_PASSWORD".to_string(), "ENV-SECRET-4f1b".to_string())].into());
+        s.insert_sandbox(sb, &env).await.unwrap();
         let full = r#"{"mode":"custom","transforms":[{"domain":"api.test","inject_headers":{"authorization":"Bearer INJECT-SECRET-9a7c"}}]}"#;
         let redacted = r#"{"mode":"custom","transforms":[{"domain":"api.test","inject_headers":{"authorization":"[REDACTED]"}}]}"#;
         let v = s.add_policy_version("sb1", full, redacted).await.unwrap();
@@ -430,23 +463,24 @@ mod tests {
         )
         .await
         .unwrap();
-        s.insert_snapshot(NewSnapshot {
+        let snapshot = NewSnapshot {
             id: "snap1".into(),
             org_id: org.id.clone(),
             name: "n".into(),
             sandbox_id: Some("sb1".into()),
             template_id: "t".into(),
-            vcpu: 1,
-            memory_mib: 512,
-            disk_mib: 1,
+            resources: Resources {
+                vcpu: 1,
+                memory_mib: 512,
+                disk_mib: 1,
+            },
             state: "ready".into(),
             archive_path: "/x".into(),
             archive_bytes: 0,
-            policy: Some((SecretString::new(full.into()), redacted.into())),
-            env: EnvVars([("K".to_string(), "SNAPENV-SECRET-31aa".to_string())].into()),
-        })
-        .await
-        .unwrap();
+        };
+        let policy = Some((SecretString::new(full.into()), redacted.into()));
+        let env = EnvVars([("K".to_string(), "SNAPENV-SECRET-31aa".to_string())].into());
+        s.insert_snapshot(snapshot, policy, &env).await.unwrap();
         let secrets = [
             "ENV-SECRET-4f1b",
             "INJECT-SECRET-9a7c",

@@ -1,6 +1,6 @@
 use crate::sandboxes::tests::new_sandbox;
 use crate::testutil::store;
-use crate::{SealError, StoreError};
+use crate::{EnvVars, SealError, StoreError};
 
 /// Concurrent writers (other sandboxes' updates, the event writer) on the pool's several
 /// connections wait their turn; none fails with SQLITE_BUSY_SNAPSHOT.
@@ -9,7 +9,7 @@ async fn concurrent_policy_versions_all_land() {
     let (_d, s) = store().await;
     let org = s.create_org("a", None).await.unwrap();
     for i in 0..4 {
-        s.insert_sandbox(new_sandbox(&format!("s{i}"), &org.id))
+        s.insert_sandbox(new_sandbox(&format!("s{i}"), &org.id), &EnvVars::default())
             .await
             .unwrap();
     }
@@ -35,7 +35,9 @@ async fn concurrent_policy_versions_all_land() {
 async fn policy_versions_and_live_pointer() {
     let (_d, s) = store().await;
     let org = s.create_org("a", None).await.unwrap();
-    s.insert_sandbox(new_sandbox("sx", &org.id)).await.unwrap();
+    s.insert_sandbox(new_sandbox("sx", &org.id), &EnvVars::default())
+        .await
+        .unwrap();
     assert!(matches!(
         s.add_policy_version("missing", "{}", "{}").await,
         Err(StoreError::NotFound("sandbox"))
@@ -95,8 +97,12 @@ async fn policy_versions_and_live_pointer() {
 async fn ca_sealed_and_bound_to_its_sandbox() {
     let (_d, s) = store().await;
     let org = s.create_org("a", None).await.unwrap();
-    s.insert_sandbox(new_sandbox("c1", &org.id)).await.unwrap();
-    s.insert_sandbox(new_sandbox("c2", &org.id)).await.unwrap();
+    s.insert_sandbox(new_sandbox("c1", &org.id), &EnvVars::default())
+        .await
+        .unwrap();
+    s.insert_sandbox(new_sandbox("c2", &org.id), &EnvVars::default())
+        .await
+        .unwrap();
     let key = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAc1secret\n-----END PRIVATE KEY-----\n";
     s.put_ca("c1", "CERT1", key).await.unwrap();
     assert!(matches!(

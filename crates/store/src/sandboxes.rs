@@ -4,11 +4,13 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use sqlx::error::BoxDynError;
+use sqlx::sqlite::{SqliteTypeInfo, SqliteValueRef};
 use sqlx::{QueryBuilder, Sqlite};
 
 use crate::listing::{Listing, Page, SortKey};
 use crate::seal::{Sealer, binding};
-use crate::{Store, StoreError, conflict_or_db, found, now_ms};
+use crate::{CorruptValue, Store, StoreError, now_ms};
 
 /// Lifecycle states, spelled as Leap0 spells them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -52,6 +54,20 @@ impl SandboxState {
     /// Holds resources (counts against the quota, is rebuilt after a restart).
     pub fn is_active(self) -> bool {
         !matches!(self, Self::Deleted)
+    }
+}
+
+/// Stored as its name; a name no state has reads as a corrupt row.
+impl sqlx::Type<Sqlite> for SandboxState {
+    fn type_info() -> SqliteTypeInfo {
+        <str as sqlx::Type<Sqlite>>::type_info()
+    }
+}
+
+impl<'r> sqlx::Decode<'r, Sqlite> for SandboxState {
+    fn decode(value: SqliteValueRef<'r>) -> Result<Self, BoxDynError> {
+        let name = <&str as sqlx::Decode<Sqlite>>::decode(value)?;
+        Self::parse(name).ok_or_else(|| CorruptValue("sandbox state").into())
     }
 }
 
@@ -104,82 +120,39 @@ impl EnvVars {
     }
 }
 
-#[derive(Debug, Clone)]
+/// What a sandbox is given, and what a snapshot keeps of it: CPUs, memory and disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+pub struct Resources {
+    pub vcpu: i64,
+    pub memory_mib: i64,
+    pub disk_mib: i64,
+}
+
+/// The columns a sandbox is created with. Its environment goes in beside it, to be sealed.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct NewSandbox {
     pub id: String,
     pub org_id: String,
     pub template_id: String,
-    pub vcpu: i64,
-    pub memory_mib: i64,
-    pub disk_mib: i64,
+    #[sqlx(flatten)]
+    pub resources: Resources,
     pub state: SandboxState,
     pub auto_pause: bool,
     pub timeout_secs: i64,
     pub deadline_at: Option<i64>,
-    pub env: EnvVars,
     pub address: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A stored sandbox: those columns as they are now, and what the store keeps beside them.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct SandboxRecord {
-    pub id: String,
-    pub org_id: String,
-    pub template_id: String,
-    pub vcpu: i64,
-    pub memory_mib: i64,
-    pub disk_mib: i64,
-    pub state: SandboxState,
-    pub auto_pause: bool,
-    pub timeout_secs: i64,
-    pub deadline_at: Option<i64>,
-    pub address: Option<String>,
+    #[sqlx(flatten)]
+    pub sandbox: NewSandbox,
     /// The policy version the data plane enforces (0 before the first one is applied).
     pub policy_version: i64,
     pub created_at: i64,
     pub updated_at: i64,
     pub state_changed_at: i64,
-}
-
-#[derive(sqlx::FromRow)]
-struct Row {
-    id: String,
-    org_id: String,
-    template_id: String,
-    vcpu: i64,
-    memory_mib: i64,
-    disk_mib: i64,
-    state: String,
-    auto_pause: bool,
-    timeout_secs: i64,
-    deadline_at: Option<i64>,
-    address: Option<String>,
-    policy_version: i64,
-    created_at: i64,
-    updated_at: i64,
-    state_changed_at: i64,
-}
-
-impl TryFrom<Row> for SandboxRecord {
-    type Error = StoreError;
-    fn try_from(r: Row) -> Result<Self, StoreError> {
-        Ok(Self {
-            state: SandboxState::parse(&r.state).ok_or(StoreError::Corrupt("sandbox state"))?,
-            id: r.id,
-            org_id: r.org_id,
-            template_id: r.template_id,
-            vcpu: r.vcpu,
-            memory_mib: r.memory_mib,
-            disk_mib: r.disk_mib,
-            auto_pause: r.auto_pause,
-            timeout_secs: r.timeout_secs,
-            deadline_at: r.deadline_at,
-            address: r.address,
-            policy_version: r.policy_version,
-            created_at: r.created_at,
-            updated_at: r.updated_at,
-            state_changed_at: r.state_changed_at,
-        })
-    }
 }
 
 const COLUMNS: &str = "id, org_id, template_id, vcpu, memory_mib, disk_mib, state, auto_pause, \
@@ -207,15 +180,15 @@ pub struct SandboxQuery {
     pub listing: Listing<SandboxSort>,
 }
 
-fn rows(rows: Vec<Row>) -> Result<Vec<SandboxRecord>, StoreError> {
-    rows.into_iter().map(SandboxRecord::try_from).collect()
-}
-
 impl Store {
-    pub async fn insert_sandbox(&self, s: NewSandbox) -> Result<SandboxRecord, StoreError> {
+    pub async fn insert_sandbox(
+        &self,
+        s: NewSandbox,
+        env: &EnvVars,
+    ) -> Result<SandboxRecord, StoreError> {
         let now = now_ms();
-        let env_sealed = s.env.seal(&self.sealer, &binding::sandbox_env(&s.id))?;
-        sqlx::query(
+        let env_sealed = env.seal(&self.sealer, &binding::sandbox_env(&s.id))?;
+        let q = sqlx::query(
             "INSERT INTO sandboxes (id, org_id, template_id, vcpu, memory_mib, disk_mib, state, \
              auto_pause, timeout_secs, deadline_at, env_sealed, address, policy_version, \
              created_at, updated_at, state_changed_at) \
@@ -224,9 +197,9 @@ impl Store {
         .bind(&s.id)
         .bind(&s.org_id)
         .bind(&s.template_id)
-        .bind(s.vcpu)
-        .bind(s.memory_mib)
-        .bind(s.disk_mib)
+        .bind(s.resources.vcpu)
+        .bind(s.resources.memory_mib)
+        .bind(s.resources.disk_mib)
         .bind(s.state.as_str())
         .bind(s.auto_pause)
         .bind(s.timeout_secs)
@@ -235,22 +208,10 @@ impl Store {
         .bind(&s.address)
         .bind(now)
         .bind(now)
-        .bind(now)
-        .execute(&self.pool)
-        .await
-        .map_err(conflict_or_db("sandbox"))?;
+        .bind(now);
+        self.insert(q, "sandbox").await?;
         Ok(SandboxRecord {
-            id: s.id,
-            org_id: s.org_id,
-            template_id: s.template_id,
-            vcpu: s.vcpu,
-            memory_mib: s.memory_mib,
-            disk_mib: s.disk_mib,
-            state: s.state,
-            auto_pause: s.auto_pause,
-            timeout_secs: s.timeout_secs,
-            deadline_at: s.deadline_at,
-            address: s.address,
+            sandbox: s,
             policy_version: 0,
             created_at: now,
             updated_at: now,
@@ -261,17 +222,14 @@ impl Store {
     /// A sandbox of `org_id`; another organisation's reads as missing.
     pub async fn get_sandbox(&self, org_id: &str, id: &str) -> Result<SandboxRecord, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM sandboxes WHERE id = ? AND org_id = ?");
-        let row: Row = self
-            .row(sqlx::AssertSqlSafe(sql), &[id, org_id], "sandbox")
-            .await?;
-        row.try_into()
+        self.row(sqlx::AssertSqlSafe(sql), &[id, org_id], "sandbox")
+            .await
     }
 
     /// A sandbox by id alone, for the daemon's own bookkeeping (never for a user request).
     pub async fn get_sandbox_unscoped(&self, id: &str) -> Result<SandboxRecord, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM sandboxes WHERE id = ?");
-        let row: Row = self.row(sqlx::AssertSqlSafe(sql), &[id], "sandbox").await?;
-        row.try_into()
+        self.row(sqlx::AssertSqlSafe(sql), &[id], "sandbox").await
     }
 
     pub async fn list_sandboxes(
@@ -295,7 +253,7 @@ impl Store {
             b.push(" AND state = ").push_bind(state);
         }
         q.listing.push_order_and_page(&mut b);
-        let items = rows(b.build_query_as::<Row>().fetch_all(&self.pool).await?)?;
+        let items = b.build_query_as().fetch_all(&self.pool).await?;
         Ok(Page { items, total })
     }
 
@@ -313,16 +271,14 @@ impl Store {
 
     pub async fn set_sandbox_state(&self, id: &str, state: SandboxState) -> Result<(), StoreError> {
         let now = now_ms();
-        let r = sqlx::query(
+        let q = sqlx::query(
             "UPDATE sandboxes SET state = ?, updated_at = ?, state_changed_at = ? WHERE id = ?",
         )
         .bind(state.as_str())
         .bind(now)
         .bind(now)
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        found(r, "sandbox")
+        .bind(id);
+        self.write_one(q, "sandbox").await
     }
 
     pub async fn set_sandbox_address(
@@ -353,13 +309,11 @@ impl Store {
         T: sqlx::Encode<'t, Sqlite> + sqlx::Type<Sqlite>,
     {
         let sql = format!("UPDATE sandboxes SET {column} = ?, updated_at = ? WHERE id = ?");
-        let r = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let q = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(value)
             .bind(now_ms())
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        found(r, "sandbox")
+            .bind(id);
+        self.write_one(q, "sandbox").await
     }
 
     /// The sandbox's environment variables, unsealed.
@@ -375,28 +329,23 @@ impl Store {
         &self,
         now: i64,
     ) -> Result<Vec<SandboxRecord>, StoreError> {
-        rows(
-            sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "SELECT {COLUMNS} FROM sandboxes \
-                 WHERE deadline_at IS NOT NULL AND deadline_at <= ? AND state = 'running' \
-                 ORDER BY deadline_at"
-            )))
-            .bind(now)
-            .fetch_all(&self.pool)
-            .await?,
-        )
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM sandboxes \
+             WHERE deadline_at IS NOT NULL AND deadline_at <= ? AND state = 'running' \
+             ORDER BY deadline_at"
+        )))
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     /// Every sandbox that must be brought back after a daemon restart (all organisations):
     /// anything not deleted, oldest first.
     pub async fn sandboxes_to_recover(&self) -> Result<Vec<SandboxRecord>, StoreError> {
-        rows(
-            sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "SELECT {COLUMNS} FROM sandboxes WHERE state <> 'deleted' ORDER BY created_at, id"
-            )))
-            .fetch_all(&self.pool)
-            .await?,
-        )
+        let sql = format!(
+            "SELECT {COLUMNS} FROM sandboxes WHERE state <> 'deleted' ORDER BY created_at, id"
+        );
+        self.rows(sqlx::AssertSqlSafe(sql), &[]).await
     }
 
     /// Remove a sandbox row with its policies and CA. Returns what was removed.

@@ -8,14 +8,15 @@ pub(crate) fn new_sandbox(id: &str, org: &str) -> NewSandbox {
         id: id.into(),
         org_id: org.into(),
         template_id: "tpl".into(),
-        vcpu: 2,
-        memory_mib: 1024,
-        disk_mib: 4096,
+        resources: Resources {
+            vcpu: 2,
+            memory_mib: 1024,
+            disk_mib: 4096,
+        },
         state: SandboxState::Running,
         auto_pause: false,
         timeout_secs: 300,
         deadline_at: Some(1_000),
-        env: EnvVars::default(),
         address: Some("100.96.0.2".into()),
     }
 }
@@ -25,11 +26,14 @@ async fn sandbox_lifecycle_scoping_and_paging() {
     let (_d, s) = store().await;
     let a = s.create_org("a", None).await.unwrap();
     let b = s.create_org("b", None).await.unwrap();
-    let mut first = new_sandbox("s1", &a.id);
-    first.env = EnvVars([("TOKEN".to_string(), "hunter2".to_string())].into());
-    let rec = s.insert_sandbox(first).await.unwrap();
+    let env = EnvVars([("TOKEN".to_string(), "hunter2".to_string())].into());
+    let rec = s
+        .insert_sandbox(new_sandbox("s1", &a.id), &env)
+        .await
+        .unwrap();
     assert!(matches!(
-        s.insert_sandbox(new_sandbox("s1", &a.id)).await,
+        s.insert_sandbox(new_sandbox("s1", &a.id), &EnvVars::default())
+            .await,
         Err(StoreError::Conflict(_))
     ));
     assert_eq!(s.get_sandbox(&a.id, "s1").await.unwrap(), rec);
@@ -47,12 +51,14 @@ async fn sandbox_lifecycle_scoping_and_paging() {
     );
 
     for i in 2..=5 {
-        s.insert_sandbox(new_sandbox(&format!("s{i}"), &a.id))
+        s.insert_sandbox(new_sandbox(&format!("s{i}"), &a.id), &EnvVars::default())
             .await
             .unwrap();
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
-    s.insert_sandbox(new_sandbox("sb", &b.id)).await.unwrap();
+    s.insert_sandbox(new_sandbox("sb", &b.id), &EnvVars::default())
+        .await
+        .unwrap();
     s.set_sandbox_state("s2", SandboxState::Paused)
         .await
         .unwrap();
@@ -73,7 +79,10 @@ async fn sandbox_lifecycle_scoping_and_paging() {
         .unwrap();
     assert_eq!(page.total, 5);
     assert_eq!(
-        page.items.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        page.items
+            .iter()
+            .map(|r| r.sandbox.id.as_str())
+            .collect::<Vec<_>>(),
         ["s5", "s4"]
     );
     let page3 = s
@@ -106,7 +115,7 @@ async fn sandbox_lifecycle_scoping_and_paging() {
         )
         .await
         .unwrap();
-    assert_eq!(asc.items[0].id, "s1");
+    assert_eq!(asc.items[0].sandbox.id, "s1");
     let paused = s
         .list_sandboxes(
             &a.id,
@@ -121,7 +130,10 @@ async fn sandbox_lifecycle_scoping_and_paging() {
         )
         .await
         .unwrap();
-    assert_eq!((paused.total, paused.items[0].id.as_str()), (1, "s2"));
+    assert_eq!(
+        (paused.total, paused.items[0].sandbox.id.as_str()),
+        (1, "s2")
+    );
     let by_state = s
         .list_sandboxes(
             &a.id,
@@ -137,7 +149,7 @@ async fn sandbox_lifecycle_scoping_and_paging() {
         )
         .await
         .unwrap();
-    assert_eq!(by_state.items[0].state, SandboxState::Paused);
+    assert_eq!(by_state.items[0].sandbox.state, SandboxState::Paused);
 
     assert_eq!(s.count_active_sandboxes(&a.id).await.unwrap(), 5);
     s.set_sandbox_state("s5", SandboxState::Deleted)
@@ -145,7 +157,10 @@ async fn sandbox_lifecycle_scoping_and_paging() {
         .unwrap();
     assert_eq!(s.count_active_sandboxes(&a.id).await.unwrap(), 4);
     s.set_sandbox_address("s3", None).await.unwrap();
-    assert_eq!(s.get_sandbox(&a.id, "s3").await.unwrap().address, None);
+    assert_eq!(
+        s.get_sandbox(&a.id, "s3").await.unwrap().sandbox.address,
+        None
+    );
     assert_eq!(s.count_active_sandboxes(&a.id).await.unwrap(), 3);
     s.set_sandbox_deadline("s4", Some(10_000)).await.unwrap();
     // s1, s3 and b's sb are running with deadline 1000; s2 paused; s4 later; s5 deleted.
@@ -154,7 +169,7 @@ async fn sandbox_lifecycle_scoping_and_paging() {
         .await
         .unwrap()
         .into_iter()
-        .map(|r| r.id)
+        .map(|r| r.sandbox.id)
         .collect();
     due.sort();
     assert_eq!(due, ["s1", "s3", "sb"]);
@@ -181,4 +196,20 @@ fn states_round_trip() {
         assert_eq!(SandboxState::parse(st.as_str()), Some(st));
     }
     assert_eq!(SandboxState::parse("Running"), None);
+}
+
+#[tokio::test]
+async fn unknown_state_reads_as_corrupt() {
+    let (_d, s) = store().await;
+    let org = s.create_org("a", None).await.unwrap();
+    s.insert_sandbox(new_sandbox("s1", &org.id), &EnvVars::default())
+        .await
+        .unwrap();
+    sqlx::query("UPDATE sandboxes SET state = 'melted' WHERE id = 's1'")
+        .execute(s.pool())
+        .await
+        .unwrap();
+    let e = s.get_sandbox(&org.id, "s1").await.unwrap_err();
+    assert!(matches!(e, StoreError::Corrupt("sandbox state")), "{e:?}");
+    assert_eq!(e.to_string(), "stored sandbox state is corrupt");
 }

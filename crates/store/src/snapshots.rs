@@ -5,44 +5,34 @@ use sqlx::{QueryBuilder, Sqlite};
 
 use crate::listing::{Listing, Page, SortKey};
 use crate::policies::{SecretString, secret_from};
-use crate::sandboxes::EnvVars;
+use crate::sandboxes::{EnvVars, Resources};
 use crate::seal::binding;
-use crate::{Store, StoreError, conflict_or_db, found, now_ms};
+use crate::{Store, StoreError, now_ms};
 
+/// The columns a snapshot is created with. Its policy and environment go in beside it, the
+/// secrets in them to be sealed.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct SnapshotRecord {
-    pub id: String,
-    pub org_id: String,
-    pub name: String,
-    pub sandbox_id: Option<String>,
-    pub template_id: String,
-    pub vcpu: i64,
-    pub memory_mib: i64,
-    pub disk_mib: i64,
-    pub state: String,
-    pub archive_path: String,
-    pub archive_bytes: i64,
-    /// The snapshot's policy with injected values redacted (the full one is sealed).
-    pub policy_redacted: Option<String>,
-    pub created_at: i64,
-}
-
-#[derive(Debug, Clone)]
 pub struct NewSnapshot {
     pub id: String,
     pub org_id: String,
     pub name: String,
     pub sandbox_id: Option<String>,
     pub template_id: String,
-    pub vcpu: i64,
-    pub memory_mib: i64,
-    pub disk_mib: i64,
+    #[sqlx(flatten)]
+    pub resources: Resources,
     pub state: String,
     pub archive_path: String,
     pub archive_bytes: i64,
-    /// (full JSON, redacted JSON) of the sandbox's policy when the snapshot was taken.
-    pub policy: Option<(SecretString, String)>,
-    pub env: EnvVars,
+}
+
+/// A stored snapshot: those columns as they are now, and what the store keeps beside them.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct SnapshotRecord {
+    #[sqlx(flatten)]
+    pub snapshot: NewSnapshot,
+    /// The snapshot's policy with injected values redacted (the full one is sealed).
+    pub policy_redacted: Option<String>,
+    pub created_at: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -86,20 +76,27 @@ fn like_pattern(q: &str) -> String {
 }
 
 impl Store {
-    pub async fn insert_snapshot(&self, s: NewSnapshot) -> Result<SnapshotRecord, StoreError> {
+    /// Insert a snapshot with the sandbox's policy, (full JSON, redacted JSON), when it was
+    /// taken, and its environment.
+    pub async fn insert_snapshot(
+        &self,
+        s: NewSnapshot,
+        policy: Option<(SecretString, String)>,
+        env: &EnvVars,
+    ) -> Result<SnapshotRecord, StoreError> {
         let now = now_ms();
-        let (policy_sealed, policy_redacted) = match &s.policy {
+        let (policy_sealed, policy_redacted) = match policy {
             Some((full, redacted)) => (
                 Some(
                     self.sealer
                         .seal(&binding::snapshot_policy(&s.id), full.expose().as_bytes())?,
                 ),
-                Some(redacted.clone()),
+                Some(redacted),
             ),
             None => (None, None),
         };
-        let env_sealed = s.env.seal(&self.sealer, &binding::snapshot_env(&s.id))?;
-        sqlx::query(
+        let env_sealed = env.seal(&self.sealer, &binding::snapshot_env(&s.id))?;
+        let q = sqlx::query(
             "INSERT INTO snapshots (id, org_id, name, sandbox_id, template_id, vcpu, memory_mib, \
              disk_mib, state, archive_path, archive_bytes, policy_sealed, policy_redacted, \
              env_sealed, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -109,31 +106,19 @@ impl Store {
         .bind(&s.name)
         .bind(&s.sandbox_id)
         .bind(&s.template_id)
-        .bind(s.vcpu)
-        .bind(s.memory_mib)
-        .bind(s.disk_mib)
+        .bind(s.resources.vcpu)
+        .bind(s.resources.memory_mib)
+        .bind(s.resources.disk_mib)
         .bind(&s.state)
         .bind(&s.archive_path)
         .bind(s.archive_bytes)
         .bind(policy_sealed)
         .bind(&policy_redacted)
         .bind(env_sealed)
-        .bind(now)
-        .execute(&self.pool)
-        .await
-        .map_err(conflict_or_db("snapshot name"))?;
+        .bind(now);
+        self.insert(q, "snapshot name").await?;
         Ok(SnapshotRecord {
-            id: s.id,
-            org_id: s.org_id,
-            name: s.name,
-            sandbox_id: s.sandbox_id,
-            template_id: s.template_id,
-            vcpu: s.vcpu,
-            memory_mib: s.memory_mib,
-            disk_mib: s.disk_mib,
-            state: s.state,
-            archive_path: s.archive_path,
-            archive_bytes: s.archive_bytes,
+            snapshot: s,
             policy_redacted,
             created_at: now,
         })
@@ -197,13 +182,11 @@ impl Store {
         state: &str,
         archive_bytes: i64,
     ) -> Result<(), StoreError> {
-        let r = sqlx::query("UPDATE snapshots SET state = ?, archive_bytes = ? WHERE id = ?")
+        let q = sqlx::query("UPDATE snapshots SET state = ?, archive_bytes = ? WHERE id = ?")
             .bind(state)
             .bind(archive_bytes)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        found(r, "snapshot")
+            .bind(id);
+        self.write_one(q, "snapshot").await
     }
 
     /// The full policy stored with the snapshot, opened; `None` when it had none.

@@ -9,14 +9,14 @@ fn snap(id: &str, org: &str, name: &str, template: &str) -> NewSnapshot {
         name: name.into(),
         sandbox_id: Some("sb".into()),
         template_id: template.into(),
-        vcpu: 1,
-        memory_mib: 512,
-        disk_mib: 1024,
+        resources: Resources {
+            vcpu: 1,
+            memory_mib: 512,
+            disk_mib: 1024,
+        },
         state: "ready".into(),
         archive_path: format!("/data/snapshots/{id}.tar.zst"),
         archive_bytes: 42,
-        policy: None,
-        env: EnvVars::default(),
     }
 }
 
@@ -25,25 +25,28 @@ async fn snapshots_crud_paging_and_sealed_policy() {
     let (_d, s) = store().await;
     let a = s.create_org("a", None).await.unwrap();
     let b = s.create_org("b", None).await.unwrap();
-    let mut first = snap("n1", &a.id, "base_1", "tz");
-    first.policy = Some((
+    let policy = Some((
         SecretString::new(r#"{"inject":"sk-snap-secret"}"#.into()),
         r#"{"inject":"[REDACTED]"}"#.into(),
     ));
-    first.env = EnvVars([("K".to_string(), "envsecret".to_string())].into());
-    let rec = s.insert_snapshot(first).await.unwrap();
+    let env = EnvVars([("K".to_string(), "envsecret".to_string())].into());
+    let rec = s
+        .insert_snapshot(snap("n1", &a.id, "base_1", "tz"), policy, &env)
+        .await
+        .unwrap();
     assert!(matches!(
-        s.insert_snapshot(snap("n2", &a.id, "base_1", "t")).await,
+        s.insert_snapshot(snap("n2", &a.id, "base_1", "t"), None, &EnvVars::default())
+            .await,
         Err(StoreError::Conflict(_))
     ));
-    s.insert_snapshot(snap("n2", &a.id, "other%", "ta"))
+    s.insert_snapshot(snap("n2", &a.id, "other%", "ta"), None, &EnvVars::default())
         .await
         .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-    s.insert_snapshot(snap("n3", &a.id, "base-2", "tb"))
+    s.insert_snapshot(snap("n3", &a.id, "base-2", "tb"), None, &EnvVars::default())
         .await
         .unwrap();
-    s.insert_snapshot(snap("n4", &b.id, "base_1", "t"))
+    s.insert_snapshot(snap("n4", &b.id, "base_1", "t"), None, &EnvVars::default())
         .await
         .unwrap();
 
@@ -52,9 +55,18 @@ async fn snapshots_crud_paging_and_sealed_policy() {
         s.get_snapshot(&b.id, "n1").await,
         Err(StoreError::NotFound(_))
     ));
-    assert_eq!(s.find_snapshot(&a.id, "base_1").await.unwrap().id, "n1");
-    assert_eq!(s.find_snapshot(&a.id, "n3").await.unwrap().id, "n3");
-    assert_eq!(s.find_snapshot(&b.id, "base_1").await.unwrap().id, "n4");
+    assert_eq!(
+        s.find_snapshot(&a.id, "base_1").await.unwrap().snapshot.id,
+        "n1"
+    );
+    assert_eq!(
+        s.find_snapshot(&a.id, "n3").await.unwrap().snapshot.id,
+        "n3"
+    );
+    assert_eq!(
+        s.find_snapshot(&b.id, "base_1").await.unwrap().snapshot.id,
+        "n4"
+    );
     assert!(s.find_snapshot(&b.id, "n1").await.is_err());
 
     let all = s
@@ -71,7 +83,7 @@ async fn snapshots_crud_paging_and_sealed_policy() {
         )
         .await
         .unwrap();
-    assert_eq!((all.total, all.items[0].id.as_str()), (3, "n3"));
+    assert_eq!((all.total, all.items[0].snapshot.id.as_str()), (3, "n3"));
     // `_` and `%` in the query match literally.
     let q = s
         .list_snapshots(
@@ -87,7 +99,7 @@ async fn snapshots_crud_paging_and_sealed_policy() {
         )
         .await
         .unwrap();
-    assert_eq!((q.total, q.items[0].id.as_str()), (1, "n1"));
+    assert_eq!((q.total, q.items[0].snapshot.id.as_str()), (1, "n1"));
     let q = s
         .list_snapshots(
             &a.id,
@@ -122,7 +134,7 @@ async fn snapshots_crud_paging_and_sealed_policy() {
         by_tpl
             .items
             .iter()
-            .map(|r| r.template_id.as_str())
+            .map(|r| r.snapshot.template_id.as_str())
             .collect::<Vec<_>>(),
         ["ta", "tb"]
     );
@@ -134,14 +146,21 @@ async fn snapshots_crud_paging_and_sealed_policy() {
     assert_eq!(s.snapshot_env("n1").await.unwrap().0["K"], "envsecret");
     assert!(s.snapshot_env("n2").await.unwrap().0.is_empty());
     s.set_snapshot_state("n2", "failed", 0).await.unwrap();
-    assert_eq!(s.get_snapshot(&a.id, "n2").await.unwrap().state, "failed");
+    assert_eq!(
+        s.get_snapshot(&a.id, "n2").await.unwrap().snapshot.state,
+        "failed"
+    );
 
     assert!(matches!(
         s.delete_snapshot(&b.id, "n1").await,
         Err(StoreError::NotFound(_))
     ));
     assert_eq!(
-        s.delete_snapshot(&a.id, "n1").await.unwrap().archive_path,
+        s.delete_snapshot(&a.id, "n1")
+            .await
+            .unwrap()
+            .snapshot
+            .archive_path,
         "/data/snapshots/n1.tar.zst"
     );
     assert!(matches!(

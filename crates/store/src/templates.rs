@@ -3,8 +3,9 @@
 
 use crate::{Store, StoreError, conflict_or_db, found, now_ms};
 
+/// The columns a template is created with.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
-pub struct TemplateRecord {
+pub struct NewTemplate {
     pub id: String,
     pub org_id: Option<String>,
     pub name: String,
@@ -15,26 +16,21 @@ pub struct TemplateRecord {
     /// Image configuration (entrypoint, env, workdir...) as JSON, when the source has one.
     pub image_config: Option<String>,
     pub state: String,
+}
+
+/// A stored template: those columns as they are now, and when it was made and last changed.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct TemplateRecord {
+    #[sqlx(flatten)]
+    pub template: NewTemplate,
     pub created_at: i64,
     pub updated_at: i64,
 }
 
 impl TemplateRecord {
     pub fn is_system(&self) -> bool {
-        self.org_id.is_none()
+        self.template.org_id.is_none()
     }
-}
-
-#[derive(Debug, Clone)]
-pub struct NewTemplate {
-    pub id: String,
-    pub org_id: Option<String>,
-    pub name: String,
-    pub source_kind: String,
-    pub source_uri: String,
-    pub digest: String,
-    pub image_config: Option<String>,
-    pub state: String,
 }
 
 const COLUMNS: &str = "id, org_id, name, source_kind, source_uri, digest, image_config, state, \
@@ -43,7 +39,7 @@ const COLUMNS: &str = "id, org_id, name, source_kind, source_uri, digest, image_
 impl Store {
     pub async fn insert_template(&self, t: NewTemplate) -> Result<TemplateRecord, StoreError> {
         let now = now_ms();
-        sqlx::query(
+        let q = sqlx::query(
             "INSERT INTO templates (id, org_id, name, source_kind, source_uri, digest, \
              image_config, state, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
@@ -56,19 +52,10 @@ impl Store {
         .bind(&t.image_config)
         .bind(&t.state)
         .bind(now)
-        .bind(now)
-        .execute(&self.pool)
-        .await
-        .map_err(conflict_or_db("template name"))?;
+        .bind(now);
+        self.insert(q, "template name").await?;
         Ok(TemplateRecord {
-            id: t.id,
-            org_id: t.org_id,
-            name: t.name,
-            source_kind: t.source_kind,
-            source_uri: t.source_uri,
-            digest: t.digest,
-            image_config: t.image_config,
-            state: t.state,
+            template: t,
             created_at: now,
             updated_at: now,
         })
@@ -134,17 +121,15 @@ impl Store {
         digest: &str,
         image_config: Option<&str>,
     ) -> Result<(), StoreError> {
-        let r = sqlx::query(
+        let q = sqlx::query(
             "UPDATE templates SET state = ?, digest = ?, image_config = ?, updated_at = ? WHERE id = ?",
         )
         .bind(state)
         .bind(digest)
         .bind(image_config)
         .bind(now_ms())
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        found(r, "template")
+        .bind(id);
+        self.write_one(q, "template").await
     }
 
     /// Delete one of the organisation's templates; refused (Conflict) while a sandbox uses it.

@@ -47,17 +47,26 @@ async fn templates_scoped_and_renamed() {
         Err(StoreError::NotFound(_))
     ));
     assert_eq!(
-        s.find_template_by_name(&a.id, "mine").await.unwrap().id,
+        s.find_template_by_name(&a.id, "mine")
+            .await
+            .unwrap()
+            .template
+            .id,
         "t1"
     );
     assert_eq!(
-        s.find_template_by_name(&b.id, "mine").await.unwrap().id,
+        s.find_template_by_name(&b.id, "mine")
+            .await
+            .unwrap()
+            .template
+            .id,
         "t2"
     );
     assert_eq!(
         s.find_template_by_name(&b.id, "system/debian:bookworm")
             .await
             .unwrap()
+            .template
             .id,
         "sys"
     );
@@ -83,7 +92,7 @@ async fn templates_scoped_and_renamed() {
         .await
         .unwrap();
     assert_eq!(
-        s.get_template(&a.id, "t4").await.unwrap().digest,
+        s.get_template(&a.id, "t4").await.unwrap().template.digest,
         "sha256:ab"
     );
     assert!(matches!(

@@ -29,47 +29,29 @@ pub(super) fn policy_json(p: &Policy) -> Result<(String, String), PlaneError> {
 
 pub(super) fn sandbox_info(r: &SandboxRecord, policy: Option<NetworkPolicySpec>) -> SandboxInfo {
     SandboxInfo {
-        id: r.id.clone(),
-        template_id: r.template_id.clone(),
-        vcpu: clamp_u32(r.vcpu),
-        memory_mib: clamp_u32(r.memory_mib),
-        disk_mib: clamp_u32(r.disk_mib),
-        timeout_secs: clamp_u32(r.timeout_secs),
-        state: r.state,
-        auto_pause: r.auto_pause,
-        created_at_ms: r.created_at,
-        state_changed_at_ms: r.state_changed_at,
-        deadline_at_ms: r.deadline_at,
+        record: r.clone(),
         network_policy: policy,
-        policy_version: r.policy_version,
     }
 }
 
 pub(super) fn snapshot_info(r: &SnapshotRecord) -> Result<SnapshotInfo, PlaneError> {
     Ok(SnapshotInfo {
-        id: r.id.clone(),
-        name: r.name.clone(),
-        sandbox_id: r.sandbox_id.clone(),
-        template_id: r.template_id.clone(),
-        vcpu: clamp_u32(r.vcpu),
-        memory_mib: clamp_u32(r.memory_mib),
-        disk_mib: clamp_u32(r.disk_mib),
-        state: r.state.clone(),
+        record: r.clone(),
         network_policy: r
             .policy_redacted
             .as_deref()
             .map(redacted_spec)
             .transpose()?,
-        created_at_ms: r.created_at,
     })
 }
 
 pub(super) fn template_info(r: &TemplateRecord) -> TemplateInfo {
+    let t = &r.template;
     TemplateInfo {
-        id: r.id.clone(),
-        name: r.name.clone(),
-        digest: r.digest.clone(),
-        image_config: r
+        id: t.id.clone(),
+        name: t.name.clone(),
+        digest: t.digest.clone(),
+        image_config: t
             .image_config
             .as_deref()
             .and_then(|c| serde_json::from_str(c).ok()),

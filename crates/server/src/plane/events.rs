@@ -7,7 +7,7 @@ use std::time::UNIX_EPOCH;
 use futures_util::stream::{self, BoxStream, StreamExt};
 use palisade_firewall::events::EventKind;
 use palisade_firewall::{EgressEvent, EventLog};
-use palisade_store::{EgressEventRecord, EventSink};
+use palisade_store::{EgressEventFields, EgressEventRecord, EventSink};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::Plane;
@@ -19,22 +19,24 @@ pub(super) fn to_record(e: &EgressEvent) -> EgressEventRecord {
     EgressEventRecord {
         id: 0,
         sandbox_id: e.sandbox.clone(),
-        at_ms: e.time.duration_since(UNIX_EPOCH).map(ms).unwrap_or(0),
-        verdict: e.verdict.as_str().to_owned(),
-        protocol: match e.kind {
-            EventKind::Tcp => "tcp",
-            EventKind::Http => "http",
-            EventKind::Dns => "dns",
-        }
-        .to_owned(),
-        dst_addr: e.dst.map(|d| d.ip().to_string()),
-        dst_port: e.dst.map(|d| i64::from(d.port())),
-        name: e.name.clone(),
-        rule: Some(e.rule.clone()),
-        reason: Some(e.reason.clone()),
-        bytes_up: i64::try_from(e.bytes_up).unwrap_or(i64::MAX),
-        bytes_down: i64::try_from(e.bytes_down).unwrap_or(i64::MAX),
-        duration_ms: ms(e.duration),
+        event: EgressEventFields {
+            at_ms: e.time.duration_since(UNIX_EPOCH).map(ms).unwrap_or(0),
+            verdict: e.verdict.as_str().to_owned(),
+            protocol: match e.kind {
+                EventKind::Tcp => "tcp",
+                EventKind::Http => "http",
+                EventKind::Dns => "dns",
+            }
+            .to_owned(),
+            dst_addr: e.dst.map(|d| d.ip().to_string()),
+            dst_port: e.dst.map(|d| i64::from(d.port())),
+            name: e.name.clone(),
+            rule: Some(e.rule.clone()),
+            reason: Some(e.reason.clone()),
+            bytes_up: i64::try_from(e.bytes_up).unwrap_or(i64::MAX),
+            bytes_down: i64::try_from(e.bytes_down).unwrap_or(i64::MAX),
+            duration_ms: ms(e.duration),
+        },
         detail: e.http.as_ref().and_then(|h| serde_json::to_string(h).ok()),
     }
 }
@@ -59,10 +61,10 @@ pub(super) fn spawn_pump(log: Arc<EventLog>, sink: EventSink) {
 }
 
 fn matches(f: &EventFilter, r: &EgressEventRecord) -> bool {
-    f.verdict.as_deref().is_none_or(|v| v == r.verdict)
+    f.verdict.as_deref().is_none_or(|v| v == r.event.verdict)
         && f.name
             .as_deref()
-            .is_none_or(|n| r.name.as_deref() == Some(n))
+            .is_none_or(|n| r.event.name.as_deref() == Some(n))
 }
 
 impl Plane {
@@ -74,7 +76,7 @@ impl Plane {
     ) -> Result<Vec<EgressEventRecord>, PlaneError> {
         let rec = self.store.get_sandbox(&org.0, sandbox_id).await?;
         self.sink.flush().await;
-        Ok(self.store.list_events(&rec.id, &f).await?)
+        Ok(self.store.list_events(&rec.sandbox.id, &f).await?)
     }
 
     pub(super) async fn subscribe_events(
@@ -85,7 +87,7 @@ impl Plane {
     ) -> Result<BoxStream<'static, EgressEventRecord>, PlaneError> {
         let rec = self.store.get_sandbox(&org.0, sandbox_id).await?;
         let rx = self.events.subscribe();
-        let id = rec.id;
+        let id = rec.sandbox.id;
         let s = stream::unfold(rx, move |mut rx| {
             let id = id.clone();
             let f = f.clone();
@@ -128,11 +130,11 @@ mod tests {
             stripped: vec![],
         });
         let r = to_record(&e);
-        assert_eq!(r.verdict, "deny");
-        assert_eq!(r.protocol, "http");
-        assert_eq!(r.dst_port, Some(443));
+        assert_eq!(r.event.verdict, "deny");
+        assert_eq!(r.event.protocol, "http");
+        assert_eq!(r.event.dst_port, Some(443));
         assert!(r.detail.unwrap().contains("authorization"));
-        assert!(r.at_ms > 0);
+        assert!(r.event.at_ms > 0);
         let f = EventFilter {
             verdict: Some("allow".into()),
             ..EventFilter::default()
@@ -143,7 +145,7 @@ mod tests {
             verdict: Some("would-deny".into()),
             ..EventFilter::default()
         };
-        assert_eq!(to_record(&w).verdict, "would-deny");
+        assert_eq!(to_record(&w).event.verdict, "would-deny");
         assert!(matches(&f, &to_record(&w)));
     }
 }

@@ -31,21 +31,30 @@ impl Plane {
     pub async fn recover(&self) -> Result<RecoveryReport, PlaneError> {
         let mut report = RecoveryReport::default();
         let recs = self.store.sandboxes_to_recover().await?;
-        let known: Vec<String> = recs.iter().map(|r| r.id.clone()).collect();
+        let known: Vec<String> = recs.iter().map(|r| r.sandbox.id.clone()).collect();
         let rec_report = self.runtime.recover(&known).await?;
         report.orphans = rec_report.removed;
         report.orphans.extend(self.remove_orphan_archives().await?);
         let mut live = Vec::new();
         for rec in recs {
-            if rec.state == SandboxState::Paused && super::sandboxes::is_stopped(&rec) {
-                report.stopped.push(rec.id);
+            if rec.sandbox.state == SandboxState::Paused && super::sandboxes::is_stopped(&rec) {
+                report.stopped.push(rec.sandbox.id);
                 continue;
             }
             // runc must still have the container alive: a record whose init died (OOM, a
             // kill, a host reboot) is a sandbox that no longer exists.
-            let rt_state = self.runtime.get(&rec.id).await.ok().map(|s| s.state);
+            let rt_state = self
+                .runtime
+                .get(&rec.sandbox.id)
+                .await
+                .ok()
+                .map(|s| s.state);
             let alive = matches!(rt_state, Some(RtState::Running | RtState::Paused));
-            let usable = alive && matches!(rec.state, SandboxState::Running | SandboxState::Paused);
+            let usable = alive
+                && matches!(
+                    rec.sandbox.state,
+                    SandboxState::Running | SandboxState::Paused
+                );
             // A daemon killed mid-snapshot leaves the container frozen while the store says
             // running (an exec would hang in the freezer); runc's word wins, and the next exec
             // thaws it.
@@ -54,18 +63,23 @@ impl Plane {
                     Some(RtState::Paused) => SandboxState::Paused,
                     _ => SandboxState::Running,
                 };
-                if actual != rec.state {
-                    tracing::warn!(sandbox = %rec.id, stored = %rec.state, actual = %actual, "state changed while down");
-                    self.store.set_sandbox_state(&rec.id, actual).await?;
+                if actual != rec.sandbox.state {
+                    tracing::warn!(sandbox = %rec.sandbox.id, stored = %rec.sandbox.state, actual = %actual, "state changed while down");
+                    self.store
+                        .set_sandbox_state(&rec.sandbox.id, actual)
+                        .await?;
                 }
             }
-            match (usable, rec.address.as_deref().and_then(addrs_of)) {
+            match (usable, rec.sandbox.address.as_deref().and_then(addrs_of)) {
                 (true, Some(addrs)) => live.push((rec, addrs)),
                 _ => {
-                    tracing::warn!(sandbox = %rec.id, state = %rec.state, "sandbox lost while down; removing");
-                    self.teardown(&rec.id, None).await;
-                    let _ = self.store.delete_sandbox(&rec.org_id, &rec.id).await;
-                    report.dropped.push(rec.id);
+                    tracing::warn!(sandbox = %rec.sandbox.id, state = %rec.sandbox.state, "sandbox lost while down; removing");
+                    self.teardown(&rec.sandbox.id, None).await;
+                    let _ = self
+                        .store
+                        .delete_sandbox(&rec.sandbox.org_id, &rec.sandbox.id)
+                        .await;
+                    report.dropped.push(rec.sandbox.id);
                 }
             }
         }
@@ -74,15 +88,15 @@ impl Plane {
         let mut all_rules = Vec::new();
         let mut policies = Vec::new();
         for (rec, addrs) in &live {
-            let p = self.store.live_policy(&rec.id).await?;
+            let p = self.store.live_policy(&rec.sandbox.id).await?;
             let policy = full_policy(p.full.expose())?;
-            all_rules.push(rules(&rec.id, *addrs, &policy, self.cfg.dns_limit));
+            all_rules.push(rules(&rec.sandbox.id, *addrs, &policy, self.cfg.dns_limit));
             policies.push((p.version, policy));
         }
         self.apply_full(all_rules).await?;
         for ((rec, addrs), (version, policy)) in live.iter().zip(policies) {
             self.restore_entry(rec, *addrs, version, &policy).await?;
-            report.recovered.push(rec.id.clone());
+            report.recovered.push(rec.sandbox.id.clone());
         }
         // Each restored sandbox found its synthetic addresses in its journal (the registry
         // replays it on registration), so addresses its resolver cached before the crash still
@@ -131,18 +145,20 @@ impl Plane {
         policy: &palisade_policy::Policy,
     ) -> Result<(), PlaneError> {
         if let Err(e) = self.pool()?.reserve(addrs) {
-            tracing::warn!(sandbox = %rec.id, error = %e, "address already reserved");
+            tracing::warn!(sandbox = %rec.sandbox.id, error = %e, "address already reserved");
         }
-        self.registry.approvals().set_owner(&rec.id, &rec.org_id);
+        self.registry
+            .approvals()
+            .set_owner(&rec.sandbox.id, &rec.sandbox.org_id);
         self.registry.upsert(
-            &rec.id,
+            &rec.sandbox.id,
             addrs.sandbox,
             policy.compile(),
             u64::try_from(version).unwrap_or(0),
         );
-        let ca = self.store.get_ca(&rec.id).await?;
+        let ca = self.store.get_ca(&rec.sandbox.id).await?;
         let ca = SandboxCa::from_pem(&ca.cert_pem, ca.key_pem.expose())?;
-        self.registry.set_ca(&rec.id, Arc::new(ca));
+        self.registry.set_ca(&rec.sandbox.id, Arc::new(ca));
         Ok(())
     }
 }

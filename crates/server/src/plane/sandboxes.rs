@@ -8,7 +8,9 @@ use std::time::Duration;
 use palisade_ca::SandboxCa;
 use palisade_policy::Policy;
 use palisade_runtime::{ExecRequest, SandboxSpec};
-use palisade_store::{NewSandbox, SandboxRecord, SandboxState, StoreError, TemplateRecord, now_ms};
+use palisade_store::{
+    NewSandbox, Resources, SandboxRecord, SandboxState, StoreError, TemplateRecord, now_ms,
+};
 use tokio::sync::OwnedMutexGuard;
 
 use super::PlaneError;
@@ -33,12 +35,12 @@ pub(super) struct Launch {
 
 /// Stopped into a snapshot: the row stays, the sandbox holds nothing (see `stop_locked`).
 pub(super) fn is_stopped(rec: &SandboxRecord) -> bool {
-    rec.address.is_none()
+    rec.sandbox.address.is_none()
 }
 
 /// A request the sandbox's state forbids.
 pub(super) fn state_conflict(rec: &SandboxRecord) -> PlaneError {
-    PlaneError::Conflict(format!("sandbox is {}", rec.state))
+    PlaneError::Conflict(format!("sandbox is {}", rec.sandbox.state))
 }
 
 pub(super) fn stopped_conflict(id: &str) -> PlaneError {
@@ -85,20 +87,24 @@ impl Plane {
             .ok_or_else(|| PlaneError::NoAddresses)?;
         let rec = self
             .store
-            .insert_sandbox(NewSandbox {
-                id: id.clone(),
-                org_id: org.0.clone(),
-                template_id: l.template.id.clone(),
-                vcpu: i64::from(l.vcpu),
-                memory_mib: i64::from(l.memory_mib),
-                disk_mib: i64::from(self.cfg.disk_mib),
-                state: SandboxState::Starting,
-                auto_pause: l.auto_pause,
-                timeout_secs: i64::from(l.timeout_secs),
-                deadline_at: Some(now_ms() + i64::from(l.timeout_secs) * 1000),
-                env: l.env.clone(),
-                address: Some(addrs.sandbox.to_string()),
-            })
+            .insert_sandbox(
+                NewSandbox {
+                    id: id.clone(),
+                    org_id: org.0.clone(),
+                    template_id: l.template.template.id.clone(),
+                    resources: Resources {
+                        vcpu: i64::from(l.vcpu),
+                        memory_mib: i64::from(l.memory_mib),
+                        disk_mib: i64::from(self.cfg.disk_mib),
+                    },
+                    state: SandboxState::Starting,
+                    auto_pause: l.auto_pause,
+                    timeout_secs: i64::from(l.timeout_secs),
+                    deadline_at: Some(now_ms() + i64::from(l.timeout_secs) * 1000),
+                    address: Some(addrs.sandbox.to_string()),
+                },
+                &l.env,
+            )
             .await;
         drop(quota_guard);
         if let Err(e) = rec {
@@ -194,7 +200,7 @@ impl Plane {
     }
 
     pub(super) async fn info(&self, rec: SandboxRecord) -> Result<SandboxInfo, PlaneError> {
-        let policy = match self.store.live_policy(&rec.id).await {
+        let policy = match self.store.live_policy(&rec.sandbox.id).await {
             Ok(p) => Some(redacted_spec(&p.redacted)?),
             Err(StoreError::NotFound(_)) => None,
             Err(e) => return Err(e.into()),
@@ -213,7 +219,7 @@ impl Plane {
         self.store
             .set_sandbox_state(id, SandboxState::Deleting)
             .await?;
-        self.teardown(id, rec.address.as_deref().and_then(addrs_of))
+        self.teardown(id, rec.sandbox.address.as_deref().and_then(addrs_of))
             .await;
         self.store.delete_sandbox(&org.0, id).await?;
         self.locks.forget(id);
@@ -240,7 +246,10 @@ impl Plane {
         id: &str,
     ) -> Result<(OwnedMutexGuard<()>, SandboxRecord), PlaneError> {
         let (guard, rec) = self.lock_sandbox(org, id).await?;
-        if !matches!(rec.state, SandboxState::Running | SandboxState::Paused) {
+        if !matches!(
+            rec.sandbox.state,
+            SandboxState::Running | SandboxState::Paused
+        ) {
             return Err(state_conflict(&rec));
         }
         Ok((guard, rec))
@@ -258,7 +267,7 @@ impl Plane {
         id: &str,
     ) -> Result<SandboxInfo, PlaneError> {
         let rec = self.store.get_sandbox(&org.0, id).await?;
-        if rec.state == SandboxState::Running && !is_stopped(&rec) {
+        if rec.sandbox.state == SandboxState::Running && !is_stopped(&rec) {
             self.runtime.pause(id).await?;
             self.store
                 .set_sandbox_state(id, SandboxState::Paused)
@@ -274,7 +283,7 @@ impl Plane {
     /// holds the sandbox's lock.
     pub(super) async fn stop_locked(&self, org: &OrgId, id: &str) -> Result<(), PlaneError> {
         let rec = self.store.get_sandbox(&org.0, id).await?;
-        self.teardown(id, rec.address.as_deref().and_then(addrs_of))
+        self.teardown(id, rec.sandbox.address.as_deref().and_then(addrs_of))
             .await;
         self.store.set_sandbox_address(id, None).await?;
         self.store.set_sandbox_deadline(id, None).await?;
@@ -297,12 +306,12 @@ impl Plane {
             if is_stopped(&rec) {
                 return Err(stopped_conflict(id));
             }
-            if rec.state == SandboxState::Paused {
+            if rec.sandbox.state == SandboxState::Paused {
                 self.runtime.resume(id).await?;
                 self.store
                     .set_sandbox_state(id, SandboxState::Running)
                     .await?;
-            } else if rec.state != SandboxState::Running {
+            } else if rec.sandbox.state != SandboxState::Running {
                 return Err(state_conflict(&rec));
             }
         }
@@ -323,7 +332,7 @@ impl Plane {
             // Deleted or paused while the command ran: say so rather than a runc error.
             Err(e) => {
                 let (_guard, rec) = self.lock_sandbox(org, id).await?;
-                if rec.state != SandboxState::Running {
+                if rec.sandbox.state != SandboxState::Running {
                     return Err(state_conflict(&rec));
                 }
                 // Its container exited on its own (OOM, init killed): a state, not a fault.
@@ -355,6 +364,7 @@ impl Plane {
     ) -> Result<PolicyInfo, PlaneError> {
         let (_guard, rec) = self.lock_live_sandbox(org, id).await?;
         let addrs = rec
+            .sandbox
             .address
             .as_deref()
             .and_then(addrs_of)
@@ -373,9 +383,9 @@ impl Plane {
 
     pub(super) async fn get_policy(&self, org: &OrgId, id: &str) -> Result<PolicyInfo, PlaneError> {
         let rec = self.store.get_sandbox(&org.0, id).await?;
-        let live = self.store.live_policy(&rec.id).await?;
+        let live = self.store.live_policy(&rec.sandbox.id).await?;
         Ok(PolicyInfo {
-            sandbox_id: rec.id,
+            sandbox_id: rec.sandbox.id,
             version: live.version,
             network_policy: redacted_spec(&live.redacted)?,
         })

@@ -50,24 +50,24 @@ impl Plane {
         let env = self.store.sandbox_env(sandbox_id).await?;
         let inserted = self
             .store
-            .insert_snapshot(NewSnapshot {
-                id: id.clone(),
-                org_id: org.0.clone(),
-                name,
-                sandbox_id: Some(sandbox_id.to_owned()),
-                template_id: rec.template_id.clone(),
-                vcpu: rec.vcpu,
-                memory_mib: rec.memory_mib,
-                disk_mib: rec.disk_mib,
-                state: "ready".to_owned(),
-                archive_path: archive.display().to_string(),
-                archive_bytes: i64::try_from(manifest.archive_bytes).unwrap_or(i64::MAX),
-                policy: Some((
+            .insert_snapshot(
+                NewSnapshot {
+                    id: id.clone(),
+                    org_id: org.0.clone(),
+                    name,
+                    sandbox_id: Some(sandbox_id.to_owned()),
+                    template_id: rec.sandbox.template_id.clone(),
+                    resources: rec.sandbox.resources,
+                    state: "ready".to_owned(),
+                    archive_path: archive.display().to_string(),
+                    archive_bytes: i64::try_from(manifest.archive_bytes).unwrap_or(i64::MAX),
+                },
+                Some((
                     SecretString::new(live.full.expose().to_owned()),
                     live.redacted.clone(),
                 )),
-                env,
-            })
+                &env,
+            )
             .await;
         let snap = match inserted {
             Ok(s) => s,
@@ -102,8 +102,8 @@ impl Plane {
 
     pub(super) async fn delete_snapshot(&self, org: &OrgId, id: &str) -> Result<(), PlaneError> {
         let rec = self.store.delete_snapshot(&org.0, id).await?;
-        if let Err(e) = tokio::fs::remove_file(&rec.archive_path).await {
-            tracing::warn!(snapshot = %rec.id, error = %e, "snapshot archive not removed");
+        if let Err(e) = tokio::fs::remove_file(&rec.snapshot.archive_path).await {
+            tracing::warn!(snapshot = %rec.snapshot.id, error = %e, "snapshot archive not removed");
         }
         Ok(())
     }
@@ -114,26 +114,29 @@ impl Plane {
         req: RestoreSnapshot,
     ) -> Result<SandboxInfo, PlaneError> {
         let snap = self.store.find_snapshot(&org.0, &req.snapshot).await?;
-        let template = self.store.get_template(&org.0, &snap.template_id).await?;
+        let template = self
+            .store
+            .get_template(&org.0, &snap.snapshot.template_id)
+            .await?;
         let policy = match req.network_policy {
             Some(p) => p,
-            None => match self.store.snapshot_policy(&snap.id).await? {
+            None => match self.store.snapshot_policy(&snap.snapshot.id).await? {
                 Some(full) => full_policy(full.expose())?,
                 None => Policy::allow_all(),
             },
         };
-        let env = self.store.snapshot_env(&snap.id).await?;
+        let env = self.store.snapshot_env(&snap.snapshot.id).await?;
         self.launch(
             org,
             Launch {
                 template,
-                vcpu: super::convert::clamp_u32(snap.vcpu),
-                memory_mib: super::convert::clamp_u32(snap.memory_mib),
+                vcpu: super::convert::clamp_u32(snap.snapshot.resources.vcpu),
+                memory_mib: super::convert::clamp_u32(snap.snapshot.resources.memory_mib),
                 timeout_secs: req.timeout_secs.unwrap_or(DEFAULT_TIMEOUT_SECS),
                 auto_pause: req.auto_pause,
                 env,
                 policy,
-                archive: Some(snap.archive_path.into()),
+                archive: Some(snap.snapshot.archive_path.into()),
             },
         )
         .await

@@ -18,7 +18,7 @@ impl Plane {
     ) -> Result<(PolicyInfo, Suggestion), ApiError> {
         let suggestion = suggest::gather(self, org, id).await?;
         let rec = self.store.get_sandbox(&org.0, id).await?;
-        let live = self.store.live_policy(&rec.id).await?;
+        let live = self.store.live_policy(&rec.sandbox.id).await?;
         let full: Policy = full_policy(live.full.expose())?;
         let policy = suggest::apply_to(&full, &suggestion, keep_audit)?;
         let info = self.set_policy(org, id, policy).await?;

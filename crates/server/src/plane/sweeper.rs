@@ -38,28 +38,28 @@ impl Plane {
             }
         };
         for rec in due {
-            let org = OrgId(rec.org_id.clone());
-            let res = if rec.auto_pause && rec.state == SandboxState::Running {
+            let org = OrgId(rec.sandbox.org_id.clone());
+            let res = if rec.sandbox.auto_pause && rec.sandbox.state == SandboxState::Running {
                 // Snapshotted and stopped (its resources freed), resumable by this name.
                 let req = CreateSnapshot {
-                    name: Some(auto_pause_name(&rec.id)),
+                    name: Some(auto_pause_name(&rec.sandbox.id)),
                     after: AfterSnapshot::Stop,
                 };
-                self.snapshot(&org, &rec.id, req).await.map(|_| ())
-            } else if rec.auto_pause {
+                self.snapshot(&org, &rec.sandbox.id, req).await.map(|_| ())
+            } else if rec.sandbox.auto_pause {
                 self.store
-                    .set_sandbox_deadline(&rec.id, None)
+                    .set_sandbox_deadline(&rec.sandbox.id, None)
                     .await
                     .map_err(Into::into)
             } else {
-                self.delete(&org, &rec.id).await
+                self.delete(&org, &rec.sandbox.id).await
             };
             match res {
                 Ok(()) => {
-                    tracing::info!(sandbox = %rec.id, auto_pause = rec.auto_pause, "sandbox timed out")
+                    tracing::info!(sandbox = %rec.sandbox.id, auto_pause = rec.sandbox.auto_pause, "sandbox timed out")
                 }
                 Err(e) => {
-                    tracing::warn!(sandbox = %rec.id, error = %e.chain(), "timeout handling failed")
+                    tracing::warn!(sandbox = %rec.sandbox.id, error = %e.chain(), "timeout handling failed")
                 }
             }
         }

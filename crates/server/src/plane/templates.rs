@@ -23,9 +23,9 @@ const KIND_OCI: &str = "oci-archive";
 
 /// The runtime's name for a stored template.
 pub(super) fn runtime_name(t: &TemplateRecord) -> String {
-    match t.source_kind.as_str() {
-        KIND_SYSTEM | KIND_ALIAS => t.source_uri.clone(),
-        _ => format!("org/{}", t.id),
+    match t.template.source_kind.as_str() {
+        KIND_SYSTEM | KIND_ALIAS => t.template.source_uri.clone(),
+        _ => format!("org/{}", t.template.id),
     }
 }
 
@@ -68,7 +68,7 @@ impl Plane {
         }
         match status.state {
             BuildState::Ready => Ok(()),
-            _ => Err(not_ready(&t.name, &t.id, &status)),
+            _ => Err(not_ready(&t.template.name, &t.template.id, &status)),
         }
     }
 
@@ -182,10 +182,10 @@ impl Plane {
 
     pub(super) async fn delete_template(&self, org: &OrgId, id: &str) -> Result<(), PlaneError> {
         let rec = self.store.delete_template(&org.0, id).await?;
-        if rec.source_kind == KIND_OCI
+        if rec.template.source_kind == KIND_OCI
             && let Err(e) = self.runtime.delete_template(&runtime_name(&rec))
         {
-            tracing::warn!(template = %rec.id, error = %e, "runtime template left behind");
+            tracing::warn!(template = %rec.template.id, error = %e, "runtime template left behind");
         }
         Ok(())
     }

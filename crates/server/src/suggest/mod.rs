@@ -27,7 +27,7 @@ use palisade_policy::{
     AddressClass, CanonicalName, Mode, NameVerdict, NetworkPolicySpec, Policy, canonicalize,
     classify,
 };
-use palisade_store::EgressEventRecord;
+use palisade_store::{EgressEventFields, EgressEventRecord};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -55,7 +55,7 @@ pub struct Evidence {
 }
 
 impl Evidence {
-    fn add(&mut self, e: &EgressEventRecord) {
+    fn add(&mut self, e: &EgressEventFields) {
         if self.count == 0 || e.at_ms < self.first_seen_ms {
             self.first_seen_ms = e.at_ms;
         }
@@ -167,7 +167,7 @@ enum Seen {
     Nothing,
 }
 
-fn classify_event(e: &EgressEventRecord) -> Seen {
+fn classify_event(e: &EgressEventFields) -> Seen {
     let rule = e.rule.as_deref().unwrap_or("");
     let counts = match e.verdict.as_str() {
         "allow" => allowed_rule(rule),
@@ -242,7 +242,7 @@ pub fn suggest(
     let mut addrs: BTreeMap<IpAddr, Evidence> = BTreeMap::new();
     let mut kept: BTreeMap<usize, Evidence> = BTreeMap::new();
     let mut not: BTreeMap<(String, String), Evidence> = BTreeMap::new();
-    for e in events {
+    for EgressEventRecord { event: e, .. } in events {
         match classify_event(e) {
             Seen::Name(n) => {
                 let covered = transforms_only

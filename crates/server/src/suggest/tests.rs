@@ -1,7 +1,7 @@
 #![allow(clippy::unwrap_used, reason = "tests")]
 
 use palisade_policy::{NetworkPolicySpec, Policy};
-use palisade_store::EgressEventRecord;
+use palisade_store::{EgressEventFields, EgressEventRecord};
 
 use super::*;
 
@@ -16,17 +16,19 @@ fn ev(
     EgressEventRecord {
         id: 0,
         sandbox_id: "sb".into(),
-        at_ms: 1_000,
-        verdict: verdict.into(),
-        protocol: protocol.into(),
-        dst_addr: Some(addr.into()),
-        dst_port: Some(port.parse().unwrap()),
-        name: name.map(str::to_owned),
-        rule: Some(rule.into()),
-        reason: Some("why".into()),
-        bytes_up: 10,
-        bytes_down: 100,
-        duration_ms: 1,
+        event: EgressEventFields {
+            at_ms: 1_000,
+            verdict: verdict.into(),
+            protocol: protocol.into(),
+            dst_addr: Some(addr.into()),
+            dst_port: Some(port.parse().unwrap()),
+            name: name.map(str::to_owned),
+            rule: Some(rule.into()),
+            reason: Some("why".into()),
+            bytes_up: 10,
+            bytes_down: 100,
+            duration_ms: 1,
+        },
         detail: None,
     }
 }
@@ -92,7 +94,7 @@ fn exact_names_below_the_threshold_and_a_wildcard_at_it() {
     // The suggested policy allows every name seen.
     let p = s.network_policy.validate().unwrap().compile();
     for e in &three {
-        let n = canonicalize(e.name.as_deref().unwrap().as_bytes()).unwrap();
+        let n = canonicalize(e.event.name.as_deref().unwrap().as_bytes()).unwrap();
         assert!(p.decide_name(&n).is_allowed(), "{n}");
     }
 }
