@@ -3,9 +3,9 @@
 
 use std::convert::Infallible;
 
+use axum::Json;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
 use futures_util::StreamExt;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -116,10 +116,7 @@ fn parse_decision(body: serde_json::Value) -> Result<Decision, ApiError> {
 
 #[utoipa::path(get, path = "/v1/approvals", tag = "approvals",
     responses((status = 200, body = ApprovalListResponse, description = "the organisation's pending approvals, oldest first")))]
-pub(crate) async fn list(
-    cp: Cp,
-    Extension(org): Extension<OrgId>,
-) -> Result<Json<ApprovalListResponse>, ApiError> {
+pub(crate) async fn list(cp: Cp, org: OrgId) -> Result<Json<ApprovalListResponse>, ApiError> {
     let items = bodies(cp.list_approvals(&org).await?);
     Ok(Json(ApprovalListResponse { items }))
 }
@@ -129,7 +126,7 @@ pub(crate) async fn list(
 /// `timeout` or `removed`).
 #[utoipa::path(get, path = "/v1/approvals/stream", tag = "approvals",
     responses((status = 200, description = "text/event-stream of pending and resolved approvals")))]
-pub(crate) async fn stream(cp: Cp, Extension(org): Extension<OrgId>) -> Result<Response, ApiError> {
+pub(crate) async fn stream(cp: Cp, org: OrgId) -> Result<Response, ApiError> {
     let updates = cp.subscribe_approvals(&org).await?.map(|u| {
         let (kind, data) = match u {
             ApprovalUpdate::Pending(a) => {

@@ -10,6 +10,7 @@ pub(crate) mod templates;
 
 use std::sync::Arc;
 
+use axum::extract::rejection::ExtensionRejection;
 use axum::extract::{FromRequestParts, Path};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
@@ -29,13 +30,26 @@ pub(crate) struct OrgItem {
     pub(crate) id: String,
 }
 
+/// The organisation the request is authenticated as: what every handler of a collection starts
+/// from. The auth middleware puts it in the request's extensions.
+impl<S: Send + Sync> FromRequestParts<S> for OrgId {
+    // The extension extractor's own rejection, unchanged, so that a handler answers as it did
+    // when it took `Extension<OrgId>`.
+    type Rejection = ExtensionRejection;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Extension(org) = Extension::<OrgId>::from_request_parts(parts, state).await?;
+        Ok(org)
+    }
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for OrgItem {
     // The two extractors' own rejections, unchanged, so that a handler answers as it did when
     // it took `Extension<OrgId>` and `Path<String>` apart.
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
-        let Extension(org) = Extension::<OrgId>::from_request_parts(parts, state)
+        let org = OrgId::from_request_parts(parts, state)
             .await
             .map_err(IntoResponse::into_response)?;
         let Path(id) = Path::<String>::from_request_parts(parts, state)
