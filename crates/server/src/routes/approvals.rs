@@ -1,16 +1,14 @@
 //! Beyond Leap0: the approval queue of `on_unknown: "hold"` policies — list, live stream,
 //! decide.
 
-use std::convert::Infallible;
-
 use axum::Json;
-use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
+use axum::response::sse::Event;
 use futures_util::StreamExt;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::{Cp, OrgItem, bodies};
+use super::{Cp, OrgItem, bodies, sse};
 use crate::control::{ApprovalDecided, ApprovalUpdate, ApprovalView, Decision, OrgId};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::JsonBody;
@@ -140,11 +138,9 @@ pub(crate) async fn stream(cp: Cp, org: OrgId) -> Result<Response, ApiError> {
                 })),
             ),
         };
-        Ok::<_, Infallible>(Event::default().event(kind).data(data.unwrap_or_default()))
+        Event::default().event(kind).data(data.unwrap_or_default())
     });
-    Ok(Sse::new(updates)
-        .keep_alive(KeepAlive::default())
-        .into_response())
+    Ok(sse(updates))
 }
 
 #[utoipa::path(post, path = "/v1/approvals/{id}", tag = "approvals", params(("id" = String, Path)),

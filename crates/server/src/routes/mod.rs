@@ -8,14 +8,17 @@ pub(crate) mod snapshots;
 pub(crate) mod suggestion;
 pub(crate) mod templates;
 
+use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::extract::rejection::ExtensionRejection;
 use axum::extract::{FromRequestParts, Path};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
+use futures_util::{Stream, StreamExt};
 use palisade_store::Order;
 
 use crate::control::{ControlPlane, Listing, OrgId, Page};
@@ -57,6 +60,13 @@ impl<S: Send + Sync> FromRequestParts<S> for OrgItem {
             .map_err(IntoResponse::into_response)?;
         Ok(Self { org, id })
     }
+}
+
+/// A live stream as server-sent events, kept alive while nothing happens.
+pub(crate) fn sse(events: impl Stream<Item = Event> + Send + 'static) -> Response {
+    Sse::new(events.map(Ok::<_, Infallible>))
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }
 
 /// A `201 Created` answer with the plane's result as its body.
