@@ -7,7 +7,6 @@ use futures_util::stream::BoxStream;
 use palisade_policy::{NetworkPolicySpec, Policy};
 use palisade_store::{EgressEventRecord, SandboxRecord, SnapshotRecord};
 
-use crate::ApiError;
 use crate::plane::PlaneError;
 
 pub use palisade_firewall::hold::{ApprovalUpdate, ApprovalView, Decision};
@@ -246,46 +245,28 @@ pub trait ControlPlane: Send + Sync + 'static {
         &self,
         org: &OrgId,
         sandbox_id: &str,
-    ) -> Result<crate::suggest::Suggestion, ApiError> {
+    ) -> Result<crate::suggest::Suggestion, PlaneError> {
         crate::suggest::gather(self, org, sandbox_id).await
     }
 
     /// Applies the suggestion live (as [`update_network_policy`](Self::update_network_policy)),
-    /// audit off unless `keep_audit`. This default works from the redacted policy, so it
-    /// refuses a policy with injected secrets; a plane that holds them overrides it.
+    /// audit off unless `keep_audit`: its lists go over the full live policy, so transforms keep
+    /// their secrets.
     async fn apply_network_policy_suggestion(
         &self,
         org: &OrgId,
         sandbox_id: &str,
         keep_audit: bool,
-    ) -> Result<(PolicyInfo, crate::suggest::Suggestion), ApiError> {
-        let suggestion = self.network_policy_suggestion(org, sandbox_id).await?;
-        let mut spec = suggestion.network_policy.clone();
-        if spec.to_json().contains(palisade_policy::REDACTED) {
-            return Err(ApiError::Conflict(
-                "this control plane cannot apply a suggestion over injected secrets".into(),
-            ));
-        }
-        spec.audit = keep_audit;
-        let policy = spec.validate()?;
-        let info = self.update_network_policy(org, sandbox_id, policy).await?;
-        Ok((info, suggestion))
-    }
+    ) -> Result<(PolicyInfo, crate::suggest::Suggestion), PlaneError>;
 
     /// The organisation's pending approvals (`on_unknown: "hold"`), oldest first.
-    async fn list_approvals(&self, org: &OrgId) -> Result<Vec<ApprovalView>, ApiError> {
-        let _ = org;
-        Err(ApiError::NotFound("approval queue"))
-    }
+    async fn list_approvals(&self, org: &OrgId) -> Result<Vec<ApprovalView>, PlaneError>;
     /// Changes of the organisation's queue as they happen, after one `Pending` per approval
     /// already waiting.
     async fn subscribe_approvals(
         &self,
         org: &OrgId,
-    ) -> Result<BoxStream<'static, ApprovalUpdate>, ApiError> {
-        let _ = org;
-        Err(ApiError::NotFound("approval queue"))
-    }
+    ) -> Result<BoxStream<'static, ApprovalUpdate>, PlaneError>;
     /// Decides a pending approval; allow-always and deny-always change the sandbox's policy
     /// (stored, enforced) before what is held is released or refused.
     async fn decide_approval(
@@ -293,8 +274,5 @@ pub trait ControlPlane: Send + Sync + 'static {
         org: &OrgId,
         id: &str,
         decision: Decision,
-    ) -> Result<ApprovalDecided, ApiError> {
-        let _ = (org, id, decision);
-        Err(ApiError::NotFound("approval"))
-    }
+    ) -> Result<ApprovalDecided, PlaneError>;
 }

@@ -103,6 +103,7 @@ impl From<PlaneError> for ApiError {
     fn from(e: PlaneError) -> Self {
         match e {
             PlaneError::Invalid { field, message } => ApiError::field(field, message),
+            PlaneError::Policy(errors) => errors.into(),
             PlaneError::NotFound(what) => ApiError::NotFound(what),
             PlaneError::Conflict(m) => ApiError::Conflict(m),
             PlaneError::Quota(m) => ApiError::Quota(m),

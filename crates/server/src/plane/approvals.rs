@@ -7,10 +7,9 @@ use futures_util::stream::{self, BoxStream};
 use palisade_policy::CanonicalName;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::Plane;
 use super::convert::full_policy;
+use super::{Plane, PlaneError};
 use crate::control::{ApprovalDecided, ApprovalUpdate, ApprovalView, Decision, OrgId};
-use crate::error::ApiError;
 
 impl Plane {
     pub(super) fn pending_approvals(&self, org: &OrgId) -> Vec<ApprovalView> {
@@ -48,11 +47,11 @@ impl Plane {
         org: &OrgId,
         id: &str,
         decision: Decision,
-    ) -> Result<ApprovalDecided, ApiError> {
+    ) -> Result<ApprovalDecided, PlaneError> {
         let approvals = self.registry.approvals();
         let pending = approvals
             .get(&org.0, id)
-            .map_err(|_| ApiError::NotFound("approval"))?;
+            .map_err(|_| PlaneError::NotFound("approval"))?;
         let policy_version = match decision {
             Decision::AllowAlways | Decision::DenyAlways => {
                 Some(self.remember(org, &pending, decision).await?)
@@ -76,12 +75,11 @@ impl Plane {
         org: &OrgId,
         pending: &ApprovalView,
         decision: Decision,
-    ) -> Result<i64, ApiError> {
-        let name: CanonicalName = pending.name.parse().map_err(|_| {
-            ApiError::Internal(crate::plane::PlaneError::CorruptPolicy(
-                "held name is not canonical".into(),
-            ))
-        })?;
+    ) -> Result<i64, PlaneError> {
+        let name: CanonicalName = pending
+            .name
+            .parse()
+            .map_err(|_| PlaneError::CorruptPolicy("held name is not canonical".into()))?;
         let live = self.store.live_policy(&pending.sandbox).await?;
         let policy = full_policy(live.full.expose())?;
         let updated = match decision {
@@ -89,7 +87,7 @@ impl Plane {
             _ => policy.with_denied_name(&name),
         }
         .map_err(|e| {
-            ApiError::Conflict(format!(
+            PlaneError::Conflict(format!(
                 "cannot {} {}: {e}",
                 decision.as_str(),
                 pending.name

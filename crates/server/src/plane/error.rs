@@ -23,6 +23,10 @@ pub enum PlaneError {
         field: &'static str,
         message: String,
     },
+    /// A policy the plane built for the request (a suggestion over the live policy) does not
+    /// validate; every problem names its field.
+    #[error("{0}")]
+    Policy(palisade_policy::ValidationErrors),
     /// The resource does not exist, or belongs to another organisation.
     #[error("{0} not found")]
     NotFound(&'static str),

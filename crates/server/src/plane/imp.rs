@@ -8,7 +8,6 @@ use palisade_store::EgressEventRecord;
 use super::Plane;
 use super::PlaneError;
 use super::sandboxes::Launch;
-use crate::ApiError;
 use crate::control::*;
 
 #[async_trait]
@@ -175,18 +174,18 @@ impl ControlPlane for Plane {
         org: &OrgId,
         sandbox_id: &str,
         keep_audit: bool,
-    ) -> Result<(PolicyInfo, crate::suggest::Suggestion), ApiError> {
+    ) -> Result<(PolicyInfo, crate::suggest::Suggestion), PlaneError> {
         self.apply_suggestion(org, sandbox_id, keep_audit).await
     }
 
-    async fn list_approvals(&self, org: &OrgId) -> Result<Vec<ApprovalView>, ApiError> {
+    async fn list_approvals(&self, org: &OrgId) -> Result<Vec<ApprovalView>, PlaneError> {
         Ok(self.pending_approvals(org))
     }
 
     async fn subscribe_approvals(
         &self,
         org: &OrgId,
-    ) -> Result<BoxStream<'static, ApprovalUpdate>, ApiError> {
+    ) -> Result<BoxStream<'static, ApprovalUpdate>, PlaneError> {
         Ok(self.approval_updates(org))
     }
 
@@ -195,7 +194,7 @@ impl ControlPlane for Plane {
         org: &OrgId,
         id: &str,
         decision: Decision,
-    ) -> Result<ApprovalDecided, ApiError> {
+    ) -> Result<ApprovalDecided, PlaneError> {
         self.decide(org, id, decision).await
     }
 }

@@ -3,10 +3,9 @@
 
 use palisade_policy::Policy;
 
-use super::Plane;
 use super::convert::full_policy;
+use super::{Plane, PlaneError};
 use crate::control::{OrgId, PolicyInfo};
-use crate::error::ApiError;
 use crate::suggest::{self, Suggestion};
 
 impl Plane {
@@ -15,12 +14,13 @@ impl Plane {
         org: &OrgId,
         id: &str,
         keep_audit: bool,
-    ) -> Result<(PolicyInfo, Suggestion), ApiError> {
+    ) -> Result<(PolicyInfo, Suggestion), PlaneError> {
         let suggestion = suggest::gather(self, org, id).await?;
         let rec = self.store.get_sandbox(&org.0, id).await?;
         let live = self.store.live_policy(&rec.sandbox.id).await?;
         let full: Policy = full_policy(live.full.expose())?;
-        let policy = suggest::apply_to(&full, &suggestion, keep_audit)?;
+        let policy =
+            suggest::apply_to(&full, &suggestion, keep_audit).map_err(PlaneError::Policy)?;
         let info = self.set_policy(org, id, policy).await?;
         Ok((info, suggestion))
     }

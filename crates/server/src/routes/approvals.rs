@@ -1,16 +1,14 @@
 //! Beyond Leap0: the approval queue of `on_unknown: "hold"` policies — list, live stream,
 //! decide.
 
-use std::convert::Infallible;
-
-use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
+use axum::Json;
+use axum::response::Response;
+use axum::response::sse::Event;
 use futures_util::StreamExt;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::{Cp, OrgItem, bodies};
+use super::{Cp, OrgItem, bodies, sse};
 use crate::control::{ApprovalDecided, ApprovalUpdate, ApprovalView, Decision, OrgId};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::JsonBody;
@@ -116,10 +114,7 @@ fn parse_decision(body: serde_json::Value) -> Result<Decision, ApiError> {
 
 #[utoipa::path(get, path = "/v1/approvals", tag = "approvals",
     responses((status = 200, body = ApprovalListResponse, description = "the organisation's pending approvals, oldest first")))]
-pub(crate) async fn list(
-    cp: Cp,
-    Extension(org): Extension<OrgId>,
-) -> Result<Json<ApprovalListResponse>, ApiError> {
+pub(crate) async fn list(cp: Cp, org: OrgId) -> Result<Json<ApprovalListResponse>, ApiError> {
     let items = bodies(cp.list_approvals(&org).await?);
     Ok(Json(ApprovalListResponse { items }))
 }
@@ -129,7 +124,7 @@ pub(crate) async fn list(
 /// `timeout` or `removed`).
 #[utoipa::path(get, path = "/v1/approvals/stream", tag = "approvals",
     responses((status = 200, description = "text/event-stream of pending and resolved approvals")))]
-pub(crate) async fn stream(cp: Cp, Extension(org): Extension<OrgId>) -> Result<Response, ApiError> {
+pub(crate) async fn stream(cp: Cp, org: OrgId) -> Result<Response, ApiError> {
     let updates = cp.subscribe_approvals(&org).await?.map(|u| {
         let (kind, data) = match u {
             ApprovalUpdate::Pending(a) => {
@@ -143,11 +138,9 @@ pub(crate) async fn stream(cp: Cp, Extension(org): Extension<OrgId>) -> Result<R
                 })),
             ),
         };
-        Ok::<_, Infallible>(Event::default().event(kind).data(data.unwrap_or_default()))
+        Event::default().event(kind).data(data.unwrap_or_default())
     });
-    Ok(Sse::new(updates)
-        .keep_alive(KeepAlive::default())
-        .into_response())
+    Ok(sse(updates))
 }
 
 #[utoipa::path(post, path = "/v1/approvals/{id}", tag = "approvals", params(("id" = String, Path)),

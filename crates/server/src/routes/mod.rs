@@ -8,13 +8,17 @@ pub(crate) mod snapshots;
 pub(crate) mod suggestion;
 pub(crate) mod templates;
 
+use std::convert::Infallible;
 use std::sync::Arc;
 
+use axum::extract::rejection::ExtensionRejection;
 use axum::extract::{FromRequestParts, Path};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
+use futures_util::{Stream, StreamExt};
 use palisade_store::Order;
 
 use crate::control::{ControlPlane, Listing, OrgId, Page};
@@ -29,13 +33,26 @@ pub(crate) struct OrgItem {
     pub(crate) id: String,
 }
 
+/// The organisation the request is authenticated as: what every handler of a collection starts
+/// from. The auth middleware puts it in the request's extensions.
+impl<S: Send + Sync> FromRequestParts<S> for OrgId {
+    // The extension extractor's own rejection, unchanged, so that a handler answers as it did
+    // when it took `Extension<OrgId>`.
+    type Rejection = ExtensionRejection;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Extension(org) = Extension::<OrgId>::from_request_parts(parts, state).await?;
+        Ok(org)
+    }
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for OrgItem {
     // The two extractors' own rejections, unchanged, so that a handler answers as it did when
     // it took `Extension<OrgId>` and `Path<String>` apart.
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
-        let Extension(org) = Extension::<OrgId>::from_request_parts(parts, state)
+        let org = OrgId::from_request_parts(parts, state)
             .await
             .map_err(IntoResponse::into_response)?;
         let Path(id) = Path::<String>::from_request_parts(parts, state)
@@ -43,6 +60,13 @@ impl<S: Send + Sync> FromRequestParts<S> for OrgItem {
             .map_err(IntoResponse::into_response)?;
         Ok(Self { org, id })
     }
+}
+
+/// A live stream as server-sent events, kept alive while nothing happens.
+pub(crate) fn sse(events: impl Stream<Item = Event> + Send + 'static) -> Response {
+    Sse::new(events.map(Ok::<_, Infallible>))
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }
 
 /// A `201 Created` answer with the plane's result as its body.

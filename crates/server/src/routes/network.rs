@@ -1,15 +1,13 @@
 //! Beyond Leap0: live policy updates and the egress event API (JSON or a live SSE stream).
 
-use std::convert::Infallible;
-
 use axum::Json;
 use axum::extract::RawQuery;
 use axum::http::{HeaderMap, header};
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 
-use super::{Cp, OrgItem, bodies};
+use super::{Cp, OrgItem, bodies, sse};
 use crate::control::EventFilter;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{JsonBody, int_param, param, query_pairs};
@@ -112,14 +110,10 @@ pub(crate) async fn events(
     let stream = cp.subscribe_events(&org, &id, f).await?.map(|e| {
         let id = e.id;
         let data = serde_json::to_string(&EventResponse::from(e)).unwrap_or_default();
-        Ok::<_, Infallible>(
-            Event::default()
-                .event("egress")
-                .id(id.to_string())
-                .data(data),
-        )
+        Event::default()
+            .event("egress")
+            .id(id.to_string())
+            .data(data)
     });
-    Ok(Sse::new(stream)
-        .keep_alive(KeepAlive::default())
-        .into_response())
+    Ok(sse(stream))
 }

@@ -1,8 +1,8 @@
 //! `/v1/sandbox…`: create, get, list, delete, pause, execute.
 
+use axum::Json;
 use axum::extract::RawQuery;
 use axum::http::StatusCode;
-use axum::{Extension, Json};
 use palisade_store::{SandboxSort, SandboxState};
 
 use super::{Cp, OrgItem, created, paged, sort_and_page};
@@ -19,7 +19,7 @@ use crate::model::{
               (status = 429, body = ErrorBody, description = "sandbox quota reached")))]
 pub(crate) async fn create(
     cp: Cp,
-    Extension(org): Extension<OrgId>,
+    org: OrgId,
     JsonBody(req): JsonBody<CreateSandboxRequest>,
 ) -> Result<(StatusCode, Json<SandboxResponse>), ApiError> {
     Ok(created(cp.create_sandbox(&org, req.try_into()?).await?))
@@ -41,7 +41,7 @@ pub(crate) async fn get(
     responses((status = 200, body = SandboxListResponse), (status = 400, body = ErrorBody)))]
 pub(crate) async fn list(
     cp: Cp,
-    Extension(org): Extension<OrgId>,
+    org: OrgId,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<SandboxListResponse>, ApiError> {
     let q = query_pairs(raw.as_deref());

@@ -1,8 +1,8 @@
 //! Snapshots: create (and pause-snapshot) from a sandbox, list, delete, restore/resume.
 
+use axum::Json;
 use axum::extract::RawQuery;
 use axum::http::StatusCode;
-use axum::{Extension, Json};
 use palisade_store::SnapshotSort;
 
 use super::{Cp, OrgItem, created, paged, sort_and_page};
@@ -55,7 +55,7 @@ pub(crate) async fn pause(
     responses((status = 200, body = SnapshotListResponse), (status = 400, body = ErrorBody)))]
 pub(crate) async fn list(
     cp: Cp,
-    Extension(org): Extension<OrgId>,
+    org: OrgId,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<SnapshotListResponse>, ApiError> {
     let q = query_pairs(raw.as_deref());
@@ -86,7 +86,7 @@ pub(crate) async fn delete(cp: Cp, OrgItem { org, id }: OrgItem) -> Result<Statu
               (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub(crate) async fn restore(
     cp: Cp,
-    Extension(org): Extension<OrgId>,
+    org: OrgId,
     JsonBody(req): JsonBody<RestoreSnapshotRequest>,
 ) -> Result<(StatusCode, Json<SandboxResponse>), ApiError> {
     Ok(created(cp.restore_snapshot(&org, req.try_into()?).await?))
@@ -96,7 +96,7 @@ pub(crate) async fn restore(
     responses((status = 201, body = SandboxResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn resume(
     cp: Cp,
-    org: Extension<OrgId>,
+    org: OrgId,
     body: JsonBody<RestoreSnapshotRequest>,
 ) -> Result<(StatusCode, Json<SandboxResponse>), ApiError> {
     restore(cp, org, body).await

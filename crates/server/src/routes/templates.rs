@@ -1,7 +1,7 @@
 //! Templates: create, list, rename, delete, build.
 
+use axum::Json;
 use axum::http::StatusCode;
-use axum::{Extension, Json};
 
 use super::{Cp, OrgItem, bodies, created};
 use crate::control::OrgId;
@@ -15,7 +15,7 @@ use crate::model::{
     responses((status = 201, body = TemplateResponse), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(crate) async fn create(
     cp: Cp,
-    Extension(org): Extension<OrgId>,
+    org: OrgId,
     JsonBody(req): JsonBody<CreateTemplateRequest>,
 ) -> Result<(StatusCode, Json<TemplateResponse>), ApiError> {
     Ok(created(cp.create_template(&org, req.try_into()?).await?))
@@ -23,10 +23,7 @@ pub(crate) async fn create(
 
 #[utoipa::path(get, path = "/v1/templates", tag = "templates",
     responses((status = 200, body = TemplateListResponse)))]
-pub(crate) async fn list(
-    cp: Cp,
-    Extension(org): Extension<OrgId>,
-) -> Result<Json<TemplateListResponse>, ApiError> {
+pub(crate) async fn list(cp: Cp, org: OrgId) -> Result<Json<TemplateListResponse>, ApiError> {
     let items = bodies(cp.list_templates(&org).await?);
     Ok(Json(TemplateListResponse { items }))
 }

@@ -410,7 +410,7 @@ pub async fn gather<C: crate::ControlPlane + ?Sized>(
     cp: &C,
     org: &crate::control::OrgId,
     sandbox_id: &str,
-) -> Result<Suggestion, crate::ApiError> {
+) -> Result<Suggestion, crate::plane::PlaneError> {
     let current = cp.get_network_policy(org, sandbox_id).await?;
     let mut events = Vec::new();
     let mut before = None;
