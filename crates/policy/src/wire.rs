@@ -129,7 +129,8 @@ impl Default for NetworkPolicySpec {
 pub struct TransformSpec {
     /// Exact name or wildcard the transform applies to.
     pub domain: String,
-    /// Headers set on every request (replacing any the client sent). Values are secrets.
+    /// Headers set on every request (replacing any the client sent). Values are secrets:
+    /// write-only, answered as `[REDACTED]`.
     pub inject_headers: Option<BTreeMap<String, String>>,
     /// Headers removed from every request.
     pub strip_headers: Option<Vec<String>>,

@@ -49,24 +49,6 @@ impl Problems {
     }
 }
 
-/// `network_policy` as the API documents it (the real parsing is palisade-policy's).
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct NetworkPolicyDoc {
-    /// `allow-all` (default), `deny-all` or `custom`.
-    pub mode: String,
-    pub allow_domains: Option<Vec<String>>,
-    pub allow_cidrs: Option<Vec<String>>,
-    pub transforms: Option<Vec<TransformDoc>>,
-    /// Beyond Leap0: audit mode (`custom` only). Would-be denials are let through and
-    /// recorded as `would-deny` events. Answered only when on.
-    pub audit: Option<bool>,
-    /// Beyond Leap0 (`custom` only): `hold` puts names no rule lists in the approval queue;
-    /// `deny` (the default) refuses them. Answered only when `hold`.
-    pub on_unknown: Option<String>,
-    /// Beyond Leap0 (`custom` only): exact names refused without asking ("deny always").
-    pub deny_domains: Option<Vec<String>>,
-}
-
 /// The body of `POST …/network-policy/suggestion/apply` (optional).
 #[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -83,14 +65,6 @@ pub struct ApplySuggestionResponse {
     pub policy: PolicyResponse,
     /// The suggestion it was built from.
     pub suggestion: crate::suggest::Suggestion,
-}
-
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct TransformDoc {
-    pub domain: String,
-    /// Values are secrets: write-only, answered as `[REDACTED]`.
-    pub inject_headers: Option<BTreeMap<String, String>>,
-    pub strip_headers: Option<Vec<String>>,
 }
 
 /// Parse and validate a `network_policy` value (`null` or absent: none given).
@@ -196,7 +170,7 @@ pub struct CreateSandboxRequest {
     pub otel_export: Option<bool>,
     #[schema(value_type = Option<BTreeMap<String, String>>)]
     pub env_vars: Option<BTreeMap<String, String>>,
-    #[schema(value_type = Option<NetworkPolicyDoc>)]
+    #[schema(value_type = Option<NetworkPolicySpec>)]
     pub network_policy: Option<serde_json::Value>,
     /// Object-storage mounts (SDK 0.8): not supported; a non-empty list is refused.
     #[schema(value_type = Option<Vec<Object>>)]
@@ -287,7 +261,7 @@ pub struct RestoreSnapshotRequest {
     pub auto_pause: Option<bool>,
     pub timeout: Option<i64>,
     pub timeout_min: Option<i64>,
-    #[schema(value_type = Option<NetworkPolicyDoc>)]
+    #[schema(value_type = Option<NetworkPolicySpec>)]
     pub network_policy: Option<serde_json::Value>,
 }
 

@@ -5,7 +5,6 @@ use palisade_store::{EgressEventFields, EgressEventRecord, Resources};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::NetworkPolicyDoc;
 use crate::control::{ExecResult, PolicyInfo, SandboxInfo, SnapshotInfo, TemplateInfo};
 use crate::time::{rfc3339, unix_secs};
 
@@ -51,7 +50,7 @@ pub struct SandboxResponse {
     pub state: String,
     pub auto_pause: bool,
     pub created_at: String,
-    #[schema(value_type = Option<NetworkPolicyDoc>)]
+    #[schema(value_type = Option<NetworkPolicySpec>)]
     pub network_policy: Option<NetworkPolicySpec>,
     /// The policy version the data plane enforces (beyond Leap0).
     pub policy_version: i64,
@@ -119,7 +118,7 @@ pub struct SnapshotResponse {
     #[serde(flatten)]
     pub size: SizeFields,
     pub state: String,
-    #[schema(value_type = Option<NetworkPolicyDoc>)]
+    #[schema(value_type = Option<NetworkPolicySpec>)]
     pub network_policy: Option<NetworkPolicySpec>,
     pub created_at: String,
 }
@@ -221,7 +220,7 @@ pub struct PolicyResponse {
     pub sandbox_id: String,
     /// The live version: answered only once the data plane enforces it.
     pub version: i64,
-    #[schema(value_type = NetworkPolicyDoc)]
+    #[schema(value_type = NetworkPolicySpec)]
     pub network_policy: NetworkPolicySpec,
 }
 

@@ -25,7 +25,7 @@ use crate::routes::{approvals, network, sandboxes, snapshots, suggestion, templa
         approvals::list, approvals::stream, approvals::decide,
     ),
     components(schemas(
-        ErrorBody, FieldProblem, NetworkPolicyDoc, TransformDoc, CreateSandboxRequest,
+        ErrorBody, FieldProblem, palisade_policy::NetworkPolicySpec, CreateSandboxRequest,
         SandboxResponse, SizeFields, SandboxListItem, SandboxListResponse, ExecuteRequest, ProcessResponse,
         CreateSnapshotRequest, RestoreSnapshotRequest, SnapshotResponse, SnapshotListResponse,
         CreateTemplateRequest, RenameTemplateRequest, TemplateResponse, TemplateListResponse,

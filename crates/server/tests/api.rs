@@ -403,6 +403,38 @@ async fn auth_headers_and_401() {
     ] {
         assert!(doc["paths"][p].is_object(), "openapi lacks {p}");
     }
+    // The policy's schema is the policy crate's own type, so it names every field it accepts.
+    let schemas = &doc["components"]["schemas"];
+    for (schema, fields) in [
+        (
+            "NetworkPolicySpec",
+            &[
+                "mode",
+                "allow_domains",
+                "allow_cidrs",
+                "transforms",
+                "budgets",
+                "audit",
+                "on_unknown",
+                "deny_domains",
+            ][..],
+        ),
+        (
+            "TransformSpec",
+            &[
+                "domain",
+                "inject_headers",
+                "strip_headers",
+                "http_rules",
+                "placeholders",
+            ][..],
+        ),
+    ] {
+        for f in fields {
+            let prop = &schemas[schema]["properties"][f];
+            assert!(prop.is_object(), "openapi {schema} lacks {f}");
+        }
+    }
     let (s, e, _) = call(&app, "GET", "/v2/nothing", Some(h.a.as_str()), None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert_error_shape(&e);

@@ -11,12 +11,10 @@ use super::{Cp, OrgItem, bodies, sse};
 use crate::control::EventFilter;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{JsonBody, int_param, param, query_pairs};
-use crate::model::{
-    EventListResponse, EventResponse, NetworkPolicyDoc, PolicyResponse, parse_policy,
-};
+use crate::model::{EventListResponse, EventResponse, PolicyResponse, parse_policy};
 
 #[utoipa::path(put, path = "/v1/sandbox/{id}/network-policy", tag = "network", params(("id" = String, Path)),
-    request_body = NetworkPolicyDoc,
+    request_body = palisade_policy::NetworkPolicySpec,
     responses((status = 200, body = PolicyResponse, description = "answered once the data plane enforces the new version"),
               (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn put_policy(

@@ -126,7 +126,7 @@ pub struct NotSuggested {
 pub struct Suggestion {
     pub sandbox_id: String,
     /// The suggested policy (`custom`, audit off), transform values redacted.
-    #[schema(value_type = crate::model::NetworkPolicyDoc)]
+    #[schema(value_type = palisade_policy::NetworkPolicySpec)]
     pub network_policy: NetworkPolicySpec,
     pub domains: Vec<DomainEntry>,
     pub cidrs: Vec<CidrEntry>,
