@@ -8,8 +8,8 @@ use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::Response;
 
-use crate::control::ControlPlane;
 use crate::error::ApiError;
+use crate::plane::Plane;
 
 /// Longest header value worth looking at.
 const MAX_KEY_HEADER: usize = 512;
@@ -36,7 +36,7 @@ pub(crate) fn presented_key(headers: &HeaderMap) -> Option<&str> {
 
 /// Middleware: resolve the key to an organisation (request extension) or answer 401.
 pub(crate) async fn require_key(
-    State(cp): State<Arc<dyn ControlPlane>>,
+    State(cp): State<Arc<Plane>>,
     mut req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {

@@ -1,13 +1,11 @@
-//! The control plane as the API sees it: typed commands in, typed results out. The HTTP layer
-//! parses and validates the request shape and calls one method; everything else (templates,
-//! quotas, the runtime, the firewall, the store) happens behind this trait.
+//! The control plane's commands and results as the API sees them: typed commands in, typed
+//! results out. The HTTP layer parses and validates the request shape and calls one public
+//! method of [`Plane`](crate::plane::Plane); everything else (templates, quotas, the runtime,
+//! the firewall, the store) happens behind it. Every call takes the caller's organisation; a
+//! resource of another organisation answers `NotFound`, exactly as a missing one.
 
-use async_trait::async_trait;
-use futures_util::stream::BoxStream;
 use palisade_policy::{NetworkPolicySpec, Policy};
-use palisade_store::{EgressEventRecord, SandboxRecord, SnapshotRecord};
-
-use crate::plane::PlaneError;
+use palisade_store::{SandboxRecord, SnapshotRecord};
 
 pub use palisade_firewall::hold::{ApprovalUpdate, ApprovalView, Decision};
 
@@ -158,121 +156,4 @@ pub struct ApprovalDecided {
     pub decision: Decision,
     /// The policy version that now enforces an allow-always or deny-always.
     pub policy_version: Option<i64>,
-}
-
-/// Everything the API can ask for. Every method takes the caller's organisation; a resource
-/// of another organisation must answer `NotFound`, exactly as a missing one.
-#[async_trait]
-pub trait ControlPlane: Send + Sync + 'static {
-    /// The organisation of a presented API key; `None` when unknown or revoked.
-    async fn authenticate(&self, api_key: &str) -> Result<Option<OrgId>, PlaneError>;
-
-    async fn create_sandbox(
-        &self,
-        org: &OrgId,
-        req: CreateSandbox,
-    ) -> Result<SandboxInfo, PlaneError>;
-    async fn get_sandbox(&self, org: &OrgId, id: &str) -> Result<SandboxInfo, PlaneError>;
-    async fn list_sandboxes(
-        &self,
-        org: &OrgId,
-        q: ListSandboxes,
-    ) -> Result<Page<SandboxInfo>, PlaneError>;
-    async fn delete_sandbox(&self, org: &OrgId, id: &str) -> Result<(), PlaneError>;
-    async fn pause_sandbox(&self, org: &OrgId, id: &str) -> Result<SandboxInfo, PlaneError>;
-    async fn execute(&self, org: &OrgId, id: &str, req: Execute) -> Result<ExecResult, PlaneError>;
-
-    async fn create_snapshot(
-        &self,
-        org: &OrgId,
-        sandbox_id: &str,
-        req: CreateSnapshot,
-    ) -> Result<SnapshotInfo, PlaneError>;
-    async fn list_snapshots(
-        &self,
-        org: &OrgId,
-        q: ListSnapshots,
-    ) -> Result<Page<SnapshotInfo>, PlaneError>;
-    async fn delete_snapshot(&self, org: &OrgId, id: &str) -> Result<(), PlaneError>;
-    async fn restore_snapshot(
-        &self,
-        org: &OrgId,
-        req: RestoreSnapshot,
-    ) -> Result<SandboxInfo, PlaneError>;
-
-    async fn create_template(
-        &self,
-        org: &OrgId,
-        req: CreateTemplate,
-    ) -> Result<TemplateInfo, PlaneError>;
-    async fn list_templates(&self, org: &OrgId) -> Result<Vec<TemplateInfo>, PlaneError>;
-    async fn rename_template(&self, org: &OrgId, id: &str, name: String) -> Result<(), PlaneError>;
-    async fn delete_template(&self, org: &OrgId, id: &str) -> Result<(), PlaneError>;
-    /// Starts building a template that is not ready (one build at a time: a build already
-    /// running is joined, not doubled) and returns at once with its state.
-    async fn build_template(&self, org: &OrgId, id: &str) -> Result<TemplateInfo, PlaneError>;
-
-    /// Replace the policy; returns only once the data plane enforces it.
-    async fn update_network_policy(
-        &self,
-        org: &OrgId,
-        sandbox_id: &str,
-        policy: Policy,
-    ) -> Result<PolicyInfo, PlaneError>;
-    async fn get_network_policy(
-        &self,
-        org: &OrgId,
-        sandbox_id: &str,
-    ) -> Result<PolicyInfo, PlaneError>;
-
-    async fn list_events(
-        &self,
-        org: &OrgId,
-        sandbox_id: &str,
-        filter: EventFilter,
-    ) -> Result<Vec<EgressEventRecord>, PlaneError>;
-    /// Live events of a sandbox as they happen (filters applied), until the client goes away.
-    async fn subscribe_events(
-        &self,
-        org: &OrgId,
-        sandbox_id: &str,
-        filter: EventFilter,
-    ) -> Result<BoxStream<'static, EgressEventRecord>, PlaneError>;
-
-    /// The smallest policy that would have allowed what the sandbox did (its kept events),
-    /// from the public calls alone, so every control plane answers it alike.
-    async fn network_policy_suggestion(
-        &self,
-        org: &OrgId,
-        sandbox_id: &str,
-    ) -> Result<crate::suggest::Suggestion, PlaneError> {
-        crate::suggest::gather(self, org, sandbox_id).await
-    }
-
-    /// Applies the suggestion live (as [`update_network_policy`](Self::update_network_policy)),
-    /// audit off unless `keep_audit`: its lists go over the full live policy, so transforms keep
-    /// their secrets.
-    async fn apply_network_policy_suggestion(
-        &self,
-        org: &OrgId,
-        sandbox_id: &str,
-        keep_audit: bool,
-    ) -> Result<(PolicyInfo, crate::suggest::Suggestion), PlaneError>;
-
-    /// The organisation's pending approvals (`on_unknown: "hold"`), oldest first.
-    async fn list_approvals(&self, org: &OrgId) -> Result<Vec<ApprovalView>, PlaneError>;
-    /// Changes of the organisation's queue as they happen, after one `Pending` per approval
-    /// already waiting.
-    async fn subscribe_approvals(
-        &self,
-        org: &OrgId,
-    ) -> Result<BoxStream<'static, ApprovalUpdate>, PlaneError>;
-    /// Decides a pending approval; allow-always and deny-always change the sandbox's policy
-    /// (stored, enforced) before what is held is released or refused.
-    async fn decide_approval(
-        &self,
-        org: &OrgId,
-        id: &str,
-        decision: Decision,
-    ) -> Result<ApprovalDecided, PlaneError>;
 }

@@ -1,8 +1,9 @@
 //! The control plane's HTTP face: a Leap0-compatible REST API (both SDK 0.6.1 and 0.8 shapes)
 //! plus Palisade's own endpoints (live policy update, egress events, OpenAPI, metrics).
 //!
-//! Handlers only translate: HTTP in, a typed call on [`ControlPlane`], JSON out. Auth, error
-//! shape, request parsing and response shaping live here; decisions live behind the trait.
+//! Handlers only translate: HTTP in, a typed call on [`Plane`](plane::Plane), JSON out.
+//! Auth, error shape, request parsing and response shaping live here; decisions live in the
+//! plane.
 
 #![forbid(unsafe_code)]
 
@@ -27,15 +28,15 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, patch, post, put};
 use axum::{Json, Router, middleware};
 
-pub use control::ControlPlane;
 pub use error::ApiError;
 pub use metrics::{Metrics, admin_router};
 
+use plane::Plane;
 use routes::{approvals, network, sandboxes, snapshots, suggestion, templates};
 
 /// The public API router, with the web console under `/console/`. `metrics` counts every
 /// request by route.
-pub fn api_router(cp: Arc<dyn ControlPlane>, metrics: Arc<Metrics>) -> Router {
+pub fn api_router(cp: Arc<Plane>, metrics: Arc<Metrics>) -> Router {
     let one_sandbox = || get(sandboxes::get).delete(sandboxes::delete);
     let authed = Router::new()
         .route("/v1/sandbox", post(sandboxes::create))

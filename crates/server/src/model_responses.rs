@@ -50,7 +50,6 @@ pub struct SandboxResponse {
     pub state: String,
     pub auto_pause: bool,
     pub created_at: String,
-    #[schema(value_type = Option<NetworkPolicySpec>)]
     pub network_policy: Option<NetworkPolicySpec>,
     /// The policy version the data plane enforces (beyond Leap0).
     pub policy_version: i64,
@@ -118,7 +117,6 @@ pub struct SnapshotResponse {
     #[serde(flatten)]
     pub size: SizeFields,
     pub state: String,
-    #[schema(value_type = Option<NetworkPolicySpec>)]
     pub network_policy: Option<NetworkPolicySpec>,
     pub created_at: String,
 }
@@ -220,7 +218,6 @@ pub struct PolicyResponse {
     pub sandbox_id: String,
     /// The live version: answered only once the data plane enforces it.
     pub version: i64,
-    #[schema(value_type = NetworkPolicySpec)]
     pub network_policy: NetworkPolicySpec,
 }
 

@@ -8,9 +8,7 @@ use palisade_netns::RecordingNetPlatform;
 use palisade_policy::Policy;
 use palisade_runtime::RuntimeCall;
 use palisade_server::ApiError;
-use palisade_server::control::{
-    ControlPlane, CreateSandbox, EnvVars, ListSandboxes, Listing, OrgId,
-};
+use palisade_server::control::{CreateSandbox, EnvVars, ListSandboxes, Listing, OrgId};
 use palisade_server::plane::PlaneError;
 use palisade_server::testing::TestPlane;
 

@@ -12,11 +12,14 @@ use super::{Plane, PlaneError};
 use crate::control::{ApprovalDecided, ApprovalUpdate, ApprovalView, Decision, OrgId};
 
 impl Plane {
-    pub(super) fn pending_approvals(&self, org: &OrgId) -> Vec<ApprovalView> {
+    /// The organisation's pending approvals (`on_unknown: "hold"`), oldest first.
+    pub fn list_approvals(&self, org: &OrgId) -> Vec<ApprovalView> {
         self.registry.approvals().list(&org.0)
     }
 
-    pub(super) fn approval_updates(&self, org: &OrgId) -> BoxStream<'static, ApprovalUpdate> {
+    /// Changes of the organisation's queue as they happen, after one `Pending` per approval
+    /// already waiting.
+    pub fn subscribe_approvals(&self, org: &OrgId) -> BoxStream<'static, ApprovalUpdate> {
         let approvals = self.registry.approvals();
         // Subscribe first, then list: an approval made in between shows twice (harmless, the
         // same id), never not at all.
@@ -42,7 +45,9 @@ impl Plane {
         stream::iter(current).chain(live).boxed()
     }
 
-    pub(super) async fn decide(
+    /// Decides a pending approval; allow-always and deny-always change the sandbox's policy
+    /// (stored, enforced) before what is held is released or refused.
+    pub async fn decide_approval(
         &self,
         org: &OrgId,
         id: &str,
@@ -94,7 +99,7 @@ impl Plane {
             ))
         })?;
         Ok(self
-            .set_policy(org, &pending.sandbox, updated)
+            .update_network_policy(org, &pending.sandbox, updated)
             .await?
             .version)
     }

@@ -68,7 +68,7 @@ fn matches(f: &EventFilter, r: &EgressEventRecord) -> bool {
 }
 
 impl Plane {
-    pub(super) async fn list_events(
+    pub async fn list_events(
         &self,
         org: &OrgId,
         sandbox_id: &str,
@@ -79,7 +79,8 @@ impl Plane {
         Ok(self.store.list_events(&rec.sandbox.id, &f).await?)
     }
 
-    pub(super) async fn subscribe_events(
+    /// Live events of a sandbox as they happen (filters applied), until the client goes away.
+    pub async fn subscribe_events(
         &self,
         org: &OrgId,
         sandbox_id: &str,

@@ -1,4 +1,4 @@
-//! The real [`ControlPlane`](crate::ControlPlane): the store keeps what should exist, the
+//! The control plane: the store keeps what should exist, the
 //! runtime runs sandboxes, `palisade-netns` wires their network and nftables, and the firewall's
 //! registry enforces their policies. Every change goes store → kernel → data plane, and a policy
 //! version is marked applied only once the data plane enforces it.
@@ -14,7 +14,6 @@ mod builds;
 mod convert;
 mod error;
 mod events;
-mod imp;
 mod locks;
 mod net;
 mod recover;
@@ -34,6 +33,8 @@ pub use palisade_netns::NetPlatform;
 use palisade_netns::nft::FirewallPorts;
 use palisade_runtime::SandboxRuntime;
 use palisade_store::{EventSink, Store};
+
+use crate::control::OrgId;
 
 pub use error::{Chain, PlaneError};
 pub use recover::RecoveryReport;
@@ -113,6 +114,15 @@ impl Plane {
         plane.seed_system_templates().await?;
         events::spawn_pump(Arc::clone(&plane.events), plane.sink.clone());
         Ok(plane)
+    }
+
+    /// The organisation of a presented API key; `None` when unknown or revoked.
+    pub async fn authenticate(&self, api_key: &str) -> Result<Option<OrgId>, PlaneError> {
+        Ok(self
+            .store
+            .authenticate(api_key)
+            .await?
+            .map(|k| OrgId(k.org_id)))
     }
 
     pub fn store(&self) -> &Store {

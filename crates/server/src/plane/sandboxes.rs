@@ -17,7 +17,10 @@ use super::PlaneError;
 use super::convert::{policy_json, redacted_spec, sandbox_info};
 use super::net::{addrs_of, rules};
 use super::{Plane, templates::runtime_name};
-use crate::control::{EnvVars, ExecResult, Execute, OrgId, PolicyInfo, SandboxInfo};
+use crate::control::{
+    CreateSandbox, EnvVars, ExecResult, Execute, ListSandboxes, OrgId, Page, PolicyInfo,
+    SandboxInfo,
+};
 
 /// Everything a new sandbox needs, from a create or a restore request.
 #[derive(Debug)]
@@ -208,7 +211,50 @@ impl Plane {
         Ok(sandbox_info(&rec, policy))
     }
 
-    pub(super) async fn delete(&self, org: &OrgId, id: &str) -> Result<(), PlaneError> {
+    pub async fn create_sandbox(
+        &self,
+        org: &OrgId,
+        req: CreateSandbox,
+    ) -> Result<SandboxInfo, PlaneError> {
+        let template = self.template_by_name(org, &req.template_name).await?;
+        self.launch(
+            org,
+            Launch {
+                template,
+                vcpu: req.vcpu,
+                memory_mib: req.memory_mib,
+                timeout_secs: req.timeout_secs,
+                auto_pause: req.auto_pause,
+                env: req.env_vars,
+                policy: req.network_policy.unwrap_or_else(Policy::allow_all),
+                archive: None,
+            },
+        )
+        .await
+    }
+
+    pub async fn get_sandbox(&self, org: &OrgId, id: &str) -> Result<SandboxInfo, PlaneError> {
+        let rec = self.store.get_sandbox(&org.0, id).await?;
+        self.info(rec).await
+    }
+
+    pub async fn list_sandboxes(
+        &self,
+        org: &OrgId,
+        q: ListSandboxes,
+    ) -> Result<Page<SandboxInfo>, PlaneError> {
+        let page = self.store.list_sandboxes(&org.0, &q).await?;
+        let mut items = Vec::with_capacity(page.items.len());
+        for rec in page.items {
+            items.push(self.info(rec).await?);
+        }
+        Ok(Page {
+            items,
+            total: page.total,
+        })
+    }
+
+    pub async fn delete_sandbox(&self, org: &OrgId, id: &str) -> Result<(), PlaneError> {
         let _guard = self.locks.lock(id).await;
         self.delete_locked(org, id).await
     }
@@ -255,7 +301,7 @@ impl Plane {
         Ok((guard, rec))
     }
 
-    pub(super) async fn pause(&self, org: &OrgId, id: &str) -> Result<SandboxInfo, PlaneError> {
+    pub async fn pause_sandbox(&self, org: &OrgId, id: &str) -> Result<SandboxInfo, PlaneError> {
         let _guard = self.locks.lock(id).await;
         self.pause_locked(org, id).await
     }
@@ -293,7 +339,7 @@ impl Plane {
         Ok(())
     }
 
-    pub(super) async fn exec(
+    pub async fn execute(
         &self,
         org: &OrgId,
         id: &str,
@@ -354,9 +400,9 @@ impl Plane {
         Ok(out)
     }
 
-    /// Stores the new version, swaps the kernel rules, then the data plane; marks it applied
-    /// only after both enforce it.
-    pub(super) async fn set_policy(
+    /// Replaces the policy: stores the new version, swaps the kernel rules, then the data plane;
+    /// marks it applied and returns only after both enforce it.
+    pub async fn update_network_policy(
         &self,
         org: &OrgId,
         id: &str,
@@ -378,10 +424,14 @@ impl Plane {
             self.registry.upsert(id, addrs.sandbox, policy.compile(), v);
         }
         self.store.mark_policy_applied(id, version).await?;
-        self.get_policy(org, id).await
+        self.get_network_policy(org, id).await
     }
 
-    pub(super) async fn get_policy(&self, org: &OrgId, id: &str) -> Result<PolicyInfo, PlaneError> {
+    pub async fn get_network_policy(
+        &self,
+        org: &OrgId,
+        id: &str,
+    ) -> Result<PolicyInfo, PlaneError> {
         let rec = self.store.get_sandbox(&org.0, id).await?;
         let live = self.store.live_policy(&rec.sandbox.id).await?;
         Ok(PolicyInfo {

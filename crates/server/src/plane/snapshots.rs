@@ -18,7 +18,7 @@ use crate::control::{
 const DEFAULT_TIMEOUT_SECS: u32 = 300;
 
 impl Plane {
-    pub(super) async fn snapshot(
+    pub async fn create_snapshot(
         &self,
         org: &OrgId,
         sandbox_id: &str,
@@ -84,7 +84,7 @@ impl Plane {
         snapshot_info(&snap)
     }
 
-    pub(super) async fn list_snapshots(
+    pub async fn list_snapshots(
         &self,
         org: &OrgId,
         q: ListSnapshots,
@@ -100,7 +100,7 @@ impl Plane {
         })
     }
 
-    pub(super) async fn delete_snapshot(&self, org: &OrgId, id: &str) -> Result<(), PlaneError> {
+    pub async fn delete_snapshot(&self, org: &OrgId, id: &str) -> Result<(), PlaneError> {
         let rec = self.store.delete_snapshot(&org.0, id).await?;
         if let Err(e) = tokio::fs::remove_file(&rec.snapshot.archive_path).await {
             tracing::warn!(snapshot = %rec.snapshot.id, error = %e, "snapshot archive not removed");
@@ -108,7 +108,7 @@ impl Plane {
         Ok(())
     }
 
-    pub(super) async fn restore(
+    pub async fn restore_snapshot(
         &self,
         org: &OrgId,
         req: RestoreSnapshot,

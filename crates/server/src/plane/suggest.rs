@@ -9,7 +9,19 @@ use crate::control::{OrgId, PolicyInfo};
 use crate::suggest::{self, Suggestion};
 
 impl Plane {
-    pub(super) async fn apply_suggestion(
+    /// The smallest policy that would have allowed what the sandbox did (its kept events),
+    /// built from the plane's public calls alone.
+    pub async fn network_policy_suggestion(
+        &self,
+        org: &OrgId,
+        id: &str,
+    ) -> Result<Suggestion, PlaneError> {
+        suggest::gather(self, org, id).await
+    }
+
+    /// Applies the suggestion live (as [`Plane::update_network_policy`]), audit off unless
+    /// `keep_audit`: its lists go over the full live policy, so transforms keep their secrets.
+    pub async fn apply_network_policy_suggestion(
         &self,
         org: &OrgId,
         id: &str,
@@ -21,7 +33,7 @@ impl Plane {
         let full: Policy = full_policy(live.full.expose())?;
         let policy =
             suggest::apply_to(&full, &suggestion, keep_audit).map_err(PlaneError::Policy)?;
-        let info = self.set_policy(org, id, policy).await?;
+        let info = self.update_network_policy(org, id, policy).await?;
         Ok((info, suggestion))
     }
 }

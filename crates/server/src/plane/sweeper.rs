@@ -45,14 +45,16 @@ impl Plane {
                     name: Some(auto_pause_name(&rec.sandbox.id)),
                     after: AfterSnapshot::Stop,
                 };
-                self.snapshot(&org, &rec.sandbox.id, req).await.map(|_| ())
+                self.create_snapshot(&org, &rec.sandbox.id, req)
+                    .await
+                    .map(|_| ())
             } else if rec.sandbox.auto_pause {
                 self.store
                     .set_sandbox_deadline(&rec.sandbox.id, None)
                     .await
                     .map_err(Into::into)
             } else {
-                self.delete(&org, &rec.sandbox.id).await
+                self.delete_sandbox(&org, &rec.sandbox.id).await
             };
             match res {
                 Ok(()) => {

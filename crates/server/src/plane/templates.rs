@@ -79,12 +79,28 @@ impl Plane {
         info
     }
 
-    /// Starts a build of a template that is not ready (joins a running one); at once.
-    pub(super) async fn build_template(
+    pub async fn list_templates(&self, org: &OrgId) -> Result<Vec<TemplateInfo>, PlaneError> {
+        Ok(self
+            .store
+            .list_templates(&org.0)
+            .await?
+            .iter()
+            .map(|t| self.template_view(t))
+            .collect())
+    }
+
+    pub async fn rename_template(
         &self,
         org: &OrgId,
         id: &str,
-    ) -> Result<TemplateInfo, PlaneError> {
+        name: String,
+    ) -> Result<(), PlaneError> {
+        Ok(self.store.rename_template(&org.0, id, &name).await?)
+    }
+
+    /// Starts building a template that is not ready (one build at a time: a build already
+    /// running is joined, not doubled) and returns at once with its state.
+    pub async fn build_template(&self, org: &OrgId, id: &str) -> Result<TemplateInfo, PlaneError> {
         let rec = self.store.get_template(&org.0, id).await?;
         let name = runtime_name(&rec);
         if name != DEBIAN_TEMPLATE && name != HOST_TEMPLATE {
@@ -127,7 +143,7 @@ impl Plane {
         }
     }
 
-    pub(super) async fn create_template(
+    pub async fn create_template(
         &self,
         org: &OrgId,
         req: CreateTemplate,
@@ -180,7 +196,7 @@ impl Plane {
         Ok(self.template_view(&rec))
     }
 
-    pub(super) async fn delete_template(&self, org: &OrgId, id: &str) -> Result<(), PlaneError> {
+    pub async fn delete_template(&self, org: &OrgId, id: &str) -> Result<(), PlaneError> {
         let rec = self.store.delete_template(&org.0, id).await?;
         if rec.template.source_kind == KIND_OCI
             && let Err(e) = self.runtime.delete_template(&runtime_name(&rec))

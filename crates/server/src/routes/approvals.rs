@@ -115,7 +115,7 @@ fn parse_decision(body: serde_json::Value) -> Result<Decision, ApiError> {
 #[utoipa::path(get, path = "/v1/approvals", tag = "approvals",
     responses((status = 200, body = ApprovalListResponse, description = "the organisation's pending approvals, oldest first")))]
 pub(crate) async fn list(cp: Cp, org: OrgId) -> Result<Json<ApprovalListResponse>, ApiError> {
-    let items = bodies(cp.list_approvals(&org).await?);
+    let items = bodies(cp.list_approvals(&org));
     Ok(Json(ApprovalListResponse { items }))
 }
 
@@ -125,7 +125,7 @@ pub(crate) async fn list(cp: Cp, org: OrgId) -> Result<Json<ApprovalListResponse
 #[utoipa::path(get, path = "/v1/approvals/stream", tag = "approvals",
     responses((status = 200, description = "text/event-stream of pending and resolved approvals")))]
 pub(crate) async fn stream(cp: Cp, org: OrgId) -> Result<Response, ApiError> {
-    let updates = cp.subscribe_approvals(&org).await?.map(|u| {
+    let updates = cp.subscribe_approvals(&org).map(|u| {
         let (kind, data) = match u {
             ApprovalUpdate::Pending(a) => {
                 ("pending", serde_json::to_string(&ApprovalResponse::from(a)))

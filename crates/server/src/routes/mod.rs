@@ -21,10 +21,11 @@ use axum::{Extension, Json};
 use futures_util::{Stream, StreamExt};
 use palisade_store::Order;
 
-use crate::control::{ControlPlane, Listing, OrgId, Page};
+use crate::control::{Listing, OrgId, Page};
 use crate::error::ApiError;
+use crate::plane::Plane;
 
-pub(crate) type Cp = axum::extract::State<Arc<dyn ControlPlane>>;
+pub(crate) type Cp = axum::extract::State<Arc<Plane>>;
 
 /// The organisation the request is authenticated as (put there by the auth middleware) and
 /// the `{id}` its path names: what every handler of one resource starts from.

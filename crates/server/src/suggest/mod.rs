@@ -126,7 +126,6 @@ pub struct NotSuggested {
 pub struct Suggestion {
     pub sandbox_id: String,
     /// The suggested policy (`custom`, audit off), transform values redacted.
-    #[schema(value_type = palisade_policy::NetworkPolicySpec)]
     pub network_policy: NetworkPolicySpec,
     pub domains: Vec<DomainEntry>,
     pub cidrs: Vec<CidrEntry>,
@@ -404,10 +403,10 @@ pub fn registrable(name: &str) -> Option<&str> {
 /// (its default retention), read newest first in pages of 1000.
 pub const MAX_EVENTS: usize = 10_000;
 
-/// Reads the sandbox's current policy and kept events through the public calls of any control
-/// plane and builds the suggestion.
-pub async fn gather<C: crate::ControlPlane + ?Sized>(
-    cp: &C,
+/// Reads the sandbox's current policy and kept events through the plane's public calls and
+/// builds the suggestion.
+pub async fn gather(
+    cp: &crate::plane::Plane,
     org: &crate::control::OrgId,
     sandbox_id: &str,
 ) -> Result<Suggestion, crate::plane::PlaneError> {
