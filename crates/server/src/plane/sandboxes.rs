@@ -46,7 +46,7 @@ pub(super) fn state_conflict(rec: &SandboxRecord) -> PlaneError {
     PlaneError::Conflict(format!("sandbox is {}", rec.sandbox.state))
 }
 
-pub(super) fn stopped_conflict(id: &str) -> PlaneError {
+fn stopped_conflict(id: &str) -> PlaneError {
     PlaneError::Conflict(format!(
         "sandbox {id} is paused into a snapshot; resume it with /v1/snapshot/resume"
     ))
@@ -301,6 +301,20 @@ impl Plane {
         Ok((guard, rec))
     }
 
+    /// [`Plane::lock_live_sandbox`] for a change that needs the container itself: a sandbox
+    /// paused into a snapshot (its container and address freed) is refused with how to resume it.
+    pub(super) async fn lock_sandbox_container(
+        &self,
+        org: &OrgId,
+        id: &str,
+    ) -> Result<(OwnedMutexGuard<()>, SandboxRecord), PlaneError> {
+        let (guard, rec) = self.lock_live_sandbox(org, id).await?;
+        if is_stopped(&rec) {
+            return Err(stopped_conflict(id));
+        }
+        Ok((guard, rec))
+    }
+
     pub async fn pause_sandbox(&self, org: &OrgId, id: &str) -> Result<SandboxInfo, PlaneError> {
         let _guard = self.locks.lock(id).await;
         self.pause_locked(org, id).await
@@ -348,17 +362,12 @@ impl Plane {
         {
             // Only the state check and the resume hold the lock: a command may run for hours
             // and must not hold up a delete.
-            let (_guard, rec) = self.lock_sandbox(org, id).await?;
-            if is_stopped(&rec) {
-                return Err(stopped_conflict(id));
-            }
+            let (_guard, rec) = self.lock_sandbox_container(org, id).await?;
             if rec.sandbox.state == SandboxState::Paused {
                 self.runtime.resume(id).await?;
                 self.store
                     .set_sandbox_state(id, SandboxState::Running)
                     .await?;
-            } else if rec.sandbox.state != SandboxState::Running {
-                return Err(state_conflict(&rec));
             }
         }
         let res = self

@@ -8,7 +8,7 @@ use palisade_store::{NewSnapshot, SecretString};
 use super::Plane;
 use super::PlaneError;
 use super::convert::{full_policy, snapshot_info};
-use super::sandboxes::{Launch, is_stopped, stopped_conflict};
+use super::sandboxes::Launch;
 use crate::control::{
     AfterSnapshot, CreateSnapshot, ListSnapshots, OrgId, Page, RestoreSnapshot, SandboxInfo,
     SnapshotInfo,
@@ -24,10 +24,7 @@ impl Plane {
         sandbox_id: &str,
         req: CreateSnapshot,
     ) -> Result<SnapshotInfo, PlaneError> {
-        let (_guard, rec) = self.lock_live_sandbox(org, sandbox_id).await?;
-        if is_stopped(&rec) {
-            return Err(stopped_conflict(sandbox_id));
-        }
+        let (_guard, rec) = self.lock_sandbox_container(org, sandbox_id).await?;
         let id = palisade_store::new_id();
         let name = req
             .name
