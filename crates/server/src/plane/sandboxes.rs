@@ -41,6 +41,19 @@ pub(super) fn is_stopped(rec: &SandboxRecord) -> bool {
     rec.sandbox.address.is_none()
 }
 
+/// What a change needs of the sandbox it locks (see [`Plane::lock_sandbox`]); each level
+/// includes the one before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Needs {
+    /// Its row, in any state.
+    Row,
+    /// Its network and rules: running or paused, else Conflict.
+    Live,
+    /// Its container too: live and not paused into a snapshot (container and address freed),
+    /// else Conflict saying how to resume it.
+    Container,
+}
+
 /// A request the sandbox's state forbids.
 pub(super) fn state_conflict(rec: &SandboxRecord) -> PlaneError {
     PlaneError::Conflict(format!("sandbox is {}", rec.sandbox.state))
@@ -272,44 +285,24 @@ impl Plane {
         Ok(())
     }
 
-    /// Takes the sandbox's lock, then reads its row: the state a change is judged on cannot
-    /// move before the change is made.
+    /// Takes the sandbox's lock, then reads its row and checks it has what the change `needs`:
+    /// the state a change is judged on cannot move before the change is made.
     pub(super) async fn lock_sandbox(
         &self,
         org: &OrgId,
         id: &str,
+        needs: Needs,
     ) -> Result<(OwnedMutexGuard<()>, SandboxRecord), PlaneError> {
         let guard = self.locks.lock(id).await;
         let rec = self.store.get_sandbox(&org.0, id).await?;
-        Ok((guard, rec))
-    }
-
-    /// [`Plane::lock_sandbox`] for a change that needs the sandbox's container and network:
-    /// refused (Conflict) unless it is running or paused.
-    pub(super) async fn lock_live_sandbox(
-        &self,
-        org: &OrgId,
-        id: &str,
-    ) -> Result<(OwnedMutexGuard<()>, SandboxRecord), PlaneError> {
-        let (guard, rec) = self.lock_sandbox(org, id).await?;
-        if !matches!(
+        let live = matches!(
             rec.sandbox.state,
             SandboxState::Running | SandboxState::Paused
-        ) {
+        );
+        if needs >= Needs::Live && !live {
             return Err(state_conflict(&rec));
         }
-        Ok((guard, rec))
-    }
-
-    /// [`Plane::lock_live_sandbox`] for a change that needs the container itself: a sandbox
-    /// paused into a snapshot (its container and address freed) is refused with how to resume it.
-    pub(super) async fn lock_sandbox_container(
-        &self,
-        org: &OrgId,
-        id: &str,
-    ) -> Result<(OwnedMutexGuard<()>, SandboxRecord), PlaneError> {
-        let (guard, rec) = self.lock_live_sandbox(org, id).await?;
-        if is_stopped(&rec) {
+        if needs == Needs::Container && is_stopped(&rec) {
             return Err(stopped_conflict(id));
         }
         Ok((guard, rec))
@@ -362,7 +355,7 @@ impl Plane {
         {
             // Only the state check and the resume hold the lock: a command may run for hours
             // and must not hold up a delete.
-            let (_guard, rec) = self.lock_sandbox_container(org, id).await?;
+            let (_guard, rec) = self.lock_sandbox(org, id, Needs::Container).await?;
             if rec.sandbox.state == SandboxState::Paused {
                 self.runtime.resume(id).await?;
                 self.store
@@ -386,7 +379,7 @@ impl Plane {
             Ok(out) => out,
             // Deleted or paused while the command ran: say so rather than a runc error.
             Err(e) => {
-                let (_guard, rec) = self.lock_sandbox(org, id).await?;
+                let (_guard, rec) = self.lock_sandbox(org, id, Needs::Row).await?;
                 if rec.sandbox.state != SandboxState::Running {
                     return Err(state_conflict(&rec));
                 }
@@ -417,7 +410,7 @@ impl Plane {
         id: &str,
         policy: Policy,
     ) -> Result<PolicyInfo, PlaneError> {
-        let (_guard, rec) = self.lock_live_sandbox(org, id).await?;
+        let (_guard, rec) = self.lock_sandbox(org, id, Needs::Live).await?;
         let addrs = rec
             .sandbox
             .address

@@ -8,7 +8,7 @@ use palisade_store::{NewSnapshot, SecretString};
 use super::Plane;
 use super::PlaneError;
 use super::convert::{full_policy, snapshot_info};
-use super::sandboxes::Launch;
+use super::sandboxes::{Launch, Needs};
 use crate::control::{
     AfterSnapshot, CreateSnapshot, ListSnapshots, OrgId, Page, RestoreSnapshot, SandboxInfo,
     SnapshotInfo,
@@ -24,7 +24,7 @@ impl Plane {
         sandbox_id: &str,
         req: CreateSnapshot,
     ) -> Result<SnapshotInfo, PlaneError> {
-        let (_guard, rec) = self.lock_sandbox_container(org, sandbox_id).await?;
+        let (_guard, rec) = self.lock_sandbox(org, sandbox_id, Needs::Container).await?;
         let id = palisade_store::new_id();
         let name = req
             .name
