@@ -15,7 +15,7 @@ APT_PACKAGES := nftables runc iproute2 tini catatonit curl openssl ca-certificat
 LEAP0_VERSIONS := 0.6.1 0.8.0
 STAMP := target/.stamps
 
-.PHONY: help run test deps apt venv check fmt clippy unit fuzz bench bench-deps clean
+.PHONY: help run test deps apt venv check fmt locks clippy unit fuzz bench bench-deps clean
 
 help:
 	@echo "make run    install what is missing, build, start the daemon"
@@ -51,13 +51,18 @@ $(STAMP)/venv: Makefile tools/find-python
 fmt:
 	cargo fmt --all -- --check
 
+# fuzz/ is a workspace of its own: its lock file must follow the main one, or `make fuzz`
+# resolves the firewall's dependencies anew on every run.
+locks:
+	cargo tree --locked --manifest-path fuzz/Cargo.toml -e normal > /dev/null
+
 clippy:
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 
 unit:
 	cargo test --workspace --locked
 
-check: fmt clippy unit
+check: fmt locks clippy unit
 
 test: deps check
 
