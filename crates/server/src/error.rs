@@ -30,14 +30,12 @@ pub enum ApiError {
     Validation(Vec<FieldProblem>),
     #[error("missing or invalid API key")]
     Unauthorized,
-    /// No such route (404).
     #[error("{0} not found")]
     NotFound(&'static str),
-    /// The plane refused the request for a reason of the caller's: a missing resource (404), a
-    /// state or name that forbids it (409), a full quota (429). The plane's message is the
-    /// client's; the status is chosen where the error is made, in `From<PlaneError>`.
-    #[error("{1}")]
-    Refused(StatusCode, PlaneError),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Quota(String),
     /// A fault of ours (500).
     #[error("internal error: {0}")]
     Internal(#[source] PlaneError),
@@ -65,7 +63,8 @@ impl ApiError {
             ApiError::Validation(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::Refused(status, _) => *status,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Quota(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -105,9 +104,9 @@ impl From<PlaneError> for ApiError {
         match e {
             PlaneError::Invalid { field, message } => ApiError::field(field, message),
             PlaneError::Policy(errors) => errors.into(),
-            PlaneError::NotFound(_) => ApiError::Refused(StatusCode::NOT_FOUND, e),
-            PlaneError::Conflict(_) => ApiError::Refused(StatusCode::CONFLICT, e),
-            PlaneError::Quota(_) => ApiError::Refused(StatusCode::TOO_MANY_REQUESTS, e),
+            PlaneError::NotFound(what) => ApiError::NotFound(what),
+            PlaneError::Conflict(m) => ApiError::Conflict(m),
+            PlaneError::Quota(m) => ApiError::Quota(m),
             PlaneError::TemplateNotReady(message) => ApiError::Unavailable {
                 message,
                 cause: None,
