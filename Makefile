@@ -52,7 +52,7 @@ fmt:
 	cargo fmt --all -- --check
 
 # fuzz/ is a workspace of its own: its lock file must follow the main one, or `make fuzz`
-# resolves the firewall's dependencies anew on every run.
+# rewrites it, resolving what the main lock has not pinned for it afresh.
 locks:
 	cargo tree --locked --manifest-path fuzz/Cargo.toml -e normal > /dev/null
 
