@@ -4,14 +4,15 @@
 //! spelled here and nowhere else.
 //!
 //! New kinds of decision (an audit "would deny", a hold awaiting approval) add a variant here and
-//! a branch where plans are carried out; nothing parses the text back.
+//! a branch where plans are carried out. The one reader of recorded rule text (the policy
+//! suggestions) asks [`Bearing::of_text`], which is tested against that text.
 
 use std::fmt;
 use std::net::Ipv4Addr;
 
 use palisade_policy::{CanonicalName, DenyReason, DomainPattern, NameError, Rule};
 
-use crate::hold::HoldRule;
+use crate::hold::{Decision, HoldRule};
 
 /// The rule behind a decision, as the event's `rule` field names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +90,90 @@ impl fmt::Display for RuleRef {
             RuleRef::Audit => f.write_str("audit"),
             RuleRef::Held(rule) => rule.fmt(f),
         }
+    }
+}
+
+/// What a rule says about the policy's lists: would a longer `allow_domains` or `allow_cidrs`
+/// have changed the decision? Readers of recorded events (the policy suggestions) ask this of the
+/// stored `rule` text; [`RuleRef::bearing`] says it of the value, so a new rule cannot be added
+/// without saying it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bearing {
+    /// A rule that let the traffic through: the mode, a list entry, a transform, an address the
+    /// sandbox's DNS served for an allowed name, audit, or a person in the approval queue.
+    Allows,
+    /// Nothing in the lists matched (`default`), or the mode is `deny-all`: the lists decided.
+    Lists,
+    /// A check the lists do not change (addresses, limits, budgets, L7 rules, framing), a
+    /// person's refusal, or a hold nobody decided.
+    Beyond,
+}
+
+impl RuleRef {
+    /// See [`Bearing`].
+    pub fn bearing(&self) -> Bearing {
+        match self {
+            RuleRef::Policy(Rule::NoMatch | Rule::DenyAll) => Bearing::Lists,
+            RuleRef::Policy(Rule::AllowAll | Rule::Domain(_) | Rule::Transform { .. })
+            | RuleRef::AllowCidrs
+            | RuleRef::DnsBound(_)
+            | RuleRef::Audit => Bearing::Allows,
+            RuleRef::Held(HoldRule::Decided(decision)) if decision.allows() => Bearing::Allows,
+            RuleRef::Held(_)
+            | RuleRef::Budget(_)
+            | RuleRef::HttpRule(_)
+            | RuleRef::HttpRules
+            | RuleRef::Protocol
+            | RuleRef::Authority
+            | RuleRef::Address
+            | RuleRef::Interception
+            | RuleRef::Scrub
+            | RuleRef::Limit
+            | RuleRef::Malformed
+            | RuleRef::Synthetic
+            | RuleRef::AddressClass
+            | RuleRef::DnsRateLimit => Bearing::Beyond,
+        }
+    }
+}
+
+impl Bearing {
+    /// The bearing of the rule an event's `rule` text names, as [`RuleRef`]'s `Display` wrote it.
+    /// `None` for text no rule of this build writes (another version's, a damaged row); a
+    /// reader never counts that as allowing anything.
+    pub fn of_text(text: &str) -> Option<Bearing> {
+        let (head, tail) = match text.split_once(':') {
+            Some((head, tail)) => (head, Some(tail)),
+            None => (text, None),
+        };
+        let pattern = |p: &str| DomainPattern::parse(p).is_ok();
+        let name = |n: &str| palisade_policy::canonicalize(n.as_bytes()).is_ok();
+        Some(match (head, tail) {
+            ("default" | "deny-all", None) => Bearing::Lists,
+            ("allow-all" | "allow_cidrs" | "audit", None) => Bearing::Allows,
+            ("domain" | "transform", Some(p)) if pattern(p) => Bearing::Allows,
+            // Earlier versions named an intercepted request that an allow_domains entry let
+            // through so; their rows are still in the store.
+            ("domain", None) => Bearing::Allows,
+            ("dns-bound", Some(n)) if name(n) => Bearing::Allows,
+            ("approval", Some(decision)) => match decision {
+                "timeout" => Bearing::Beyond,
+                _ if decision.parse::<Decision>().ok()?.allows() => Bearing::Allows,
+                _ => Bearing::Beyond,
+            },
+            ("budget", Some("sandbox")) => Bearing::Beyond,
+            ("budget", Some(scope)) if scope.strip_prefix("domain:").is_some_and(pattern) => {
+                Bearing::Beyond
+            }
+            ("http-rule", Some(index)) if index.parse::<usize>().is_ok() => Bearing::Beyond,
+            (
+                "http-rules" | "protocol" | "authority" | "address" | "transform" | "scrub"
+                | "limit" | "malformed" | "synthetic" | "address-class" | "dns-rate-limit"
+                | "approval" | "hold-limit",
+                None,
+            ) => Bearing::Beyond,
+            _ => return None,
+        })
     }
 }
 
@@ -219,6 +304,84 @@ mod tests {
         ];
         for (rule, text) in cases {
             assert_eq!(rule.to_string(), text);
+        }
+    }
+
+    #[test]
+    fn every_rule_text_reads_back_with_its_bearing() {
+        let name = palisade_policy::canonicalize("Bücher.A.Test.".as_bytes()).unwrap();
+        let pattern = || DomainPattern::parse("*.xn--55qx5d.cn").unwrap();
+        let decided = |d| RuleRef::Held(HoldRule::Decided(d));
+        // One rule of every variant, with the payloads the text carries.
+        let rules = [
+            RuleRef::Policy(Rule::AllowAll),
+            RuleRef::Policy(Rule::DenyAll),
+            RuleRef::Policy(Rule::Domain(pattern())),
+            RuleRef::Policy(Rule::Transform {
+                index: 2,
+                pattern: DomainPattern::parse("api.a.test").unwrap(),
+            }),
+            RuleRef::Policy(Rule::NoMatch),
+            RuleRef::AllowCidrs,
+            RuleRef::DnsBound(name),
+            RuleRef::Budget(BudgetScope::Sandbox),
+            RuleRef::Budget(BudgetScope::Domain(pattern())),
+            RuleRef::HttpRule(12),
+            RuleRef::HttpRules,
+            RuleRef::Protocol,
+            RuleRef::Authority,
+            RuleRef::Address,
+            RuleRef::Interception,
+            RuleRef::Scrub,
+            RuleRef::Limit,
+            RuleRef::Malformed,
+            RuleRef::Synthetic,
+            RuleRef::AddressClass,
+            RuleRef::DnsRateLimit,
+            RuleRef::Audit,
+            RuleRef::Held(HoldRule::Queue),
+            decided(Decision::AllowOnce),
+            decided(Decision::AllowAlways),
+            decided(Decision::Deny),
+            decided(Decision::DenyAlways),
+            RuleRef::Held(HoldRule::Timeout),
+            RuleRef::Held(HoldRule::Limit),
+        ];
+        let mut seen = [0; 3];
+        for rule in &rules {
+            let bearing = rule.bearing();
+            assert_eq!(Bearing::of_text(&rule.to_string()), Some(bearing), "{rule}");
+            seen[bearing as usize] += 1;
+        }
+        // Allows: 3 policy rules, allow_cidrs, dns-bound, audit, two approvals.
+        assert_eq!(seen, [8, 2, 19]);
+        // What earlier versions wrote still reads.
+        assert_eq!(Bearing::of_text("domain"), Some(Bearing::Allows));
+    }
+
+    #[test]
+    fn text_no_rule_writes_has_no_bearing() {
+        for text in [
+            "",
+            "domain:",
+            "domain:*",
+            "transform:a..test",
+            "dns-bound:",
+            "dns-bound:a b",
+            "budget",
+            "budget:domain:",
+            "budget:org",
+            "http-rule:",
+            "http-rule:-1",
+            "http-rules:1",
+            "approval:maybe",
+            "approval:allow-once:x",
+            "hold-limit:1",
+            "allow-all:",
+            "Allow-All",
+            "some-future-rule",
+        ] {
+            assert_eq!(Bearing::of_text(text), None, "{text:?}");
         }
     }
 }
