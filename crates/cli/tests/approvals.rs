@@ -187,6 +187,33 @@ fn held_requests_wait_for_a_person_and_their_names_reach_no_upstream_before() {
     assert!(t.elapsed() < Duration::from_secs(5));
     let r = bed.api("GET", "/v1/approvals", "");
     assert_eq!(r.json()["items"], serde_json::json!([]), "{r:?}");
+
+    // The suggestion lists what a person allowed (the TLS name's only events carry
+    // `approval:allow-once`), and none of what a person refused or nobody decided.
+    let r = bed.api(
+        "GET",
+        &format!("/v1/sandbox/{id}/network-policy/suggestion"),
+        "",
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let s = r.json();
+    let mut domains: Vec<&str> = s["network_policy"]["allow_domains"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap())
+        .collect();
+    domains.sort_unstable();
+    assert_eq!(domains, ["alpha.test", "beta.test", "one.wild.test"], "{s}");
+    let not: Vec<&str> = s["not_suggested"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["what"].as_str().unwrap())
+        .collect();
+    for refused in ["two.wild.test", "three.wild.test", "four.wild.test"] {
+        assert!(not.contains(&refused), "{refused}: {s}");
+    }
 }
 
 #[test]

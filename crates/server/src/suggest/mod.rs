@@ -2,8 +2,9 @@
 //! everything a sandbox did, built from the egress events the daemon keeps for it.
 //!
 //! Pure: events and the current (redacted) policy in, a [`Suggestion`] out. The rules:
-//! - every name the sandbox used (allowed, denied or would-deny by the lists) becomes an exact
-//!   `allow_domains` entry, except names a transform already covers (transforms are kept);
+//! - every name the sandbox used (allowed, by the lists or by a person in the approval queue;
+//!   denied or would-deny by the lists) becomes an exact `allow_domains` entry, except names a
+//!   transform already covers (transforms are kept);
 //! - [`WILDCARD_MIN`] or more distinct names below one registrable domain (public suffix list,
 //!   ICANN and private sections, embedded in the `psl` crate at build time) collapse into
 //!   `*.<registrable domain>`, so `*.co.uk` or `*.github.io` can never be suggested: those are
@@ -14,7 +15,9 @@
 //!   `allow_cidrs` pass in the kernel and leave no event, so an unseen CIDR may still be used).
 //!
 //! Denials that a wider list would not lift (internal addresses, malformed input, budgets,
-//! limits, L7 rules) are reported in `not_suggested`, never turned into entries.
+//! limits, L7 rules) and names a person refused or nobody decided are reported in
+//! `not_suggested`, never turned into entries. What an event's rule says is read with
+//! [`Bearing::of_text`]; a rule this build cannot read counts for nothing.
 
 #[cfg(test)]
 mod tests;
@@ -23,6 +26,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
+use palisade_firewall::decision::Bearing;
 use palisade_policy::{
     AddressClass, CanonicalName, Mode, NameVerdict, NetworkPolicySpec, Policy, canonicalize,
     classify,
@@ -138,19 +142,6 @@ pub struct Suggestion {
     pub problems: Vec<crate::error::FieldProblem>,
 }
 
-/// Rules that record a decision of the lists (or the mode): widening the lists changes it.
-fn list_decision(rule: &str) -> bool {
-    matches!(rule, "default" | "deny-all")
-}
-
-/// Rules of allowed traffic.
-fn allowed_rule(rule: &str) -> bool {
-    matches!(rule, "allow-all" | "allow_cidrs" | "domain" | "audit")
-        || rule.starts_with("domain:")
-        || rule.starts_with("transform:")
-        || rule.starts_with("dns-bound:")
-}
-
 fn is_public(ip: IpAddr) -> bool {
     matches!(
         classify(ip),
@@ -168,9 +159,11 @@ enum Seen {
 
 fn classify_event(e: &EgressEventFields) -> Seen {
     let rule = e.rule.as_deref().unwrap_or("");
+    // A rule this build cannot read is never turned into an entry.
+    let bearing = Bearing::of_text(rule).unwrap_or(Bearing::Beyond);
     let counts = match e.verdict.as_str() {
-        "allow" => allowed_rule(rule),
-        "deny" | "would-deny" => list_decision(rule),
+        "allow" => bearing == Bearing::Allows,
+        "deny" | "would-deny" => bearing == Bearing::Lists,
         _ => false,
     };
     let name = e.name.as_deref().filter(|n| !n.is_empty());

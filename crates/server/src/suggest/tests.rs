@@ -263,3 +263,50 @@ fn over_the_limits_is_reported_not_hidden() {
     assert_eq!(s.problems.len(), 1);
     assert_eq!(s.problems[0].field, "network_policy.allow_domains");
 }
+
+/// An event naming `name`: DNS with `dns`, else a TLS connection.
+fn named(verdict: &str, dns: bool, name: &str, rule: &str) -> EgressEventRecord {
+    match dns {
+        true => ev(verdict, "dns", Some(name), "10.0.0.1:53", rule),
+        false => ev(verdict, "tcp", Some(name), "198.18.0.9:443", rule),
+    }
+}
+
+#[test]
+fn names_a_person_allowed_are_suggested_and_refused_ones_are_not() {
+    // `on_unknown: hold`: each name waited in the approval queue; the rule says who decided.
+    let events = [
+        named("allow", true, "once.test", "approval:allow-once"),
+        named("allow", false, "once.test", "approval:allow-once"),
+        named("allow", false, "always.test", "approval:allow-always"),
+        named("deny", false, "refused.test", "approval:deny"),
+        named("deny", true, "forever.test", "approval:deny-always"),
+        named("deny", true, "late.test", "approval:timeout"),
+        named("deny", true, "full.test", "hold-limit"),
+    ];
+    let hold = spec(r#"{"mode":"custom","on_unknown":"hold"}"#);
+    let s = suggest("sb", &hold, &events);
+    assert_eq!(domains(&s), ["always.test", "once.test"]);
+    assert_eq!(s.domains[1].evidence.count, 2);
+    let not: Vec<&str> = s.not_suggested.iter().map(|n| n.what.as_str()).collect();
+    assert_eq!(
+        not,
+        ["forever.test", "full.test", "late.test", "refused.test"]
+    );
+}
+
+#[test]
+fn rules_this_build_cannot_read_count_for_nothing() {
+    // A rule text this build does not know (a newer daemon's, or a damaged row) never becomes
+    // an entry: allowing what cannot be read would be a silent allow. An earlier version's bare
+    // `domain` (an intercepted request an allow_domains entry let through) still counts.
+    let events = [
+        named("allow", false, "new.test", "some-future-rule"),
+        named("allow", false, "old.test", "domain"),
+        named("deny", false, "odd.test", "domain:"),
+    ];
+    let s = suggest("sb", &spec(AUDIT), &events);
+    assert_eq!(domains(&s), ["old.test"]);
+    let not: Vec<&str> = s.not_suggested.iter().map(|n| n.what.as_str()).collect();
+    assert_eq!(not, ["odd.test"]);
+}
