@@ -1,11 +1,12 @@
 //! The firewall's decisions as values: which rule decided ([`RuleRef`]) and why a connection or
 //! request was refused ([`Reason`]). Plans, refusals and budget cuts carry these; they become text
 //! only where an event is recorded or a line is logged, so every rule name an event can carry is
-//! spelled here and nowhere else.
+//! spelled in this file: written by `Display`, and read back only by [`Bearing::of_text`], which
+//! is tested against it.
 //!
-//! New kinds of decision (an audit "would deny", a hold awaiting approval) add a variant here and
-//! a branch where plans are carried out. The one reader of recorded rule text (the policy
-//! suggestions) asks [`Bearing::of_text`], which is tested against that text.
+//! New kinds of decision (an audit "would deny", a hold awaiting approval) add a variant here, an
+//! arm of [`RuleRef::bearing`], and a branch where plans are carried out. The policy suggestions,
+//! the one thing that decides from recorded rule text, ask [`Bearing::of_text`].
 
 use std::fmt;
 use std::net::Ipv4Addr;
