@@ -13,7 +13,7 @@ use std::net::Ipv4Addr;
 
 use palisade_policy::{CanonicalName, DenyReason, DomainPattern, NameError, Rule};
 
-use crate::hold::{Decision, HoldRule};
+use crate::hold::HoldRule;
 
 /// The rule behind a decision, as the event's `rule` field names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,11 +157,10 @@ impl Bearing {
             // through so; their rows are still in the store.
             ("domain", None) => Bearing::Allows,
             ("dns-bound", Some(n)) if name(n) => Bearing::Allows,
-            ("approval", Some(decision)) => match decision {
-                "timeout" => Bearing::Beyond,
-                _ if decision.parse::<Decision>().ok()?.allows() => Bearing::Allows,
-                _ => Bearing::Beyond,
-            },
+            ("approval" | "hold-limit", _) => {
+                let rule = HoldRule::ALL.into_iter().find(|r| r.to_string() == text)?;
+                RuleRef::Held(rule).bearing()
+            }
             ("budget", Some("sandbox")) => Bearing::Beyond,
             ("budget", Some(scope)) if scope.strip_prefix("domain:").is_some_and(pattern) => {
                 Bearing::Beyond
@@ -169,8 +168,7 @@ impl Bearing {
             ("http-rule", Some(index)) if index.parse::<usize>().is_ok() => Bearing::Beyond,
             (
                 "http-rules" | "protocol" | "authority" | "address" | "transform" | "scrub"
-                | "limit" | "malformed" | "synthetic" | "address-class" | "dns-rate-limit"
-                | "approval" | "hold-limit",
+                | "limit" | "malformed" | "synthetic" | "address-class" | "dns-rate-limit",
                 None,
             ) => Bearing::Beyond,
             _ => return None,
@@ -270,6 +268,7 @@ impl From<&str> for Reason {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hold::Decision;
 
     #[test]
     fn rules_render_as_events_name_them() {

@@ -59,6 +59,19 @@ pub enum HoldRule {
     Limit,
 }
 
+impl HoldRule {
+    /// Every rule, so that an event's text is read back through `Display` itself.
+    pub const ALL: [HoldRule; 7] = [
+        HoldRule::Queue,
+        HoldRule::Decided(Decision::AllowOnce),
+        HoldRule::Decided(Decision::AllowAlways),
+        HoldRule::Decided(Decision::Deny),
+        HoldRule::Decided(Decision::DenyAlways),
+        HoldRule::Timeout,
+        HoldRule::Limit,
+    ];
+}
+
 impl fmt::Display for HoldRule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -174,3 +174,12 @@ fn decisions_parse_from_their_wire_spelling_only() {
     assert!("allow".parse::<Decision>().is_err());
     assert!("Allow-Once".parse::<Decision>().is_err());
 }
+
+#[test]
+fn every_hold_rule_has_its_own_event_text() {
+    let texts: std::collections::BTreeSet<String> =
+        HoldRule::ALL.iter().map(ToString::to_string).collect();
+    // Distinct, so reading a text back finds the one rule that wrote it. That ALL holds every
+    // rule is checked where the text is read (decision::tests, which renders each rule).
+    assert_eq!(texts.len(), HoldRule::ALL.len(), "{texts:?}");
+}

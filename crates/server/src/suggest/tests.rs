@@ -45,6 +45,10 @@ fn domains(s: &Suggestion) -> Vec<&str> {
     s.domains.iter().map(|d| d.domain.as_str()).collect()
 }
 
+fn not_suggested(s: &Suggestion) -> Vec<&str> {
+    s.not_suggested.iter().map(|n| n.what.as_str()).collect()
+}
+
 const AUDIT: &str = r#"{"mode":"custom","audit":true}"#;
 
 #[test]
@@ -174,7 +178,7 @@ fn addresses_become_host_cidrs_and_internal_ones_never_do() {
     assert_eq!(s.cidrs[2].evidence.count, 2);
     assert_eq!(s.cidrs[2].evidence.bytes_sent, 20);
     assert_eq!(s.cidrs[0].evidence.count, 1);
-    let not: Vec<&str> = s.not_suggested.iter().map(|n| n.what.as_str()).collect();
+    let not = not_suggested(&s);
     assert!(not.contains(&"10.99.0.10"), "{not:?}");
     assert!(not.contains(&"169.254.169.254"), "{not:?}");
     assert!(s.domains.is_empty());
@@ -234,7 +238,7 @@ fn transforms_and_budgets_are_kept_and_cover_their_names() {
     let alpha = &s.domains[0].evidence;
     assert_eq!(alpha.count, 2);
     assert_eq!(alpha.ports, [443], "DNS carries no port");
-    let not: Vec<&str> = s.not_suggested.iter().map(|n| n.what.as_str()).collect();
+    let not = not_suggested(&s);
     assert_eq!(not, ["api.example.test", "beta.test"]);
 }
 
@@ -264,31 +268,33 @@ fn over_the_limits_is_reported_not_hidden() {
     assert_eq!(s.problems[0].field, "network_policy.allow_domains");
 }
 
-/// An event naming `name`: DNS with `dns`, else a TLS connection.
-fn named(verdict: &str, dns: bool, name: &str, rule: &str) -> EgressEventRecord {
-    match dns {
-        true => ev(verdict, "dns", Some(name), "10.0.0.1:53", rule),
-        false => ev(verdict, "tcp", Some(name), "198.18.0.9:443", rule),
-    }
+/// An event naming `name`: a DNS query to the sandbox's resolver, or a TLS connection.
+fn named(verdict: &str, protocol: &str, name: &str, rule: &str) -> EgressEventRecord {
+    let dst = if protocol == "dns" {
+        "10.0.0.1:53"
+    } else {
+        "198.18.0.9:443"
+    };
+    ev(verdict, protocol, Some(name), dst, rule)
 }
 
 #[test]
 fn names_a_person_allowed_are_suggested_and_refused_ones_are_not() {
     // `on_unknown: hold`: each name waited in the approval queue; the rule says who decided.
     let events = [
-        named("allow", true, "once.test", "approval:allow-once"),
-        named("allow", false, "once.test", "approval:allow-once"),
-        named("allow", false, "always.test", "approval:allow-always"),
-        named("deny", false, "refused.test", "approval:deny"),
-        named("deny", true, "forever.test", "approval:deny-always"),
-        named("deny", true, "late.test", "approval:timeout"),
-        named("deny", true, "full.test", "hold-limit"),
+        named("allow", "dns", "once.test", "approval:allow-once"),
+        named("allow", "tcp", "once.test", "approval:allow-once"),
+        named("allow", "tcp", "always.test", "approval:allow-always"),
+        named("deny", "tcp", "refused.test", "approval:deny"),
+        named("deny", "dns", "forever.test", "approval:deny-always"),
+        named("deny", "dns", "late.test", "approval:timeout"),
+        named("deny", "dns", "full.test", "hold-limit"),
     ];
     let hold = spec(r#"{"mode":"custom","on_unknown":"hold"}"#);
     let s = suggest("sb", &hold, &events);
     assert_eq!(domains(&s), ["always.test", "once.test"]);
     assert_eq!(s.domains[1].evidence.count, 2);
-    let not: Vec<&str> = s.not_suggested.iter().map(|n| n.what.as_str()).collect();
+    let not = not_suggested(&s);
     assert_eq!(
         not,
         ["forever.test", "full.test", "late.test", "refused.test"]
@@ -301,12 +307,12 @@ fn rules_this_build_cannot_read_count_for_nothing() {
     // an entry: allowing what cannot be read would be a silent allow. An earlier version's bare
     // `domain` (an intercepted request an allow_domains entry let through) still counts.
     let events = [
-        named("allow", false, "new.test", "some-future-rule"),
-        named("allow", false, "old.test", "domain"),
-        named("deny", false, "odd.test", "domain:"),
+        named("allow", "tcp", "new.test", "some-future-rule"),
+        named("allow", "tcp", "old.test", "domain"),
+        named("deny", "tcp", "odd.test", "domain:"),
     ];
     let s = suggest("sb", &spec(AUDIT), &events);
     assert_eq!(domains(&s), ["old.test"]);
-    let not: Vec<&str> = s.not_suggested.iter().map(|n| n.what.as_str()).collect();
+    let not = not_suggested(&s);
     assert_eq!(not, ["odd.test"]);
 }
