@@ -8,8 +8,10 @@
 //! arm of [`RuleRef::bearing`], and a branch where plans are carried out. The policy suggestions,
 //! the one thing that decides from recorded rule text, ask [`Bearing::of_text`].
 
+use std::collections::HashMap;
 use std::fmt;
 use std::net::Ipv4Addr;
+use std::sync::LazyLock;
 
 use palisade_policy::{CanonicalName, DenyReason, DomainPattern, NameError, Rule};
 
@@ -136,43 +138,75 @@ impl RuleRef {
             | RuleRef::DnsRateLimit => Bearing::Beyond,
         }
     }
+
+    /// Every rule whose text is its name alone (the approval rules are [`HoldRule::ALL`]). A new
+    /// rule of that kind goes here, or its events read back as nothing (the test that renders
+    /// every variant says so).
+    const NAMED: [RuleRef; 17] = [
+        RuleRef::Policy(Rule::AllowAll),
+        RuleRef::Policy(Rule::DenyAll),
+        RuleRef::Policy(Rule::NoMatch),
+        RuleRef::AllowCidrs,
+        RuleRef::Budget(BudgetScope::Sandbox),
+        RuleRef::HttpRules,
+        RuleRef::Protocol,
+        RuleRef::Authority,
+        RuleRef::Address,
+        RuleRef::Interception,
+        RuleRef::Scrub,
+        RuleRef::Limit,
+        RuleRef::Malformed,
+        RuleRef::Synthetic,
+        RuleRef::AddressClass,
+        RuleRef::DnsRateLimit,
+        RuleRef::Audit,
+    ];
+
+    /// The rule carrying a payload (a pattern, a name, an index) that `text` spells, parsed from
+    /// what follows its head. A transform's index is not in its text; the rule read back has 0.
+    fn with_payload(text: &str) -> Option<RuleRef> {
+        let (head, payload) = text.split_once(':')?;
+        let pattern = |p: &str| DomainPattern::parse(p).ok();
+        Some(match head {
+            "domain" => RuleRef::Policy(Rule::Domain(pattern(payload)?)),
+            "transform" => RuleRef::Policy(Rule::Transform {
+                index: 0,
+                pattern: pattern(payload)?,
+            }),
+            "dns-bound" => {
+                RuleRef::DnsBound(palisade_policy::canonicalize(payload.as_bytes()).ok()?)
+            }
+            "budget" => RuleRef::Budget(BudgetScope::Domain(pattern(
+                payload.strip_prefix("domain:")?,
+            )?)),
+            "http-rule" => RuleRef::HttpRule(payload.parse().ok()?),
+            _ => return None,
+        })
+    }
 }
 
 impl Bearing {
-    /// The bearing of the rule an event's `rule` text names, as [`RuleRef`]'s `Display` wrote it.
-    /// `None` for text no rule of this build writes (another version's, a damaged row); a
-    /// reader never counts that as allowing anything.
+    /// The bearing of the rule whose `Display` wrote an event's `rule` text: the rules that are
+    /// their name alone are looked up by that name, the others parsed and rendered again, so
+    /// only the text `Display` writes reads back. `None` for text no rule of this build writes
+    /// (another version's, a damaged row); a reader never counts that as allowing anything.
     pub fn of_text(text: &str) -> Option<Bearing> {
-        let (head, tail) = match text.split_once(':') {
-            Some((head, tail)) => (head, Some(tail)),
-            None => (text, None),
-        };
-        let pattern = |p: &str| DomainPattern::parse(p).is_ok();
-        let name = |n: &str| palisade_policy::canonicalize(n.as_bytes()).is_ok();
-        Some(match (head, tail) {
-            ("default" | "deny-all", None) => Bearing::Lists,
-            ("allow-all" | "allow_cidrs" | "audit", None) => Bearing::Allows,
-            ("domain" | "transform", Some(p)) if pattern(p) => Bearing::Allows,
-            // Earlier versions named an intercepted request that an allow_domains entry let
-            // through so; their rows are still in the store.
-            ("domain", None) => Bearing::Allows,
-            ("dns-bound", Some(n)) if name(n) => Bearing::Allows,
-            ("approval" | "hold-limit", _) => {
-                let rule = HoldRule::ALL.into_iter().find(|r| r.to_string() == text)?;
-                RuleRef::Held(rule).bearing()
-            }
-            ("budget", Some("sandbox")) => Bearing::Beyond,
-            ("budget", Some(scope)) if scope.strip_prefix("domain:").is_some_and(pattern) => {
-                Bearing::Beyond
-            }
-            ("http-rule", Some(index)) if index.parse::<usize>().is_ok() => Bearing::Beyond,
-            (
-                "http-rules" | "protocol" | "authority" | "address" | "transform" | "scrub"
-                | "limit" | "malformed" | "synthetic" | "address-class" | "dns-rate-limit",
-                None,
-            ) => Bearing::Beyond,
-            _ => return None,
-        })
+        static NAMED: LazyLock<HashMap<String, Bearing>> = LazyLock::new(|| {
+            let held = HoldRule::ALL.map(RuleRef::Held);
+            (RuleRef::NAMED.iter().chain(&held))
+                .map(|rule| (rule.to_string(), rule.bearing()))
+                .collect()
+        });
+        // Earlier versions named an intercepted request that an allow_domains entry let through
+        // so; their rows are still in the store.
+        if text == "domain" {
+            return Some(Bearing::Allows);
+        }
+        if let Some(bearing) = NAMED.get(text) {
+            return Some(*bearing);
+        }
+        let rule = RuleRef::with_payload(text)?;
+        (rule.to_string() == text).then(|| rule.bearing())
     }
 }
 
