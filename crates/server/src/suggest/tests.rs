@@ -33,8 +33,18 @@ fn ev(
     }
 }
 
+/// An event naming `name`: a DNS query to the sandbox's resolver, or a TLS connection.
+fn named(verdict: &str, protocol: &str, name: &str, rule: &str) -> EgressEventRecord {
+    let dst = if protocol == "dns" {
+        "10.0.0.1:53"
+    } else {
+        "198.18.0.9:443"
+    };
+    ev(verdict, protocol, Some(name), dst, rule)
+}
+
 fn tcp(name: &str) -> EgressEventRecord {
-    ev("would-deny", "tcp", Some(name), "198.18.0.9:443", "default")
+    named("would-deny", "tcp", name, "default")
 }
 
 fn spec(json: &str) -> NetworkPolicySpec {
@@ -266,16 +276,6 @@ fn over_the_limits_is_reported_not_hidden() {
     assert_eq!(s.domains.len(), 60);
     assert_eq!(s.problems.len(), 1);
     assert_eq!(s.problems[0].field, "network_policy.allow_domains");
-}
-
-/// An event naming `name`: a DNS query to the sandbox's resolver, or a TLS connection.
-fn named(verdict: &str, protocol: &str, name: &str, rule: &str) -> EgressEventRecord {
-    let dst = if protocol == "dns" {
-        "10.0.0.1:53"
-    } else {
-        "198.18.0.9:443"
-    };
-    ev(verdict, protocol, Some(name), dst, rule)
 }
 
 #[test]
