@@ -26,27 +26,98 @@ pub struct ErrorBody {
 /// chain, never sent: the client reads which side failed, not how.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
+    /// A request the wire layer refused (400), each problem naming its field.
     #[error("invalid request")]
     Validation(Vec<FieldProblem>),
     #[error("missing or invalid API key")]
     Unauthorized,
-    #[error("{0} not found")]
-    NotFound(&'static str),
-    #[error("{0}")]
-    Conflict(String),
-    #[error("{0}")]
-    Quota(String),
-    /// A fault of ours (500).
-    #[error("internal error: {0}")]
-    Internal(#[source] PlaneError),
+    /// No route answers the path (404).
+    #[error("route not found")]
+    NoRoute,
+    /// What the control plane answered, kept whole: [`Answer::of`] reads the status and the
+    /// message off its variant, the one place a control-plane error becomes HTTP.
+    #[error(transparent)]
+    Plane(#[from] PlaneError),
+}
+
+/// How the API answers a control-plane error: the caller's doing, or the host's.
+enum Answer {
+    /// 400, each problem naming its field.
+    Fields(Vec<FieldProblem>),
+    /// 404, 409 or 429, with the plane's own message.
+    Refused(StatusCode),
     /// Not now (503): a template not ready, no address left, a full disk, a store that cannot
-    /// write. `message` says what to do; `cause`, when there is one, goes to the log.
-    #[error("{message}")]
-    Unavailable {
-        message: String,
-        #[source]
-        cause: Option<PlaneError>,
-    },
+    /// write. `message` says what to do; a `logged` cause goes to the log.
+    Unavailable { message: String, logged: bool },
+    /// A fault of ours (500): the client reads which side failed.
+    Internal,
+}
+
+impl Answer {
+    fn of(e: &PlaneError) -> Self {
+        match e {
+            PlaneError::Invalid { field, message } => Answer::Fields(vec![FieldProblem {
+                field: (*field).to_owned(),
+                error: message.clone(),
+            }]),
+            PlaneError::Policy(errors) => Answer::Fields(problems(errors)),
+            PlaneError::NotFound(_) => Answer::Refused(StatusCode::NOT_FOUND),
+            PlaneError::Conflict(_) => Answer::Refused(StatusCode::CONFLICT),
+            PlaneError::Quota(_) => Answer::Refused(StatusCode::TOO_MANY_REQUESTS),
+            PlaneError::TemplateNotReady(_) | PlaneError::NoAddresses => Answer::Unavailable {
+                message: e.to_string(),
+                logged: false,
+            },
+            PlaneError::DiskFull(_) => Answer::Unavailable {
+                message: "the host's data disk is full: nothing was written (an archive begun \
+                          is removed); free space and try again"
+                    .into(),
+                logged: true,
+            },
+            // Said plainly (503, retry later); the detail still goes to the log.
+            PlaneError::Store(s) => match s.storage_fault() {
+                Some(fault) => Answer::Unavailable {
+                    message: format!("{fault}; try again later"),
+                    logged: true,
+                },
+                None => Answer::Internal,
+            },
+            PlaneError::Runtime(_)
+            | PlaneError::Network(_)
+            | PlaneError::Ca(_)
+            | PlaneError::CorruptPolicy(_)
+            | PlaneError::Serialize(_)
+            | PlaneError::Task(_)
+            | PlaneError::SnapshotDir(_)
+            | PlaneError::Poisoned(_) => Answer::Internal,
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            Answer::Fields(_) => StatusCode::BAD_REQUEST,
+            Answer::Refused(status) => *status,
+            Answer::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Answer::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+fn problems(e: &palisade_policy::ValidationErrors) -> Vec<FieldProblem> {
+    e.0.iter()
+        .map(|f| FieldProblem {
+            field: f.field.clone(),
+            error: f.message.clone(),
+        })
+        .collect()
+}
+
+fn fields_body(errors: Vec<FieldProblem>) -> ErrorBody {
+    let message = match errors.as_slice() {
+        [one] => format!("invalid request: {}: {}", one.field, one.error),
+        _ => "invalid request".to_owned(),
+    };
+    ErrorBody { message, errors }
 }
 
 impl ApiError {
@@ -62,75 +133,32 @@ impl ApiError {
         match self {
             ApiError::Validation(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::Quota(_) => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NoRoute => StatusCode::NOT_FOUND,
+            ApiError::Plane(e) => Answer::of(e).status(),
         }
     }
 
     pub fn body(&self) -> ErrorBody {
-        let (message, errors) = match self {
-            ApiError::Validation(errors) => {
-                let message = match errors.as_slice() {
-                    [one] => format!("invalid request: {}: {}", one.field, one.error),
-                    _ => "invalid request".to_owned(),
-                };
-                (message, errors.clone())
-            }
-            other => (other.to_string(), Vec::new()),
+        let message = match self {
+            ApiError::Validation(errors) => return fields_body(errors.clone()),
+            ApiError::Plane(e) => match Answer::of(e) {
+                Answer::Fields(errors) => return fields_body(errors),
+                Answer::Refused(_) => e.to_string(),
+                Answer::Unavailable { message, .. } => message,
+                Answer::Internal => format!("internal error: {e}"),
+            },
+            other => other.to_string(),
         };
-        ErrorBody { message, errors }
+        ErrorBody {
+            message,
+            errors: Vec::new(),
+        }
     }
 }
 
 impl From<palisade_policy::ValidationErrors> for ApiError {
     fn from(e: palisade_policy::ValidationErrors) -> Self {
-        ApiError::Validation(
-            e.0.into_iter()
-                .map(|f| FieldProblem {
-                    field: f.field,
-                    error: f.message,
-                })
-                .collect(),
-        )
-    }
-}
-
-/// The one place a control-plane error becomes an HTTP status and a message.
-impl From<PlaneError> for ApiError {
-    fn from(e: PlaneError) -> Self {
-        match e {
-            PlaneError::Invalid { field, message } => ApiError::field(field, message),
-            PlaneError::Policy(errors) => errors.into(),
-            PlaneError::NotFound(what) => ApiError::NotFound(what),
-            PlaneError::Conflict(m) => ApiError::Conflict(m),
-            PlaneError::Quota(m) => ApiError::Quota(m),
-            PlaneError::TemplateNotReady(message) => ApiError::Unavailable {
-                message,
-                cause: None,
-            },
-            PlaneError::NoAddresses => ApiError::Unavailable {
-                message: e.to_string(),
-                cause: None,
-            },
-            PlaneError::DiskFull(_) => ApiError::Unavailable {
-                message: "the host's data disk is full: nothing was written (an archive begun is \
-                          removed); free space and try again"
-                    .into(),
-                cause: Some(e),
-            },
-            // Said plainly (503, retry later); the detail still goes to the log.
-            PlaneError::Store(ref s) => match s.storage_fault() {
-                Some(fault) => ApiError::Unavailable {
-                    message: format!("{fault}; try again later"),
-                    cause: Some(e),
-                },
-                None => ApiError::Internal(e),
-            },
-            other => ApiError::Internal(other),
-        }
+        ApiError::Validation(problems(&e))
     }
 }
 
@@ -143,16 +171,16 @@ impl From<palisade_store::StoreError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        match &self {
-            ApiError::Internal(cause) => {
-                tracing::error!(error = %cause.chain(), "internal error answered with 500");
+        if let ApiError::Plane(cause) = &self {
+            match Answer::of(cause) {
+                Answer::Internal => {
+                    tracing::error!(error = %cause.chain(), "internal error answered with 500");
+                }
+                Answer::Unavailable { logged: true, .. } => {
+                    tracing::error!(error = %cause.chain(), "host fault answered with 503");
+                }
+                _ => {}
             }
-            ApiError::Unavailable {
-                cause: Some(cause), ..
-            } => {
-                tracing::error!(error = %cause.chain(), "host fault answered with 503");
-            }
-            _ => {}
         }
         let mut response = (status, axum::Json(self.body())).into_response();
         if status == StatusCode::UNAUTHORIZED {

@@ -39,15 +39,21 @@ use routes::{approvals, network, sandboxes, snapshots, suggestion, templates};
 pub fn api_router(cp: Arc<Plane>, metrics: Arc<Metrics>) -> Router {
     let one_sandbox = || get(sandboxes::get).delete(sandboxes::delete);
     let authed = Router::new()
+        // Sandboxes, each served with and without the trailing slash: clients spell it both ways.
         .route("/v1/sandbox", post(sandboxes::create))
         .route("/v1/sandboxes", get(sandboxes::list))
-        // Served with and without the trailing slash: clients spell it both ways.
         .route("/v1/sandbox/{id}", one_sandbox())
         .route("/v1/sandbox/{id}/", one_sandbox())
         .route("/v1/sandbox/{id}/pause", post(sandboxes::pause))
         .route("/v1/sandbox/{id}/process/execute", post(sandboxes::execute))
+        // Snapshots, taken from a sandbox and restored into a new one.
         .route("/v1/sandbox/{id}/snapshot/create", post(snapshots::create))
         .route("/v1/sandbox/{id}/snapshot/pause", post(snapshots::pause))
+        .route("/v1/snapshots", get(snapshots::list))
+        .route("/v1/snapshot/{id}", delete(snapshots::delete))
+        .route("/v1/snapshot/restore", post(snapshots::restore))
+        .route("/v1/snapshot/resume", post(snapshots::resume))
+        // A sandbox's network: its live policy, its egress events, a policy learnt from them.
         .route(
             "/v1/sandbox/{id}/network-policy",
             put(network::put_policy).get(network::get_policy),
@@ -64,10 +70,7 @@ pub fn api_router(cp: Arc<Plane>, metrics: Arc<Metrics>) -> Router {
         .route("/v1/approvals", get(approvals::list))
         .route("/v1/approvals/stream", get(approvals::stream))
         .route("/v1/approvals/{id}", post(approvals::decide))
-        .route("/v1/snapshots", get(snapshots::list))
-        .route("/v1/snapshot/restore", post(snapshots::restore))
-        .route("/v1/snapshot/resume", post(snapshots::resume))
-        .route("/v1/snapshot/{id}", delete(snapshots::delete))
+        // Templates.
         .route("/v1/template", post(templates::create))
         .route("/v1/templates", get(templates::list))
         .route(
@@ -84,7 +87,7 @@ pub fn api_router(cp: Arc<Plane>, metrics: Arc<Metrics>) -> Router {
         .route("/openapi.json", get(|| async { Json(openapi::document()) }))
         .merge(console::router())
         .merge(authed)
-        .fallback(|| async { ApiError::NotFound("route") })
+        .fallback(|| async { ApiError::NoRoute })
         .layer(DefaultBodyLimit::max(extract::MAX_BODY))
         .layer(middleware::from_fn_with_state(metrics, metrics::track))
 }
