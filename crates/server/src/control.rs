@@ -6,6 +6,8 @@
 
 use palisade_policy::{NetworkPolicySpec, Policy};
 use palisade_store::{SandboxRecord, SnapshotRecord};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 pub use palisade_firewall::hold::{ApprovalUpdate, ApprovalView, Decision};
 
@@ -126,17 +128,43 @@ impl BuildState {
     }
 }
 
-/// A template's build state and what its last build said.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// On the wire as its name.
+impl Serialize for BuildState {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// A template's build state and what its last build said. It is also the wire form: a
+/// template response carries these fields flattened, named `build_*`, with the times in
+/// RFC 3339.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, ToSchema)]
 pub struct BuildStatus {
+    /// Sandboxes are made only from a `ready` template; a create on another answers 503
+    /// saying why. `absent`: never built on this host.
+    #[serde(rename = "build_state")]
+    #[schema(value_type = String)]
     pub state: BuildState,
-    /// Why the last build failed.
+    /// Why the last build failed (with `failed`).
+    #[serde(rename = "build_error")]
     pub error: Option<String>,
+    #[serde(
+        rename = "build_started_at",
+        serialize_with = "crate::time::rfc3339_opt"
+    )]
+    #[schema(value_type = Option<String>)]
     pub started_at_ms: Option<i64>,
+    #[serde(
+        rename = "build_finished_at",
+        serialize_with = "crate::time::rfc3339_opt"
+    )]
+    #[schema(value_type = Option<String>)]
     pub finished_at_ms: Option<i64>,
-    /// The builder's latest progress line (debootstrap's `I: Retrieving ...`).
+    /// The builder's latest progress line while building (debootstrap's `I: Retrieving ...`).
+    #[serde(rename = "build_progress")]
     pub progress: Option<String>,
     /// Progress lines so far in the running (or last) build.
+    #[serde(rename = "build_progress_lines")]
     pub progress_lines: u64,
 }
 

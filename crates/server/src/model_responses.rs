@@ -1,11 +1,13 @@
 //! Response bodies, shaped as both Leap0 SDKs read them (a submodule of `model.rs`).
 
 use palisade_policy::NetworkPolicySpec;
-use palisade_store::{EgressEventFields, EgressEventRecord, Resources};
+use palisade_store::{EgressEventFields, EgressEventRecord, NewSnapshot, Resources};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::control::{ExecResult, PolicyInfo, SandboxInfo, SnapshotInfo, TemplateInfo};
+use crate::control::{
+    BuildStatus, ExecResult, PolicyInfo, SandboxInfo, SnapshotInfo, TemplateInfo,
+};
 use crate::time::{rfc3339, unix_secs};
 
 /// The size of a sandbox or snapshot under both SDK generations' field names (`memory` and
@@ -87,17 +89,22 @@ pub struct SandboxListItem {
 }
 
 impl From<SandboxInfo> for SandboxListItem {
-    fn from(info: SandboxInfo) -> Self {
-        let s = info.record.sandbox;
+    fn from(
+        SandboxInfo {
+            record,
+            network_policy,
+        }: SandboxInfo,
+    ) -> Self {
+        let s = record.sandbox;
         Self {
             id: s.id,
             template_id: s.template_id,
             state: s.state.as_str().to_owned(),
-            launch_time: rfc3339(info.record.created_at),
-            state_change_time: rfc3339(info.record.state_changed_at),
+            launch_time: rfc3339(record.created_at),
+            state_change_time: rfc3339(record.state_changed_at),
             timeout_at: s.deadline_at.map(unix_secs),
-            created_at: rfc3339(info.record.created_at),
-            policy_mode: info.network_policy.map(|p| p.mode.as_str().to_owned()),
+            created_at: rfc3339(record.created_at),
+            policy_mode: network_policy.map(|p| p.mode.as_str().to_owned()),
         }
     }
 }
@@ -122,17 +129,31 @@ pub struct SnapshotResponse {
 }
 
 impl From<SnapshotInfo> for SnapshotResponse {
-    fn from(info: SnapshotInfo) -> Self {
-        let s = info.record.snapshot;
+    fn from(
+        SnapshotInfo {
+            record,
+            network_policy,
+        }: SnapshotInfo,
+    ) -> Self {
+        // Named one by one: the archive's path and size stay on the host.
+        let NewSnapshot {
+            id,
+            name,
+            sandbox_id,
+            template_id,
+            resources,
+            state,
+            ..
+        } = record.snapshot;
         Self {
-            id: s.id,
-            name: s.name,
-            sandbox_id: s.sandbox_id,
-            template_id: s.template_id,
-            size: s.resources.into(),
-            state: s.state,
-            network_policy: info.network_policy,
-            created_at: rfc3339(info.record.created_at),
+            id,
+            name,
+            sandbox_id,
+            template_id,
+            size: resources.into(),
+            state,
+            network_policy,
+            created_at: rfc3339(record.created_at),
         }
     }
 }
@@ -152,17 +173,8 @@ pub struct TemplateResponse {
     pub image_config: Option<serde_json::Value>,
     pub is_system: bool,
     pub created_at: String,
-    /// `ready` | `building` | `failed` | `absent` (never built on this host). Sandboxes are made
-    /// only from a ready template; a create on another answers 503 saying why.
-    pub build_state: String,
-    /// Why the last build failed (with `failed`).
-    pub build_error: Option<String>,
-    pub build_started_at: Option<String>,
-    pub build_finished_at: Option<String>,
-    /// The builder's latest progress line while building.
-    pub build_progress: Option<String>,
-    /// Progress lines so far in the running or last build.
-    pub build_progress_lines: u64,
+    #[serde(flatten)]
+    pub build: BuildStatus,
 }
 
 impl From<TemplateInfo> for TemplateResponse {
@@ -174,12 +186,7 @@ impl From<TemplateInfo> for TemplateResponse {
             image_config: t.image_config,
             is_system: t.is_system,
             created_at: rfc3339(t.created_at_ms),
-            build_state: t.build.state.as_str().to_owned(),
-            build_error: t.build.error,
-            build_started_at: t.build.started_at_ms.map(rfc3339),
-            build_finished_at: t.build.finished_at_ms.map(rfc3339),
-            build_progress: t.build.progress,
-            build_progress_lines: t.build.progress_lines,
+            build: t.build,
         }
     }
 }
@@ -262,4 +269,49 @@ impl From<EgressEventRecord> for EventResponse {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EventListResponse {
     pub items: Vec<EventResponse>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::BuildState;
+
+    /// The build status flattens into the template as `build_*`, with RFC 3339 times.
+    #[test]
+    fn a_template_carries_its_build_as_build_fields() {
+        let info = TemplateInfo {
+            id: "t1".into(),
+            name: "system/debian:bookworm".into(),
+            digest: "d".into(),
+            image_config: None,
+            is_system: true,
+            created_at_ms: 0,
+            build: BuildStatus {
+                state: BuildState::Failed,
+                error: Some("no mirror".into()),
+                started_at_ms: Some(1_700_000_000_123),
+                finished_at_ms: None,
+                progress: Some("I: Retrieving".into()),
+                progress_lines: 3,
+            },
+        };
+        let json = serde_json::to_value(TemplateResponse::from(info)).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "id": "t1",
+                "name": "system/debian:bookworm",
+                "digest": "d",
+                "image_config": null,
+                "is_system": true,
+                "created_at": "1970-01-01T00:00:00Z",
+                "build_state": "failed",
+                "build_error": "no mirror",
+                "build_started_at": "2023-11-14T22:13:20.123Z",
+                "build_finished_at": null,
+                "build_progress": "I: Retrieving",
+                "build_progress_lines": 3,
+            })
+        );
+    }
 }

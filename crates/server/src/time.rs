@@ -10,6 +10,14 @@ pub(crate) fn rfc3339(ms: i64) -> String {
         .unwrap_or_default()
 }
 
+/// A `serialize_with` for an optional time: RFC 3339, or `null`.
+pub(crate) fn rfc3339_opt<S: serde::Serializer>(ms: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
+    match ms {
+        Some(ms) => s.serialize_str(&rfc3339(*ms)),
+        None => s.serialize_none(),
+    }
+}
+
 pub(crate) fn unix_secs(ms: i64) -> i64 {
     ms.div_euclid(1000)
 }
