@@ -15,8 +15,9 @@ use crate::error::{ApiError, FieldProblem};
 pub const DEFAULT_TEMPLATE: &str = "system/debian:bookworm";
 const DEFAULT_VCPU: i64 = 1;
 const DEFAULT_MEMORY_MIB: i64 = 1024;
-const DEFAULT_TIMEOUT_SECS: i64 = 300;
-const MAX_TIMEOUT_SECS: i64 = 28_800;
+/// Five minutes, and at most eight hours: Leap0's default and limit.
+const DEFAULT_TIMEOUT_SECS: i64 = 5 * 60;
+const MAX_TIMEOUT_SECS: i64 = 8 * 3600;
 const MAX_ENV_VARS: usize = 256;
 const MAX_ENV_NAME: usize = 256;
 const MAX_ENV_VALUE: usize = 32 * 1024;

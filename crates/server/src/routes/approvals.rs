@@ -8,7 +8,7 @@ use futures_util::StreamExt;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::{Cp, OrgItem, bodies, sse};
+use super::{Cp, OrgItem, Reply, bodies, sse};
 use crate::control::{ApprovalDecided, ApprovalUpdate, ApprovalView, Decision, OrgId};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::JsonBody;
@@ -114,7 +114,7 @@ fn parse_decision(body: serde_json::Value) -> Result<Decision, ApiError> {
 
 #[utoipa::path(get, path = "/v1/approvals", tag = "approvals",
     responses((status = 200, body = ApprovalListResponse, description = "the organisation's pending approvals, oldest first")))]
-pub(crate) async fn list(cp: Cp, org: OrgId) -> Result<Json<ApprovalListResponse>, ApiError> {
+pub(crate) async fn list(cp: Cp, org: OrgId) -> Reply<ApprovalListResponse> {
     let items = bodies(cp.list_approvals(&org));
     Ok(Json(ApprovalListResponse { items }))
 }
@@ -152,7 +152,7 @@ pub(crate) async fn decide(
     cp: Cp,
     OrgItem { org, id }: OrgItem,
     JsonBody(body): JsonBody<serde_json::Value>,
-) -> Result<Json<ApprovalDecisionResponse>, ApiError> {
+) -> Reply<ApprovalDecisionResponse> {
     let decision = parse_decision(body)?;
     Ok(Json(cp.decide_approval(&org, &id, decision).await?.into()))
 }

@@ -27,6 +27,12 @@ use crate::plane::Plane;
 
 pub(crate) type Cp = axum::extract::State<Arc<Plane>>;
 
+/// What a handler answers: its body, or the error as the API reports it.
+pub(crate) type Reply<T> = Result<Json<T>, ApiError>;
+
+/// What a create answers: `201 Created` with the new resource (see [`created`]).
+pub(crate) type Created<T> = Result<(StatusCode, Json<T>), ApiError>;
+
 /// The organisation the request is authenticated as (put there by the auth middleware) and
 /// the `{id}` its path names: what every handler of one resource starts from.
 pub(crate) struct OrgItem {

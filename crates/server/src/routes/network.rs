@@ -7,7 +7,7 @@ use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 
-use super::{Cp, OrgItem, bodies, sse};
+use super::{Cp, OrgItem, Reply, bodies, sse};
 use crate::control::EventFilter;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{JsonBody, int_param, param, query_pairs};
@@ -21,7 +21,7 @@ pub(crate) async fn put_policy(
     cp: Cp,
     OrgItem { org, id }: OrgItem,
     JsonBody(body): JsonBody<serde_json::Value>,
-) -> Result<Json<PolicyResponse>, ApiError> {
+) -> Reply<PolicyResponse> {
     // Accept the policy itself, or wrapped as {"network_policy": {...}}.
     let value = match body {
         serde_json::Value::Object(mut m) if m.len() == 1 && m.contains_key("network_policy") => {
@@ -38,10 +38,7 @@ pub(crate) async fn put_policy(
 
 #[utoipa::path(get, path = "/v1/sandbox/{id}/network-policy", tag = "network", params(("id" = String, Path)),
     responses((status = 200, body = PolicyResponse), (status = 404, body = ErrorBody)))]
-pub(crate) async fn get_policy(
-    cp: Cp,
-    OrgItem { org, id }: OrgItem,
-) -> Result<Json<PolicyResponse>, ApiError> {
+pub(crate) async fn get_policy(cp: Cp, OrgItem { org, id }: OrgItem) -> Reply<PolicyResponse> {
     Ok(Json(cp.get_network_policy(&org, &id).await?.into()))
 }
 

@@ -5,13 +5,19 @@ use axum::extract::RawQuery;
 use axum::http::StatusCode;
 use palisade_store::{SandboxSort, SandboxState};
 
-use super::{Cp, OrgItem, created, paged, sort_and_page};
+use super::{Cp, Created, OrgItem, Reply, created, paged, sort_and_page};
 use crate::control::{ListSandboxes, OrgId};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{JsonBody, param, query_pairs};
 use crate::model::{
     CreateSandboxRequest, ExecuteRequest, ProcessResponse, SandboxListResponse, SandboxResponse,
 };
+
+/// The `sort` values the listing takes, the first the default.
+const SORTS: [(&str, SandboxSort); 2] = [
+    ("created_at", SandboxSort::CreatedAt),
+    ("state", SandboxSort::State),
+];
 
 #[utoipa::path(post, path = "/v1/sandbox", tag = "sandboxes", request_body = CreateSandboxRequest,
     responses((status = 201, body = SandboxResponse), (status = 400, body = ErrorBody),
@@ -21,16 +27,13 @@ pub(crate) async fn create(
     cp: Cp,
     org: OrgId,
     JsonBody(req): JsonBody<CreateSandboxRequest>,
-) -> Result<(StatusCode, Json<SandboxResponse>), ApiError> {
+) -> Created<SandboxResponse> {
     Ok(created(cp.create_sandbox(&org, req.try_into()?).await?))
 }
 
 #[utoipa::path(get, path = "/v1/sandbox/{id}/", tag = "sandboxes", params(("id" = String, Path)),
     responses((status = 200, body = SandboxResponse), (status = 404, body = ErrorBody)))]
-pub(crate) async fn get(
-    cp: Cp,
-    OrgItem { org, id }: OrgItem,
-) -> Result<Json<SandboxResponse>, ApiError> {
+pub(crate) async fn get(cp: Cp, OrgItem { org, id }: OrgItem) -> Reply<SandboxResponse> {
     Ok(Json(cp.get_sandbox(&org, &id).await?.into()))
 }
 
@@ -43,7 +46,7 @@ pub(crate) async fn list(
     cp: Cp,
     org: OrgId,
     RawQuery(raw): RawQuery,
-) -> Result<Json<SandboxListResponse>, ApiError> {
+) -> Reply<SandboxListResponse> {
     let q = query_pairs(raw.as_deref());
     let state = match param(&q, "state") {
         None | Some("") => None,
@@ -51,11 +54,7 @@ pub(crate) async fn list(
             ApiError::field("state", "must be one of starting, snapshotting, running, paused, unpausing, deleting, deleted")
         })?),
     };
-    let sorts = [
-        ("created_at", SandboxSort::CreatedAt),
-        ("state", SandboxSort::State),
-    ];
-    let listing = sort_and_page(&q, &sorts)?;
+    let listing = sort_and_page(&q, &SORTS)?;
     let query = ListSandboxes { state, listing };
     let (items, total_items) = paged(cp.list_sandboxes(&org, query).await?);
     Ok(Json(SandboxListResponse { items, total_items }))
@@ -70,10 +69,7 @@ pub(crate) async fn delete(cp: Cp, OrgItem { org, id }: OrgItem) -> Result<Statu
 
 #[utoipa::path(post, path = "/v1/sandbox/{id}/pause", tag = "sandboxes", params(("id" = String, Path)),
     responses((status = 201, body = SandboxResponse), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub(crate) async fn pause(
-    cp: Cp,
-    OrgItem { org, id }: OrgItem,
-) -> Result<(StatusCode, Json<SandboxResponse>), ApiError> {
+pub(crate) async fn pause(cp: Cp, OrgItem { org, id }: OrgItem) -> Created<SandboxResponse> {
     Ok(created(cp.pause_sandbox(&org, &id).await?))
 }
 
@@ -84,6 +80,6 @@ pub(crate) async fn execute(
     cp: Cp,
     OrgItem { org, id }: OrgItem,
     JsonBody(req): JsonBody<ExecuteRequest>,
-) -> Result<Json<ProcessResponse>, ApiError> {
+) -> Reply<ProcessResponse> {
     Ok(Json(cp.execute(&org, &id, req.try_into()?).await?.into()))
 }

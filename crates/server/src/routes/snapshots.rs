@@ -5,7 +5,7 @@ use axum::extract::RawQuery;
 use axum::http::StatusCode;
 use palisade_store::SnapshotSort;
 
-use super::{Cp, OrgItem, created, paged, sort_and_page};
+use super::{Cp, Created, OrgItem, Reply, created, paged, sort_and_page};
 use crate::control::{ListSnapshots, OrgId};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{JsonBody, param, query_pairs};
@@ -14,6 +14,12 @@ use crate::model::{
     SnapshotResponse,
 };
 
+/// The `sort` values the listing takes, the first the default.
+const SORTS: [(&str, SnapshotSort); 2] = [
+    ("created_at", SnapshotSort::CreatedAt),
+    ("template_id", SnapshotSort::TemplateId),
+];
+
 #[utoipa::path(post, path = "/v1/sandbox/{id}/snapshot/create", tag = "snapshots", params(("id" = String, Path)),
     request_body = CreateSnapshotRequest,
     responses((status = 201, body = SnapshotResponse), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
@@ -21,7 +27,7 @@ pub(crate) async fn create(
     cp: Cp,
     item: OrgItem,
     JsonBody(req): JsonBody<CreateSnapshotRequest>,
-) -> Result<(StatusCode, Json<SnapshotResponse>), ApiError> {
+) -> Created<SnapshotResponse> {
     snapshot(&cp, item, req, false).await
 }
 
@@ -31,7 +37,7 @@ async fn snapshot(
     OrgItem { org, id }: OrgItem,
     req: CreateSnapshotRequest,
     stop: bool,
-) -> Result<(StatusCode, Json<SnapshotResponse>), ApiError> {
+) -> Created<SnapshotResponse> {
     let command = req.into_command(stop)?;
     Ok(created(cp.create_snapshot(&org, &id, command).await?))
 }
@@ -44,7 +50,7 @@ pub(crate) async fn pause(
     cp: Cp,
     item: OrgItem,
     JsonBody(req): JsonBody<CreateSnapshotRequest>,
-) -> Result<(StatusCode, Json<SnapshotResponse>), ApiError> {
+) -> Created<SnapshotResponse> {
     snapshot(&cp, item, req, true).await
 }
 
@@ -57,17 +63,13 @@ pub(crate) async fn list(
     cp: Cp,
     org: OrgId,
     RawQuery(raw): RawQuery,
-) -> Result<Json<SnapshotListResponse>, ApiError> {
+) -> Reply<SnapshotListResponse> {
     let q = query_pairs(raw.as_deref());
     let query = param(&q, "query").unwrap_or("").to_owned();
     if query.chars().count() > 64 {
         return Err(ApiError::field("query", "must be at most 64 characters"));
     }
-    let sorts = [
-        ("created_at", SnapshotSort::CreatedAt),
-        ("template_id", SnapshotSort::TemplateId),
-    ];
-    let listing = sort_and_page(&q, &sorts)?;
+    let listing = sort_and_page(&q, &SORTS)?;
     let list = ListSnapshots { query, listing };
     let (items, total_items) = paged(cp.list_snapshots(&org, list).await?);
     Ok(Json(SnapshotListResponse { items, total_items }))
@@ -88,7 +90,7 @@ pub(crate) async fn restore(
     cp: Cp,
     org: OrgId,
     JsonBody(req): JsonBody<RestoreSnapshotRequest>,
-) -> Result<(StatusCode, Json<SandboxResponse>), ApiError> {
+) -> Created<SandboxResponse> {
     Ok(created(cp.restore_snapshot(&org, req.try_into()?).await?))
 }
 
@@ -98,6 +100,6 @@ pub(crate) async fn resume(
     cp: Cp,
     org: OrgId,
     body: JsonBody<RestoreSnapshotRequest>,
-) -> Result<(StatusCode, Json<SandboxResponse>), ApiError> {
+) -> Created<SandboxResponse> {
     restore(cp, org, body).await
 }

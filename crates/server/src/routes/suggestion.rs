@@ -2,8 +2,8 @@
 
 use axum::Json;
 
-use super::{Cp, OrgItem};
-use crate::error::{ApiError, ErrorBody};
+use super::{Cp, OrgItem, Reply};
+use crate::error::ErrorBody;
 use crate::extract::JsonBody;
 use crate::model::{ApplySuggestionRequest, ApplySuggestionResponse};
 use crate::suggest::Suggestion;
@@ -13,10 +13,7 @@ use crate::suggest::Suggestion;
 #[utoipa::path(get, path = "/v1/sandbox/{id}/network-policy/suggestion", tag = "network",
     params(("id" = String, Path)),
     responses((status = 200, body = Suggestion), (status = 404, body = ErrorBody)))]
-pub(crate) async fn get(
-    cp: Cp,
-    OrgItem { org, id }: OrgItem,
-) -> Result<Json<Suggestion>, ApiError> {
+pub(crate) async fn get(cp: Cp, OrgItem { org, id }: OrgItem) -> Reply<Suggestion> {
     Ok(Json(cp.network_policy_suggestion(&org, &id).await?))
 }
 
@@ -31,7 +28,7 @@ pub(crate) async fn apply(
     cp: Cp,
     OrgItem { org, id }: OrgItem,
     JsonBody(body): JsonBody<ApplySuggestionRequest>,
-) -> Result<Json<ApplySuggestionResponse>, ApiError> {
+) -> Reply<ApplySuggestionResponse> {
     let (policy, suggestion) = cp
         .apply_network_policy_suggestion(&org, &id, body.keep_audit)
         .await?;

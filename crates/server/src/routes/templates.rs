@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::http::StatusCode;
 
-use super::{Cp, OrgItem, bodies, created};
+use super::{Cp, Created, OrgItem, Reply, bodies, created};
 use crate::control::OrgId;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::JsonBody;
@@ -17,13 +17,13 @@ pub(crate) async fn create(
     cp: Cp,
     org: OrgId,
     JsonBody(req): JsonBody<CreateTemplateRequest>,
-) -> Result<(StatusCode, Json<TemplateResponse>), ApiError> {
+) -> Created<TemplateResponse> {
     Ok(created(cp.create_template(&org, req.try_into()?).await?))
 }
 
 #[utoipa::path(get, path = "/v1/templates", tag = "templates",
     responses((status = 200, body = TemplateListResponse)))]
-pub(crate) async fn list(cp: Cp, org: OrgId) -> Result<Json<TemplateListResponse>, ApiError> {
+pub(crate) async fn list(cp: Cp, org: OrgId) -> Reply<TemplateListResponse> {
     let items = bodies(cp.list_templates(&org).await?);
     Ok(Json(TemplateListResponse { items }))
 }
@@ -50,10 +50,7 @@ pub(crate) async fn delete(cp: Cp, OrgItem { org, id }: OrgItem) -> Result<Statu
 #[utoipa::path(post, path = "/v1/template/{id}/build", tag = "templates", params(("id" = String, Path)),
     responses((status = 202, body = TemplateResponse, description = "build started, joined, or already ready: see build_state"),
         (status = 404, body = ErrorBody)))]
-pub(crate) async fn build(
-    cp: Cp,
-    OrgItem { org, id }: OrgItem,
-) -> Result<(StatusCode, Json<TemplateResponse>), ApiError> {
+pub(crate) async fn build(cp: Cp, OrgItem { org, id }: OrgItem) -> Created<TemplateResponse> {
     let template = cp.build_template(&org, &id).await?;
     Ok((StatusCode::ACCEPTED, Json(template.into())))
 }
