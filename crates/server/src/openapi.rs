@@ -1,4 +1,5 @@
-//! `/openapi.json`: the whole API, generated from the handlers and wire types.
+//! `/openapi.json`: the whole API, generated from the handlers and wire types. The paths come
+//! from the route table itself (`routes::table`), so a route is served and described at once.
 
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -8,22 +9,10 @@ use crate::model::*;
 use crate::routes::approvals::{
     ApprovalDecisionRequest, ApprovalDecisionResponse, ApprovalListResponse, ApprovalResponse,
 };
-use crate::routes::{approvals, network, sandboxes, snapshots, suggestion, templates};
 
 #[derive(Debug, OpenApi)]
 #[openapi(
     info(title = "Palisade", description = "Leap0-compatible sandbox API with an egress firewall."),
-    paths(
-        sandboxes::create, sandboxes::get, sandboxes::list, sandboxes::delete, sandboxes::pause,
-        sandboxes::execute,
-        snapshots::create, snapshots::pause, snapshots::list, snapshots::delete, snapshots::restore,
-        snapshots::resume,
-        templates::create, templates::list, templates::rename, templates::delete,
-        templates::build,
-        network::put_policy, network::get_policy, network::events,
-        suggestion::get, suggestion::apply,
-        approvals::list, approvals::stream, approvals::decide,
-    ),
     components(schemas(
         ErrorBody, FieldProblem, palisade_policy::NetworkPolicySpec, CreateSandboxRequest,
         SandboxResponse, SizeFields, SandboxListItem, SandboxListResponse, ExecuteRequest, ProcessResponse,
@@ -55,9 +44,4 @@ impl Modify for Security {
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("leap0-authorization"))),
         );
     }
-}
-
-/// The document, as served.
-pub fn document() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
 }

@@ -17,15 +17,57 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use axum::{Extension, Json};
 use futures_util::{Stream, StreamExt};
 use palisade_store::Order;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::control::{Listing, OrgId, Page};
 use crate::error::ApiError;
 use crate::plane::Plane;
 
 pub(crate) type Cp = axum::extract::State<Arc<Plane>>;
+
+/// Every route behind the API key, one operation a line. Each path is written once, in its
+/// handler's `#[utoipa::path]`, which both serves it and describes it in the OpenAPI document;
+/// the operations of one path merge into one route.
+pub(crate) fn table() -> OpenApiRouter<Arc<Plane>> {
+    OpenApiRouter::with_openapi(crate::openapi::ApiDoc::openapi())
+        .routes(routes!(sandboxes::create))
+        .routes(routes!(sandboxes::list))
+        .routes(routes!(sandboxes::get))
+        .routes(routes!(sandboxes::delete))
+        .routes(routes!(sandboxes::pause))
+        .routes(routes!(sandboxes::execute))
+        .routes(routes!(snapshots::create))
+        .routes(routes!(snapshots::pause))
+        .routes(routes!(snapshots::list))
+        .routes(routes!(snapshots::delete))
+        .routes(routes!(snapshots::restore))
+        .routes(routes!(snapshots::resume))
+        .routes(routes!(network::put_policy))
+        .routes(routes!(network::get_policy))
+        .routes(routes!(network::events))
+        .routes(routes!(suggestion::get))
+        .routes(routes!(suggestion::apply))
+        .routes(routes!(approvals::list))
+        .routes(routes!(approvals::stream))
+        .routes(routes!(approvals::decide))
+        .routes(routes!(templates::create))
+        .routes(routes!(templates::list))
+        .routes(routes!(templates::rename))
+        .routes(routes!(templates::delete))
+        .routes(routes!(templates::build))
+        // Clients spell a sandbox's path with and without the trailing slash; the document
+        // names the one the SDKs send.
+        .route(
+            "/v1/sandbox/{id}",
+            get(sandboxes::get).delete(sandboxes::delete),
+        )
+}
 
 /// What a handler answers: its body, or the error as the API reports it.
 pub(crate) type Reply<T> = Result<Json<T>, ApiError>;
