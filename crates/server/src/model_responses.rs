@@ -6,7 +6,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::control::{
-    BuildStatus, ExecResult, PolicyInfo, SandboxInfo, SnapshotInfo, TemplateInfo,
+    BuildStatus, ExecResult, Page, PolicyInfo, SandboxInfo, SnapshotInfo, TemplateInfo,
 };
 use crate::time::{rfc3339, unix_secs};
 
@@ -109,10 +109,21 @@ impl From<SandboxInfo> for SandboxListItem {
     }
 }
 
+/// One page of a listing (`GET /v1/sandboxes`, `GET /v1/snapshots`) and how many items the
+/// whole listing has.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct SandboxListResponse {
-    pub items: Vec<SandboxListItem>,
+pub struct Paged<T> {
+    pub items: Vec<T>,
     pub total_items: i64,
+}
+
+impl<T, B: From<T>> From<Page<T>> for Paged<B> {
+    fn from(page: Page<T>) -> Self {
+        Self {
+            items: page.items.into_iter().map(Into::into).collect(),
+            total_items: page.total,
+        }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -156,12 +167,6 @@ impl From<SnapshotInfo> for SnapshotResponse {
             created_at: rfc3339(record.created_at),
         }
     }
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SnapshotListResponse {
-    pub items: Vec<SnapshotResponse>,
-    pub total_items: i64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

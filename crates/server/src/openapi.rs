@@ -15,8 +15,8 @@ use crate::routes::approvals::{
     info(title = "Palisade", description = "Leap0-compatible sandbox API with an egress firewall."),
     components(schemas(
         ErrorBody, FieldProblem, palisade_policy::NetworkPolicySpec, CreateSandboxRequest,
-        SandboxResponse, SizeFields, SandboxListItem, SandboxListResponse, ExecuteRequest, ProcessResponse,
-        CreateSnapshotRequest, RestoreSnapshotRequest, SnapshotResponse, SnapshotListResponse,
+        SandboxResponse, SizeFields, SandboxListItem, Paged<SandboxListItem>, ExecuteRequest, ProcessResponse,
+        CreateSnapshotRequest, RestoreSnapshotRequest, SnapshotResponse, Paged<SnapshotResponse>,
         CreateTemplateRequest, RenameTemplateRequest, TemplateResponse, crate::control::BuildStatus,
         TemplateListResponse,
         PolicyResponse, EventResponse, palisade_store::EgressEventFields, EventListResponse,

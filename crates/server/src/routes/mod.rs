@@ -25,7 +25,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::control::{Listing, OrgId, Page};
+use crate::control::{Listing, OrgId};
 use crate::error::ApiError;
 use crate::plane::Plane;
 
@@ -173,11 +173,6 @@ pub(crate) fn sort_and_page<S: Copy>(
 /// The control plane's results as their response bodies.
 pub(crate) fn bodies<T, B: From<T>>(items: Vec<T>) -> Vec<B> {
     items.into_iter().map(Into::into).collect()
-}
-
-/// A page of results as a paged list response's `items` and `total_items`.
-pub(crate) fn paged<T, B: From<T>>(page: Page<T>) -> (Vec<B>, i64) {
-    (bodies(page.items), page.total)
 }
 
 fn paging(pairs: &[(String, String)]) -> Result<(u32, u32), ApiError> {

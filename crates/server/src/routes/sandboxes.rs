@@ -5,12 +5,12 @@ use axum::extract::RawQuery;
 use axum::http::StatusCode;
 use palisade_store::{SandboxSort, SandboxState};
 
-use super::{Cp, Created, OrgItem, Reply, created, paged, sort_and_page};
+use super::{Cp, Created, OrgItem, Reply, created, sort_and_page};
 use crate::control::{ListSandboxes, OrgId};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{JsonBody, param, query_pairs};
 use crate::model::{
-    CreateSandboxRequest, ExecuteRequest, ProcessResponse, SandboxListResponse, SandboxResponse,
+    CreateSandboxRequest, ExecuteRequest, Paged, ProcessResponse, SandboxListItem, SandboxResponse,
 };
 
 /// The `sort` values the listing takes, the first the default.
@@ -41,12 +41,12 @@ pub(crate) async fn get(cp: Cp, OrgItem { org, id }: OrgItem) -> Reply<SandboxRe
     params(("state" = Option<String>, Query), ("sort" = Option<String>, Query, description = "created_at | state"),
            ("order-by" = Option<String>, Query, description = "asc | desc"), ("page" = Option<u32>, Query),
            ("page-size" = Option<u32>, Query, description = "1..=100")),
-    responses((status = 200, body = SandboxListResponse), (status = 400, body = ErrorBody)))]
+    responses((status = 200, body = Paged<SandboxListItem>), (status = 400, body = ErrorBody)))]
 pub(crate) async fn list(
     cp: Cp,
     org: OrgId,
     RawQuery(raw): RawQuery,
-) -> Reply<SandboxListResponse> {
+) -> Reply<Paged<SandboxListItem>> {
     let q = query_pairs(raw.as_deref());
     let state = match param(&q, "state") {
         None | Some("") => None,
@@ -56,8 +56,7 @@ pub(crate) async fn list(
     };
     let listing = sort_and_page(&q, &SORTS)?;
     let query = ListSandboxes { state, listing };
-    let (items, total_items) = paged(cp.list_sandboxes(&org, query).await?);
-    Ok(Json(SandboxListResponse { items, total_items }))
+    Ok(Json(cp.list_sandboxes(&org, query).await?.into()))
 }
 
 #[utoipa::path(delete, path = "/v1/sandbox/{id}/", tag = "sandboxes", params(("id" = String, Path)),

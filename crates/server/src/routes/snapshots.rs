@@ -5,13 +5,12 @@ use axum::extract::RawQuery;
 use axum::http::StatusCode;
 use palisade_store::SnapshotSort;
 
-use super::{Cp, Created, OrgItem, Reply, created, paged, sort_and_page};
+use super::{Cp, Created, OrgItem, Reply, created, sort_and_page};
 use crate::control::{ListSnapshots, OrgId};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{JsonBody, param, query_pairs};
 use crate::model::{
-    CreateSnapshotRequest, RestoreSnapshotRequest, SandboxResponse, SnapshotListResponse,
-    SnapshotResponse,
+    CreateSnapshotRequest, Paged, RestoreSnapshotRequest, SandboxResponse, SnapshotResponse,
 };
 
 /// The `sort` values the listing takes, the first the default.
@@ -58,12 +57,12 @@ pub(crate) async fn pause(
     params(("query" = Option<String>, Query, description = "name contains"),
            ("sort" = Option<String>, Query, description = "created_at | template_id"),
            ("order-by" = Option<String>, Query), ("page" = Option<u32>, Query), ("page-size" = Option<u32>, Query)),
-    responses((status = 200, body = SnapshotListResponse), (status = 400, body = ErrorBody)))]
+    responses((status = 200, body = Paged<SnapshotResponse>), (status = 400, body = ErrorBody)))]
 pub(crate) async fn list(
     cp: Cp,
     org: OrgId,
     RawQuery(raw): RawQuery,
-) -> Reply<SnapshotListResponse> {
+) -> Reply<Paged<SnapshotResponse>> {
     let q = query_pairs(raw.as_deref());
     let query = param(&q, "query").unwrap_or("").to_owned();
     if query.chars().count() > 64 {
@@ -71,8 +70,7 @@ pub(crate) async fn list(
     }
     let listing = sort_and_page(&q, &SORTS)?;
     let list = ListSnapshots { query, listing };
-    let (items, total_items) = paged(cp.list_snapshots(&org, list).await?);
-    Ok(Json(SnapshotListResponse { items, total_items }))
+    Ok(Json(cp.list_snapshots(&org, list).await?.into()))
 }
 
 #[utoipa::path(delete, path = "/v1/snapshot/{id}", tag = "snapshots", params(("id" = String, Path)),
