@@ -31,12 +31,6 @@ pub(crate) async fn create(
     Ok(created(cp.create_sandbox(&org, req.try_into()?).await?))
 }
 
-#[utoipa::path(get, path = "/v1/sandbox/{id}/", tag = "sandboxes", params(("id" = String, Path)),
-    responses((status = 200, body = SandboxResponse), (status = 404, body = ErrorBody)))]
-pub(crate) async fn get(cp: Cp, OrgItem { org, id }: OrgItem) -> Reply<SandboxResponse> {
-    Ok(Json(cp.get_sandbox(&org, &id).await?.into()))
-}
-
 #[utoipa::path(get, path = "/v1/sandboxes", tag = "sandboxes",
     params(("state" = Option<String>, Query), ("sort" = Option<String>, Query, description = "created_at | state"),
            ("order-by" = Option<String>, Query, description = "asc | desc"), ("page" = Option<u32>, Query),
@@ -57,6 +51,12 @@ pub(crate) async fn list(
     let listing = sort_and_page(&q, &SORTS)?;
     let query = ListSandboxes { state, listing };
     Ok(Json(cp.list_sandboxes(&org, query).await?.into()))
+}
+
+#[utoipa::path(get, path = "/v1/sandbox/{id}/", tag = "sandboxes", params(("id" = String, Path)),
+    responses((status = 200, body = SandboxResponse), (status = 404, body = ErrorBody)))]
+pub(crate) async fn get(cp: Cp, OrgItem { org, id }: OrgItem) -> Reply<SandboxResponse> {
+    Ok(Json(cp.get_sandbox(&org, &id).await?.into()))
 }
 
 #[utoipa::path(delete, path = "/v1/sandbox/{id}/", tag = "sandboxes", params(("id" = String, Path)),
