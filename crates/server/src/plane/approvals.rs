@@ -8,7 +8,7 @@ use palisade_policy::CanonicalName;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::convert::full_policy;
-use super::{Plane, PlaneError};
+use super::{Plane, PlaneError, Result};
 use crate::control::{ApprovalDecided, ApprovalUpdate, ApprovalView, Decision, OrgId};
 
 impl Plane {
@@ -52,7 +52,7 @@ impl Plane {
         org: &OrgId,
         id: &str,
         decision: Decision,
-    ) -> Result<ApprovalDecided, PlaneError> {
+    ) -> Result<ApprovalDecided> {
         let approvals = self.registry.approvals();
         let pending = approvals
             .get(&org.0, id)
@@ -80,7 +80,7 @@ impl Plane {
         org: &OrgId,
         pending: &ApprovalView,
         decision: Decision,
-    ) -> Result<i64, PlaneError> {
+    ) -> Result<i64> {
         let name: CanonicalName = pending
             .name
             .parse()

@@ -3,7 +3,7 @@
 use palisade_policy::{NetworkPolicySpec, Policy};
 use palisade_store::{SandboxRecord, SnapshotRecord, TemplateRecord};
 
-use super::PlaneError;
+use super::{PlaneError, Result};
 use crate::control::{SandboxInfo, SnapshotInfo, TemplateInfo};
 
 pub(super) fn clamp_u32(v: i64) -> u32 {
@@ -11,17 +11,17 @@ pub(super) fn clamp_u32(v: i64) -> u32 {
 }
 
 /// A stored redacted policy back into its wire form (stored by us, so a failure is internal).
-pub(super) fn redacted_spec(json: &str) -> Result<NetworkPolicySpec, PlaneError> {
+pub(super) fn redacted_spec(json: &str) -> Result<NetworkPolicySpec> {
     serde_json::from_str(json).map_err(|e| PlaneError::CorruptPolicy(Box::new(e)))
 }
 
 /// A stored full policy back into a validated policy.
-pub(super) fn full_policy(json: &str) -> Result<Policy, PlaneError> {
+pub(super) fn full_policy(json: &str) -> Result<Policy> {
     Policy::from_json(json.as_bytes()).map_err(|e| PlaneError::CorruptPolicy(Box::new(e)))
 }
 
 /// (full JSON, redacted JSON) of a policy, for the store.
-pub(super) fn policy_json(p: &Policy) -> Result<(String, String), PlaneError> {
+pub(super) fn policy_json(p: &Policy) -> Result<(String, String)> {
     let full = serde_json::to_string(&p.to_spec()).map_err(PlaneError::Serialize)?;
     let redacted = serde_json::to_string(&p.redacted_spec()).map_err(PlaneError::Serialize)?;
     Ok((full, redacted))
@@ -34,7 +34,7 @@ pub(super) fn sandbox_info(r: &SandboxRecord, policy: Option<NetworkPolicySpec>)
     }
 }
 
-pub(super) fn snapshot_info(r: &SnapshotRecord) -> Result<SnapshotInfo, PlaneError> {
+pub(super) fn snapshot_info(r: &SnapshotRecord) -> Result<SnapshotInfo> {
     Ok(SnapshotInfo {
         record: r.clone(),
         network_policy: r

@@ -12,6 +12,9 @@ use palisade_netns::NetnsError;
 use palisade_runtime::RuntimeError;
 use palisade_store::StoreError;
 
+/// What the plane's calls answer.
+pub type Result<T, E = PlaneError> = std::result::Result<T, E>;
+
 /// See the module doc. The first group is the caller's doing (4xx), the second is the host's
 /// (5xx).
 #[derive(Debug, thiserror::Error)]

@@ -10,8 +10,7 @@ use palisade_firewall::{EgressEvent, EventLog};
 use palisade_store::{EgressEventFields, EgressEventRecord, EventSink};
 use tokio::sync::broadcast::error::RecvError;
 
-use super::Plane;
-use super::PlaneError;
+use super::{Plane, Result};
 use crate::control::{EventFilter, OrgId};
 
 pub(super) fn to_record(e: &EgressEvent) -> EgressEventRecord {
@@ -73,7 +72,7 @@ impl Plane {
         org: &OrgId,
         sandbox_id: &str,
         f: EventFilter,
-    ) -> Result<Vec<EgressEventRecord>, PlaneError> {
+    ) -> Result<Vec<EgressEventRecord>> {
         let rec = self.store.get_sandbox(&org.0, sandbox_id).await?;
         self.sink.flush().await;
         Ok(self.store.list_events(&rec.sandbox.id, &f).await?)
@@ -85,7 +84,7 @@ impl Plane {
         org: &OrgId,
         sandbox_id: &str,
         f: EventFilter,
-    ) -> Result<BoxStream<'static, EgressEventRecord>, PlaneError> {
+    ) -> Result<BoxStream<'static, EgressEventRecord>> {
         let rec = self.store.get_sandbox(&org.0, sandbox_id).await?;
         let rx = self.events.subscribe();
         let id = rec.sandbox.id;

@@ -36,7 +36,7 @@ use palisade_store::{EventSink, Store};
 
 use crate::control::OrgId;
 
-pub use error::{Chain, PlaneError};
+pub use error::{Chain, PlaneError, Result};
 pub use recover::RecoveryReport;
 pub use sweeper::{auto_pause_name, spawn_sweeper};
 
@@ -97,7 +97,7 @@ pub struct PlaneParts {
 impl Plane {
     /// A plane over `parts`; seeds the system templates into the store and starts copying
     /// egress events from the ring into the store.
-    pub async fn new(parts: PlaneParts, cfg: PlaneConfig) -> Result<Arc<Self>, PlaneError> {
+    pub async fn new(parts: PlaneParts, cfg: PlaneConfig) -> Result<Arc<Self>> {
         let pool = AddressPool::new(cfg.pool)?;
         let plane = Arc::new(Self {
             store: parts.store,
@@ -117,7 +117,7 @@ impl Plane {
     }
 
     /// The organisation of a presented API key; `None` when unknown or revoked.
-    pub async fn authenticate(&self, api_key: &str) -> Result<Option<OrgId>, PlaneError> {
+    pub async fn authenticate(&self, api_key: &str) -> Result<Option<OrgId>> {
         Ok(self
             .store
             .authenticate(api_key)
@@ -133,7 +133,7 @@ impl Plane {
         self.cfg.data_dir.join("snapshots")
     }
 
-    fn pool(&self) -> Result<std::sync::MutexGuard<'_, AddressPool>, PlaneError> {
+    fn pool(&self) -> Result<std::sync::MutexGuard<'_, AddressPool>> {
         self.pool
             .lock()
             .map_err(|_| PlaneError::Poisoned("address pool"))

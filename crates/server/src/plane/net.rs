@@ -9,8 +9,7 @@ use palisade_netns::nft::{self, DnsPacketLimit, SandboxRules};
 use palisade_netns::{SandboxAddrs, SandboxNet, SandboxNetSpec};
 use palisade_policy::Policy;
 
-use super::Plane;
-use super::PlaneError;
+use super::{Plane, Result};
 
 /// The IPv4 `allow_cidrs` of a policy (sandboxes have no IPv6).
 pub(super) fn cidrs_v4(policy: &Policy) -> Vec<Ipv4Net> {
@@ -52,7 +51,7 @@ pub(super) fn rules(
 
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, palisade_netns::NetnsError> + Send + 'static,
-) -> Result<T, PlaneError> {
+) -> Result<T> {
     Ok(tokio::task::spawn_blocking(f).await??)
 }
 
@@ -64,7 +63,7 @@ impl Plane {
         id: &str,
         addrs: SandboxAddrs,
         userns: Option<std::path::PathBuf>,
-    ) -> Result<SandboxNet, PlaneError> {
+    ) -> Result<SandboxNet> {
         let host = self.cfg.host_netns.clone();
         let net = Arc::clone(&self.net);
         let id = id.to_owned();
@@ -83,14 +82,14 @@ impl Plane {
     }
 
     /// Replaces the sandbox's chains (UDP/ICMP `allow_cidrs`) in one transaction.
-    pub(super) async fn apply_rules(&self, r: SandboxRules) -> Result<(), PlaneError> {
+    pub(super) async fn apply_rules(&self, r: SandboxRules) -> Result<()> {
         let host = self.cfg.host_netns.clone();
         let net = Arc::clone(&self.net);
         blocking(move || nft::apply(net.as_ref(), host.as_deref(), &nft::render_sandbox(&r))).await
     }
 
     /// Installs the base table and every given sandbox's chains at once (daemon start).
-    pub(super) async fn apply_full(&self, all: Vec<SandboxRules>) -> Result<(), PlaneError> {
+    pub(super) async fn apply_full(&self, all: Vec<SandboxRules>) -> Result<()> {
         let host = self.cfg.host_netns.clone();
         let net = Arc::clone(&self.net);
         let (ports, pool) = (self.cfg.ports, self.cfg.pool);

@@ -8,10 +8,9 @@ use palisade_ca::SandboxCa;
 use palisade_runtime::SandboxState as RtState;
 use palisade_store::{SandboxRecord, SandboxState};
 
-use super::Plane;
-use super::PlaneError;
 use super::convert::full_policy;
 use super::net::{addrs_of, rules};
+use super::{Plane, Result};
 
 /// What a recovery found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -28,7 +27,7 @@ pub struct RecoveryReport {
 
 impl Plane {
     /// See the module doc. Run once, before the API serves.
-    pub async fn recover(&self) -> Result<RecoveryReport, PlaneError> {
+    pub async fn recover(&self) -> Result<RecoveryReport> {
         let mut report = RecoveryReport::default();
         let recs = self.store.sandboxes_to_recover().await?;
         let known: Vec<String> = recs.iter().map(|r| r.sandbox.id.clone()).collect();
@@ -110,7 +109,7 @@ impl Plane {
 
     /// Removes files in the snapshot directory that no snapshot row names: archives a crash
     /// interrupted before their row was written.
-    async fn remove_orphan_archives(&self) -> Result<Vec<String>, PlaneError> {
+    async fn remove_orphan_archives(&self) -> Result<Vec<String>> {
         let known: std::collections::HashSet<std::path::PathBuf> = self
             .store
             .snapshot_archive_paths()
@@ -143,7 +142,7 @@ impl Plane {
         addrs: palisade_netns::SandboxAddrs,
         version: i64,
         policy: &palisade_policy::Policy,
-    ) -> Result<(), PlaneError> {
+    ) -> Result<()> {
         if let Err(e) = self.pool()?.reserve(addrs) {
             tracing::warn!(sandbox = %rec.sandbox.id, error = %e, "address already reserved");
         }

@@ -16,7 +16,7 @@ use tokio::sync::OwnedMutexGuard;
 use super::PlaneError;
 use super::convert::{policy_json, redacted_spec, sandbox_info};
 use super::net::{addrs_of, rules};
-use super::{Plane, templates::runtime_name};
+use super::{Plane, Result, templates::runtime_name};
 use crate::control::{
     CreateSandbox, EnvVars, ExecResult, Execute, ListSandboxes, OrgId, Page, PolicyInfo,
     SandboxInfo,
@@ -75,7 +75,7 @@ fn sandbox_id() -> String {
 }
 
 impl Plane {
-    pub(super) async fn check_quota(&self, org: &OrgId) -> Result<(), PlaneError> {
+    pub(super) async fn check_quota(&self, org: &OrgId) -> Result<()> {
         let max = self.store.get_org(&org.0).await?.max_sandboxes;
         if let Some(max) = max.or(self.cfg.default_quota)
             && self.store.count_active_sandboxes(&org.0).await? >= max
@@ -87,7 +87,7 @@ impl Plane {
         Ok(())
     }
 
-    pub(super) async fn launch(&self, org: &OrgId, l: Launch) -> Result<SandboxInfo, PlaneError> {
+    pub(super) async fn launch(&self, org: &OrgId, l: Launch) -> Result<SandboxInfo> {
         // Count and insert under the organisation's lock, so concurrent creates cannot all
         // pass the check before any of them is counted. (Sandbox ids are hex: no collision.)
         if l.archive.is_none() {
@@ -101,27 +101,22 @@ impl Plane {
             .pool()?
             .allocate()
             .ok_or_else(|| PlaneError::NoAddresses)?;
-        let rec = self
-            .store
-            .insert_sandbox(
-                NewSandbox {
-                    id: id.clone(),
-                    org_id: org.0.clone(),
-                    template_id: l.template.template.id.clone(),
-                    resources: Resources {
-                        vcpu: i64::from(l.vcpu),
-                        memory_mib: i64::from(l.memory_mib),
-                        disk_mib: i64::from(self.cfg.disk_mib),
-                    },
-                    state: SandboxState::Starting,
-                    auto_pause: l.auto_pause,
-                    timeout_secs: i64::from(l.timeout_secs),
-                    deadline_at: Some(now_ms() + i64::from(l.timeout_secs) * 1000),
-                    address: Some(addrs.sandbox.to_string()),
-                },
-                &l.env,
-            )
-            .await;
+        let row = NewSandbox {
+            id: id.clone(),
+            org_id: org.0.clone(),
+            template_id: l.template.template.id.clone(),
+            resources: Resources {
+                vcpu: i64::from(l.vcpu),
+                memory_mib: i64::from(l.memory_mib),
+                disk_mib: i64::from(self.cfg.disk_mib),
+            },
+            state: SandboxState::Starting,
+            auto_pause: l.auto_pause,
+            timeout_secs: i64::from(l.timeout_secs),
+            deadline_at: Some(now_ms() + i64::from(l.timeout_secs) * 1000),
+            address: Some(addrs.sandbox.to_string()),
+        };
+        let rec = self.store.insert_sandbox(row, &l.env).await;
         drop(quota_guard);
         if let Err(e) = rec {
             self.pool()?.release(addrs);
@@ -148,7 +143,7 @@ impl Plane {
         id: &str,
         addrs: palisade_netns::SandboxAddrs,
         l: &Launch,
-    ) -> Result<(), PlaneError> {
+    ) -> Result<()> {
         let (full, redacted) = policy_json(&l.policy)?;
         let version = self.store.add_policy_version(id, &full, &redacted).await?;
         // The user namespace first: the network namespace is made inside it.
@@ -215,7 +210,7 @@ impl Plane {
         }
     }
 
-    pub(super) async fn info(&self, rec: SandboxRecord) -> Result<SandboxInfo, PlaneError> {
+    pub(super) async fn info(&self, rec: SandboxRecord) -> Result<SandboxInfo> {
         let policy = match self.store.live_policy(&rec.sandbox.id).await {
             Ok(p) => Some(redacted_spec(&p.redacted)?),
             Err(StoreError::NotFound(_)) => None,
@@ -224,11 +219,7 @@ impl Plane {
         Ok(sandbox_info(&rec, policy))
     }
 
-    pub async fn create_sandbox(
-        &self,
-        org: &OrgId,
-        req: CreateSandbox,
-    ) -> Result<SandboxInfo, PlaneError> {
+    pub async fn create_sandbox(&self, org: &OrgId, req: CreateSandbox) -> Result<SandboxInfo> {
         let template = self.template_by_name(org, &req.template_name).await?;
         self.launch(
             org,
@@ -246,16 +237,12 @@ impl Plane {
         .await
     }
 
-    pub async fn get_sandbox(&self, org: &OrgId, id: &str) -> Result<SandboxInfo, PlaneError> {
+    pub async fn get_sandbox(&self, org: &OrgId, id: &str) -> Result<SandboxInfo> {
         let rec = self.store.get_sandbox(&org.0, id).await?;
         self.info(rec).await
     }
 
-    pub async fn list_sandboxes(
-        &self,
-        org: &OrgId,
-        q: ListSandboxes,
-    ) -> Result<Page<SandboxInfo>, PlaneError> {
+    pub async fn list_sandboxes(&self, org: &OrgId, q: ListSandboxes) -> Result<Page<SandboxInfo>> {
         let page = self.store.list_sandboxes(&org.0, &q).await?;
         let mut items = Vec::with_capacity(page.items.len());
         for rec in page.items {
@@ -267,13 +254,13 @@ impl Plane {
         })
     }
 
-    pub async fn delete_sandbox(&self, org: &OrgId, id: &str) -> Result<(), PlaneError> {
+    pub async fn delete_sandbox(&self, org: &OrgId, id: &str) -> Result<()> {
         let _guard = self.locks.lock(id).await;
         self.delete_locked(org, id).await
     }
 
     /// [`Plane::delete`] for a caller that holds the sandbox's lock.
-    pub(super) async fn delete_locked(&self, org: &OrgId, id: &str) -> Result<(), PlaneError> {
+    pub(super) async fn delete_locked(&self, org: &OrgId, id: &str) -> Result<()> {
         let rec = self.store.get_sandbox(&org.0, id).await?;
         self.store
             .set_sandbox_state(id, SandboxState::Deleting)
@@ -292,7 +279,7 @@ impl Plane {
         org: &OrgId,
         id: &str,
         needs: Needs,
-    ) -> Result<(OwnedMutexGuard<()>, SandboxRecord), PlaneError> {
+    ) -> Result<(OwnedMutexGuard<()>, SandboxRecord)> {
         let guard = self.locks.lock(id).await;
         let rec = self.store.get_sandbox(&org.0, id).await?;
         let live = matches!(
@@ -308,17 +295,13 @@ impl Plane {
         Ok((guard, rec))
     }
 
-    pub async fn pause_sandbox(&self, org: &OrgId, id: &str) -> Result<SandboxInfo, PlaneError> {
+    pub async fn pause_sandbox(&self, org: &OrgId, id: &str) -> Result<SandboxInfo> {
         let _guard = self.locks.lock(id).await;
         self.pause_locked(org, id).await
     }
 
     /// [`Plane::pause`] for a caller that holds the sandbox's lock.
-    pub(super) async fn pause_locked(
-        &self,
-        org: &OrgId,
-        id: &str,
-    ) -> Result<SandboxInfo, PlaneError> {
+    pub(super) async fn pause_locked(&self, org: &OrgId, id: &str) -> Result<SandboxInfo> {
         let rec = self.store.get_sandbox(&org.0, id).await?;
         if rec.sandbox.state == SandboxState::Running && !is_stopped(&rec) {
             self.runtime.pause(id).await?;
@@ -334,7 +317,7 @@ impl Plane {
     /// once its snapshot is stored, and keeps its row as `paused` with no address: a sandbox
     /// "paused into a snapshot", brought back with `/v1/snapshot/resume`. For a caller that
     /// holds the sandbox's lock.
-    pub(super) async fn stop_locked(&self, org: &OrgId, id: &str) -> Result<(), PlaneError> {
+    pub(super) async fn stop_locked(&self, org: &OrgId, id: &str) -> Result<()> {
         let rec = self.store.get_sandbox(&org.0, id).await?;
         self.teardown(id, rec.sandbox.address.as_deref().and_then(addrs_of))
             .await;
@@ -346,12 +329,7 @@ impl Plane {
         Ok(())
     }
 
-    pub async fn execute(
-        &self,
-        org: &OrgId,
-        id: &str,
-        req: Execute,
-    ) -> Result<ExecResult, PlaneError> {
+    pub async fn execute(&self, org: &OrgId, id: &str, req: Execute) -> Result<ExecResult> {
         {
             // Only the state check and the resume hold the lock: a command may run for hours
             // and must not hold up a delete.
@@ -409,7 +387,7 @@ impl Plane {
         org: &OrgId,
         id: &str,
         policy: Policy,
-    ) -> Result<PolicyInfo, PlaneError> {
+    ) -> Result<PolicyInfo> {
         let (_guard, rec) = self.lock_sandbox(org, id, Needs::Live).await?;
         let addrs = rec
             .sandbox
@@ -429,11 +407,7 @@ impl Plane {
         self.get_network_policy(org, id).await
     }
 
-    pub async fn get_network_policy(
-        &self,
-        org: &OrgId,
-        id: &str,
-    ) -> Result<PolicyInfo, PlaneError> {
+    pub async fn get_network_policy(&self, org: &OrgId, id: &str) -> Result<PolicyInfo> {
         let rec = self.store.get_sandbox(&org.0, id).await?;
         let live = self.store.live_policy(&rec.sandbox.id).await?;
         Ok(PolicyInfo {

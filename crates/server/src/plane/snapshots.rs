@@ -5,10 +5,10 @@
 use palisade_policy::Policy;
 use palisade_store::{NewSnapshot, SecretString};
 
-use super::Plane;
 use super::PlaneError;
 use super::convert::{full_policy, snapshot_info};
 use super::sandboxes::{Launch, Needs};
+use super::{Plane, Result};
 use crate::control::{
     AfterSnapshot, CreateSnapshot, ListSnapshots, OrgId, Page, RestoreSnapshot, SandboxInfo,
     SnapshotInfo,
@@ -23,7 +23,7 @@ impl Plane {
         org: &OrgId,
         sandbox_id: &str,
         req: CreateSnapshot,
-    ) -> Result<SnapshotInfo, PlaneError> {
+    ) -> Result<SnapshotInfo> {
         let (_guard, rec) = self.lock_sandbox(org, sandbox_id, Needs::Container).await?;
         let id = palisade_store::new_id();
         let name = req
@@ -85,7 +85,7 @@ impl Plane {
         &self,
         org: &OrgId,
         q: ListSnapshots,
-    ) -> Result<Page<SnapshotInfo>, PlaneError> {
+    ) -> Result<Page<SnapshotInfo>> {
         let page = self.store.list_snapshots(&org.0, &q).await?;
         Ok(Page {
             items: page
@@ -97,7 +97,7 @@ impl Plane {
         })
     }
 
-    pub async fn delete_snapshot(&self, org: &OrgId, id: &str) -> Result<(), PlaneError> {
+    pub async fn delete_snapshot(&self, org: &OrgId, id: &str) -> Result<()> {
         let rec = self.store.delete_snapshot(&org.0, id).await?;
         if let Err(e) = tokio::fs::remove_file(&rec.snapshot.archive_path).await {
             tracing::warn!(snapshot = %rec.snapshot.id, error = %e, "snapshot archive not removed");
@@ -105,11 +105,7 @@ impl Plane {
         Ok(())
     }
 
-    pub async fn restore_snapshot(
-        &self,
-        org: &OrgId,
-        req: RestoreSnapshot,
-    ) -> Result<SandboxInfo, PlaneError> {
+    pub async fn restore_snapshot(&self, org: &OrgId, req: RestoreSnapshot) -> Result<SandboxInfo> {
         let snap = self.store.find_snapshot(&org.0, &req.snapshot).await?;
         let template = self
             .store

@@ -4,18 +4,14 @@
 use palisade_policy::Policy;
 
 use super::convert::full_policy;
-use super::{Plane, PlaneError};
+use super::{Plane, PlaneError, Result};
 use crate::control::{OrgId, PolicyInfo};
 use crate::suggest::{self, Suggestion};
 
 impl Plane {
     /// The smallest policy that would have allowed what the sandbox did (its kept events),
     /// built from the plane's public calls alone.
-    pub async fn network_policy_suggestion(
-        &self,
-        org: &OrgId,
-        id: &str,
-    ) -> Result<Suggestion, PlaneError> {
+    pub async fn network_policy_suggestion(&self, org: &OrgId, id: &str) -> Result<Suggestion> {
         suggest::gather(self, org, id).await
     }
 
@@ -26,7 +22,7 @@ impl Plane {
         org: &OrgId,
         id: &str,
         keep_audit: bool,
-    ) -> Result<(PolicyInfo, Suggestion), PlaneError> {
+    ) -> Result<(PolicyInfo, Suggestion)> {
         let suggestion = suggest::gather(self, org, id).await?;
         let rec = self.store.get_sandbox(&org.0, id).await?;
         let live = self.store.live_policy(&rec.sandbox.id).await?;

@@ -7,10 +7,10 @@ use std::path::PathBuf;
 use palisade_runtime::{DEBIAN_TEMPLATE, HOST_TEMPLATE};
 use palisade_store::{NewTemplate, StoreError, TemplateRecord};
 
-use super::Plane;
 use super::PlaneError;
 use super::builds::not_ready;
 use super::convert::template_info;
+use super::{Plane, Result};
 use crate::control::{BuildState, CreateTemplate, OrgId, TemplateInfo};
 
 const SYSTEM: [(&str, &str); 2] = [
@@ -30,7 +30,7 @@ pub(super) fn runtime_name(t: &TemplateRecord) -> String {
 }
 
 impl Plane {
-    pub(super) async fn seed_system_templates(&self) -> Result<(), PlaneError> {
+    pub(super) async fn seed_system_templates(&self) -> Result<()> {
         for (id, name) in SYSTEM {
             let res = self
                 .store
@@ -55,7 +55,7 @@ impl Plane {
 
     /// Ok when sandboxes can be made from `t` now. Otherwise a 503 at once, saying where its
     /// build stands; a template never built on this host starts building in the background.
-    pub(super) fn require_template(&self, t: &TemplateRecord) -> Result<(), PlaneError> {
+    pub(super) fn require_template(&self, t: &TemplateRecord) -> Result<()> {
         let name = runtime_name(t);
         if name != DEBIAN_TEMPLATE {
             // The host template is always there; imported ones are built when created (one
@@ -79,7 +79,7 @@ impl Plane {
         info
     }
 
-    pub async fn list_templates(&self, org: &OrgId) -> Result<Vec<TemplateInfo>, PlaneError> {
+    pub async fn list_templates(&self, org: &OrgId) -> Result<Vec<TemplateInfo>> {
         Ok(self
             .store
             .list_templates(&org.0)
@@ -89,18 +89,13 @@ impl Plane {
             .collect())
     }
 
-    pub async fn rename_template(
-        &self,
-        org: &OrgId,
-        id: &str,
-        name: String,
-    ) -> Result<(), PlaneError> {
+    pub async fn rename_template(&self, org: &OrgId, id: &str, name: String) -> Result<()> {
         Ok(self.store.rename_template(&org.0, id, &name).await?)
     }
 
     /// Starts building a template that is not ready (one build at a time: a build already
     /// running is joined, not doubled) and returns at once with its state.
-    pub async fn build_template(&self, org: &OrgId, id: &str) -> Result<TemplateInfo, PlaneError> {
+    pub async fn build_template(&self, org: &OrgId, id: &str) -> Result<TemplateInfo> {
         let rec = self.store.get_template(&org.0, id).await?;
         let name = runtime_name(&rec);
         if name != DEBIAN_TEMPLATE && name != HOST_TEMPLATE {
@@ -128,11 +123,7 @@ impl Plane {
         status
     }
 
-    pub(super) async fn template_by_name(
-        &self,
-        org: &OrgId,
-        name: &str,
-    ) -> Result<TemplateRecord, PlaneError> {
+    pub(super) async fn template_by_name(&self, org: &OrgId, name: &str) -> Result<TemplateRecord> {
         match self.store.find_template_by_name(&org.0, name).await {
             Ok(t) => Ok(t),
             Err(StoreError::NotFound(_)) => Err(PlaneError::invalid(
@@ -143,11 +134,7 @@ impl Plane {
         }
     }
 
-    pub async fn create_template(
-        &self,
-        org: &OrgId,
-        req: CreateTemplate,
-    ) -> Result<TemplateInfo, PlaneError> {
+    pub async fn create_template(&self, org: &OrgId, req: CreateTemplate) -> Result<TemplateInfo> {
         let id = palisade_store::new_id();
         let (kind, uri) = if SYSTEM.iter().any(|(_, n)| *n == req.uri) {
             (KIND_ALIAS, req.uri.clone())
@@ -196,7 +183,7 @@ impl Plane {
         Ok(self.template_view(&rec))
     }
 
-    pub async fn delete_template(&self, org: &OrgId, id: &str) -> Result<(), PlaneError> {
+    pub async fn delete_template(&self, org: &OrgId, id: &str) -> Result<()> {
         let rec = self.store.delete_template(&org.0, id).await?;
         if rec.template.source_kind == KIND_OCI
             && let Err(e) = self.runtime.delete_template(&runtime_name(&rec))
