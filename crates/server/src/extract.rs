@@ -2,7 +2,10 @@
 //! that could not be read, and never echoing a value (a value may be a secret).
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Request};
+use std::convert::Infallible;
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
@@ -84,37 +87,46 @@ fn describe(e: &serde_json::Error) -> String {
     }
 }
 
-/// Query parameters as plain strings; each handler converts the ones it knows and names the
-/// parameter in its error.
-pub(crate) fn query_pairs(raw: Option<&str>) -> Vec<(String, String)> {
-    raw.map(|q| serde_urlencoded::from_str::<Vec<(String, String)>>(q).unwrap_or_default())
-        .unwrap_or_default()
+/// The query string as plain name/value pairs, extracted once per request; each handler
+/// converts the parameters it knows and names the parameter in its error. A repeated name
+/// reads as its last value; an unreadable query string reads as empty.
+#[derive(Debug, Default)]
+pub(crate) struct Params(Vec<(String, String)>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Params {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
+        Ok(Params::parse(parts.uri.query()))
+    }
 }
 
-pub(crate) fn param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    pairs
-        .iter()
-        .rev()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-}
+impl Params {
+    pub(crate) fn parse(raw: Option<&str>) -> Self {
+        Params(
+            raw.and_then(|q| serde_urlencoded::from_str(q).ok())
+                .unwrap_or_default(),
+        )
+    }
 
-/// Parse an integer parameter within bounds.
-pub(crate) fn int_param(
-    pairs: &[(String, String)],
-    name: &str,
-    min: i64,
-    max: i64,
-) -> Result<Option<i64>, ApiError> {
-    match param(pairs, name) {
-        None => Ok(None),
-        Some(v) => match v.parse::<i64>() {
-            Ok(n) if (min..=max).contains(&n) => Ok(Some(n)),
-            _ => Err(ApiError::field(
-                name,
-                format!("must be an integer between {min} and {max}"),
-            )),
-        },
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
+        (self.0.iter().rev())
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// An integer parameter within `min..=max`.
+    pub(crate) fn int(&self, name: &str, min: i64, max: i64) -> Result<Option<i64>, ApiError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(v) => match v.parse::<i64>() {
+                Ok(n) if (min..=max).contains(&n) => Ok(Some(n)),
+                _ => Err(ApiError::field(
+                    name,
+                    format!("must be an integer between {min} and {max}"),
+                )),
+            },
+        }
     }
 }
 
@@ -175,10 +187,12 @@ mod tests {
 
     #[test]
     fn query_params() {
-        let q = query_pairs(Some("page=2&page-size=500&x=%20y"));
-        assert_eq!(int_param(&q, "page", 1, 10).unwrap(), Some(2));
-        assert!(int_param(&q, "page-size", 1, 100).is_err());
-        assert_eq!(param(&q, "x"), Some(" y"));
-        assert_eq!(int_param(&q, "missing", 1, 2).unwrap(), None);
+        let q = Params::parse(Some("page=2&page-size=500&y=%20y&x=a&x=z"));
+        assert_eq!(q.int("page", 1, 10).unwrap(), Some(2));
+        assert!(q.int("page-size", 1, 100).is_err());
+        assert_eq!(q.get("y"), Some(" y"));
+        assert_eq!(q.get("x"), Some("z"), "the last of a repeated name");
+        assert_eq!(q.int("missing", 1, 2).unwrap(), None);
+        assert_eq!(Params::parse(Some("%zz=&&=")).get("page"), None);
     }
 }

@@ -157,14 +157,19 @@ fn check_timeout(p: &mut Problems, secs: Option<i64>, minutes: Option<i64>) -> O
 #[serde(deny_unknown_fields)]
 pub struct CreateSandboxRequest {
     pub template_name: Option<String>,
+    #[schema(minimum = 1, maximum = 8)]
     pub vcpu: Option<i64>,
     /// MiB (SDK 0.8).
+    #[schema(minimum = 512, maximum = 8192, multiple_of = 2)]
     pub memory: Option<i64>,
     /// MiB (SDK 0.6.1).
+    #[schema(minimum = 512, maximum = 8192, multiple_of = 2)]
     pub memory_mib: Option<i64>,
-    /// Seconds, 1..=28800 (SDK 0.8).
+    /// Seconds (SDK 0.8).
+    #[schema(minimum = 1, maximum = 28800)]
     pub timeout: Option<i64>,
-    /// Minutes, 1..=480 (SDK 0.6.1).
+    /// Minutes (SDK 0.6.1).
+    #[schema(minimum = 1, maximum = 480)]
     pub timeout_min: Option<i64>,
     pub auto_pause: Option<bool>,
     /// Accepted and ignored (the SDKs strip it before sending).
@@ -260,7 +265,11 @@ impl CreateSnapshotRequest {
 pub struct RestoreSnapshotRequest {
     pub snapshot_name: String,
     pub auto_pause: Option<bool>,
+    /// Seconds (SDK 0.8).
+    #[schema(minimum = 1, maximum = 28800)]
     pub timeout: Option<i64>,
+    /// Minutes (SDK 0.6.1).
+    #[schema(minimum = 1, maximum = 480)]
     pub timeout_min: Option<i64>,
     #[schema(value_type = Option<NetworkPolicySpec>)]
     pub network_policy: Option<serde_json::Value>,
@@ -356,6 +365,7 @@ pub struct ExecuteRequest {
     #[schema(value_type = Option<BTreeMap<String, String>>)]
     pub envs: Option<BTreeMap<String, String>>,
     /// Seconds.
+    #[schema(minimum = 1, maximum = 28800)]
     pub timeout: Option<i64>,
 }
 

@@ -435,6 +435,19 @@ async fn auth_headers_and_401() {
             assert!(prop.is_object(), "openapi {schema} lacks {f}");
         }
     }
+    // The bounds the API checks are published with the fields.
+    let create = &schemas["CreateSandboxRequest"]["properties"];
+    for (field, min, max) in [
+        ("vcpu", 1, 8),
+        ("memory", 512, 8192),
+        ("memory_mib", 512, 8192),
+        ("timeout", 1, 28800),
+        ("timeout_min", 1, 480),
+    ] {
+        assert_eq!(create[field]["minimum"], min, "{field}");
+        assert_eq!(create[field]["maximum"], max, "{field}");
+    }
+    assert_eq!(create["memory"]["multipleOf"], 2);
     let (s, e, _) = call(&app, "GET", "/v2/nothing", Some(h.a.as_str()), None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert_error_shape(&e);

@@ -27,6 +27,7 @@ use utoipa_axum::routes;
 
 use crate::control::{Listing, OrgId};
 use crate::error::ApiError;
+use crate::extract::Params;
 use crate::plane::Plane;
 
 pub(crate) type Cp = axum::extract::State<Arc<Plane>>;
@@ -123,10 +124,8 @@ pub(crate) fn created<T, B: From<T>>(item: T) -> (StatusCode, Json<B>) {
     (StatusCode::CREATED, Json(item.into()))
 }
 
-fn order_param(pairs: &[(String, String)]) -> Result<Order, ApiError> {
-    match crate::extract::param(pairs, "order-by")
-        .or_else(|| crate::extract::param(pairs, "order_by"))
-    {
+fn order_param(q: &Params) -> Result<Order, ApiError> {
+    match q.get("order-by").or_else(|| q.get("order_by")) {
         None | Some("desc") => Ok(Order::Desc),
         Some("asc") => Ok(Order::Asc),
         Some(_) => Err(ApiError::field(
@@ -138,13 +137,8 @@ fn order_param(pairs: &[(String, String)]) -> Result<Order, ApiError> {
 
 /// The value of the query parameter `name` among `choices` (the first is the default when it is
 /// absent), or a 400 listing them.
-fn choice_param<T: Copy>(
-    pairs: &[(String, String)],
-    name: &str,
-    choices: &[(&str, T)],
-) -> Result<T, ApiError> {
-    let given = crate::extract::param(pairs, name);
-    let found = match given {
+fn choice_param<T: Copy>(q: &Params, name: &str, choices: &[(&str, T)]) -> Result<T, ApiError> {
+    let found = match q.get(name) {
         None => choices.first(),
         Some(v) => choices.iter().find(|(c, _)| *c == v),
     };
@@ -157,14 +151,14 @@ fn choice_param<T: Copy>(
 /// What every paged listing takes besides its filter: the `sort` (one of `sorts`, the first the
 /// default), the order, the page and its size.
 pub(crate) fn sort_and_page<S: Copy>(
-    pairs: &[(String, String)],
+    q: &Params,
     sorts: &[(&str, S)],
 ) -> Result<Listing<S>, ApiError> {
-    let sort = choice_param(pairs, "sort", sorts)?;
-    let (page, page_size) = paging(pairs)?;
+    let sort = choice_param(q, "sort", sorts)?;
+    let (page, page_size) = paging(q)?;
     Ok(Listing {
         sort,
-        order: order_param(pairs)?,
+        order: order_param(q)?,
         page,
         page_size,
     })
@@ -175,11 +169,11 @@ pub(crate) fn bodies<T, B: From<T>>(items: Vec<T>) -> Vec<B> {
     items.into_iter().map(Into::into).collect()
 }
 
-fn paging(pairs: &[(String, String)]) -> Result<(u32, u32), ApiError> {
-    let page = crate::extract::int_param(pairs, "page", 1, i64::from(u32::MAX))?.unwrap_or(1);
-    let size = match crate::extract::int_param(pairs, "page-size", 1, 100)? {
+fn paging(q: &Params) -> Result<(u32, u32), ApiError> {
+    let page = q.int("page", 1, i64::from(u32::MAX))?.unwrap_or(1);
+    let size = match q.int("page-size", 1, 100)? {
         Some(s) => s,
-        None => crate::extract::int_param(pairs, "page_size", 1, 100)?.unwrap_or(20),
+        None => q.int("page_size", 1, 100)?.unwrap_or(20),
     };
     Ok((
         u32::try_from(page).unwrap_or(1),

@@ -1,7 +1,6 @@
 //! Beyond Leap0: live policy updates and the egress event API (JSON or a live SSE stream).
 
 use axum::Json;
-use axum::extract::RawQuery;
 use axum::http::{HeaderMap, header};
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
@@ -10,7 +9,7 @@ use futures_util::StreamExt;
 use super::{Cp, OrgItem, Reply, bodies, sse};
 use crate::control::EventFilter;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{JsonBody, int_param, param, query_pairs};
+use crate::extract::{JsonBody, Params};
 use crate::model::{EventListResponse, EventResponse, PolicyResponse, parse_policy};
 
 #[utoipa::path(put, path = "/v1/sandbox/{id}/network-policy", tag = "network", params(("id" = String, Path)),
@@ -42,8 +41,8 @@ pub(crate) async fn get_policy(cp: Cp, OrgItem { org, id }: OrgItem) -> Reply<Po
     Ok(Json(cp.get_network_policy(&org, &id).await?.into()))
 }
 
-fn filter(pairs: &[(String, String)]) -> Result<EventFilter, ApiError> {
-    let verdict = match param(pairs, "verdict") {
+fn filter(q: &Params) -> Result<EventFilter, ApiError> {
+    let verdict = match q.get("verdict") {
         None | Some("") => None,
         Some(v @ ("allow" | "deny" | "would-deny" | "hold")) => Some(v.to_owned()),
         Some(_) => {
@@ -53,20 +52,18 @@ fn filter(pairs: &[(String, String)]) -> Result<EventFilter, ApiError> {
             ));
         }
     };
-    let name = param(pairs, "name")
-        .filter(|n| !n.is_empty())
-        .map(str::to_owned);
+    let name = q.get("name").filter(|n| !n.is_empty()).map(str::to_owned);
     if name.as_ref().is_some_and(|n| n.len() > 253) {
         return Err(ApiError::field("name", "must be at most 253 characters"));
     }
     Ok(EventFilter {
         verdict,
         name,
-        since_ms: int_param(pairs, "since", 0, i64::MAX)?,
-        until_ms: int_param(pairs, "until", 0, i64::MAX)?,
-        after_id: int_param(pairs, "after", 0, i64::MAX)?,
-        before_id: int_param(pairs, "before", 0, i64::MAX)?,
-        limit: int_param(pairs, "limit", 1, 1000)?.and_then(|l| u32::try_from(l).ok()),
+        since_ms: q.int("since", 0, i64::MAX)?,
+        until_ms: q.int("until", 0, i64::MAX)?,
+        after_id: q.int("after", 0, i64::MAX)?,
+        before_id: q.int("before", 0, i64::MAX)?,
+        limit: q.int("limit", 1, 1000)?.and_then(|l| u32::try_from(l).ok()),
     })
 }
 
@@ -84,15 +81,14 @@ pub(crate) async fn events(
     cp: Cp,
     OrgItem { org, id }: OrgItem,
     headers: HeaderMap,
-    RawQuery(raw): RawQuery,
+    q: Params,
 ) -> Result<Response, ApiError> {
-    let pairs = query_pairs(raw.as_deref());
-    let f = filter(&pairs)?;
+    let f = filter(&q)?;
     let wants_sse = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("text/event-stream"));
-    let follow = match param(&pairs, "follow") {
+    let follow = match q.get("follow") {
         None => wants_sse,
         Some("true" | "1") => true,
         Some("false" | "0") => false,

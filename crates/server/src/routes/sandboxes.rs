@@ -1,14 +1,13 @@
 //! `/v1/sandbox…`: create, get, list, delete, pause, execute.
 
 use axum::Json;
-use axum::extract::RawQuery;
 use axum::http::StatusCode;
 use palisade_store::{SandboxSort, SandboxState};
 
 use super::{Cp, Created, OrgItem, Reply, created, sort_and_page};
 use crate::control::{ListSandboxes, OrgId};
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{JsonBody, param, query_pairs};
+use crate::extract::{JsonBody, Params};
 use crate::model::{
     CreateSandboxRequest, ExecuteRequest, Paged, ProcessResponse, SandboxListItem, SandboxResponse,
 };
@@ -36,13 +35,8 @@ pub(crate) async fn create(
            ("order-by" = Option<String>, Query, description = "asc | desc"), ("page" = Option<u32>, Query),
            ("page-size" = Option<u32>, Query, description = "1..=100")),
     responses((status = 200, body = Paged<SandboxListItem>), (status = 400, body = ErrorBody)))]
-pub(crate) async fn list(
-    cp: Cp,
-    org: OrgId,
-    RawQuery(raw): RawQuery,
-) -> Reply<Paged<SandboxListItem>> {
-    let q = query_pairs(raw.as_deref());
-    let state = match param(&q, "state") {
+pub(crate) async fn list(cp: Cp, org: OrgId, q: Params) -> Reply<Paged<SandboxListItem>> {
+    let state = match q.get("state") {
         None | Some("") => None,
         Some(s) => Some(SandboxState::parse(s).ok_or_else(|| {
             ApiError::field("state", "must be one of starting, snapshotting, running, paused, unpausing, deleting, deleted")

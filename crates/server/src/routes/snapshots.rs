@@ -1,14 +1,13 @@
 //! Snapshots: create (and pause-snapshot) from a sandbox, list, delete, restore/resume.
 
 use axum::Json;
-use axum::extract::RawQuery;
 use axum::http::StatusCode;
 use palisade_store::SnapshotSort;
 
 use super::{Cp, Created, OrgItem, Reply, created, sort_and_page};
 use crate::control::{ListSnapshots, OrgId};
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{JsonBody, param, query_pairs};
+use crate::extract::{JsonBody, Params};
 use crate::model::{
     CreateSnapshotRequest, Paged, RestoreSnapshotRequest, SandboxResponse, SnapshotResponse,
 };
@@ -58,13 +57,8 @@ pub(crate) async fn pause(
            ("sort" = Option<String>, Query, description = "created_at | template_id"),
            ("order-by" = Option<String>, Query), ("page" = Option<u32>, Query), ("page-size" = Option<u32>, Query)),
     responses((status = 200, body = Paged<SnapshotResponse>), (status = 400, body = ErrorBody)))]
-pub(crate) async fn list(
-    cp: Cp,
-    org: OrgId,
-    RawQuery(raw): RawQuery,
-) -> Reply<Paged<SnapshotResponse>> {
-    let q = query_pairs(raw.as_deref());
-    let query = param(&q, "query").unwrap_or("").to_owned();
+pub(crate) async fn list(cp: Cp, org: OrgId, q: Params) -> Reply<Paged<SnapshotResponse>> {
+    let query = q.get("query").unwrap_or("").to_owned();
     if query.chars().count() > 64 {
         return Err(ApiError::field("query", "must be at most 64 characters"));
     }
