@@ -49,10 +49,10 @@ where
     type Error = B::Error;
 
     fn poll_frame(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        match self.get_mut().inner.as_mut() {
+        match self.inner.as_mut() {
             Some(inner) => Pin::new(inner).poll_frame(cx),
             None => Poll::Ready(None),
         }

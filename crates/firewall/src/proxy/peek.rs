@@ -110,31 +110,26 @@ impl<T> Rewind<T> {
     }
 }
 
-impl<T: AsyncRead + Unpin> Rewind<T> {
-    /// The peeked bytes first, then the stream.
-    fn replay(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        if let Some(rest) = self.prefix.get(self.pos..).filter(|r| !r.is_empty()) {
-            let n = rest.len().min(buf.remaining());
-            buf.put_slice(&rest[..n]);
-            self.pos += n;
-            if self.pos == self.prefix.len() {
-                // Replayed: the peeked bytes are not held for the life of the connection.
-                self.prefix = Vec::new();
-                self.pos = 0;
-            }
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
+/// The peeked bytes first, then the stream.
 impl<T: AsyncRead + Unpin> AsyncRead for Rewind<T> {
     fn poll_read(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        self.get_mut().replay(cx, buf)
+        let this = &mut *self;
+        if let Some(rest) = this.prefix.get(this.pos..).filter(|r| !r.is_empty()) {
+            let n = rest.len().min(buf.remaining());
+            buf.put_slice(&rest[..n]);
+            this.pos += n;
+            if this.pos == this.prefix.len() {
+                // Replayed: the peeked bytes are not held for the life of the connection.
+                this.prefix = Vec::new();
+                this.pos = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
     }
 }
 

@@ -116,7 +116,9 @@ pub(super) enum RelayEnd {
     Budget,
 }
 
+/// What a tunnel moved and how it ended, for its event.
 #[derive(Debug, Clone, Copy)]
+#[must_use = "a tunnel's event reports its bytes and its end"]
 pub(super) struct RelayStats {
     pub(super) up: u64,
     pub(super) down: u64,
