@@ -29,12 +29,18 @@ pub struct EgressEventRecord {
 pub struct EgressEventFields {
     pub at_ms: i64,
     /// `allow`, `deny`, `would-deny` (audit mode) or `hold` (waiting for approval).
+    #[cfg_attr(feature = "openapi", schema(example = "deny"))]
     pub verdict: String,
     /// `tls`, `http`, `dns`, `tcp`, `udp`...
+    #[cfg_attr(feature = "openapi", schema(example = "tls"))]
     pub protocol: String,
+    #[cfg_attr(feature = "openapi", schema(example = "203.0.113.7"))]
     pub dst_addr: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 65535, example = 443))]
     pub dst_port: Option<i64>,
+    #[cfg_attr(feature = "openapi", schema(example = "api.example.com"))]
     pub name: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(example = "default"))]
     pub rule: Option<String>,
     pub reason: Option<String>,
     pub bytes_up: i64,

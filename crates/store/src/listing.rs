@@ -1,7 +1,10 @@
 //! What every paged listing takes besides its filter (sort key, order, page) and how it ends
 //! its query; the listings differ only in their filter and their sort keys.
 
-use sqlx::{QueryBuilder, Sqlite};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{FromRow, QueryBuilder, Sqlite, SqlitePool};
+
+use crate::StoreError;
 
 /// One page of a listing, with the total the filter matched.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,10 +31,14 @@ impl Order {
 
 /// A listing's sort key.
 pub trait SortKey: Copy {
-    /// The columns a listing sorted by this key orders by, most significant first, the last
-    /// one unique so that pages neither overlap nor skip.
-    fn columns(self) -> &'static [&'static str];
+    /// The column a listing sorted by this key orders by first, if any; every listing then
+    /// orders by `created_at` and, last, by the unique `id`, so that pages neither overlap nor
+    /// skip.
+    fn lead(self) -> Option<&'static str>;
 }
+
+/// What every listing orders by after its sort key's own column.
+const TIEBREAK: [&str; 2] = ["created_at", "id"];
 
 /// How a listing is sorted and which page of it is wanted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -44,11 +51,34 @@ pub struct Listing<S> {
 }
 
 impl<S: SortKey> Listing<S> {
-    /// End a listing's query: the sort key's columns, each in the listing's order, then the
-    /// page.
-    pub(crate) fn push_order_and_page(&self, b: &mut QueryBuilder<Sqlite>) {
+    /// One page of the rows of `table` that `filter` keeps, sorted and paged as this listing
+    /// says, with the total the filter matches. `filter` writes the condition after `WHERE`,
+    /// once for both the count and the page, so that the two cannot disagree.
+    pub(crate) async fn fetch<T>(
+        &self,
+        pool: &SqlitePool,
+        table: &str,
+        columns: &str,
+        filter: impl Fn(&mut QueryBuilder<Sqlite>),
+    ) -> Result<Page<T>, StoreError>
+    where
+        T: for<'r> FromRow<'r, SqliteRow> + Send + Unpin,
+    {
+        let mut count = QueryBuilder::new(format!("SELECT COUNT(*) FROM {table} WHERE "));
+        filter(&mut count);
+        let total: i64 = count.build_query_scalar().fetch_one(pool).await?;
+        let mut page = QueryBuilder::new(format!("SELECT {columns} FROM {table} WHERE "));
+        filter(&mut page);
+        self.push_order_and_page(&mut page);
+        let items = page.build_query_as().fetch_all(pool).await?;
+        Ok(Page { items, total })
+    }
+
+    /// End a listing's query: the sort key's column and the tiebreak, each in the listing's
+    /// order, then the page.
+    fn push_order_and_page(&self, b: &mut QueryBuilder<Sqlite>) {
         let order = self.order.sql();
-        let keys: Vec<String> = (self.sort.columns().iter())
+        let keys: Vec<String> = (self.sort.lead().into_iter().chain(TIEBREAK))
             .map(|c| format!("{c} {order}"))
             .collect();
         // 1-based page and its size, clamped to 1..=100 as Leap0 allows.

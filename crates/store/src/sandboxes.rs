@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use sqlx::Sqlite;
 use sqlx::error::BoxDynError;
 use sqlx::sqlite::{SqliteTypeInfo, SqliteValueRef};
-use sqlx::{QueryBuilder, Sqlite};
 
 use crate::listing::{Listing, Page, SortKey};
 use crate::seal::{Sealer, binding};
@@ -166,11 +166,8 @@ pub enum SandboxSort {
 }
 
 impl SortKey for SandboxSort {
-    fn columns(self) -> &'static [&'static str] {
-        match self {
-            Self::CreatedAt => &["created_at", "id"],
-            Self::State => &["state", "created_at", "id"],
-        }
+    fn lead(self) -> Option<&'static str> {
+        (self == Self::State).then_some("state")
     }
 }
 
@@ -238,23 +235,14 @@ impl Store {
         q: &SandboxQuery,
     ) -> Result<Page<SandboxRecord>, StoreError> {
         let state = q.state.map(SandboxState::as_str);
-        let total: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM sandboxes WHERE org_id = ? AND (? IS NULL OR state = ?)",
-        )
-        .bind(org_id)
-        .bind(state)
-        .bind(state)
-        .fetch_one(&self.pool)
-        .await?;
-        let mut b: QueryBuilder<Sqlite> =
-            QueryBuilder::new(format!("SELECT {COLUMNS} FROM sandboxes WHERE org_id = "));
-        b.push_bind(org_id);
-        if let Some(state) = state {
-            b.push(" AND state = ").push_bind(state);
-        }
-        q.listing.push_order_and_page(&mut b);
-        let items = b.build_query_as().fetch_all(&self.pool).await?;
-        Ok(Page { items, total })
+        (q.listing)
+            .fetch(&self.pool, "sandboxes", COLUMNS, |b| {
+                b.push("org_id = ").push_bind(org_id);
+                if let Some(state) = state {
+                    b.push(" AND state = ").push_bind(state);
+                }
+            })
+            .await
     }
 
     /// Sandboxes of `org_id` that hold resources (for the quota): not deleted, and with an

@@ -1,8 +1,6 @@
 //! Snapshots: an archived upper directory with what is needed to restore it (template, size,
 //! environment, and the policy, sealed).
 
-use sqlx::{QueryBuilder, Sqlite};
-
 use crate::listing::{Listing, Page, SortKey};
 use crate::policies::{SecretString, secret_from};
 use crate::sandboxes::{EnvVars, Resources};
@@ -43,11 +41,8 @@ pub enum SnapshotSort {
 }
 
 impl SortKey for SnapshotSort {
-    fn columns(self) -> &'static [&'static str] {
-        match self {
-            Self::CreatedAt => &["created_at", "id"],
-            Self::TemplateId => &["template_id", "created_at", "id"],
-        }
+    fn lead(self) -> Option<&'static str> {
+        (self == Self::TemplateId).then_some("template_id")
     }
 }
 
@@ -158,22 +153,14 @@ impl Store {
         q: &SnapshotQuery,
     ) -> Result<Page<SnapshotRecord>, StoreError> {
         let pattern = like_pattern(&q.query);
-        let total: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM snapshots WHERE org_id = ? AND name LIKE ? ESCAPE '\\'",
-        )
-        .bind(org_id)
-        .bind(&pattern)
-        .fetch_one(&self.pool)
-        .await?;
-        let mut b: QueryBuilder<Sqlite> =
-            QueryBuilder::new(format!("SELECT {COLUMNS} FROM snapshots WHERE org_id = "));
-        b.push_bind(org_id);
-        b.push(" AND name LIKE ")
-            .push_bind(pattern)
-            .push(" ESCAPE '\\'");
-        q.listing.push_order_and_page(&mut b);
-        let items = b.build_query_as().fetch_all(&self.pool).await?;
-        Ok(Page { items, total })
+        (q.listing)
+            .fetch(&self.pool, "snapshots", COLUMNS, |b| {
+                b.push("org_id = ").push_bind(org_id);
+                b.push(" AND name LIKE ")
+                    .push_bind(pattern.as_str())
+                    .push(" ESCAPE '\\'");
+            })
+            .await
     }
 
     pub async fn set_snapshot_state(
