@@ -36,7 +36,10 @@ pub struct EgressEventFields {
     pub protocol: String,
     #[cfg_attr(feature = "openapi", schema(example = "203.0.113.7"))]
     pub dst_addr: Option<String>,
-    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 65535, example = 443))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(minimum = 0, maximum = 65535, example = 443)
+    )]
     pub dst_port: Option<i64>,
     #[cfg_attr(feature = "openapi", schema(example = "api.example.com"))]
     pub name: Option<String>,
