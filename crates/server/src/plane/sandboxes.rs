@@ -330,17 +330,20 @@ impl Plane {
     }
 
     pub async fn execute(&self, org: &OrgId, id: &str, req: Execute) -> Result<ExecResult> {
-        {
-            // Only the state check and the resume hold the lock: a command may run for hours
-            // and must not hold up a delete.
-            let (_guard, rec) = self.lock_sandbox(org, id, Needs::Container).await?;
+        // Only the state check and the resume hold the lock: a command may run for hours and
+        // must not hold up a delete. When the state last changed is kept, to tell a command
+        // that failed because a pause or a delete came in between from a fault.
+        let changed_at = {
+            let (_guard, mut rec) = self.lock_sandbox(org, id, Needs::Container).await?;
             if rec.sandbox.state == SandboxState::Paused {
                 self.runtime.resume(id).await?;
                 self.store
                     .set_sandbox_state(id, SandboxState::Running)
                     .await?;
+                rec = self.store.get_sandbox(&org.0, id).await?;
             }
-        }
+            rec.state_changed_at
+        };
         let res = self
             .runtime
             .exec(
@@ -360,6 +363,12 @@ impl Plane {
                 let (_guard, rec) = self.lock_sandbox(org, id, Needs::Row).await?;
                 if rec.sandbox.state != SandboxState::Running {
                     return Err(state_conflict(&rec));
+                }
+                // Paused and resumed again (by another command) while this one started.
+                if rec.state_changed_at != changed_at {
+                    return Err(PlaneError::Conflict(
+                        "sandbox was paused while the command ran (and resumed since): run it again".to_owned(),
+                    ));
                 }
                 // Its container exited on its own (OOM, init killed): a state, not a fault.
                 if let Ok(sbx) = self.runtime.get(id).await
