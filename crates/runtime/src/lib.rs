@@ -40,7 +40,7 @@ pub use platform::{
     ContainerPlatform, HostContainerPlatform, OverlayMount, RecordingContainerPlatform,
 };
 #[cfg(any(test, feature = "fake"))]
-pub use recording::{RecordingRuntime, RuntimeCall};
+pub use recording::{ExecHold, RecordingRuntime, RuntimeCall};
 pub use runtime::{ReconcileReport, Runtime};
 pub use spec::INIT_IN_SANDBOX;
 pub use types::{

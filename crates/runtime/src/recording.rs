@@ -5,7 +5,9 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::Notify;
 
 use crate::SandboxRuntime;
 use crate::error::{Result, RuntimeError};
@@ -60,6 +62,23 @@ struct State {
     templates: BTreeMap<String, bool>,
     failing: HashSet<&'static str>,
     exec: ExecResult,
+    hold: Option<ExecHold>,
+}
+
+/// The steps of an `exec` held by [`RecordingRuntime::hold_next_exec`], so that a test can
+/// change the sandbox (or what fails) under a command: the `exec` says it is called, waits for
+/// `look` before it is recorded and looks at the container (and at what is told to fail), says
+/// it has looked, and waits for `answer` before it answers.
+#[derive(Debug, Clone, Default)]
+pub struct ExecHold {
+    /// Notified when the held `exec` has been called.
+    pub called: Arc<Notify>,
+    /// Notify to let it look.
+    pub look: Arc<Notify>,
+    /// Notified once it has looked and knows its answer.
+    pub looked: Arc<Notify>,
+    /// Notify to let it answer.
+    pub answer: Arc<Notify>,
 }
 
 /// See the module doc.
@@ -87,6 +106,7 @@ impl RecordingRuntime {
                 sandboxes: BTreeMap::new(),
                 templates,
                 failing: HashSet::new(),
+                hold: None,
                 exec: ExecResult {
                     exit_code: 0,
                     stdout: String::new(),
@@ -121,6 +141,13 @@ impl RecordingRuntime {
     /// What every `exec` answers from now on.
     pub fn answer_exec(&self, result: ExecResult) {
         self.lock().exec = result;
+    }
+
+    /// Holds the next `exec` at its steps (see [`ExecHold`]); the ones after it run freely.
+    pub fn hold_next_exec(&self) -> ExecHold {
+        let hold = ExecHold::default();
+        self.lock().hold = Some(hold.clone());
+        hold
     }
 
     /// Forgets a template (or marks it not built), as on a fresh host.
@@ -223,16 +250,27 @@ impl SandboxRuntime for RecordingRuntime {
     }
 
     async fn exec(&self, id: &str, req: ExecRequest) -> Result<ExecResult> {
-        let s = self.record(RuntimeCall::Exec(id.to_owned(), req))?;
-        match s.sandboxes.get(id).map(|x| x.state) {
-            Some(SandboxState::Running) => Ok(s.exec.clone()),
-            Some(state) => Err(RuntimeError::State {
-                id: id.to_owned(),
-                state: state.to_string(),
-                op: "exec",
-            }),
-            None => Err(RuntimeError::NotFound(id.to_owned())),
+        let hold = self.lock().hold.take();
+        if let Some(h) = &hold {
+            h.called.notify_one();
+            h.look.notified().await;
         }
+        let answer = (self.record(RuntimeCall::Exec(id.to_owned(), req))).and_then(|s| {
+            match s.sandboxes.get(id).map(|x| x.state) {
+                Some(SandboxState::Running) => Ok(s.exec.clone()),
+                Some(state) => Err(RuntimeError::State {
+                    id: id.to_owned(),
+                    state: state.to_string(),
+                    op: "exec",
+                }),
+                None => Err(RuntimeError::NotFound(id.to_owned())),
+            }
+        });
+        if let Some(h) = &hold {
+            h.looked.notify_one();
+            h.answer.notified().await;
+        }
+        answer
     }
 
     async fn pause(&self, id: &str) -> Result<()> {

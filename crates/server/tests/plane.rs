@@ -226,3 +226,49 @@ async fn a_policy_update_reaches_the_rules_and_the_registry() {
         2
     );
 }
+
+fn echo() -> palisade_server::control::Execute {
+    palisade_server::control::Execute {
+        command: "echo hi".into(),
+        cwd: None,
+        env: EnvVars::default(),
+        timeout_secs: Some(20),
+    }
+}
+
+/// A command that fails because its sandbox was paused under it answers 409 even when another
+/// command has resumed the sandbox by the time the failure is looked at (seen with real runc:
+/// `cannot exec in a paused container` came back as a 500).
+#[tokio::test]
+async fn a_command_paused_under_it_is_a_conflict_even_once_resumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let bed = TestPlane::new(dir.path()).await.unwrap();
+    let org = org(&bed).await;
+    let id = (bed.plane)
+        .create_sandbox(&org, create(r#"{"mode":"deny-all"}"#))
+        .await
+        .unwrap()
+        .record
+        .sandbox
+        .id;
+    let hold = bed.runtime.hold_next_exec();
+    let first = tokio::spawn({
+        let (plane, org, id) = (bed.plane.clone(), org.clone(), id.clone());
+        async move { plane.execute(&org, &id, echo()).await }
+    });
+    // Past the plane's state check, before runc looks at the container: pause it, and let
+    // the exec fail as runc does on a paused container (a runc error, not a typed state).
+    hold.called.notified().await;
+    bed.plane.pause_sandbox(&org, &id).await.unwrap();
+    bed.runtime.fail("exec");
+    hold.look.notify_one();
+    hold.looked.notified().await;
+    bed.runtime.heal("exec");
+    // A second command resumes the sandbox and runs before the first one's failure is read.
+    let second = bed.plane.execute(&org, &id, echo()).await.unwrap();
+    assert_eq!(second.exit_code, 0);
+    hold.answer.notify_one();
+    let err = first.await.unwrap().unwrap_err();
+    assert!(matches!(err, PlaneError::Conflict(_)), "{err:?}");
+    assert_eq!(ApiError::from(err).status(), 409);
+}
