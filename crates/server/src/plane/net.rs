@@ -8,6 +8,7 @@ use ipnet::{IpNet, Ipv4Net};
 use palisade_netns::nft::{self, DnsPacketLimit, SandboxRules};
 use palisade_netns::{SandboxAddrs, SandboxNet, SandboxNetSpec};
 use palisade_policy::Policy;
+use palisade_store::SandboxRecord;
 
 use super::{Plane, Result};
 
@@ -21,6 +22,11 @@ pub(super) fn cidrs_v4(policy: &Policy) -> Vec<Ipv4Net> {
             IpNet::V6(_) => None,
         })
         .collect()
+}
+
+/// The addresses of a stored sandbox, if it holds any.
+pub(super) fn stored_addrs(rec: &SandboxRecord) -> Option<SandboxAddrs> {
+    rec.sandbox.address.as_deref().and_then(addrs_of)
 }
 
 /// The /30 a stored sandbox address belongs to (host side is the address below it).

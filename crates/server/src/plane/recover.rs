@@ -9,7 +9,7 @@ use palisade_runtime::SandboxState as RtState;
 use palisade_store::{SandboxRecord, SandboxState};
 
 use super::convert::full_policy;
-use super::net::{addrs_of, rules};
+use super::net::{rules, stored_addrs};
 use super::{Plane, Result};
 
 /// What a recovery found.
@@ -69,7 +69,7 @@ impl Plane {
                         .await?;
                 }
             }
-            match (usable, rec.sandbox.address.as_deref().and_then(addrs_of)) {
+            match (usable, stored_addrs(&rec)) {
                 (true, Some(addrs)) => live.push((rec, addrs)),
                 _ => {
                     tracing::warn!(sandbox = %rec.sandbox.id, state = %rec.sandbox.state, "sandbox lost while down; removing");

@@ -15,7 +15,7 @@ use tokio::sync::OwnedMutexGuard;
 
 use super::PlaneError;
 use super::convert::{policy_json, redacted_spec, sandbox_info};
-use super::net::{addrs_of, rules};
+use super::net::{rules, stored_addrs};
 use super::{Plane, Result, templates::runtime_name};
 use crate::control::{
     CreateSandbox, EnvVars, ExecResult, Execute, ListSandboxes, OrgId, Page, PolicyInfo,
@@ -265,8 +265,7 @@ impl Plane {
         self.store
             .set_sandbox_state(id, SandboxState::Deleting)
             .await?;
-        self.teardown(id, rec.sandbox.address.as_deref().and_then(addrs_of))
-            .await;
+        self.teardown(id, stored_addrs(&rec)).await;
         self.store.delete_sandbox(&org.0, id).await?;
         self.locks.forget(id);
         Ok(())
@@ -319,8 +318,7 @@ impl Plane {
     /// holds the sandbox's lock.
     pub(super) async fn stop_locked(&self, org: &OrgId, id: &str) -> Result<()> {
         let rec = self.store.get_sandbox(&org.0, id).await?;
-        self.teardown(id, rec.sandbox.address.as_deref().and_then(addrs_of))
-            .await;
+        self.teardown(id, stored_addrs(&rec)).await;
         self.store.set_sandbox_address(id, None).await?;
         self.store.set_sandbox_deadline(id, None).await?;
         self.store
@@ -398,12 +396,7 @@ impl Plane {
         policy: Policy,
     ) -> Result<PolicyInfo> {
         let (_guard, rec) = self.lock_sandbox(org, id, Needs::Live).await?;
-        let addrs = rec
-            .sandbox
-            .address
-            .as_deref()
-            .and_then(addrs_of)
-            .ok_or_else(|| state_conflict(&rec))?;
+        let addrs = stored_addrs(&rec).ok_or_else(|| state_conflict(&rec))?;
         let (full, redacted) = policy_json(&policy)?;
         let version = self.store.add_policy_version(id, &full, &redacted).await?;
         self.apply_rules(rules(id, addrs, &policy, self.cfg.dns_limit))
