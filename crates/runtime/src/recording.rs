@@ -66,19 +66,37 @@ struct State {
 }
 
 /// The steps of an `exec` held by [`RecordingRuntime::hold_next_exec`], so that a test can
-/// change the sandbox (or what fails) under a command: the `exec` says it is called, waits for
-/// `look` before it is recorded and looks at the container (and at what is told to fail), says
-/// it has looked, and waits for `answer` before it answers.
+/// change the sandbox (or what fails) under a command: the `exec` says it is called, waits to
+/// be let look (before it is recorded and looks at the container and at what is told to fail),
+/// says it has looked, and waits to be let answer.
 #[derive(Debug, Clone, Default)]
 pub struct ExecHold {
-    /// Notified when the held `exec` has been called.
-    pub called: Arc<Notify>,
-    /// Notify to let it look.
-    pub look: Arc<Notify>,
-    /// Notified once it has looked and knows its answer.
-    pub looked: Arc<Notify>,
-    /// Notify to let it answer.
-    pub answer: Arc<Notify>,
+    called: Arc<Notify>,
+    look: Arc<Notify>,
+    looked: Arc<Notify>,
+    answer: Arc<Notify>,
+}
+
+impl ExecHold {
+    /// Until the held `exec` has been called.
+    pub async fn called(&self) {
+        self.called.notified().await;
+    }
+
+    /// Lets it look.
+    pub fn let_look(&self) {
+        self.look.notify_one();
+    }
+
+    /// Until it has looked and knows its answer.
+    pub async fn looked(&self) {
+        self.looked.notified().await;
+    }
+
+    /// Lets it answer.
+    pub fn let_answer(&self) {
+        self.answer.notify_one();
+    }
 }
 
 /// See the module doc.

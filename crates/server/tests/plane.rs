@@ -258,16 +258,16 @@ async fn a_command_paused_under_it_is_a_conflict_even_once_resumed() {
     });
     // Past the plane's state check, before runc looks at the container: pause it, and let
     // the exec fail as runc does on a paused container (a runc error, not a typed state).
-    hold.called.notified().await;
+    hold.called().await;
     bed.plane.pause_sandbox(&org, &id).await.unwrap();
     bed.runtime.fail("exec");
-    hold.look.notify_one();
-    hold.looked.notified().await;
+    hold.let_look();
+    hold.looked().await;
     bed.runtime.heal("exec");
     // A second command resumes the sandbox and runs before the first one's failure is read.
     let second = bed.plane.execute(&org, &id, echo()).await.unwrap();
     assert_eq!(second.exit_code, 0);
-    hold.answer.notify_one();
+    hold.let_answer();
     let err = first.await.unwrap().unwrap_err();
     assert!(matches!(err, PlaneError::Conflict(_)), "{err:?}");
     assert_eq!(ApiError::from(err).status(), 409);
