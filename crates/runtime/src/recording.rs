@@ -273,8 +273,9 @@ impl SandboxRuntime for RecordingRuntime {
             h.called.notify_one();
             h.look.notified().await;
         }
-        let answer = (self.record(RuntimeCall::Exec(id.to_owned(), req))).and_then(|s| {
-            match s.sandboxes.get(id).map(|x| x.state) {
+        let answer = self
+            .record(RuntimeCall::Exec(id.to_owned(), req))
+            .and_then(|s| match s.sandboxes.get(id).map(|x| x.state) {
                 Some(SandboxState::Running) => Ok(s.exec.clone()),
                 Some(state) => Err(RuntimeError::State {
                     id: id.to_owned(),
@@ -282,8 +283,7 @@ impl SandboxRuntime for RecordingRuntime {
                     op: "exec",
                 }),
                 None => Err(RuntimeError::NotFound(id.to_owned())),
-            }
-        });
+            });
         if let Some(h) = &hold {
             h.looked.notify_one();
             h.answer.notified().await;

@@ -1,9 +1,9 @@
 //! Request body and query parsing that answers in the Leap0 error shape, naming the field
 //! that could not be read, and never echoing a value (a value may be a secret).
 
-use axum::body::Bytes;
 use std::convert::Infallible;
 
+use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
@@ -90,7 +90,7 @@ fn describe(e: &serde_json::Error) -> String {
 /// The query string as plain name/value pairs, extracted once per request; each handler
 /// converts the parameters it knows and names the parameter in its error. A repeated name
 /// reads as its last value; an unreadable query string reads as empty.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Params(Vec<(String, String)>);
 
 impl<S: Send + Sync> FromRequestParts<S> for Params {

@@ -51,24 +51,31 @@ pub struct Listing<S> {
 }
 
 impl<S: SortKey> Listing<S> {
-    /// One page of the rows of `table` that `filter` keeps, sorted and paged as this listing
-    /// says, with the total the filter matches. `filter` writes the condition after `WHERE`,
-    /// once for both the count and the page, so that the two cannot disagree.
+    /// One page of `org_id`'s rows of `table` that `filter` keeps, sorted and paged as this
+    /// listing says, with the total the filter matches. `filter` adds its conditions (each
+    /// ` AND …`) once for both the count and the page, so that the two cannot disagree, and the
+    /// organisation's scope is written here, for every listing.
     pub(crate) async fn fetch<T>(
         &self,
         pool: &SqlitePool,
-        table: &str,
-        columns: &str,
+        (table, columns): (&str, &str),
+        org_id: &str,
         filter: impl Fn(&mut QueryBuilder<Sqlite>),
     ) -> Result<Page<T>, StoreError>
     where
         T: for<'r> FromRow<'r, SqliteRow> + Send + Unpin,
     {
-        let mut count = QueryBuilder::new(format!("SELECT COUNT(*) FROM {table} WHERE "));
-        filter(&mut count);
-        let total: i64 = count.build_query_scalar().fetch_one(pool).await?;
-        let mut page = QueryBuilder::new(format!("SELECT {columns} FROM {table} WHERE "));
-        filter(&mut page);
+        let scoped = |select: &str| {
+            let mut b = QueryBuilder::new(format!("SELECT {select} FROM {table} WHERE org_id = "));
+            b.push_bind(org_id.to_owned());
+            filter(&mut b);
+            b
+        };
+        let total: i64 = scoped("COUNT(*)")
+            .build_query_scalar()
+            .fetch_one(pool)
+            .await?;
+        let mut page = scoped(columns);
         self.push_order_and_page(&mut page);
         let items = page.build_query_as().fetch_all(pool).await?;
         Ok(Page { items, total })

@@ -236,8 +236,7 @@ impl Store {
     ) -> Result<Page<SandboxRecord>, StoreError> {
         let state = q.state.map(SandboxState::as_str);
         (q.listing)
-            .fetch(&self.pool, "sandboxes", COLUMNS, |b| {
-                b.push("org_id = ").push_bind(org_id);
+            .fetch(&self.pool, ("sandboxes", COLUMNS), org_id, |b| {
                 if let Some(state) = state {
                     b.push(" AND state = ").push_bind(state);
                 }
@@ -257,7 +256,12 @@ impl Store {
         .await?)
     }
 
-    pub async fn set_sandbox_state(&self, id: &str, state: SandboxState) -> Result<(), StoreError> {
+    /// Sets the state and answers when it changed (the row's new `state_changed_at`).
+    pub async fn set_sandbox_state(
+        &self,
+        id: &str,
+        state: SandboxState,
+    ) -> Result<i64, StoreError> {
         let now = now_ms();
         let q = sqlx::query(
             "UPDATE sandboxes SET state = ?, updated_at = ?, state_changed_at = ? WHERE id = ?",
@@ -266,7 +270,8 @@ impl Store {
         .bind(now)
         .bind(now)
         .bind(id);
-        self.write_one(q, "sandbox").await
+        self.write_one(q, "sandbox").await?;
+        Ok(now)
     }
 
     pub async fn set_sandbox_address(

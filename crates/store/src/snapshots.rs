@@ -154,8 +154,7 @@ impl Store {
     ) -> Result<Page<SnapshotRecord>, StoreError> {
         let pattern = like_pattern(&q.query);
         (q.listing)
-            .fetch(&self.pool, "snapshots", COLUMNS, |b| {
-                b.push("org_id = ").push_bind(org_id);
+            .fetch(&self.pool, ("snapshots", COLUMNS), org_id, |b| {
                 b.push(" AND name LIKE ")
                     .push_bind(pattern.as_str())
                     .push(" ESCAPE '\\'");

@@ -330,17 +330,17 @@ impl Plane {
     pub async fn execute(&self, org: &OrgId, id: &str, req: Execute) -> Result<ExecResult> {
         // Only the state check and the resume hold the lock: a command may run for hours and
         // must not hold up a delete. When the state last changed is kept, to tell a command
-        // that failed because a pause or a delete came in between from a fault.
+        // that failed because the state changed under it from a fault.
         let changed_at = {
-            let (_guard, mut rec) = self.lock_sandbox(org, id, Needs::Container).await?;
+            let (_guard, rec) = self.lock_sandbox(org, id, Needs::Container).await?;
             if rec.sandbox.state == SandboxState::Paused {
                 self.runtime.resume(id).await?;
-                self.store
+                (self.store)
                     .set_sandbox_state(id, SandboxState::Running)
-                    .await?;
-                rec = self.store.get_sandbox(&org.0, id).await?;
+                    .await?
+            } else {
+                rec.state_changed_at
             }
-            rec.state_changed_at
         };
         let res = self
             .runtime
@@ -362,10 +362,10 @@ impl Plane {
                 if rec.sandbox.state != SandboxState::Running {
                     return Err(state_conflict(&rec));
                 }
-                // Paused and resumed again (by another command) while this one started.
+                // Paused, then resumed by another command, while this one ran.
                 if rec.state_changed_at != changed_at {
                     return Err(PlaneError::Conflict(
-                        "sandbox was paused while the command ran (and resumed since): run it again".to_owned(),
+                        "sandbox changed state while the command ran: run it again".to_owned(),
                     ));
                 }
                 // Its container exited on its own (OOM, init killed): a state, not a fault.
