@@ -59,6 +59,9 @@ pub enum RuleRef {
     Audit,
     /// The approval queue's rule that ended a held name (`approval:<decision>`, `hold-limit`…).
     Held(HoldRule),
+    /// `approval:<id>`: the queue's approval of that id, on the events of a name being held and
+    /// of its approval ending.
+    Approval(String),
 }
 
 /// Which byte budget a [`RuleRef::Budget`] names.
@@ -92,7 +95,15 @@ impl fmt::Display for RuleRef {
             RuleRef::DnsRateLimit => f.write_str("dns-rate-limit"),
             RuleRef::Audit => f.write_str("audit"),
             RuleRef::Held(rule) => rule.fmt(f),
+            RuleRef::Approval(id) => write!(f, "approval:{id}"),
         }
+    }
+}
+
+/// Events are serialised with their rule as its text.
+impl serde::Serialize for RuleRef {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 
@@ -123,6 +134,7 @@ impl RuleRef {
             | RuleRef::Audit => Bearing::Allows,
             RuleRef::Held(HoldRule::Decided(decision)) if decision.allows() => Bearing::Allows,
             RuleRef::Held(_)
+            | RuleRef::Approval(_)
             | RuleRef::Budget(_)
             | RuleRef::HttpRule(_)
             | RuleRef::HttpRules
@@ -180,6 +192,9 @@ impl RuleRef {
                 payload.strip_prefix("domain:")?,
             )?)),
             "http-rule" => RuleRef::HttpRule(payload.parse().ok()?),
+            "approval" if crate::hold::is_approval_id(payload) => {
+                RuleRef::Approval(payload.to_owned())
+            }
             _ => return None,
         })
     }

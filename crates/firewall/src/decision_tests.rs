@@ -32,9 +32,18 @@ fn rules_render_as_events_name_them() {
         (RuleRef::Synthetic, "synthetic"),
         (RuleRef::AddressClass, "address-class"),
         (RuleRef::DnsRateLimit, "dns-rate-limit"),
+        (
+            RuleRef::Approval("apr-0123abcd-7".into()),
+            "approval:apr-0123abcd-7",
+        ),
     ];
     for (rule, text) in cases {
         assert_eq!(rule.to_string(), text);
+        // Serialised events carry the same text.
+        assert_eq!(
+            serde_json::to_value(&rule).unwrap(),
+            serde_json::json!(text)
+        );
     }
 }
 
@@ -77,6 +86,7 @@ fn every_rule_text_reads_back_with_its_bearing() {
         decided(Decision::DenyAlways),
         RuleRef::Held(HoldRule::Timeout),
         RuleRef::Held(HoldRule::Limit),
+        RuleRef::Approval("apr-0123abcd-42".into()),
     ];
     let mut seen = [0; 3];
     for rule in &rules {
@@ -85,7 +95,7 @@ fn every_rule_text_reads_back_with_its_bearing() {
         seen[bearing as usize] += 1;
     }
     // Allows: 3 policy rules, allow_cidrs, dns-bound, audit, two approvals.
-    assert_eq!(seen, [8, 2, 19]);
+    assert_eq!(seen, [8, 2, 20]);
     // What earlier versions wrote still reads.
     assert_eq!(Bearing::of_text("domain"), Some(Bearing::Allows));
 }
@@ -107,6 +117,11 @@ fn text_no_rule_writes_has_no_bearing() {
         "http-rules:1",
         "approval:maybe",
         "approval:allow-once:x",
+        "approval:apr-",
+        "approval:apr-0123abcd-",
+        "approval:apr-0123abcg-1",
+        "approval:apr-123abcd-1",
+        "approval:apr-0123abcd-1x",
         "hold-limit:1",
         "allow-all:",
         "Allow-All",

@@ -10,6 +10,8 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 use tokio::sync::broadcast;
 
+use crate::decision::RuleRef;
+
 /// What kind of traffic an event describes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -72,11 +74,9 @@ pub struct EgressEvent {
     /// The canonical name the decision was made on, if any.
     pub name: Option<String>,
     pub verdict: EventVerdict,
-    /// The rule that decided, rendered from [`crate::decision::RuleRef`] (`allow-all`,
-    /// `deny-all`, `domain:*.example.com`, `transform:api.example.com`, `allow_cidrs`,
-    /// `dns-bound:<name>`, `default`, `budget:sandbox`, `http-rule:0`, `protocol`, `limit`…);
-    /// DNS events also use `dns-rate-limit`.
-    pub rule: String,
+    /// The rule that decided; text only where the event is logged, stored or serialised
+    /// (`allow-all`, `domain:*.example.com`, `dns-bound:<name>`, `default`, `http-rule:0`…).
+    pub rule: RuleRef,
     /// Why, in a few words a person understands.
     pub reason: String,
     pub bytes_up: u64,
@@ -87,7 +87,12 @@ pub struct EgressEvent {
 
 impl EgressEvent {
     /// A new event with no traffic counted yet.
-    pub fn new(sandbox: impl Into<String>, kind: EventKind, verdict: EventVerdict) -> Self {
+    pub fn new(
+        sandbox: impl Into<String>,
+        kind: EventKind,
+        verdict: EventVerdict,
+        rule: RuleRef,
+    ) -> Self {
         Self {
             sandbox: sandbox.into(),
             time: SystemTime::now(),
@@ -95,7 +100,7 @@ impl EgressEvent {
             dst: None,
             name: None,
             verdict,
-            rule: String::new(),
+            rule,
             reason: String::new(),
             bytes_up: 0,
             bytes_down: 0,
@@ -180,29 +185,31 @@ mod tests {
     fn ring_is_bounded_and_filters_by_sandbox() {
         let log = EventLog::new(3);
         for i in 0..5 {
-            let mut e = EgressEvent::new(
+            let e = EgressEvent::new(
                 if i % 2 == 0 { "a" } else { "b" },
                 EventKind::Tcp,
                 EventVerdict::Deny,
+                RuleRef::HttpRule(i),
             );
-            e.rule = format!("r{i}");
             log.record(e);
         }
-        let all: Vec<_> = log.recent(None, 10).into_iter().map(|e| e.rule).collect();
-        assert_eq!(all, ["r2", "r3", "r4"]);
-        let a: Vec<_> = log
-            .recent(Some("a"), 10)
-            .into_iter()
-            .map(|e| e.rule)
-            .collect();
-        assert_eq!(a, ["r2", "r4"]);
+        let rule = |e: EgressEvent| e.rule;
+        let all: Vec<_> = log.recent(None, 10).into_iter().map(rule).collect();
+        assert_eq!(all, [2, 3, 4].map(RuleRef::HttpRule));
+        let a: Vec<_> = log.recent(Some("a"), 10).into_iter().map(rule).collect();
+        assert_eq!(a, [2, 4].map(RuleRef::HttpRule));
     }
 
     #[tokio::test]
     async fn subscribers_see_live_events() {
         let log = EventLog::new(8);
         let mut rx = log.subscribe();
-        log.record(EgressEvent::new("a", EventKind::Dns, EventVerdict::Allow));
+        log.record(EgressEvent::new(
+            "a",
+            EventKind::Dns,
+            EventVerdict::Allow,
+            RuleRef::AllowCidrs,
+        ));
         let got = rx.recv().await.unwrap();
         assert_eq!(got.kind, EventKind::Dns);
     }

@@ -133,7 +133,7 @@ fn audit_lets_traffic_through_and_records_exactly_the_would_be_denials() {
         assert!(
             all.iter()
                 .filter(|e| e.name.as_deref() == Some(name))
-                .all(|e| e.verdict == EventVerdict::WouldDeny && e.rule == "default"),
+                .all(|e| e.verdict == EventVerdict::WouldDeny && e.rule.to_string() == "default"),
             "{}",
             render()
         );
@@ -142,7 +142,7 @@ fn audit_lets_traffic_through_and_records_exactly_the_would_be_denials() {
         .iter()
         .find(|e| e.name.as_deref() == Some("api.example.test"))
         .unwrap();
-    assert_eq!(l7.rule, "http-rule:0", "{}", render());
+    assert_eq!(l7.rule.to_string(), "http-rule:0", "{}", render());
     assert_eq!(l7.http.as_ref().unwrap().method, "DELETE");
     let nameless = would
         .iter()
@@ -200,7 +200,7 @@ fn audit_with_empty_lists_observes_everything_and_refuses_malformed_input() {
     let all = events(&bed, &sb.id);
     assert!(
         all.iter()
-            .any(|e| e.verdict == EventVerdict::Deny && e.rule == "malformed"),
+            .any(|e| e.verdict == EventVerdict::Deny && e.rule.to_string() == "malformed"),
         "{all:#?}"
     );
     assert!(

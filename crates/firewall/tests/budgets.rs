@@ -51,7 +51,7 @@ fn events(bed: &Bed, sb: &Sandbox<'_>) -> Vec<EgressEvent> {
 
 fn has_budget_event(events: &[EgressEvent], rule: &str) -> bool {
     events.iter().any(|e| {
-        e.rule == rule
+        e.rule.to_string() == rule
             && e.verdict == palisade_firewall::events::EventVerdict::Deny
             && e.reason.contains("byte budget")
     })

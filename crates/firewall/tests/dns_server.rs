@@ -312,7 +312,7 @@ async fn every_query_is_an_event() {
     assert_eq!(ev[0].verdict, EventVerdict::Allow);
     assert_eq!(ev[0].name.as_deref(), Some("www.allowed.test"));
     assert_eq!(ev[0].dst, Some(w.udp));
-    assert_eq!(ev[0].rule, "domain:*.allowed.test");
+    assert_eq!(ev[0].rule.to_string(), "domain:*.allowed.test");
     assert_eq!(ev[1].verdict, EventVerdict::Deny);
     assert_eq!(ev[1].name.as_deref(), Some("denied.test"));
     assert_eq!(ev[1].dst, Some(w.tcp));

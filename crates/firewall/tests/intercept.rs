@@ -332,7 +332,7 @@ print(urllib.request.urlopen(req, timeout=10).read().decode())
     assert!(!json.contains("Bearer"), "{json}");
     let injected = events
         .iter()
-        .filter(|e| e.rule != "scrub")
+        .filter(|e| e.rule.to_string() != "scrub")
         .filter_map(|e| e.http.as_ref())
         .filter(|h| h.path == "/hello")
         .collect::<Vec<_>>();
@@ -954,7 +954,10 @@ print(dict(r.headers))
     assert!(log.contains(&value), "the secret was never injected");
     // Each scrub is an event, without the value.
     let events = bed.fw.events().recent(Some(&sb.id), 10_000);
-    let scrubs = events.iter().filter(|e| e.rule == "scrub").count();
+    let scrubs = events
+        .iter()
+        .filter(|e| e.rule.to_string() == "scrub")
+        .count();
     assert!(scrubs >= 14, "{scrubs} scrub events");
     let json = serde_json::to_string(&events).unwrap();
     assert!(!json.contains(SECRET), "{json}");
@@ -1085,8 +1088,14 @@ const req = (m, p) => new Promise((ok, fail) => {
         assert!(!log.contains(path), "{path} reached the upstream: {log}");
     }
     let events = bed.fw.events().recent(Some(&sb.id), 10_000);
-    assert!(events.iter().any(|e| e.rule == "http-rule:0"), "{events:?}");
-    assert!(events.iter().any(|e| e.rule == "http-rules"), "{events:?}");
+    assert!(
+        events.iter().any(|e| e.rule.to_string() == "http-rule:0"),
+        "{events:?}"
+    );
+    assert!(
+        events.iter().any(|e| e.rule.to_string() == "http-rules"),
+        "{events:?}"
+    );
 }
 
 /// Issue 15, placeholders: the sandbox holds a `pl-secret-…` token; towards the transform's

@@ -82,7 +82,9 @@ fn nameless_tcp_is_bound_to_the_name_not_to_the_shared_address() {
     let events = bed.fw.events().recent(Some(&sb.id), 200);
     let bound = events
         .iter()
-        .find(|e| e.rule == "dns-bound:shared-a.test" && e.dst.map(|d| d.port()) == Some(7))
+        .find(|e| {
+            e.rule.to_string() == "dns-bound:shared-a.test" && e.dst.map(|d| d.port()) == Some(7)
+        })
         .unwrap_or_else(|| panic!("{events:?}"));
     assert_eq!(bound.name.as_deref(), Some("shared-a.test"));
     assert_eq!(bound.dst.map(|d| d.ip()), Some(syn.into()));

@@ -443,7 +443,9 @@ fn t17_nameless_protocols_need_a_cidr_or_a_name_binding() {
     bed.world.assert_untouched("attacker");
     let events = bed.fw.events().recent(Some(&sb.id), 100);
     assert!(
-        events.iter().any(|e| e.rule == "dns-bound:tcp.test"),
+        events
+            .iter()
+            .any(|e| e.rule.to_string() == "dns-bound:tcp.test"),
         "{events:?}"
     );
 }

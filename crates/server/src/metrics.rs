@@ -171,6 +171,7 @@ mod tests {
     #![allow(clippy::unwrap_used, reason = "tests")]
 
     use palisade_firewall::EventLog;
+    use palisade_firewall::decision::RuleRef;
     use palisade_firewall::events::{EgressEvent, EventKind, EventVerdict};
 
     use super::Metrics;
@@ -185,7 +186,7 @@ mod tests {
             EventVerdict::WouldDeny,
             EventVerdict::Deny,
         ] {
-            log.record(EgressEvent::new("sb", EventKind::Tcp, v));
+            log.record(EgressEvent::new("sb", EventKind::Tcp, v, RuleRef::Address));
         }
         let mut text = String::new();
         for _ in 0..100 {

@@ -1059,7 +1059,8 @@ async fn snapshots_templates_process_and_events() {
         (id2, EventVerdict::Deny),
         (id2, EventVerdict::Deny),
     ] {
-        let mut e = palisade_firewall::EgressEvent::new(sandbox, EventKind::Tcp, verdict);
+        let rule = palisade_firewall::decision::RuleRef::Address;
+        let mut e = palisade_firewall::EgressEvent::new(sandbox, EventKind::Tcp, verdict, rule);
         e.name = Some("x.test".into());
         h.bed.events.record(e);
     }

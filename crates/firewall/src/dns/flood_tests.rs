@@ -177,7 +177,7 @@ async fn a_flooding_source_is_cut_to_its_rate_and_another_is_answered() {
         .events
         .recent(None, 4096)
         .into_iter()
-        .filter(|e| e.rule == "dns-rate-limit")
+        .filter(|e| e.rule.to_string() == "dns-rate-limit")
         .collect();
     assert!(!limited.is_empty(), "no rate-limit event");
     assert!(limited.len() <= 10, "{} rate-limit events", limited.len());

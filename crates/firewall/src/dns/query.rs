@@ -98,10 +98,9 @@ impl Responder {
         let Some((sandbox, policy)) = self.view.policy_for(origin.src) else {
             tracing::debug!(src = %origin.src, "DNS query from an address that is not a sandbox");
             let (reply, query) = self.refused(&header, packet);
-            let mut event = EgressEvent::new("", EventKind::Dns, EventVerdict::Deny);
+            let mut event = EgressEvent::new("", EventKind::Dns, EventVerdict::Deny, DEFAULT);
             event.dst = Some(origin.server);
             event.name = query.map(|q| display_name(q.name()));
-            event.rule = DEFAULT.to_string();
             event.reason = format!("source {} is not a sandbox", origin.src);
             event.duration = started.elapsed();
             self.view.events().record(event);
@@ -130,10 +129,9 @@ impl Responder {
             }
         };
 
-        let mut event = EgressEvent::new(&*sandbox, EventKind::Dns, note.verdict);
+        let mut event = EgressEvent::new(&*sandbox, EventKind::Dns, note.verdict, note.rule);
         event.dst = Some(origin.server);
         event.name = note.name;
-        event.rule = note.rule.to_string();
         event.reason = note.reason;
         event.duration = started.elapsed();
         self.view.events().record(event);
@@ -159,9 +157,9 @@ impl Responder {
             self.limits.query_burst_per_source
         );
         tracing::warn!(%sandbox, src = %origin.src, %reason, "DNS query rate limit");
-        let mut event = EgressEvent::new(sandbox, EventKind::Dns, EventVerdict::Deny);
+        let rule = RuleRef::DnsRateLimit;
+        let mut event = EgressEvent::new(sandbox, EventKind::Dns, EventVerdict::Deny, rule);
         event.dst = Some(origin.server);
-        event.rule = RuleRef::DnsRateLimit.to_string();
         event.reason = reason;
         self.view.events().record(event);
     }

@@ -27,6 +27,7 @@ use tokio::time::Instant;
 pub use config::ApprovalsConfig;
 pub use rule::{Decision, HoldRule};
 
+use crate::decision::RuleRef;
 use crate::events::{EgressEvent, EventKind, EventLog, EventVerdict};
 
 /// What was held.
@@ -177,6 +178,23 @@ pub struct Approvals {
     next: AtomicU64,
 }
 
+/// An approval's id: `apr-<boot, 8 hex digits>-<counter>`.
+fn approval_id(boot: u32, n: u64) -> String {
+    format!("apr-{boot:08x}-{n}")
+}
+
+/// Whether `s` has the form [`approval_id`] writes, so that an event's `approval:<id>` reads back.
+pub(crate) fn is_approval_id(s: &str) -> bool {
+    s.strip_prefix("apr-")
+        .and_then(|rest| rest.split_once('-'))
+        .is_some_and(|(boot, n)| {
+            boot.len() == 8
+                && boot.bytes().all(|b| b.is_ascii_hexdigit())
+                && !n.is_empty()
+                && n.bytes().all(|b| b.is_ascii_digit())
+        })
+}
+
 fn unix_ms(t: SystemTime) -> i64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -324,11 +342,7 @@ impl Approvals {
                     );
                     return Hold::Now(self.limit(&sandbox, name, kind, why));
                 }
-                let id = format!(
-                    "apr-{:08x}-{}",
-                    self.boot,
-                    self.next.fetch_add(1, Ordering::Relaxed)
-                );
+                let id = approval_id(self.boot, self.next.fetch_add(1, Ordering::Relaxed));
                 let first = SystemTime::now();
                 let entry = Entry {
                     view: ApprovalView {
@@ -348,9 +362,13 @@ impl Approvals {
                     deadline: now + cfg.timeout,
                     tx: watch::channel(None).0,
                 };
-                let mut ev = EgressEvent::new(&*sandbox, kind.event_kind(), EventVerdict::Hold);
+                let mut ev = EgressEvent::new(
+                    &*sandbox,
+                    kind.event_kind(),
+                    EventVerdict::Hold,
+                    RuleRef::Approval(id.clone()),
+                );
                 ev.name = Some(name.to_string());
-                ev.rule = format!("approval:{id}");
                 ev.reason = format!(
                     "not in the policy; held for approval for up to {} s",
                     cfg.timeout.as_secs()
@@ -410,9 +428,9 @@ impl Approvals {
     /// A request refused at once because a bound of the queue is reached.
     fn limit(&self, sandbox: &str, name: &CanonicalName, kind: HoldKind, why: String) -> Outcome {
         let reason = format!("not held: {why}");
-        let mut ev = EgressEvent::new(sandbox, kind.event_kind(), EventVerdict::Deny);
+        let rule = RuleRef::Held(HoldRule::Limit);
+        let mut ev = EgressEvent::new(sandbox, kind.event_kind(), EventVerdict::Deny, rule);
         ev.name = Some(name.to_string());
-        ev.rule = HoldRule::Limit.to_string();
         ev.reason = reason.clone();
         self.events.record(ev);
         tracing::warn!(%sandbox, name = name.as_str(), %reason, "approval queue limit");
@@ -461,9 +479,9 @@ impl Approvals {
             EventVerdict::Deny
         };
         let kind = entry.kinds.first().copied().unwrap_or(HoldKind::Dns);
-        let mut ev = EgressEvent::new(view.sandbox.clone(), kind.event_kind(), verdict);
+        let rule = RuleRef::Approval(id.to_owned());
+        let mut ev = EgressEvent::new(view.sandbox.clone(), kind.event_kind(), verdict, rule);
         ev.name = Some(view.name.clone());
-        ev.rule = format!("approval:{id}");
         ev.reason = format!("{decision}: {}", outcome.reason);
         ev.duration = Duration::from_millis(
             u64::try_from(unix_ms(SystemTime::now()) - view.first_seen_ms).unwrap_or(0),

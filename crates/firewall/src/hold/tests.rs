@@ -6,6 +6,7 @@ use std::time::Duration;
 use palisade_policy::CanonicalName;
 
 use super::*;
+use crate::decision::Bearing;
 use crate::events::{EventLog, EventVerdict};
 
 fn name(s: &str) -> CanonicalName {
@@ -85,13 +86,16 @@ async fn requests_for_one_name_join_one_approval_and_allow_once_releases_them() 
         .recent(None, 100)
         .into_iter()
         .filter(|e| e.sandbox == "sb1")
-        .map(|e| (e.verdict, e.rule))
+        .map(|e| (e.verdict, e.rule.to_string()))
         .collect();
     assert_eq!(verdicts[0], (EventVerdict::Hold, format!("approval:{id}")));
     assert!(
         verdicts.contains(&(EventVerdict::Allow, format!("approval:{id}"))),
         "{verdicts:?}"
     );
+    // The id in that text is read back as the approval it names.
+    let text = format!("approval:{id}");
+    assert_eq!(Bearing::of_text(&text), Some(Bearing::Beyond));
 }
 
 #[tokio::test(start_paused = true)]
@@ -143,7 +147,7 @@ async fn bounds_deny_at_once_with_an_event() {
     let limits = events
         .recent(None, 100)
         .into_iter()
-        .filter(|e| e.rule == "hold-limit" && e.verdict == EventVerdict::Deny)
+        .filter(|e| e.rule.to_string() == "hold-limit" && e.verdict == EventVerdict::Deny)
         .count();
     assert_eq!(limits, 3);
 }

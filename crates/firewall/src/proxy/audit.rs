@@ -31,7 +31,7 @@ impl WouldDeny {
             // The verdict says it was let through; the reason says why it would not have been,
             // then what happened to it.
             ev.reason = format!("{}; {}", w.reason, ev.reason);
-            ev.rule = w.rule.to_string();
+            ev.rule = w.rule.clone();
         }
     }
 }
@@ -166,17 +166,18 @@ mod tests {
             rule: RuleRef::Policy(palisade_policy::Rule::NoMatch),
             reason: Reason::Said("not listed".into()),
         };
-        let mut ev = EgressEvent::new("s", EventKind::Tcp, EventVerdict::Allow);
+        let tunnel = RuleRef::Policy(palisade_policy::Rule::AllowAll);
+        let mut ev = EgressEvent::new("s", EventKind::Tcp, EventVerdict::Allow, tunnel);
         ev.reason = "tunnel closed".into();
         WouldDeny::mark(Some(&w), &mut ev);
         assert_eq!(ev.verdict, EventVerdict::WouldDeny);
-        assert_eq!(ev.rule, "default");
+        assert_eq!(ev.rule.to_string(), "default");
         assert!(ev.reason.starts_with("not listed"), "{}", ev.reason);
-        let mut denied = EgressEvent::new("s", EventKind::Tcp, EventVerdict::Deny);
-        denied.rule = "address".into();
+        let mut denied =
+            EgressEvent::new("s", EventKind::Tcp, EventVerdict::Deny, RuleRef::Address);
         WouldDeny::mark(Some(&w), &mut denied);
         assert_eq!(denied.verdict, EventVerdict::Deny);
-        assert_eq!(denied.rule, "address");
+        assert_eq!(denied.rule.to_string(), "address");
         assert_eq!(
             serde_json::to_value(EventVerdict::WouldDeny).unwrap(),
             serde_json::json!("would-deny")

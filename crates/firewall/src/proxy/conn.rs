@@ -42,7 +42,7 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    /// An event about this connection: the one place a decision's rule and reason become text.
+    /// An event about this connection: the one place a decision's reason becomes text.
     pub(super) fn event(
         &self,
         kind: EventKind,
@@ -50,9 +50,8 @@ impl Conn {
         rule: &RuleRef,
         reason: impl std::fmt::Display,
     ) -> EgressEvent {
-        let mut e = EgressEvent::new(self.entry.id().as_ref(), kind, verdict);
+        let mut e = EgressEvent::new(self.entry.id().as_ref(), kind, verdict, rule.clone());
         e.dst = Some(SocketAddr::V4(self.orig));
-        e.rule = rule.to_string();
         e.reason = reason.to_string();
         e.duration = self.started.elapsed();
         e

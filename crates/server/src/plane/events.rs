@@ -30,7 +30,7 @@ pub(super) fn to_record(e: &EgressEvent) -> EgressEventRecord {
             dst_addr: e.dst.map(|d| d.ip().to_string()),
             dst_port: e.dst.map(|d| i64::from(d.port())),
             name: e.name.clone(),
-            rule: Some(e.rule.clone()),
+            rule: Some(e.rule.to_string()),
             reason: Some(e.reason.clone()),
             bytes_up: i64::try_from(e.bytes_up).unwrap_or(i64::MAX),
             bytes_down: i64::try_from(e.bytes_down).unwrap_or(i64::MAX),
@@ -113,14 +113,15 @@ impl Plane {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use palisade_firewall::decision::RuleRef;
     use palisade_firewall::events::{EventVerdict, HttpInfo};
 
     #[test]
     fn record_carries_the_decision_and_header_names_only() {
-        let mut e = EgressEvent::new("sb1", EventKind::Http, EventVerdict::Deny);
+        let default = RuleRef::Policy(palisade_policy::Rule::NoMatch);
+        let mut e = EgressEvent::new("sb1", EventKind::Http, EventVerdict::Deny, default.clone());
         e.dst = Some("198.51.100.10:443".parse().unwrap());
         e.name = Some("alpha.test".into());
-        e.rule = "default".into();
         e.http = Some(HttpInfo {
             method: "GET".into(),
             host: "alpha.test".into(),
@@ -131,6 +132,7 @@ mod tests {
         });
         let r = to_record(&e);
         assert_eq!(r.event.verdict, "deny");
+        assert_eq!(r.event.rule.as_deref(), Some("default"));
         assert_eq!(r.event.protocol, "http");
         assert_eq!(r.event.dst_port, Some(443));
         assert!(r.detail.unwrap().contains("authorization"));
@@ -140,7 +142,7 @@ mod tests {
             ..EventFilter::default()
         };
         assert!(!matches(&f, &to_record(&e)));
-        let w = EgressEvent::new("sb1", EventKind::Tcp, EventVerdict::WouldDeny);
+        let w = EgressEvent::new("sb1", EventKind::Tcp, EventVerdict::WouldDeny, default);
         let f = EventFilter {
             verdict: Some("would-deny".into()),
             ..EventFilter::default()
