@@ -8,7 +8,9 @@ use palisade_netns::RecordingNetPlatform;
 use palisade_policy::Policy;
 use palisade_runtime::RuntimeCall;
 use palisade_server::ApiError;
-use palisade_server::control::{CreateSandbox, EnvVars, ListSandboxes, Listing, OrgId};
+use palisade_server::control::{
+    AfterSnapshot, CreateSandbox, CreateSnapshot, EnvVars, ListSandboxes, Listing, OrgId,
+};
 use palisade_server::plane::PlaneError;
 use palisade_server::testing::TestPlane;
 
@@ -271,4 +273,38 @@ async fn a_command_paused_under_it_is_a_conflict_even_once_resumed() {
     let err = first.await.unwrap().unwrap_err();
     assert!(matches!(err, PlaneError::Conflict(_)), "{err:?}");
     assert_eq!(ApiError::from(err).status(), 409);
+}
+
+#[tokio::test]
+async fn a_snapshot_that_cannot_be_stored_leaves_no_archive() {
+    let dir = tempfile::tempdir().unwrap();
+    let bed = TestPlane::new(dir.path()).await.unwrap();
+    let org = org(&bed).await;
+    let sb = bed
+        .plane
+        .create_sandbox(&org, create(r#"{"mode":"deny-all"}"#))
+        .await
+        .unwrap();
+    let id = sb.record.sandbox.id;
+    // The runtime writes the archive; reading the sandbox's policy then fails.
+    sqlx::query("DELETE FROM sandbox_policies WHERE sandbox_id = ?")
+        .bind(&id)
+        .execute(bed.plane.store().pool())
+        .await
+        .unwrap();
+    let req = CreateSnapshot {
+        name: Some("s1".into()),
+        after: AfterSnapshot::KeepRunning,
+    };
+    let err = bed.plane.create_snapshot(&org, &id, req).await.unwrap_err();
+    assert!(format!("{err:?}").contains("policy version"), "{err:?}");
+    assert!(
+        bed.runtime.calls().iter().any(|c| c.op() == "snapshot"),
+        "the archive was written"
+    );
+    let left: Vec<_> = std::fs::read_dir(dir.path().join("snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "archives left behind: {left:?}");
 }

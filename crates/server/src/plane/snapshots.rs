@@ -22,58 +22,48 @@ impl Plane {
         &self,
         org: &OrgId,
         sandbox_id: &str,
-        req: CreateSnapshot,
+        CreateSnapshot { name, after }: CreateSnapshot,
     ) -> Result<SnapshotInfo> {
         let (_guard, rec) = self.lock_sandbox(org, sandbox_id, Needs::Container).await?;
         let id = palisade_store::new_id();
-        let name = req
-            .name
-            .clone()
-            .unwrap_or_else(|| format!("snapshot-{}", &id[..8]));
+        let name = name.unwrap_or_else(|| format!("snapshot-{}", &id[..8]));
         let dir = self.snapshot_dir();
         tokio::fs::create_dir_all(&dir)
             .await
             .map_err(PlaneError::SnapshotDir)?;
         let archive = dir.join(format!("{id}.tar.zst"));
-        let manifest = self.runtime.snapshot(sandbox_id, &archive).await;
-        let manifest = match manifest {
-            Ok(m) => m,
-            Err(e) => {
-                let _ = tokio::fs::remove_file(&archive).await;
-                return Err(e.into());
-            }
+        // Whatever fails once the archive is being written (the runtime, reading the sandbox's
+        // policy or environment, the insert) takes the archive with it.
+        let stored = async {
+            let manifest = self.runtime.snapshot(sandbox_id, &archive).await?;
+            let live = self.store.live_policy(sandbox_id).await?;
+            let env = self.store.sandbox_env(sandbox_id).await?;
+            let snapshot = NewSnapshot {
+                id: id.clone(),
+                org_id: org.0.clone(),
+                name,
+                sandbox_id: Some(sandbox_id.to_owned()),
+                template_id: rec.sandbox.template_id.clone(),
+                resources: rec.sandbox.resources,
+                state: "ready".to_owned(),
+                archive_path: archive.display().to_string(),
+                archive_bytes: i64::try_from(manifest.archive_bytes).unwrap_or(i64::MAX),
+            };
+            let policy = (
+                SecretString::new(live.full.expose().to_owned()),
+                live.redacted.clone(),
+            );
+            let snap = self.store.insert_snapshot(snapshot, Some(policy), &env);
+            Ok::<_, PlaneError>(snap.await?)
         };
-        let live = self.store.live_policy(sandbox_id).await?;
-        let env = self.store.sandbox_env(sandbox_id).await?;
-        let inserted = self
-            .store
-            .insert_snapshot(
-                NewSnapshot {
-                    id: id.clone(),
-                    org_id: org.0.clone(),
-                    name,
-                    sandbox_id: Some(sandbox_id.to_owned()),
-                    template_id: rec.sandbox.template_id.clone(),
-                    resources: rec.sandbox.resources,
-                    state: "ready".to_owned(),
-                    archive_path: archive.display().to_string(),
-                    archive_bytes: i64::try_from(manifest.archive_bytes).unwrap_or(i64::MAX),
-                },
-                Some((
-                    SecretString::new(live.full.expose().to_owned()),
-                    live.redacted.clone(),
-                )),
-                &env,
-            )
-            .await;
-        let snap = match inserted {
+        let snap = match stored.await {
             Ok(s) => s,
             Err(e) => {
                 let _ = tokio::fs::remove_file(&archive).await;
-                return Err(e.into());
+                return Err(e);
             }
         };
-        match req.after {
+        match after {
             AfterSnapshot::KeepRunning => {}
             AfterSnapshot::Stop => self.stop_locked(org, sandbox_id).await?,
             AfterSnapshot::Delete => self.delete_locked(org, sandbox_id).await?,
