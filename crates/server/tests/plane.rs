@@ -31,6 +31,20 @@ async fn org(bed: &TestPlane) -> OrgId {
     OrgId(bed.plane.store().get_org_by_name("org-a").await.unwrap().id)
 }
 
+/// A test plane with one organisation and one sandbox (deny-all) in it: the directory that
+/// must outlive the plane, the plane, the organisation and the sandbox's id.
+async fn one_sandbox() -> (tempfile::TempDir, TestPlane, OrgId, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let bed = TestPlane::new(dir.path()).await.unwrap();
+    let org = org(&bed).await;
+    let sb = bed
+        .plane
+        .create_sandbox(&org, create(r#"{"mode":"deny-all"}"#))
+        .await
+        .unwrap();
+    (dir, bed, org, sb.record.sandbox.id)
+}
+
 async fn count(bed: &TestPlane, org: &OrgId) -> i64 {
     bed.plane
         .list_sandboxes(
@@ -186,21 +200,10 @@ async fn a_failing_network_is_a_typed_500_and_nothing_is_left() {
 
 #[tokio::test]
 async fn a_policy_update_reaches_the_rules_and_the_registry() {
-    let dir = tempfile::tempdir().unwrap();
-    let bed = TestPlane::new(dir.path()).await.unwrap();
-    let org = org(&bed).await;
-    let sb = bed
-        .plane
-        .create_sandbox(&org, create(r#"{"mode":"deny-all"}"#))
-        .await
-        .unwrap();
+    let (_dir, bed, org, id) = one_sandbox().await;
     let before = bed.net.calls().len();
     let p = Policy::from_json(br#"{"mode":"custom","allow_cidrs":["203.0.113.0/24"]}"#).unwrap();
-    let info = bed
-        .plane
-        .update_network_policy(&org, &sb.record.sandbox.id, p)
-        .await
-        .unwrap();
+    let info = bed.plane.update_network_policy(&org, &id, p).await.unwrap();
     assert_eq!(info.version, 2);
     let new_rules: Vec<_> = bed.net.calls().split_off(before);
     assert!(
@@ -210,23 +213,17 @@ async fn a_policy_update_reaches_the_rules_and_the_registry() {
                 .is_some_and(|s| s.contains("203.0.113.0/24"))),
         "{new_rules:?}"
     );
-    assert_eq!(
-        bed.registry.by_id(&sb.record.sandbox.id).unwrap().version(),
-        2
-    );
+    assert_eq!(bed.registry.by_id(&id).unwrap().version(), 2);
     // A sandbox of another organisation is not found, and nothing is applied for it.
     let other = OrgId("someone-else".into());
     let p = Policy::from_json(br#"{"mode":"allow-all"}"#).unwrap();
     let err = bed
         .plane
-        .update_network_policy(&other, &sb.record.sandbox.id, p)
+        .update_network_policy(&other, &id, p)
         .await
         .unwrap_err();
     assert!(matches!(err, PlaneError::NotFound("sandbox")), "{err:?}");
-    assert_eq!(
-        bed.registry.by_id(&sb.record.sandbox.id).unwrap().version(),
-        2
-    );
+    assert_eq!(bed.registry.by_id(&id).unwrap().version(), 2);
 }
 
 fn echo() -> palisade_server::control::Execute {
@@ -243,16 +240,7 @@ fn echo() -> palisade_server::control::Execute {
 /// `cannot exec in a paused container` came back as a 500).
 #[tokio::test]
 async fn a_command_paused_under_it_is_a_conflict_even_once_resumed() {
-    let dir = tempfile::tempdir().unwrap();
-    let bed = TestPlane::new(dir.path()).await.unwrap();
-    let org = org(&bed).await;
-    let id = (bed.plane)
-        .create_sandbox(&org, create(r#"{"mode":"deny-all"}"#))
-        .await
-        .unwrap()
-        .record
-        .sandbox
-        .id;
+    let (_dir, bed, org, id) = one_sandbox().await;
     let hold = bed.runtime.hold_next_exec();
     let first = tokio::spawn({
         let (plane, org, id) = (bed.plane.clone(), org.clone(), id.clone());
@@ -277,15 +265,7 @@ async fn a_command_paused_under_it_is_a_conflict_even_once_resumed() {
 
 #[tokio::test]
 async fn a_snapshot_that_cannot_be_stored_leaves_no_archive() {
-    let dir = tempfile::tempdir().unwrap();
-    let bed = TestPlane::new(dir.path()).await.unwrap();
-    let org = org(&bed).await;
-    let sb = bed
-        .plane
-        .create_sandbox(&org, create(r#"{"mode":"deny-all"}"#))
-        .await
-        .unwrap();
-    let id = sb.record.sandbox.id;
+    let (dir, bed, org, id) = one_sandbox().await;
     // The runtime writes the archive; reading the sandbox's policy then fails.
     sqlx::query("DELETE FROM sandbox_policies WHERE sandbox_id = ?")
         .bind(&id)

@@ -88,13 +88,13 @@ async fn requests_for_one_name_join_one_approval_and_allow_once_releases_them() 
         .filter(|e| e.sandbox == "sb1")
         .map(|e| (e.verdict, e.rule.to_string()))
         .collect();
-    assert_eq!(verdicts[0], (EventVerdict::Hold, format!("approval:{id}")));
+    let text = format!("approval:{id}");
+    assert_eq!(verdicts[0], (EventVerdict::Hold, text.clone()));
     assert!(
-        verdicts.contains(&(EventVerdict::Allow, format!("approval:{id}"))),
+        verdicts.contains(&(EventVerdict::Allow, text.clone())),
         "{verdicts:?}"
     );
     // The id in that text is read back as the approval it names.
-    let text = format!("approval:{id}");
     assert_eq!(Bearing::of_text(&text), Some(Bearing::Beyond));
 }
 

@@ -335,7 +335,7 @@ impl Plane {
             let (_guard, rec) = self.lock_sandbox(org, id, Needs::Container).await?;
             if rec.sandbox.state == SandboxState::Paused {
                 self.runtime.resume(id).await?;
-                (self.store)
+                self.store
                     .set_sandbox_state(id, SandboxState::Running)
                     .await?
             } else {

@@ -3,7 +3,7 @@
 //! A restore is a new sandbox (new id, new CA) with the snapshot's policy unless overridden.
 
 use palisade_policy::Policy;
-use palisade_store::{NewSnapshot, SecretString};
+use palisade_store::NewSnapshot;
 
 use super::PlaneError;
 use super::convert::{full_policy, snapshot_info};
@@ -49,12 +49,9 @@ impl Plane {
                 archive_path: archive.display().to_string(),
                 archive_bytes: i64::try_from(manifest.archive_bytes).unwrap_or(i64::MAX),
             };
-            let policy = (
-                SecretString::new(live.full.expose().to_owned()),
-                live.redacted.clone(),
-            );
-            let snap = self.store.insert_snapshot(snapshot, Some(policy), &env);
-            Ok::<_, PlaneError>(snap.await?)
+            let policy = Some((live.full, live.redacted));
+            let snap = self.store.insert_snapshot(snapshot, policy, &env).await?;
+            Ok::<_, PlaneError>(snap)
         };
         let snap = match stored.await {
             Ok(s) => s,
