@@ -8,7 +8,11 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
+use crate::control::{CreateSandbox, CreateSnapshot, CreateTemplate, RestoreSnapshot};
 use crate::error::ApiError;
+use crate::model::{
+    CreateSandboxRequest, CreateSnapshotRequest, CreateTemplateRequest, RestoreSnapshotRequest,
+};
 
 /// Largest request body accepted.
 pub(crate) const MAX_BODY: usize = 1024 * 1024;
@@ -33,6 +37,29 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
         .map(JsonBody)
     }
 }
+
+/// Commands a handler takes straight from its request's body: the JSON is read as the wire
+/// type, then checked by that type's `TryFrom`, each step answering 400 with the field that
+/// failed. The handler is left with a typed call on the control plane.
+macro_rules! command_from_json {
+    ($($command:ty: $wire:ty),+ $(,)?) => {$(
+        impl<S: Send + Sync> FromRequest<S> for $command {
+            type Rejection = ApiError;
+
+            async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+                let JsonBody(wire) = JsonBody::<$wire>::from_request(req, state).await?;
+                wire.try_into()
+            }
+        }
+    )+};
+}
+
+command_from_json!(
+    CreateSandbox: CreateSandboxRequest,
+    CreateSnapshot: CreateSnapshotRequest,
+    RestoreSnapshot: RestoreSnapshotRequest,
+    CreateTemplate: CreateTemplateRequest,
+);
 
 pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);

@@ -245,16 +245,28 @@ pub struct CreateSnapshotRequest {
     pub kill_sandbox_after: Option<bool>,
 }
 
-impl CreateSnapshotRequest {
-    pub(crate) fn into_command(self, pause: bool) -> Result<CreateSnapshot, ApiError> {
+impl TryFrom<CreateSnapshotRequest> for CreateSnapshot {
+    type Error = ApiError;
+    fn try_from(r: CreateSnapshotRequest) -> Result<Self, ApiError> {
         let mut p = Problems::default();
-        let name = self.name.map(|n| check_template_name(&mut p, "name", &n));
-        let after = match (pause, self.kill_sandbox_after.unwrap_or(false)) {
-            (_, true) => AfterSnapshot::Delete,
-            (true, false) => AfterSnapshot::Stop,
-            (false, false) => AfterSnapshot::KeepRunning,
+        let name = r.name.map(|n| check_template_name(&mut p, "name", &n));
+        let after = if r.kill_sandbox_after.unwrap_or(false) {
+            AfterSnapshot::Delete
+        } else {
+            AfterSnapshot::KeepRunning
         };
         p.finish(CreateSnapshot { name, after })
+    }
+}
+
+impl CreateSnapshot {
+    /// SDK 0.6.1's pause-snapshot: the sandbox stops once its snapshot is stored, unless
+    /// `kill_sandbox_after` asked for it to be deleted.
+    pub(crate) fn stopping(mut self) -> Self {
+        if self.after == AfterSnapshot::KeepRunning {
+            self.after = AfterSnapshot::Stop;
+        }
+        self
     }
 }
 
@@ -406,3 +418,35 @@ impl TryFrom<ExecuteRequest> for Execute {
 #[path = "model_responses.rs"]
 mod responses;
 pub use responses::*;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What happens to the sandbox after its snapshot, by route and by `kill_sandbox_after`.
+    #[test]
+    fn a_snapshot_request_says_what_becomes_of_the_sandbox() {
+        use AfterSnapshot::{Delete, KeepRunning, Stop};
+        let cases = [
+            (None, KeepRunning, Stop),
+            (Some(false), KeepRunning, Stop),
+            (Some(true), Delete, Delete),
+        ];
+        for (kill, create, pause) in cases {
+            let req = || CreateSnapshotRequest {
+                name: Some("nightly".into()),
+                kill_sandbox_after: kill,
+            };
+            let cmd = CreateSnapshot::try_from(req()).unwrap();
+            assert_eq!((cmd.name.as_deref(), cmd.after), (Some("nightly"), create));
+            let paused = CreateSnapshot::try_from(req()).unwrap().stopping();
+            assert_eq!(paused.after, pause, "kill_sandbox_after: {kill:?}");
+        }
+        let bad = CreateSnapshotRequest {
+            name: Some("  ".into()),
+            kill_sandbox_after: None,
+        };
+        let err = CreateSnapshot::try_from(bad).unwrap_err();
+        assert!(format!("{err:?}").contains("\"name\""), "{err:?}");
+    }
+}

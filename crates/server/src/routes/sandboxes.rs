@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use palisade_store::{SandboxSort, SandboxState};
 
 use super::{Cp, Created, OrgItem, Reply, created, sort_and_page};
-use crate::control::{ListSandboxes, OrgId};
+use crate::control::{CreateSandbox, ListSandboxes, OrgId};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{JsonBody, Params};
 use crate::model::{
@@ -22,12 +22,8 @@ const SORTS: [(&str, SandboxSort); 2] = [
     responses((status = 201, body = SandboxResponse), (status = 400, body = ErrorBody),
               (status = 401, body = ErrorBody), (status = 404, body = ErrorBody, description = "unknown template"),
               (status = 429, body = ErrorBody, description = "sandbox quota reached")))]
-pub(crate) async fn create(
-    cp: Cp,
-    org: OrgId,
-    JsonBody(req): JsonBody<CreateSandboxRequest>,
-) -> Created<SandboxResponse> {
-    Ok(created(cp.create_sandbox(&org, req.try_into()?).await?))
+pub(crate) async fn create(cp: Cp, org: OrgId, cmd: CreateSandbox) -> Created<SandboxResponse> {
+    Ok(created(cp.create_sandbox(&org, cmd).await?))
 }
 
 #[utoipa::path(get, path = "/v1/sandboxes", tag = "sandboxes",

@@ -5,9 +5,9 @@ use axum::http::StatusCode;
 use palisade_store::SnapshotSort;
 
 use super::{Cp, Created, OrgItem, Reply, created, sort_and_page};
-use crate::control::{ListSnapshots, OrgId};
+use crate::control::{CreateSnapshot, ListSnapshots, OrgId, RestoreSnapshot};
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{JsonBody, Params};
+use crate::extract::Params;
 use crate::model::{
     CreateSnapshotRequest, Paged, RestoreSnapshotRequest, SandboxResponse, SnapshotResponse,
 };
@@ -24,32 +24,18 @@ const SORTS: [(&str, SnapshotSort); 2] = [
 pub(crate) async fn create(
     cp: Cp,
     item: OrgItem,
-    JsonBody(req): JsonBody<CreateSnapshotRequest>,
+    cmd: CreateSnapshot,
 ) -> Created<SnapshotResponse> {
-    snapshot(&cp, item, req, false).await
-}
-
-/// Both snapshot routes: `stop` is the 0.6.1 pause-snapshot.
-async fn snapshot(
-    cp: &Cp,
-    OrgItem { org, id }: OrgItem,
-    req: CreateSnapshotRequest,
-    stop: bool,
-) -> Created<SnapshotResponse> {
-    let command = req.into_command(stop)?;
-    Ok(created(cp.create_snapshot(&org, &id, command).await?))
+    Ok(created(cp.create_snapshot(&item.org, &item.id, cmd).await?))
 }
 
 #[utoipa::path(post, path = "/v1/sandbox/{id}/snapshot/pause", tag = "snapshots", params(("id" = String, Path)),
     request_body = CreateSnapshotRequest,
     responses((status = 201, body = SnapshotResponse, description = "snapshot stored, sandbox stopped"),
               (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub(crate) async fn pause(
-    cp: Cp,
-    item: OrgItem,
-    JsonBody(req): JsonBody<CreateSnapshotRequest>,
-) -> Created<SnapshotResponse> {
-    snapshot(&cp, item, req, true).await
+pub(crate) async fn pause(cp: Cp, item: OrgItem, cmd: CreateSnapshot) -> Created<SnapshotResponse> {
+    let cmd = cmd.stopping();
+    Ok(created(cp.create_snapshot(&item.org, &item.id, cmd).await?))
 }
 
 #[utoipa::path(get, path = "/v1/snapshots", tag = "snapshots",
@@ -78,20 +64,12 @@ pub(crate) async fn delete(cp: Cp, OrgItem { org, id }: OrgItem) -> Result<Statu
 #[utoipa::path(post, path = "/v1/snapshot/restore", tag = "snapshots", request_body = RestoreSnapshotRequest,
     responses((status = 201, body = SandboxResponse, description = "a new sandbox, with the snapshot's policy unless one is given"),
               (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
-pub(crate) async fn restore(
-    cp: Cp,
-    org: OrgId,
-    JsonBody(req): JsonBody<RestoreSnapshotRequest>,
-) -> Created<SandboxResponse> {
-    Ok(created(cp.restore_snapshot(&org, req.try_into()?).await?))
+pub(crate) async fn restore(cp: Cp, org: OrgId, cmd: RestoreSnapshot) -> Created<SandboxResponse> {
+    Ok(created(cp.restore_snapshot(&org, cmd).await?))
 }
 
 #[utoipa::path(post, path = "/v1/snapshot/resume", tag = "snapshots", request_body = RestoreSnapshotRequest,
     responses((status = 201, body = SandboxResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub(crate) async fn resume(
-    cp: Cp,
-    org: OrgId,
-    body: JsonBody<RestoreSnapshotRequest>,
-) -> Created<SandboxResponse> {
-    restore(cp, org, body).await
+pub(crate) async fn resume(cp: Cp, org: OrgId, cmd: RestoreSnapshot) -> Created<SandboxResponse> {
+    restore(cp, org, cmd).await
 }

@@ -4,7 +4,7 @@ use axum::Json;
 use axum::http::StatusCode;
 
 use super::{Cp, Created, OrgItem, Reply, bodies, created};
-use crate::control::OrgId;
+use crate::control::{CreateTemplate, OrgId};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::JsonBody;
 use crate::model::{
@@ -13,12 +13,8 @@ use crate::model::{
 
 #[utoipa::path(post, path = "/v1/template", tag = "templates", request_body = CreateTemplateRequest,
     responses((status = 201, body = TemplateResponse), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub(crate) async fn create(
-    cp: Cp,
-    org: OrgId,
-    JsonBody(req): JsonBody<CreateTemplateRequest>,
-) -> Created<TemplateResponse> {
-    Ok(created(cp.create_template(&org, req.try_into()?).await?))
+pub(crate) async fn create(cp: Cp, org: OrgId, cmd: CreateTemplate) -> Created<TemplateResponse> {
+    Ok(created(cp.create_template(&org, cmd).await?))
 }
 
 #[utoipa::path(get, path = "/v1/templates", tag = "templates",
