@@ -8,7 +8,7 @@ use sqlx::{QueryBuilder, Sqlite};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::{Store, StoreError, now_ms};
+use crate::{Result, Store, now_ms};
 
 /// One egress decision as stored. Built by the firewall's event type; never holds secrets.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -84,7 +84,7 @@ pub struct EventQuery {
 
 impl Store {
     /// Insert a batch in one transaction.
-    pub async fn insert_events(&self, events: &[EgressEventRecord]) -> Result<(), StoreError> {
+    pub async fn insert_events(&self, events: &[EgressEventRecord]) -> Result<()> {
         if events.is_empty() {
             return Ok(());
         }
@@ -129,7 +129,7 @@ impl Store {
         &self,
         sandbox_id: &str,
         q: &EventQuery,
-    ) -> Result<Vec<EgressEventRecord>, StoreError> {
+    ) -> Result<Vec<EgressEventRecord>> {
         let mut b: QueryBuilder<Sqlite> = QueryBuilder::new(
             "SELECT id, sandbox_id, at_ms, verdict, protocol, dst_addr, dst_port, name, rule, \
              reason, bytes_up, bytes_down, duration_ms, detail FROM egress_events WHERE sandbox_id = ",
@@ -170,7 +170,7 @@ impl Store {
         retention: Retention,
         now: i64,
         sandboxes: &BTreeSet<String>,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<u64> {
         let mut removed = sqlx::query("DELETE FROM egress_events WHERE at_ms < ?")
             .bind(now.saturating_sub(retention.max_age_ms))
             .execute(&self.pool)
@@ -192,7 +192,7 @@ impl Store {
     }
 
     /// Remove every event of a sandbox (when it is deleted).
-    pub async fn delete_events(&self, sandbox_id: &str) -> Result<u64, StoreError> {
+    pub async fn delete_events(&self, sandbox_id: &str) -> Result<u64> {
         Ok(
             sqlx::query("DELETE FROM egress_events WHERE sandbox_id = ?")
                 .bind(sandbox_id)
@@ -374,7 +374,7 @@ async fn retain(store: &Store, touched: &mut BTreeSet<String>, config: &EventWri
 }
 
 /// Run retention on demand for every sandbox with events (e.g. at start-up).
-pub async fn retain_all(store: &Store, retention: Retention) -> Result<u64, StoreError> {
+pub async fn retain_all(store: &Store, retention: Retention) -> Result<u64> {
     let sandboxes: Vec<String> =
         sqlx::query_scalar("SELECT DISTINCT sandbox_id FROM egress_events")
             .fetch_all(store.pool())

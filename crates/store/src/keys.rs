@@ -6,7 +6,7 @@ use std::fmt;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use crate::{Store, StoreError, new_id, now_ms};
+use crate::{Result, Store, StoreError, new_id, now_ms};
 
 /// Every API key starts with this.
 pub const API_KEY_PREFIX: &str = "pl_";
@@ -63,11 +63,7 @@ fn hash_key(key: &str) -> String {
 }
 
 impl Store {
-    pub async fn create_org(
-        &self,
-        name: &str,
-        max_sandboxes: Option<i64>,
-    ) -> Result<Org, StoreError> {
+    pub async fn create_org(&self, name: &str, max_sandboxes: Option<i64>) -> Result<Org> {
         if name.trim().is_empty() || name.len() > 128 {
             return Err(StoreError::Invalid("organisation name"));
         }
@@ -88,26 +84,22 @@ impl Store {
         Ok(org)
     }
 
-    pub async fn get_org(&self, id: &str) -> Result<Org, StoreError> {
+    pub async fn get_org(&self, id: &str) -> Result<Org> {
         let sql = "SELECT id, name, max_sandboxes, created_at FROM orgs WHERE id = ?";
         self.row(sql, &[id], "organisation").await
     }
 
-    pub async fn get_org_by_name(&self, name: &str) -> Result<Org, StoreError> {
+    pub async fn get_org_by_name(&self, name: &str) -> Result<Org> {
         let sql = "SELECT id, name, max_sandboxes, created_at FROM orgs WHERE name = ?";
         self.row(sql, &[name], "organisation").await
     }
 
-    pub async fn list_orgs(&self) -> Result<Vec<Org>, StoreError> {
+    pub async fn list_orgs(&self) -> Result<Vec<Org>> {
         let sql = "SELECT id, name, max_sandboxes, created_at FROM orgs ORDER BY name";
         self.rows(sql, &[]).await
     }
 
-    pub async fn set_org_quota(
-        &self,
-        org_id: &str,
-        max_sandboxes: Option<i64>,
-    ) -> Result<(), StoreError> {
+    pub async fn set_org_quota(&self, org_id: &str, max_sandboxes: Option<i64>) -> Result<()> {
         let q = sqlx::query("UPDATE orgs SET max_sandboxes = ? WHERE id = ?")
             .bind(max_sandboxes)
             .bind(org_id);
@@ -119,7 +111,7 @@ impl Store {
         &self,
         org_id: &str,
         name: &str,
-    ) -> Result<(ApiKeyRecord, ApiKeySecret), StoreError> {
+    ) -> Result<(ApiKeyRecord, ApiKeySecret)> {
         let mut random = Zeroizing::new([0u8; KEY_RANDOM_BYTES]);
         getrandom::fill(random.as_mut()).map_err(|_| crate::SealError::Random)?;
         let key = Zeroizing::new(format!("{API_KEY_PREFIX}{}", hex::encode(random.as_ref())));
@@ -155,10 +147,7 @@ impl Store {
 
     /// The organisation a presented key belongs to, or `None` for an unknown, revoked or
     /// malformed key (the caller answers 401 either way).
-    pub async fn authenticate(
-        &self,
-        presented: &str,
-    ) -> Result<Option<AuthenticatedKey>, StoreError> {
+    pub async fn authenticate(&self, presented: &str) -> Result<Option<AuthenticatedKey>> {
         if !presented.starts_with(API_KEY_PREFIX) || presented.len() > MAX_PRESENTED_LEN {
             return Ok(None);
         }
@@ -183,13 +172,13 @@ impl Store {
         Ok(Some(AuthenticatedKey { key_id, org_id }))
     }
 
-    pub async fn list_api_keys(&self, org_id: &str) -> Result<Vec<ApiKeyRecord>, StoreError> {
+    pub async fn list_api_keys(&self, org_id: &str) -> Result<Vec<ApiKeyRecord>> {
         let sql = "SELECT id, org_id, name, key_prefix, created_at, last_used_at, revoked_at \
                    FROM api_keys WHERE org_id = ? ORDER BY created_at, id";
         self.rows(sql, &[org_id]).await
     }
 
-    pub async fn revoke_api_key(&self, org_id: &str, key_id: &str) -> Result<(), StoreError> {
+    pub async fn revoke_api_key(&self, org_id: &str, key_id: &str) -> Result<()> {
         let q = sqlx::query(
             "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND org_id = ? AND revoked_at IS NULL",
         )

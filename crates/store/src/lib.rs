@@ -50,6 +50,9 @@ pub const DB_FILE: &str = "palisade.db";
 /// The embedded migrations (`crates/store/migrations`).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// What the store's calls return: most fail only with a [`StoreError`].
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
 /// Why a store operation failed. Messages name the kind of row, never a secret or a value.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -169,10 +172,7 @@ pub(crate) fn conflict_or_db(what: &'static str) -> impl FnOnce(sqlx::Error) -> 
 }
 
 /// Whether an UPDATE or DELETE aimed at one row found it: none touched means it is missing.
-pub(crate) fn found(
-    r: sqlx::sqlite::SqliteQueryResult,
-    what: &'static str,
-) -> Result<(), StoreError> {
+pub(crate) fn found(r: sqlx::sqlite::SqliteQueryResult, what: &'static str) -> Result<()> {
     if r.rows_affected() == 0 {
         return Err(StoreError::NotFound(what));
     }
@@ -190,7 +190,7 @@ pub struct Store {
 impl Store {
     /// Open (creating when missing) the store in `data_dir`: the directory (0700), the seal key
     /// (0600, refused when wider) and the database, with every migration applied.
-    pub async fn open(data_dir: &Path) -> Result<Self, StoreError> {
+    pub async fn open(data_dir: &Path) -> Result<Self> {
         create_private_dir(data_dir)?;
         let sealer = Sealer::open_or_create(data_dir)?;
         let options = SqliteConnectOptions::from_str("sqlite:")?
@@ -215,9 +215,7 @@ impl Store {
     /// A transaction that takes SQLite's write lock at once. A deferred one that reads first
     /// and writes later fails with SQLITE_BUSY_SNAPSHOT (no busy wait) when another connection
     /// wrote in between; an immediate one waits its turn under the busy timeout instead.
-    pub(crate) async fn write_tx(
-        &self,
-    ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
+    pub(crate) async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }
 
@@ -226,7 +224,7 @@ impl Store {
         &self,
         q: sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
         what: &'static str,
-    ) -> Result<(), StoreError> {
+    ) -> Result<()> {
         q.execute(&self.pool).await.map_err(conflict_or_db(what))?;
         Ok(())
     }
@@ -236,7 +234,7 @@ impl Store {
         &self,
         q: sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
         what: &'static str,
-    ) -> Result<(), StoreError> {
+    ) -> Result<()> {
         found(q.execute(&self.pool).await?, what)
     }
 
@@ -246,7 +244,7 @@ impl Store {
         sql: impl SqlSafeStr,
         args: &[&str],
         what: &'static str,
-    ) -> Result<T, StoreError>
+    ) -> Result<T>
     where
         T: for<'r> sqlx::FromRow<'r, SqliteRow> + Send + Unpin,
     {
@@ -258,11 +256,7 @@ impl Store {
     }
 
     /// Every row `sql` selects with the text parameters `args`.
-    pub(crate) async fn rows<T>(
-        &self,
-        sql: impl SqlSafeStr,
-        args: &[&str],
-    ) -> Result<Vec<T>, StoreError>
+    pub(crate) async fn rows<T>(&self, sql: impl SqlSafeStr, args: &[&str]) -> Result<Vec<T>>
     where
         T: for<'r> sqlx::FromRow<'r, SqliteRow> + Send + Unpin,
     {
@@ -280,7 +274,7 @@ impl Store {
         sql: &'static str,
         id: &str,
         what: &'static str,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
+    ) -> Result<Option<Vec<u8>>> {
         let sealed: Option<Option<Vec<u8>>> = sqlx::query_scalar(sql)
             .bind(id)
             .fetch_optional(&self.pool)
@@ -294,7 +288,7 @@ impl Store {
         table: &'static str,
         org_id: &str,
         id: &str,
-    ) -> Result<(), StoreError> {
+    ) -> Result<()> {
         let sql = format!("DELETE FROM {table} WHERE id = ? AND org_id = ?");
         sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(id)
@@ -323,7 +317,7 @@ impl Store {
     }
 }
 
-fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
+fn create_private_dir(dir: &Path) -> Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     let io = |source| StoreError::Io {
         path: dir.to_path_buf(),

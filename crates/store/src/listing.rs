@@ -4,7 +4,7 @@
 use sqlx::sqlite::SqliteRow;
 use sqlx::{FromRow, QueryBuilder, Sqlite, SqlitePool};
 
-use crate::StoreError;
+use crate::Result;
 
 /// One page of a listing, with the total the filter matched.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,7 +61,7 @@ impl<S: SortKey> Listing<S> {
         (table, columns): (&str, &str),
         org_id: &str,
         filter: impl Fn(&mut QueryBuilder<Sqlite>),
-    ) -> Result<Page<T>, StoreError>
+    ) -> Result<Page<T>>
     where
         T: for<'r> FromRow<'r, SqliteRow> + Send + Unpin,
     {

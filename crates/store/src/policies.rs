@@ -9,7 +9,7 @@ use std::fmt;
 use zeroize::Zeroizing;
 
 use crate::seal::binding;
-use crate::{Store, StoreError, found, now_ms};
+use crate::{Result, Store, StoreError, found, now_ms};
 
 /// Text that came out of a sealed column: zeroed on drop, never printed.
 #[derive(Clone, PartialEq, Eq)]
@@ -30,10 +30,7 @@ impl fmt::Debug for SecretString {
     }
 }
 
-pub(crate) fn secret_from(
-    plain: crate::SecretBytes,
-    what: &'static str,
-) -> Result<SecretString, StoreError> {
+pub(crate) fn secret_from(plain: crate::SecretBytes, what: &'static str) -> Result<SecretString> {
     std::str::from_utf8(plain.expose())
         .map(|s| SecretString::new(s.to_owned()))
         .map_err(|_| StoreError::Corrupt(what))
@@ -77,7 +74,7 @@ impl Store {
         sandbox_id: &str,
         full_json: &str,
         redacted_json: &str,
-    ) -> Result<i64, StoreError> {
+    ) -> Result<i64> {
         let mut tx = self.write_tx().await?;
         let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM sandboxes WHERE id = ?")
             .bind(sandbox_id)
@@ -111,11 +108,7 @@ impl Store {
     }
 
     /// Record that the data plane now enforces `version`. Never moves the live version back.
-    pub async fn mark_policy_applied(
-        &self,
-        sandbox_id: &str,
-        version: i64,
-    ) -> Result<(), StoreError> {
+    pub async fn mark_policy_applied(&self, sandbox_id: &str, version: i64) -> Result<()> {
         let mut tx = self.write_tx().await?;
         let r = sqlx::query(
             "UPDATE sandbox_policies SET applied_at = COALESCE(applied_at, ?) \
@@ -142,7 +135,7 @@ impl Store {
     }
 
     /// One version, opened.
-    pub async fn policy(&self, sandbox_id: &str, version: i64) -> Result<PolicyRecord, StoreError> {
+    pub async fn policy(&self, sandbox_id: &str, version: i64) -> Result<PolicyRecord> {
         let row: Option<(Vec<u8>, String, i64, Option<i64>)> = sqlx::query_as(
             "SELECT sealed, redacted, created_at, applied_at FROM sandbox_policies \
              WHERE sandbox_id = ? AND version = ?",
@@ -167,7 +160,7 @@ impl Store {
     }
 
     /// The version the data plane enforces (what a restart must restore).
-    pub async fn live_policy(&self, sandbox_id: &str) -> Result<PolicyRecord, StoreError> {
+    pub async fn live_policy(&self, sandbox_id: &str) -> Result<PolicyRecord> {
         let version: i64 = sqlx::query_scalar("SELECT policy_version FROM sandboxes WHERE id = ?")
             .bind(sandbox_id)
             .fetch_optional(&self.pool)
@@ -177,7 +170,7 @@ impl Store {
     }
 
     /// The newest version, enforced or not.
-    pub async fn latest_policy(&self, sandbox_id: &str) -> Result<PolicyRecord, StoreError> {
+    pub async fn latest_policy(&self, sandbox_id: &str) -> Result<PolicyRecord> {
         let version: Option<i64> =
             sqlx::query_scalar("SELECT MAX(version) FROM sandbox_policies WHERE sandbox_id = ?")
                 .bind(sandbox_id)
@@ -190,22 +183,14 @@ impl Store {
         .await
     }
 
-    pub async fn list_policy_versions(
-        &self,
-        sandbox_id: &str,
-    ) -> Result<Vec<PolicyVersionInfo>, StoreError> {
+    pub async fn list_policy_versions(&self, sandbox_id: &str) -> Result<Vec<PolicyVersionInfo>> {
         let sql = "SELECT version, redacted, created_at, applied_at FROM sandbox_policies \
                    WHERE sandbox_id = ? ORDER BY version";
         self.rows(sql, &[sandbox_id]).await
     }
 
     /// Store the sandbox's CA; the private key is sealed. A sandbox has one CA for life.
-    pub async fn put_ca(
-        &self,
-        sandbox_id: &str,
-        cert_pem: &str,
-        key_pem: &str,
-    ) -> Result<(), StoreError> {
+    pub async fn put_ca(&self, sandbox_id: &str, cert_pem: &str, key_pem: &str) -> Result<()> {
         let sealed = self
             .sealer
             .seal(&binding::ca_key(sandbox_id), key_pem.as_bytes())?;
@@ -226,7 +211,7 @@ impl Store {
         Ok(())
     }
 
-    pub async fn get_ca(&self, sandbox_id: &str) -> Result<CaRecord, StoreError> {
+    pub async fn get_ca(&self, sandbox_id: &str) -> Result<CaRecord> {
         let row: Option<(String, Vec<u8>, i64)> = sqlx::query_as(
             "SELECT cert_pem, key_sealed, created_at FROM sandbox_cas WHERE sandbox_id = ?",
         )

@@ -10,7 +10,7 @@ use sqlx::sqlite::{SqliteTypeInfo, SqliteValueRef};
 
 use crate::listing::{Listing, Page, SortKey};
 use crate::seal::{Sealer, binding};
-use crate::{CorruptValue, Store, StoreError, now_ms};
+use crate::{CorruptValue, Result, Store, StoreError, now_ms};
 
 /// Lifecycle states, spelled as Leap0 spells them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -89,11 +89,7 @@ impl fmt::Debug for EnvVars {
 
 impl EnvVars {
     /// Sealed under `binding` for its column; `None` (a NULL column) when there are none.
-    pub(crate) fn seal(
-        &self,
-        sealer: &Sealer,
-        binding: &str,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
+    pub(crate) fn seal(&self, sealer: &Sealer, binding: &str) -> Result<Option<Vec<u8>>> {
         if self.0.is_empty() {
             return Ok(None);
         }
@@ -109,7 +105,7 @@ impl EnvVars {
         binding: &str,
         sealed: Option<Vec<u8>>,
         corrupt: &'static str,
-    ) -> Result<Self, StoreError> {
+    ) -> Result<Self> {
         let Some(sealed) = sealed else {
             return Ok(Self::default());
         };
@@ -178,11 +174,7 @@ pub struct SandboxQuery {
 }
 
 impl Store {
-    pub async fn insert_sandbox(
-        &self,
-        s: NewSandbox,
-        env: &EnvVars,
-    ) -> Result<SandboxRecord, StoreError> {
+    pub async fn insert_sandbox(&self, s: NewSandbox, env: &EnvVars) -> Result<SandboxRecord> {
         let now = now_ms();
         let env_sealed = env.seal(&self.sealer, &binding::sandbox_env(&s.id))?;
         let q = sqlx::query(
@@ -217,14 +209,14 @@ impl Store {
     }
 
     /// A sandbox of `org_id`; another organisation's reads as missing.
-    pub async fn get_sandbox(&self, org_id: &str, id: &str) -> Result<SandboxRecord, StoreError> {
+    pub async fn get_sandbox(&self, org_id: &str, id: &str) -> Result<SandboxRecord> {
         let sql = format!("SELECT {COLUMNS} FROM sandboxes WHERE id = ? AND org_id = ?");
         self.row(sqlx::AssertSqlSafe(sql), &[id, org_id], "sandbox")
             .await
     }
 
     /// A sandbox by id alone, for the daemon's own bookkeeping (never for a user request).
-    pub async fn get_sandbox_unscoped(&self, id: &str) -> Result<SandboxRecord, StoreError> {
+    pub async fn get_sandbox_unscoped(&self, id: &str) -> Result<SandboxRecord> {
         let sql = format!("SELECT {COLUMNS} FROM sandboxes WHERE id = ?");
         self.row(sqlx::AssertSqlSafe(sql), &[id], "sandbox").await
     }
@@ -233,7 +225,7 @@ impl Store {
         &self,
         org_id: &str,
         q: &SandboxQuery,
-    ) -> Result<Page<SandboxRecord>, StoreError> {
+    ) -> Result<Page<SandboxRecord>> {
         let state = q.state.map(SandboxState::as_str);
         (q.listing)
             .fetch(&self.pool, ("sandboxes", COLUMNS), org_id, |b| {
@@ -246,7 +238,7 @@ impl Store {
 
     /// Sandboxes of `org_id` that hold resources (for the quota): not deleted, and with an
     /// address (a sandbox stopped into a snapshot has given its address back).
-    pub async fn count_active_sandboxes(&self, org_id: &str) -> Result<i64, StoreError> {
+    pub async fn count_active_sandboxes(&self, org_id: &str) -> Result<i64> {
         Ok(sqlx::query_scalar(
             "SELECT COUNT(*) FROM sandboxes WHERE org_id = ? AND state <> 'deleted' \
              AND address IS NOT NULL",
@@ -257,11 +249,7 @@ impl Store {
     }
 
     /// Sets the state and answers when it changed (the row's new `state_changed_at`).
-    pub async fn set_sandbox_state(
-        &self,
-        id: &str,
-        state: SandboxState,
-    ) -> Result<i64, StoreError> {
+    pub async fn set_sandbox_state(&self, id: &str, state: SandboxState) -> Result<i64> {
         let now = now_ms();
         let q = sqlx::query(
             "UPDATE sandboxes SET state = ?, updated_at = ?, state_changed_at = ? WHERE id = ?",
@@ -274,19 +262,11 @@ impl Store {
         Ok(now)
     }
 
-    pub async fn set_sandbox_address(
-        &self,
-        id: &str,
-        address: Option<&str>,
-    ) -> Result<(), StoreError> {
+    pub async fn set_sandbox_address(&self, id: &str, address: Option<&str>) -> Result<()> {
         self.set_sandbox_column("address", address, id).await
     }
 
-    pub async fn set_sandbox_deadline(
-        &self,
-        id: &str,
-        deadline_at: Option<i64>,
-    ) -> Result<(), StoreError> {
+    pub async fn set_sandbox_deadline(&self, id: &str, deadline_at: Option<i64>) -> Result<()> {
         self.set_sandbox_column("deadline_at", deadline_at, id)
             .await
     }
@@ -297,7 +277,7 @@ impl Store {
         column: &'static str,
         value: T,
         id: &str,
-    ) -> Result<(), StoreError>
+    ) -> Result<()>
     where
         T: sqlx::Encode<'t, Sqlite> + sqlx::Type<Sqlite>,
     {
@@ -310,7 +290,7 @@ impl Store {
     }
 
     /// The sandbox's environment variables, unsealed.
-    pub async fn sandbox_env(&self, id: &str) -> Result<EnvVars, StoreError> {
+    pub async fn sandbox_env(&self, id: &str) -> Result<EnvVars> {
         let sql = "SELECT env_sealed FROM sandboxes WHERE id = ?";
         let sealed = self.sealed_column(sql, id, "sandbox").await?;
         let binding = binding::sandbox_env(id);
@@ -318,10 +298,7 @@ impl Store {
     }
 
     /// Running sandboxes whose deadline has passed at `now` (the timeout sweeper's work list).
-    pub async fn sandboxes_past_deadline(
-        &self,
-        now: i64,
-    ) -> Result<Vec<SandboxRecord>, StoreError> {
+    pub async fn sandboxes_past_deadline(&self, now: i64) -> Result<Vec<SandboxRecord>> {
         Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM sandboxes \
              WHERE deadline_at IS NOT NULL AND deadline_at <= ? AND state = 'running' \
@@ -334,7 +311,7 @@ impl Store {
 
     /// Every sandbox that must be brought back after a daemon restart (all organisations):
     /// anything not deleted, oldest first.
-    pub async fn sandboxes_to_recover(&self) -> Result<Vec<SandboxRecord>, StoreError> {
+    pub async fn sandboxes_to_recover(&self) -> Result<Vec<SandboxRecord>> {
         let sql = format!(
             "SELECT {COLUMNS} FROM sandboxes WHERE state <> 'deleted' ORDER BY created_at, id"
         );
@@ -342,11 +319,7 @@ impl Store {
     }
 
     /// Remove a sandbox row with its policies and CA. Returns what was removed.
-    pub async fn delete_sandbox(
-        &self,
-        org_id: &str,
-        id: &str,
-    ) -> Result<SandboxRecord, StoreError> {
+    pub async fn delete_sandbox(&self, org_id: &str, id: &str) -> Result<SandboxRecord> {
         let rec = self.get_sandbox(org_id, id).await?;
         self.delete_owned("sandboxes", org_id, id).await?;
         Ok(rec)

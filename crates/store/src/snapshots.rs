@@ -5,7 +5,7 @@ use crate::listing::{Listing, Page, SortKey};
 use crate::policies::{SecretString, secret_from};
 use crate::sandboxes::{EnvVars, Resources};
 use crate::seal::binding;
-use crate::{Store, StoreError, now_ms};
+use crate::{Result, Store, now_ms};
 
 /// The columns a snapshot is created with. Its policy and environment go in beside it, the
 /// secrets in them to be sealed.
@@ -78,7 +78,7 @@ impl Store {
         s: NewSnapshot,
         policy: Option<(SecretString, String)>,
         env: &EnvVars,
-    ) -> Result<SnapshotRecord, StoreError> {
+    ) -> Result<SnapshotRecord> {
         let now = now_ms();
         let (policy_sealed, policy_redacted) = match policy {
             Some((full, redacted)) => (
@@ -119,7 +119,7 @@ impl Store {
         })
     }
 
-    pub async fn get_snapshot(&self, org_id: &str, id: &str) -> Result<SnapshotRecord, StoreError> {
+    pub async fn get_snapshot(&self, org_id: &str, id: &str) -> Result<SnapshotRecord> {
         let sql = format!("SELECT {COLUMNS} FROM snapshots WHERE id = ? AND org_id = ?");
         self.row(sqlx::AssertSqlSafe(sql), &[id, org_id], "snapshot")
             .await
@@ -127,18 +127,14 @@ impl Store {
 
     /// Every snapshot's archive path, all organisations (daemon start: files not listed here
     /// are leftovers of a snapshot interrupted by a crash).
-    pub async fn snapshot_archive_paths(&self) -> Result<Vec<String>, StoreError> {
+    pub async fn snapshot_archive_paths(&self) -> Result<Vec<String>> {
         Ok(sqlx::query_scalar("SELECT archive_path FROM snapshots")
             .fetch_all(&self.pool)
             .await?)
     }
 
     /// Restore requests name the snapshot (`snapshot_name`); accept its id there too.
-    pub async fn find_snapshot(
-        &self,
-        org_id: &str,
-        name_or_id: &str,
-    ) -> Result<SnapshotRecord, StoreError> {
+    pub async fn find_snapshot(&self, org_id: &str, name_or_id: &str) -> Result<SnapshotRecord> {
         let sql = format!(
             "SELECT {COLUMNS} FROM snapshots WHERE org_id = ? AND (name = ? OR id = ?) \
              ORDER BY name = ? DESC LIMIT 1"
@@ -151,7 +147,7 @@ impl Store {
         &self,
         org_id: &str,
         q: &SnapshotQuery,
-    ) -> Result<Page<SnapshotRecord>, StoreError> {
+    ) -> Result<Page<SnapshotRecord>> {
         let pattern = like_pattern(&q.query);
         (q.listing)
             .fetch(&self.pool, ("snapshots", COLUMNS), org_id, |b| {
@@ -167,7 +163,7 @@ impl Store {
         id: &str,
         state: &str,
         archive_bytes: i64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<()> {
         let q = sqlx::query("UPDATE snapshots SET state = ?, archive_bytes = ? WHERE id = ?")
             .bind(state)
             .bind(archive_bytes)
@@ -176,7 +172,7 @@ impl Store {
     }
 
     /// The full policy stored with the snapshot, opened; `None` when it had none.
-    pub async fn snapshot_policy(&self, id: &str) -> Result<Option<SecretString>, StoreError> {
+    pub async fn snapshot_policy(&self, id: &str) -> Result<Option<SecretString>> {
         let sql = "SELECT policy_sealed FROM snapshots WHERE id = ?";
         let Some(sealed) = self.sealed_column(sql, id, "snapshot").await? else {
             return Ok(None);
@@ -185,7 +181,7 @@ impl Store {
         secret_from(plain, "snapshot policy").map(Some)
     }
 
-    pub async fn snapshot_env(&self, id: &str) -> Result<EnvVars, StoreError> {
+    pub async fn snapshot_env(&self, id: &str) -> Result<EnvVars> {
         let sql = "SELECT env_sealed FROM snapshots WHERE id = ?";
         let sealed = self.sealed_column(sql, id, "snapshot").await?;
         let binding = binding::snapshot_env(id);
@@ -193,11 +189,7 @@ impl Store {
     }
 
     /// Remove the row; the caller removes the archive it names.
-    pub async fn delete_snapshot(
-        &self,
-        org_id: &str,
-        id: &str,
-    ) -> Result<SnapshotRecord, StoreError> {
+    pub async fn delete_snapshot(&self, org_id: &str, id: &str) -> Result<SnapshotRecord> {
         let rec = self.get_snapshot(org_id, id).await?;
         self.delete_owned("snapshots", org_id, id).await?;
         Ok(rec)

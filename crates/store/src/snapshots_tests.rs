@@ -1,6 +1,6 @@
 use super::*;
 use crate::testutil::store;
-use crate::{Listing, Order};
+use crate::{Listing, Order, StoreError};
 
 fn snap(id: &str, org: &str, name: &str, template: &str) -> NewSnapshot {
     NewSnapshot {

@@ -1,7 +1,7 @@
 //! Templates: the root filesystems sandboxes start from. System templates (`org_id` NULL) are
 //! visible to every organisation and changed by none.
 
-use crate::{Store, StoreError, conflict_or_db, found, now_ms};
+use crate::{Result, Store, StoreError, conflict_or_db, found, now_ms};
 
 /// The columns a template is created with.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
@@ -37,7 +37,7 @@ const COLUMNS: &str = "id, org_id, name, source_kind, source_uri, digest, image_
                        created_at, updated_at";
 
 impl Store {
-    pub async fn insert_template(&self, t: NewTemplate) -> Result<TemplateRecord, StoreError> {
+    pub async fn insert_template(&self, t: NewTemplate) -> Result<TemplateRecord> {
         let now = now_ms();
         let q = sqlx::query(
             "INSERT INTO templates (id, org_id, name, source_kind, source_uri, digest, \
@@ -62,7 +62,7 @@ impl Store {
     }
 
     /// A template `org_id` may use: its own or a system one.
-    pub async fn get_template(&self, org_id: &str, id: &str) -> Result<TemplateRecord, StoreError> {
+    pub async fn get_template(&self, org_id: &str, id: &str) -> Result<TemplateRecord> {
         let sql = format!(
             "SELECT {COLUMNS} FROM templates WHERE id = ? AND (org_id = ? OR org_id IS NULL)"
         );
@@ -72,11 +72,7 @@ impl Store {
 
     /// Resolve a name as a sandbox create request gives it: the organisation's own template
     /// first, then a system template of that name.
-    pub async fn find_template_by_name(
-        &self,
-        org_id: &str,
-        name: &str,
-    ) -> Result<TemplateRecord, StoreError> {
+    pub async fn find_template_by_name(&self, org_id: &str, name: &str) -> Result<TemplateRecord> {
         let sql = format!(
             "SELECT {COLUMNS} FROM templates WHERE name = ? AND (org_id = ? OR org_id IS NULL) \
              ORDER BY org_id IS NULL LIMIT 1"
@@ -85,7 +81,7 @@ impl Store {
             .await
     }
 
-    pub async fn list_templates(&self, org_id: &str) -> Result<Vec<TemplateRecord>, StoreError> {
+    pub async fn list_templates(&self, org_id: &str) -> Result<Vec<TemplateRecord>> {
         let sql = format!(
             "SELECT {COLUMNS} FROM templates WHERE org_id = ? OR org_id IS NULL \
              ORDER BY org_id IS NULL, name"
@@ -94,12 +90,7 @@ impl Store {
     }
 
     /// Rename one of the organisation's templates (system templates read as missing here).
-    pub async fn rename_template(
-        &self,
-        org_id: &str,
-        id: &str,
-        name: &str,
-    ) -> Result<(), StoreError> {
+    pub async fn rename_template(&self, org_id: &str, id: &str, name: &str) -> Result<()> {
         let r = sqlx::query(
             "UPDATE templates SET name = ?, updated_at = ? WHERE id = ? AND org_id = ?",
         )
@@ -120,7 +111,7 @@ impl Store {
         state: &str,
         digest: &str,
         image_config: Option<&str>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<()> {
         let q = sqlx::query(
             "UPDATE templates SET state = ?, digest = ?, image_config = ?, updated_at = ? WHERE id = ?",
         )
@@ -133,11 +124,7 @@ impl Store {
     }
 
     /// Delete one of the organisation's templates; refused (Conflict) while a sandbox uses it.
-    pub async fn delete_template(
-        &self,
-        org_id: &str,
-        id: &str,
-    ) -> Result<TemplateRecord, StoreError> {
+    pub async fn delete_template(&self, org_id: &str, id: &str) -> Result<TemplateRecord> {
         let mut tx = self.write_tx().await?;
         let rec: TemplateRecord = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM templates WHERE id = ? AND org_id = ?"
