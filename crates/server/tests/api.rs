@@ -880,6 +880,25 @@ async fn snapshots_templates_process_and_events() {
     )
     .await;
     assert_eq!((s, first_field(&e)), (StatusCode::BAD_REQUEST, "sort"));
+    // Each listing takes its own sort keys, and not the other's.
+    for (path, ok) in [
+        ("/v1/snapshots?sort=template_id", true),
+        ("/v1/snapshots?sort=state", false),
+        ("/v1/sandboxes?sort=state&order-by=asc", true),
+        ("/v1/sandboxes?sort=template_id", false),
+    ] {
+        let (s, got, _) = call(&app, "GET", path, Some(h.a.as_str()), None).await;
+        if ok {
+            assert_eq!(s, StatusCode::OK, "{path}");
+            assert!(got["total_items"].as_i64().is_some(), "{path}: {got}");
+        } else {
+            assert_eq!(
+                (s, first_field(&got)),
+                (StatusCode::BAD_REQUEST, "sort"),
+                "{path}"
+            );
+        }
+    }
     let (s, e, _) = call(
         &app,
         "POST",
