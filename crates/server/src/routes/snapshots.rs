@@ -34,8 +34,7 @@ pub(crate) async fn create(
     responses((status = 201, body = SnapshotResponse, description = "snapshot stored, sandbox stopped"),
               (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(crate) async fn pause(cp: Cp, item: OrgItem, cmd: CreateSnapshot) -> Created<SnapshotResponse> {
-    let cmd = cmd.stopping();
-    Ok(created(cp.create_snapshot(&item.org, &item.id, cmd).await?))
+    create(cp, item, cmd.stopping()).await
 }
 
 #[utoipa::path(get, path = "/v1/snapshots", tag = "snapshots",
